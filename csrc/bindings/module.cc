@@ -1,0 +1,146 @@
+// qruntime._core: pybind11 type conversion and GIL release around the C++ API; no logic here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "core/thread_pool.h"
+#include "dispatch/cpu_features.h"
+#include "dispatch/dispatch.h"
+#include "ops/linear.h"
+
+namespace py = pybind11;
+
+namespace {
+
+template <class T>
+using CArray = py::array_t<T, py::array::c_style>;
+
+// Row stride in elements of a C-contiguous 2-D array.
+template <class T>
+ptrdiff_t rows_of(const CArray<T>& a, const char* name) {
+  if (a.ndim() != 2) throw py::value_error(std::string(name) + " must be 2-D");
+  return a.shape(0);
+}
+
+py::dict cpu_info() {
+  const qr::CpuFeatures& f = qr::cpu_features();
+  py::dict flags;
+  flags["avx2"] = f.avx2;
+  flags["fma"] = f.fma;
+  flags["avx512f"] = f.avx512f;
+  flags["avx512bw"] = f.avx512bw;
+  flags["avx512vl"] = f.avx512vl;
+  flags["avx512dq"] = f.avx512dq;
+  flags["avx512_vnni"] = f.avx512_vnni;
+  flags["amx_tile"] = f.amx_tile;
+  flags["amx_int8"] = f.amx_int8;
+  py::dict os;
+  os["avx"] = f.os_avx;
+  os["avx512"] = f.os_avx512;
+  os["amx"] = f.os_amx;
+  os["amx_permitted"] = f.amx_permitted;
+  py::dict d;
+  d["vendor"] = f.vendor;
+  d["brand"] = f.brand;
+  d["flags"] = flags;
+  d["os_support"] = os;
+  d["affinity_cpus"] = qr::affinity_cpu_count();
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "qruntime native core (int8 kernels, dispatch, thread pool)";
+
+  m.def("cpu_info", &cpu_info);
+  m.def("isa", [] { return qr::active_kernels().isa; });
+  m.def("available_isas", &qr::available_isas, py::arg("emulated") = false);
+  m.def("set_num_threads", [](int n) { qr::ThreadPool::global().set_num_threads(n); });
+  m.def("get_num_threads", [] { return qr::ThreadPool::global().num_threads(); });
+
+  py::class_<qr::PackedWeights, std::shared_ptr<qr::PackedWeights>>(m, "PackedWeights")
+      .def_property_readonly("n", [](const qr::PackedWeights& w) { return w.n; })
+      .def_property_readonly("k", [](const qr::PackedWeights& w) { return w.k; })
+      .def_property_readonly("isa", [](const qr::PackedWeights& w) { return std::string(w.kernels->isa); })
+      .def_property_readonly("nbytes", [](const qr::PackedWeights& w) { return w.data.size(); });
+
+  m.def(
+      "pack_weights",
+      [](const CArray<int8_t>& b, const std::string& isa) {
+        int n = static_cast<int>(rows_of(b, "b"));
+        int k = static_cast<int>(b.shape(1));
+        py::gil_scoped_release nogil;
+        return qr::ops::pack_weights(b.data(), k, n, k, isa);
+      },
+      py::arg("b").noconvert(), py::arg("isa") = "");
+
+  m.def(
+      "gemm_u8s8s32",
+      [](const CArray<uint8_t>& a, const qr::PackedWeights& w) {
+        int mrows = static_cast<int>(rows_of(a, "a"));
+        if (a.shape(1) != w.k) throw py::value_error("a has K mismatching the weights");
+        CArray<int32_t> c({static_cast<py::ssize_t>(mrows), static_cast<py::ssize_t>(w.n)});
+        const uint8_t* ap = a.data();
+        int32_t* cp = c.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          qr::ops::gemm_u8s8s32(w, ap, w.k, mrows, cp);
+        }
+        return c;
+      },
+      py::arg("a").noconvert(), py::arg("w"));
+
+  m.def(
+      "linear",
+      [](const CArray<uint8_t>& a, float x_scale, int x_zp, const qr::PackedWeights& w, const CArray<float>& w_scale,
+         std::optional<CArray<float>> bias, float out_scale, int out_zp, int activation) {
+        int mrows = static_cast<int>(rows_of(a, "x_q"));
+        if (a.shape(1) != w.k) throw py::value_error("x_q has K mismatching the weights");
+        if (bias && bias->size() != w.n) throw py::value_error("bias must hold one value per output channel");
+        CArray<uint8_t> y({static_cast<py::ssize_t>(mrows), static_cast<py::ssize_t>(w.n)});
+        const uint8_t* ap = a.data();
+        const float* ws = w_scale.data();
+        const size_t ws_count = static_cast<size_t>(w_scale.size());
+        const float* bp = bias ? bias->data() : nullptr;
+        uint8_t* yp = y.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          qr::ops::linear(w, ap, w.k, mrows, {x_scale, x_zp}, ws, ws_count, bp, {out_scale, out_zp},
+                          static_cast<qr::Activation>(activation), yp);
+        }
+        return y;
+      },
+      py::arg("x_q").noconvert(), py::arg("x_scale"), py::arg("x_zp"), py::arg("w"), py::arg("w_scale").noconvert(), py::arg("bias").noconvert(),
+      py::arg("out_scale"), py::arg("out_zp"), py::arg("activation"));
+
+  m.def(
+      "quantize",
+      [](const CArray<float>& x, float scale, int zp) {
+        CArray<uint8_t> q(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+        const float* xp = x.data();
+        uint8_t* qp = q.mutable_data();
+        size_t count = static_cast<size_t>(x.size());
+        {
+          py::gil_scoped_release nogil;
+          qr::ops::quantize(xp, count, {scale, zp}, qp);
+        }
+        return q;
+      },
+      py::arg("x").noconvert(), py::arg("scale"), py::arg("zero_point"));
+
+  m.def(
+      "dequantize",
+      [](const CArray<uint8_t>& q, float scale, int zp) {
+        CArray<float> x(std::vector<py::ssize_t>(q.shape(), q.shape() + q.ndim()));
+        const uint8_t* qp = q.data();
+        float* xp = x.mutable_data();
+        size_t count = static_cast<size_t>(q.size());
+        {
+          py::gil_scoped_release nogil;
+          qr::ops::dequantize(qp, count, {scale, zp}, xp);
+        }
+        return x;
+      },
+      py::arg("q").noconvert(), py::arg("scale"), py::arg("zero_point"));
+}

@@ -1,0 +1,7 @@
+// The AVX2 path (exact, vpmaddwd). Declarations only: the definitions need AVX2 flags.
+#pragma once
+#include "kernels/kernels.h"
+
+namespace qr::avx2 {
+const GemmKernels* gemm_kernels();
+}

@@ -1,0 +1,42 @@
+// The AVX-512 GEMM epilogue (bias, requantization, masked store of one row of 32 outputs), shared
+// by the AVX-512 VNNI and AMX units. Only units compiled with AVX-512 flags (or against SIMDe)
+// include it; its functions have internal linkage, so each unit keeps its own copy.
+#pragma once
+#include <cstdint>
+
+#include "kernels/avx512_intrinsics.h"
+#include "kernels/kernels.h"
+
+namespace {
+
+inline uint16_t lane_mask(int valid) { return valid >= 16 ? 0xFFFF : valid <= 0 ? 0 : static_cast<uint16_t>((1u << valid) - 1); }
+
+// Same float operations, in the same order, as qr::ref::requantize.
+inline __m512i requantize16(__m512i acc, const float* mult, const qr::Epilogue& ep) {
+  const __m512 lo = _mm512_set1_ps(static_cast<float>(ep.lo - ep.out_zp));
+  const __m512 hi = _mm512_set1_ps(static_cast<float>(ep.hi - ep.out_zp));
+  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(mult));
+  f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+  return _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(ep.out_zp));  // MXCSR: half to even
+}
+
+// Stores the first `valid` (<= 32) of the 32 outputs v0 (columns col..col+15), v1 (col+16..col+31).
+inline void store_row32(__m512i v0, __m512i v1, const qr::Epilogue& ep, int col, void* c_row, int valid) {
+  if (ep.bias) {
+    v0 = _mm512_add_epi32(v0, _mm512_loadu_si512(ep.bias + col));
+    v1 = _mm512_add_epi32(v1, _mm512_loadu_si512(ep.bias + col + 16));
+  }
+  const uint16_t m0 = lane_mask(valid), m1 = lane_mask(valid - 16);
+  if (!ep.requantize) {
+    int32_t* out = static_cast<int32_t*>(c_row);
+    _mm512_mask_storeu_epi32(out, m0, v0);
+    _mm512_mask_storeu_epi32(out + 16, m1, v1);
+    return;
+  }
+  uint8_t* out = static_cast<uint8_t*>(c_row);
+  // Results are in [lo, hi] within [0, 255], so truncating each lane to a byte is exact.
+  _mm512_mask_cvtepi32_storeu_epi8(out, m0, requantize16(v0, ep.mult + col, ep));
+  _mm512_mask_cvtepi32_storeu_epi8(out + 16, m1, requantize16(v1, ep.mult + col + 16, ep));
+}
+
+}  // namespace

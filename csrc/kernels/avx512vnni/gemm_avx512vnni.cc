@@ -1,0 +1,108 @@
+// Exact u8*s8 GEMM for AVX-512 VNNI: vpdpbusd adds 4 u8*s8 products per int32 lane, unsaturated.
+//
+// Register map of the micro-kernel (qgemm_u8s8_14x32__avx512vnni): 14 rows x 32 columns of C in
+// 28 zmm accumulators (acc[r][0] columns 0-15, acc[r][1] columns 16-31), 2 zmm of B (one K group
+// of 4 for 32 columns), and one broadcast of 4 bytes of A per row (folded into vpdpbusd's memory
+// operand where the compiler can): 30 of 32 registers.
+// Layouts (docs/kernels.md, "avx512_vnni"):
+//   packed B panel: [K groups][32 columns][4 bytes: b(n,4g..4g+3)], zero padded in K and N.
+//   packed A (per block, in scratch): [row][K groups] 4 bytes each, zero padded in K.
+#include "kernels/avx512vnni/gemm_avx512vnni.h"
+
+#include <cstring>
+
+#include "kernels/avx512vnni/epilogue_avx512.h"
+
+namespace qr::QR_ISA_NS {
+namespace {
+
+constexpr int kMR = 14;
+constexpr int kNR = 32;
+constexpr int kMC = kMR * 8;
+
+int groups(int k) { return (k + 3) / 4; }
+
+size_t panel_bytes(int k) { return static_cast<size_t>(groups(k)) * kNR * 4; }
+
+size_t packed_b_bytes(int n, int k) { return static_cast<size_t>((n + kNR - 1) / kNR) * panel_bytes(k); }
+
+void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst) { pack_b_groups(b, ldb, n, k, groups(k), dst); }
+
+size_t a_row_bytes(int k) { return static_cast<size_t>(groups(k)) * 4; }
+
+// Copies rows of A with K zero padded to a multiple of 4, so every 4-byte broadcast is in bounds.
+void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
+  const size_t row_bytes = a_row_bytes(k);
+  for (int i = 0; i < m; ++i) {
+    uint8_t* out = dst + i * row_bytes;
+    std::memcpy(out, a + i * lda, k);
+    std::memset(out + k, 0, row_bytes - k);
+  }
+}
+
+template <int R>
+void micro_kernel(const uint8_t* a, size_t a_row_bytes, const int8_t* b, int kg, const Epilogue& ep, int col,
+                  uint8_t* c, size_t c_row_bytes, int valid) {
+  __m512i acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  const int32_t* arow[R];
+  for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(a + r * a_row_bytes);
+  for (int g = 0; g < kg; ++g) {
+    const __m512i b0 = _mm512_loadu_si512(b + g * 128);
+    const __m512i b1 = _mm512_loadu_si512(b + g * 128 + 64);
+#pragma GCC unroll 14
+    for (int r = 0; r < R; ++r) {
+      const __m512i av = _mm512_set1_epi32(arow[r][g]);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+    }
+  }
+  for (int r = 0; r < R; ++r) store_row32(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
+}
+
+using MicroKernel = void (*)(const uint8_t*, size_t, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int);
+constexpr MicroKernel kMicroKernels[kMR + 1] = {
+    nullptr,          micro_kernel<1>,  micro_kernel<2>,  micro_kernel<3>,  micro_kernel<4>,
+    micro_kernel<5>,  micro_kernel<6>,  micro_kernel<7>,  micro_kernel<8>,  micro_kernel<9>,
+    micro_kernel<10>, micro_kernel<11>, micro_kernel<12>, micro_kernel<13>, micro_kernel<14>};
+
+void gemm_block(const GemmBlock& blk) { gemm_block_panels(blk, panel_bytes(blk.k)); }
+
+}  // namespace
+
+void pack_b_groups(const int8_t* b, ptrdiff_t ldb, int n, int k, int kg, int8_t* dst) {
+  const size_t pbytes = static_cast<size_t>(kg) * kNR * 4;
+  for (int j = 0; j < n; ++j) {
+    int8_t* col = dst + static_cast<size_t>(j / kNR) * pbytes + (j % kNR) * 4;
+    const int8_t* row = b + j * ldb;
+    for (int p = 0; p < k; ++p) col[(p / 4) * kNR * 4 + (p % 4)] = row[p];
+  }
+}
+
+size_t vnni_scratch_bytes(int k) { return kMC * a_row_bytes(k); }
+
+void gemm_block_panels(const GemmBlock& blk, size_t pbytes) {
+  uint8_t* a_packed = static_cast<uint8_t*>(blk.scratch);
+  pack_a(blk.a, blk.lda, blk.m, blk.k, a_packed);
+  const size_t arow = a_row_bytes(blk.k);
+  const size_t esize = blk.ep.requantize ? 1 : 4;
+  const size_t c_row_bytes = blk.ldc * esize;
+  const int kg = groups(blk.k);
+  for (int j = 0; j < blk.n; j += kNR) {
+    const int8_t* panel = blk.b_panel + static_cast<size_t>(j / kNR) * pbytes;
+    const int valid = blk.n - j < kNR ? blk.n - j : kNR;
+    uint8_t* c_col = static_cast<uint8_t*>(blk.c) + j * esize;
+    for (int i = 0; i < blk.m; i += kMR) {
+      const int rows = blk.m - i < kMR ? blk.m - i : kMR;
+      kMicroKernels[rows](a_packed + i * arow, arow, panel, kg, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes, valid);
+    }
+  }
+}
+
+namespace {
+constexpr GemmKernels kKernels = {QR_ISA_NAME, kNR, kMC, packed_b_bytes, pack_b, vnni_scratch_bytes, gemm_block};
+}
+
+const GemmKernels* gemm_kernels() { return &kKernels; }
+
+}  // namespace qr::QR_ISA_NS

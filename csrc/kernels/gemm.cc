@@ -1,0 +1,75 @@
+// The GEMM driver: packing, blocking and threading around the ISA's gemm_block.
+#include "kernels/gemm.h"
+
+#include <algorithm>
+#include <string>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+
+namespace qr {
+
+PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_t ldb, int n, int k) {
+  QR_CHECK_ARG(n >= 1, "weights must have at least one output column");
+  QR_CHECK_ARG(k >= 1 && k <= kMaxK, "K must be in [1, " + std::to_string(kMaxK) + "], got " + std::to_string(k));
+  PackedWeights w;
+  w.kernels = &kernels;
+  w.n = n;
+  w.k = k;
+  w.colsum.assign(n, 0);
+  for (int j = 0; j < n; ++j) {
+    const int8_t* row = b + j * ldb;
+    int32_t s = 0;
+    for (int p = 0; p < k; ++p) {
+      QR_CHECK_ARG(row[p] != -128, "weights must be in [-127, 127] (found -128)");
+      s += row[p];
+    }
+    w.colsum[j] = s;
+  }
+  w.data.reset(kernels.packed_b_bytes(n, k));
+  kernels.pack_b(b, ldb, n, k, w.data.as<int8_t>());
+  return w;
+}
+
+void gemm(const PackedWeights& w, const uint8_t* a, ptrdiff_t lda, int m, const Epilogue& ep, void* c, ptrdiff_t ldc) {
+  QR_CHECK_ARG(m >= 0, "M must be >= 0");
+  if (m == 0) return;
+  const GemmKernels& kern = *w.kernels;
+  const int m_blocks = (m + kern.mc - 1) / kern.mc;
+  const int panels = (w.n + kern.nr - 1) / kern.nr;
+  ThreadPool& pool = ThreadPool::global();
+  const int threads = pool.num_threads();
+  // Whole column ranges per task keep a thread's weights in its cache; about four tasks per thread
+  // leave the atomic task counter room to balance uneven blocks.
+  int chunks = 1;
+  if (threads > 1) chunks = std::clamp((4 * threads + m_blocks - 1) / m_blocks, 1, panels);
+  const int panels_per_chunk = (panels + chunks - 1) / chunks;
+  chunks = (panels + panels_per_chunk - 1) / panels_per_chunk;
+  const size_t panel_bytes = kern.packed_b_bytes(kern.nr, w.k);
+  const size_t esize = ep.requantize ? 1 : 4;
+  const size_t scratch = kern.scratch_bytes(w.k);
+
+  pool.parallel_for(static_cast<int64_t>(m_blocks) * chunks, [&](int64_t task) {
+    thread_local AlignedBuffer scratch_buf;
+    scratch_buf.ensure(scratch);
+    const int mb = static_cast<int>(task / chunks), nc = static_cast<int>(task % chunks);
+    const int m0 = mb * kern.mc;
+    const int n0 = nc * panels_per_chunk * kern.nr;
+    GemmBlock blk;
+    blk.a = a + m0 * lda;
+    blk.lda = lda;
+    blk.m = std::min(kern.mc, m - m0);
+    blk.b_panel = w.data.as<int8_t>() + static_cast<size_t>(n0 / kern.nr) * panel_bytes;
+    blk.n = std::min(panels_per_chunk * kern.nr, w.n - n0);
+    blk.k = w.k;
+    blk.ep = ep;
+    if (ep.bias) blk.ep.bias = ep.bias + n0;
+    if (ep.mult) blk.ep.mult = ep.mult + n0;
+    blk.c = static_cast<uint8_t*>(c) + (static_cast<size_t>(m0) * ldc + n0) * esize;
+    blk.ldc = ldc;
+    blk.scratch = scratch_buf.as<void>();
+    kern.gemm_block(blk);
+  });
+}
+
+}  // namespace qr

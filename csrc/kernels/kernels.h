@@ -1,0 +1,49 @@
+// The kernel table: function-pointer types every ISA path fills in, and the plain structs they share.
+//
+// Declarations and plain structs only: this header is included by translation units compiled with
+// different ISA flags, and an inline function compiled under two flag sets would break the ODR.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace qr {
+
+// Per-output-channel epilogue of a GEMM (docs/quantization.md):
+//   int32 out:  c = acc (+ bias[n] when bias is set)
+//   uint8 out:  c = zp + nearbyint(clamp(float(acc + bias[n]) * mult[n], lo - zp, hi - zp))
+// bias and mult are readable up to the end of the last packed panel (callers pad them).
+struct Epilogue {
+  bool requantize = false;       // false: int32 output; true: uint8 output
+  const int32_t* bias = nullptr; // indexed by output column; may be null for int32 output
+  const float* mult = nullptr;   // requantize only
+  int32_t out_zp = 0, lo = 0, hi = 255;
+};
+
+// One block of the output for one thread: rows [0, m) of `a` by columns [n0, n0 + n) of packed B.
+struct GemmBlock {
+  const uint8_t* a;       // row 0 of this block, row stride lda bytes, k bytes per row
+  ptrdiff_t lda;
+  int m;                  // rows in the block, <= the table's mc
+  const int8_t* b_panel;  // packed panel holding column n0 (n0 is a multiple of nr)
+  int n;                  // columns in the block, starting at n0; may end mid-panel
+  int k;                  // logical K (before padding)
+  Epilogue ep;            // bias/mult already offset to column n0
+  void* c;                // output element (0, n0); row stride ldc elements
+  ptrdiff_t ldc;
+  void* scratch;          // per-thread, at least scratch_bytes(k) bytes, 64-byte aligned
+};
+
+// One ISA path's GEMM. Packed B is a sequence of panels of nr columns; panel j starts at byte
+// j * packed_b_bytes(nr, k). docs/kernels.md gives each path's panel layout.
+struct GemmKernels {
+  const char* isa;
+  int nr;  // columns per packed panel
+  int mc;  // most rows per gemm_block call
+  size_t (*packed_b_bytes)(int n, int k);
+  // Packs b (n rows of k int8, row stride ldb) into dst (packed_b_bytes(n, k) zeroed bytes).
+  void (*pack_b)(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst);
+  size_t (*scratch_bytes)(int k);
+  void (*gemm_block)(const GemmBlock& blk);
+};
+
+}  // namespace qr

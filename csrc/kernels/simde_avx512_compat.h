@@ -1,0 +1,48 @@
+// The few AVX-512 intrinsics our kernels use that Debian's SIMDe (0.7.x) does not emulate yet,
+// written with SIMDe's own types so the emulated build compiles the kernel sources unchanged.
+// Semantics follow the Intel intrinsics guide; only the emulated build includes this file.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#ifndef _mm512_cvtepi32_ps
+static inline simde__m512 qr_emu_mm512_cvtepi32_ps(simde__m512i v) {
+  simde__m256 lo = simde_mm256_cvtepi32_ps(simde_mm512_castsi512_si256(v));
+  simde__m256 hi = simde_mm256_cvtepi32_ps(simde_mm512_extracti64x4_epi64(v, 1));
+  return simde_mm512_insertf32x8(simde_mm512_castps256_ps512(lo), hi, 1);
+}
+#define _mm512_cvtepi32_ps(v) qr_emu_mm512_cvtepi32_ps(v)
+#endif
+
+#ifndef _mm512_cvtps_epi32
+// Rounds per MXCSR (round half to even by default), as vcvtps2dq does.
+static inline simde__m512i qr_emu_mm512_cvtps_epi32(simde__m512 v) {
+  simde__m256 lo_ps = simde_mm512_castps512_ps256(v);
+  simde__m256 hi_ps = simde_mm256_castsi256_ps(simde_mm512_extracti64x4_epi64(simde_mm512_castps_si512(v), 1));
+  simde__m256i lo = simde_mm256_cvtps_epi32(lo_ps);
+  simde__m256i hi = simde_mm256_cvtps_epi32(hi_ps);
+  return simde_mm512_inserti64x4(simde_mm512_castsi256_si512(lo), hi, 1);
+}
+#define _mm512_cvtps_epi32(v) qr_emu_mm512_cvtps_epi32(v)
+#endif
+
+#ifndef _mm512_mask_storeu_epi32
+static inline void qr_emu_mm512_mask_storeu_epi32(void* dst, uint16_t k, simde__m512i v) {
+  int32_t lanes[16];
+  simde_mm512_storeu_si512(lanes, v);
+  for (int i = 0; i < 16; ++i)
+    if ((k >> i) & 1) std::memcpy(static_cast<char*>(dst) + 4 * i, &lanes[i], 4);
+}
+#define _mm512_mask_storeu_epi32(dst, k, v) qr_emu_mm512_mask_storeu_epi32(dst, k, v)
+#endif
+
+#ifndef _mm512_mask_cvtepi32_storeu_epi8
+// vpmovdb: each selected int32 lane truncated to its low byte.
+static inline void qr_emu_mm512_mask_cvtepi32_storeu_epi8(void* dst, uint16_t k, simde__m512i v) {
+  int32_t lanes[16];
+  simde_mm512_storeu_si512(lanes, v);
+  for (int i = 0; i < 16; ++i)
+    if ((k >> i) & 1) static_cast<uint8_t*>(dst)[i] = static_cast<uint8_t>(lanes[i]);
+}
+#define _mm512_mask_cvtepi32_storeu_epi8(dst, k, v) qr_emu_mm512_mask_cvtepi32_storeu_epi8(dst, k, v)
+#endif

@@ -1,0 +1,86 @@
+"""Argument checks shared by the numpy front ends: each error names the argument it is about."""
+import math
+import numbers
+
+import numpy as np
+
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def array(value, name, dtype, ndim=None):
+    """`value` as a C-contiguous ndarray of exactly `dtype` (no silent casts), of rank `ndim`."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of {np.dtype(dtype).name}, got {type(value).__name__}")
+    if value.dtype != np.dtype(dtype):
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {value.dtype}")
+    if ndim is not None and value.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {value.shape}")
+    return np.ascontiguousarray(value)
+
+
+def scale(value, name):
+    """A positive, finite scale that survives the conversion to float32 (the kernels' type)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {v}")
+    if not _FLOAT32_TINY <= v <= _FLOAT32_MAX:
+        raise ValueError(f"{name} must be a normal float32 value, got {v}")
+    return v
+
+
+def zero_point(value, name):
+    """A uint8 zero point."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    v = int(value)
+    if not 0 <= v <= 255:
+        raise ValueError(f"{name} must be in [0, 255], got {v}")
+    return v
+
+
+def scales(value, name, count):
+    """One scale, or `count` per-channel scales, as a float32 array of 1 or `count` values."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return np.array([scale(value, name)], dtype=np.float32)
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a float or a numpy array of {count} floats, got {type(value).__name__}")
+    if value.dtype.kind != "f":
+        raise TypeError(f"{name} must hold floats, got dtype {value.dtype}")
+    if value.ndim != 1 or value.shape[0] not in (1, count):
+        raise ValueError(f"{name} must hold 1 or {count} values (one per output channel), got shape {value.shape}")
+    v = value.astype(np.float64)
+    if not np.all(np.isfinite(v)) or not np.all(v > 0):
+        raise ValueError(f"{name} must be finite and > 0 everywhere")
+    if not np.all((v >= _FLOAT32_TINY) & (v <= _FLOAT32_MAX)):
+        raise ValueError(f"{name} must hold normal float32 values")
+    return np.ascontiguousarray(v.astype(np.float32))
+
+
+def bias(value, name, count):
+    """None, or `count` finite floats as float32."""
+    if value is None:
+        return None
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array of {count} floats or None, got {type(value).__name__}")
+    if value.dtype.kind != "f":
+        raise TypeError(f"{name} must hold floats, got dtype {value.dtype}")
+    if value.shape != (count,):
+        raise ValueError(f"{name} must have shape ({count},), got {value.shape}")
+    v = value.astype(np.float32)
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} must be finite (as float32) everywhere")
+    return np.ascontiguousarray(v)
+
+
+def finite(x, name):
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} must not hold NaN or inf")
+
+
+def flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
