@@ -1,0 +1,46 @@
+"""The thread pool: default size from the affinity mask, concurrent callers, identical results."""
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import qruntime
+from qruntime import ops
+
+
+def test_default_threads_follow_affinity_mask():
+    cpus = sorted(os.sched_getaffinity(0))
+    code = f"import os; os.sched_setaffinity(0, {{{cpus[0]}}}); import qruntime; print(qruntime.get_num_threads())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "1"
+    r = subprocess.run([sys.executable, "-c", "import qruntime; print(qruntime.get_num_threads())"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == str(len(cpus))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_concurrent_callers_get_serial_results(rng, threads, n_threads):
+    qruntime.set_num_threads(n_threads)
+    a = rng.integers(0, 256, (8, 130, 300), dtype=np.uint8)
+    b = rng.integers(-127, 128, (70, 300), dtype=np.int8)
+    w = ops.pack_weights(b)
+    serial = [ops.linear(a[i], 0.05, 7, w, 0.01, None, 0.5, 9) for i in range(len(a))]
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        for _ in range(5):
+            results = list(ex.map(lambda i: ops.linear(a[i], 0.05, 7, w, 0.01, None, 0.5, 9), range(len(a))))
+            for got, want in zip(results, serial):
+                np.testing.assert_array_equal(got, want)
+
+
+def test_resizing_the_pool_repeatedly(rng, threads):
+    a = rng.integers(0, 256, (100, 64), dtype=np.uint8)
+    b = rng.integers(-127, 128, (96, 64), dtype=np.int8)
+    want = ops.gemm_u8s8s32(a, b, isa="scalar")
+    for n in [1, 4, 2, 3, 1, 2]:
+        qruntime.set_num_threads(n)
+        np.testing.assert_array_equal(ops.gemm_u8s8s32(a, b), want)
+
