@@ -38,3 +38,46 @@ def any_path(request):
     if request.param not in HERE:
         pytest.skip(f"ISA path {request.param} is not available on this host/build")
     return request.param
+
+
+# ISA coverage: which path each test ran on, reported at the end of the run (issue: every path on
+# every host; .ci/run shows this table).
+_ISA_ARGS = ("any_path", "simd_isa", "isa")
+_coverage = {}
+
+
+def _isa_of(item):
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for name in _ISA_ARGS:
+        if params.get(name) in ALL_ISAS:
+            return params[name]
+    return None
+
+
+def pytest_runtest_logreport(report):
+    isa = getattr(report, "_qr_isa", None)
+    if isa is None:
+        return
+    if (report.when == "call") or (report.when == "setup" and report.outcome != "passed"):
+        counts = _coverage.setdefault(isa, {"passed": 0, "failed": 0, "skipped": 0})
+        counts[report.outcome] = counts.get(report.outcome, 0) + 1
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    outcome.get_result()._qr_isa = _isa_of(item)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _coverage:
+        return
+    real = qruntime.available_isas()
+    tr = terminalreporter
+    tr.section("ISA coverage on this host")
+    tr.write_line(f"host: {qruntime.cpu_info()['brand']}; dispatch picks: {qruntime.isa()}")
+    tr.write_line(f"{'isa path':24} {'on this host':14} {'passed':>7} {'failed':>7} {'skipped':>8}")
+    for isa in ALL_ISAS:
+        kind = "real" if isa in real else "emulated" if isa in HERE else "absent"
+        c = _coverage.get(isa, {})
+        tr.write_line(f"{isa:24} {kind:14} {c.get('passed', 0):7} {c.get('failed', 0):7} {c.get('skipped', 0):8}")

@@ -1,5 +1,6 @@
 // qruntime._core: pybind11 type conversion and GIL release around the C++ API; no logic here.
 #include <pybind11/numpy.h>
+#include <algorithm>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -7,6 +8,9 @@
 #include "dispatch/cpu_features.h"
 #include "dispatch/dispatch.h"
 #include "ops/linear.h"
+#if defined(QR_WITH_EMULATED)
+#include "kernels/amx/amx_tile_model.h"
+#endif
 
 namespace py = pybind11;
 
@@ -63,7 +67,13 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("n", [](const qr::PackedWeights& w) { return w.n; })
       .def_property_readonly("k", [](const qr::PackedWeights& w) { return w.k; })
       .def_property_readonly("isa", [](const qr::PackedWeights& w) { return std::string(w.kernels->isa); })
-      .def_property_readonly("nbytes", [](const qr::PackedWeights& w) { return w.data.size(); });
+      .def_property_readonly("nbytes", [](const qr::PackedWeights& w) { return w.data.size(); })
+      .def_property_readonly("packed", [](const qr::PackedWeights& w) {
+        CArray<int8_t> out(static_cast<py::ssize_t>(w.data.size()));
+        std::copy_n(w.data.as<int8_t>(), w.data.size(), out.mutable_data());
+        return out;
+      }, "a copy of the packed bytes (the layouts are in docs/kernels.md)")
+      .def_property_readonly("colsum", [](const qr::PackedWeights& w) { return w.colsum; });
 
   m.def(
       "pack_weights",
@@ -143,4 +153,37 @@ PYBIND11_MODULE(_core, m) {
         return x;
       },
       py::arg("q").noconvert(), py::arg("scale"), py::arg("zero_point"));
+
+#if defined(QR_WITH_EMULATED)
+  // The AMX tile model, bare, for tests that check it against hand-worked tiles. Tile state is
+  // per thread, so these keep the GIL: every call runs on the calling Python thread.
+  py::module_ amx = m.def_submodule("_amx_model", "scalar model of the AMX tile intrinsics (test builds)");
+  amx.def("loadconfig", [](py::bytes cfg) {
+    std::string s = cfg;
+    if (s.size() != 64) throw py::value_error("a tile config is 64 bytes");
+    qr::amx_model::tile_loadconfig(s.data());
+  });
+  amx.def("release", &qr::amx_model::tile_release);
+  amx.def("zero", &qr::amx_model::tile_zero);
+  // The memory a tile load or store touches must exist: src/out must cover rows x colsb.
+  auto covers = [](int t, py::ssize_t rows, py::ssize_t cols) {
+    int tr, tc;
+    qr::amx_model::tile_shape(t, &tr, &tc);
+    if (rows < tr || cols < tc) throw py::value_error("the array is smaller than the tile's configured shape");
+  };
+  amx.def("loadd", [covers](int t, const CArray<uint8_t>& src) {
+    if (src.ndim() != 2) throw py::value_error("src must be 2-D");
+    covers(t, src.shape(0), src.shape(1));
+    qr::amx_model::tile_loadd(t, src.data(), src.shape(1));
+  });
+  amx.def("stored", [covers](int t, int rows, int stride) {
+    if (rows < 0 || stride < 0) throw py::value_error("rows and stride must be >= 0");
+    covers(t, rows, stride);
+    CArray<uint8_t> out({rows, stride});
+    std::fill(out.mutable_data(), out.mutable_data() + out.size(), 0xAB);
+    qr::amx_model::tile_stored(t, out.mutable_data(), stride);
+    return out;
+  });
+  amx.def("dpbusd", &qr::amx_model::tile_dpbusd);
+#endif
 }

@@ -55,6 +55,12 @@ void tile_loadconfig(const void* config) {
   state = next;  // a new config zeroes every tile, as ldtilecfg does
 }
 
+void tile_shape(int t, int* rows, int* colsb) {
+  const bool known = state.configured && t >= 0 && t < kTiles;
+  *rows = known ? state.rows[t] : 0;
+  *colsb = known ? state.colsb[t] : 0;
+}
+
 void tile_release() { state = TileState{}; }
 
 void tile_zero(int t) {

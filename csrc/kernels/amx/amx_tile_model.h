@@ -20,6 +20,9 @@ void tile_loadd(int tile, const void* base, ptrdiff_t stride);
 void tile_stored(int tile, void* base, ptrdiff_t stride);
 void tile_dpbusd(int c, int a, int b);
 
+// Rows and bytes per row of tile t under the current config (0, 0 when unconfigured).
+void tile_shape(int t, int* rows, int* colsb);
+
 }  // namespace qr::amx_model
 
 // The intrinsic names the kernel uses, routed to the model (the compiler's own definitions, if its

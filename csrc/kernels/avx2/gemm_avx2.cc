@@ -1,11 +1,13 @@
 // Exact u8*s8 GEMM for AVX2: both operands widened to int16, vpmaddwd, int32 accumulation.
 //
-// Register map of the micro-kernel (qgemm_u8s8_6x16__avx2): 6 rows x 16 columns of C held in
-// 12 ymm accumulators (acc[r][0] columns 0-7, acc[r][1] columns 8-15), 2 ymm of B (one K pair for
-// 16 columns, int16), 1 ymm broadcast of one row's K pair of A: 15 of 16 registers.
+// Register map of the micro-kernel (qgemm_u8s8_5x16__avx2): 5 rows x 16 columns of C held in
+// 10 ymm accumulators (acc[r][0] columns 0-7, acc[r][1] columns 8-15), 2 ymm of B (one K pair for
+// 16 columns, int16), 1 ymm broadcast of one row's K pair of A, 2 for the products before they are
+// added: 15 of 16 registers. (6 rows would need 17 and spill two accumulators every K pair.)
 // Layouts (docs/kernels.md, "avx2"):
 //   packed B panel: [ceil(K/2) pairs][16 columns][b(n,2p), b(n,2p+1)] int16, zero padded in K and N.
-//   packed A (per block, in scratch): [row][ceil(K/2) pairs] uint32 = two zero-extended bytes.
+//   packed A (per block, in scratch): strips of 5 rows, each [ceil(K/2) pairs][5 rows] uint32 =
+//     two zero-extended bytes, so one pointer with constant offsets feeds every broadcast.
 // vpmaddwd multiplies int16 pairs and adds them into int32: 255*127*2 fits, so nothing saturates.
 #include <immintrin.h>
 
@@ -16,7 +18,7 @@
 namespace qr::avx2 {
 namespace {
 
-constexpr int kMR = 6;
+constexpr int kMR = 5;
 constexpr int kNR = 16;
 constexpr int kMC = kMR * 8;
 
@@ -38,23 +40,19 @@ void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst) {
   }
 }
 
-size_t a_row_bytes(int k) { return static_cast<size_t>(pairs(k)) * 4; }
+size_t a_strip_bytes(int k) { return static_cast<size_t>(pairs(k)) * kMR * 4; }
 
-size_t scratch_bytes(int k) { return kMC * a_row_bytes(k); }
+size_t scratch_bytes(int k) { return (kMC / kMR) * a_strip_bytes(k); }
 
-// Widens rows of A to int16 (pairs of K as uint32), zero padding an odd K.
+// Interleaves rows of A into strips of kMR rows, each K pair widened to two int16 (an odd K gets
+// a zero partner).
 void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
-  const size_t row_bytes = a_row_bytes(k);
   for (int i = 0; i < m; ++i) {
     const uint8_t* src = a + i * lda;
-    int16_t* out = reinterpret_cast<int16_t*>(dst + i * row_bytes);
+    uint32_t* out = reinterpret_cast<uint32_t*>(dst + (i / kMR) * a_strip_bytes(k)) + (i % kMR);
     int p = 0;
-    for (; p + 16 <= k; p += 16) {
-      __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + p));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + p), _mm256_cvtepu8_epi16(bytes));
-    }
-    for (; p < k; ++p) out[p] = src[p];
-    if (k & 1) out[k] = 0;
+    for (; 2 * p + 1 < k; ++p) out[p * kMR] = src[2 * p] | (static_cast<uint32_t>(src[2 * p + 1]) << 16);
+    if (k & 1) out[p * kMR] = src[2 * p];
   }
 }
 
@@ -102,33 +100,33 @@ inline void store_row(__m256i v0, __m256i v1, const Epilogue& ep, int col, void*
 }
 
 template <int R>
-void micro_kernel(const uint8_t* a, size_t a_row_bytes, const int8_t* b, int kp, const Epilogue& ep, int col,
-                  uint8_t* c, size_t c_row_bytes, int valid) {
+void micro_kernel(const uint8_t* a_strip, const int8_t* b, int kp, const Epilogue& ep, int col, uint8_t* c,
+                  size_t c_row_bytes, int valid) {
   __m256i acc[R][2];
+#pragma GCC unroll 5
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  const int32_t* arow[R];
-  for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(a + r * a_row_bytes);
-  for (int p = 0; p < kp; ++p) {
+  const int32_t* ap = reinterpret_cast<const int32_t*>(a_strip);
+  for (int p = 0; p < kp; ++p, ap += kMR) {
     const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 64));
     const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 64 + 32));
-#pragma GCC unroll 6
+#pragma GCC unroll 5
     for (int r = 0; r < R; ++r) {
-      const __m256i av = _mm256_set1_epi32(arow[r][p]);
+      const __m256i av = _mm256_set1_epi32(ap[r]);
       acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
     }
   }
+#pragma GCC unroll 5
   for (int r = 0; r < R; ++r) store_row(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
 }
 
-using MicroKernel = void (*)(const uint8_t*, size_t, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int);
-constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr,          micro_kernel<1>, micro_kernel<2>, micro_kernel<3>,
-                                                micro_kernel<4>, micro_kernel<5>, micro_kernel<6>};
+using MicroKernel = void (*)(const uint8_t*, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int);
+constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr, micro_kernel<1>, micro_kernel<2>, micro_kernel<3>, micro_kernel<4>, micro_kernel<5>};
 
 void gemm_block(const GemmBlock& blk) {
   uint8_t* a_packed = static_cast<uint8_t*>(blk.scratch);
   pack_a(blk.a, blk.lda, blk.m, blk.k, a_packed);
-  const size_t arow = a_row_bytes(blk.k);
+  const size_t strip = a_strip_bytes(blk.k);
   const size_t esize = blk.ep.requantize ? 1 : 4;
   const size_t c_row_bytes = blk.ldc * esize;
   const int kp = pairs(blk.k);
@@ -139,7 +137,7 @@ void gemm_block(const GemmBlock& blk) {
     uint8_t* c_col = static_cast<uint8_t*>(blk.c) + j * esize;
     for (int i = 0; i < blk.m; i += kMR) {
       const int rows = blk.m - i < kMR ? blk.m - i : kMR;
-      kMicroKernels[rows](a_packed + i * arow, arow, panel, kp, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes, valid);
+      kMicroKernels[rows](a_packed + (i / kMR) * strip, panel, kp, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes, valid);
     }
   }
 }

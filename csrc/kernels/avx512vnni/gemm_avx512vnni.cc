@@ -6,7 +6,8 @@
 // operand where the compiler can): 30 of 32 registers.
 // Layouts (docs/kernels.md, "avx512_vnni"):
 //   packed B panel: [K groups][32 columns][4 bytes: b(n,4g..4g+3)], zero padded in K and N.
-//   packed A (per block, in scratch): [row][K groups] 4 bytes each, zero padded in K.
+//   packed A (per block, in scratch): strips of 14 rows, each [K groups][14 rows] 4 bytes, zero
+//     padded in K, so one pointer with constant offsets feeds every broadcast of a K group.
 #include "kernels/avx512vnni/gemm_avx512vnni.h"
 
 #include <cstring>
@@ -28,39 +29,45 @@ size_t packed_b_bytes(int n, int k) { return static_cast<size_t>((n + kNR - 1) /
 
 void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst) { pack_b_groups(b, ldb, n, k, groups(k), dst); }
 
-size_t a_row_bytes(int k) { return static_cast<size_t>(groups(k)) * 4; }
+size_t a_strip_bytes(int k) { return static_cast<size_t>(groups(k)) * kMR * 4; }
 
-// Copies rows of A with K zero padded to a multiple of 4, so every 4-byte broadcast is in bounds.
+// Interleaves rows of A into strips of kMR rows, K zero padded to a multiple of 4.
 void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
-  const size_t row_bytes = a_row_bytes(k);
+  const int full = k / 4, rem = k % 4;
   for (int i = 0; i < m; ++i) {
-    uint8_t* out = dst + i * row_bytes;
-    std::memcpy(out, a + i * lda, k);
-    std::memset(out + k, 0, row_bytes - k);
+    const uint8_t* src = a + i * lda;
+    uint8_t* out = dst + (i / kMR) * a_strip_bytes(k) + (i % kMR) * 4;
+    for (int g = 0; g < full; ++g) std::memcpy(out + g * kMR * 4, src + 4 * g, 4);
+    if (rem) {
+      uint32_t tail = 0;
+      std::memcpy(&tail, src + 4 * full, rem);
+      std::memcpy(out + full * kMR * 4, &tail, 4);
+    }
   }
 }
 
 template <int R>
-void micro_kernel(const uint8_t* a, size_t a_row_bytes, const int8_t* b, int kg, const Epilogue& ep, int col,
-                  uint8_t* c, size_t c_row_bytes, int valid) {
+void micro_kernel(const uint8_t* a_strip, const int8_t* b, int kg, const Epilogue& ep, int col, uint8_t* c,
+                  size_t c_row_bytes, int valid) {
   __m512i acc[R][2];
+#pragma GCC unroll 14
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
-  const int32_t* arow[R];
-  for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(a + r * a_row_bytes);
-  for (int g = 0; g < kg; ++g) {
+  const int32_t* ap = reinterpret_cast<const int32_t*>(a_strip);
+  for (int g = 0; g < kg; ++g, ap += kMR) {
     const __m512i b0 = _mm512_loadu_si512(b + g * 128);
     const __m512i b1 = _mm512_loadu_si512(b + g * 128 + 64);
 #pragma GCC unroll 14
     for (int r = 0; r < R; ++r) {
-      const __m512i av = _mm512_set1_epi32(arow[r][g]);
+      const __m512i av = _mm512_set1_epi32(ap[r]);
       acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
       acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
     }
   }
+#pragma GCC unroll 14
   for (int r = 0; r < R; ++r) store_row32(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
 }
 
-using MicroKernel = void (*)(const uint8_t*, size_t, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int);
+using MicroKernel = void (*)(const uint8_t*, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int);
 constexpr MicroKernel kMicroKernels[kMR + 1] = {
     nullptr,          micro_kernel<1>,  micro_kernel<2>,  micro_kernel<3>,  micro_kernel<4>,
     micro_kernel<5>,  micro_kernel<6>,  micro_kernel<7>,  micro_kernel<8>,  micro_kernel<9>,
@@ -79,12 +86,12 @@ void pack_b_groups(const int8_t* b, ptrdiff_t ldb, int n, int k, int kg, int8_t*
   }
 }
 
-size_t vnni_scratch_bytes(int k) { return kMC * a_row_bytes(k); }
+size_t vnni_scratch_bytes(int k) { return (kMC / kMR) * a_strip_bytes(k); }
 
 void gemm_block_panels(const GemmBlock& blk, size_t pbytes) {
   uint8_t* a_packed = static_cast<uint8_t*>(blk.scratch);
   pack_a(blk.a, blk.lda, blk.m, blk.k, a_packed);
-  const size_t arow = a_row_bytes(blk.k);
+  const size_t strip = a_strip_bytes(blk.k);
   const size_t esize = blk.ep.requantize ? 1 : 4;
   const size_t c_row_bytes = blk.ldc * esize;
   const int kg = groups(blk.k);
@@ -94,7 +101,7 @@ void gemm_block_panels(const GemmBlock& blk, size_t pbytes) {
     uint8_t* c_col = static_cast<uint8_t*>(blk.c) + j * esize;
     for (int i = 0; i < blk.m; i += kMR) {
       const int rows = blk.m - i < kMR ? blk.m - i : kMR;
-      kMicroKernels[rows](a_packed + i * arow, arow, panel, kg, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes, valid);
+      kMicroKernels[rows](a_packed + (i / kMR) * strip, panel, kg, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes, valid);
     }
   }
 }

@@ -1,0 +1,152 @@
+"""The scalar AMX tile model of the emulated build, checked against hand-worked tiles, and the
+packed weight layouts of every path checked against docs/kernels.md."""
+import struct
+
+import numpy as np
+import pytest
+
+import qruntime
+from qruntime import ops
+
+core = pytest.importorskip("qruntime._core")
+if not hasattr(core, "_amx_model"):
+    pytest.skip("this build has no emulated ISA paths (QRUNTIME_EMULATED_ISAS=OFF)", allow_module_level=True)
+amx = core._amx_model
+
+
+def config(shapes, palette=1):
+    """A 64-byte palette-1 tile config: shapes maps tile -> (rows, colsb)."""
+    colsb = [0] * 16
+    rows = [0] * 16
+    for t, (r, c) in shapes.items():
+        rows[t], colsb[t] = r, c
+    return struct.pack("<BB14x16H16B", palette, 0, *colsb, *rows)
+
+
+@pytest.fixture(autouse=True)
+def _release():
+    yield
+    amx.release()
+
+
+def load(t, values, dtype=np.uint8):
+    amx.loadd(t, np.ascontiguousarray(np.asarray(values, dtype=dtype).view(np.uint8)))
+
+
+def stored_i32(t, rows, cols):
+    return amx.stored(t, rows, cols * 4).view(np.int32)
+
+
+def test_hand_worked_partial_tile():
+    # C (2x2 int32) += A (2 rows x 8 bytes: K = 8) . B (2 rows of 4-byte groups x 2 columns).
+    amx.loadconfig(config({0: (2, 8), 1: (2, 8), 2: (2, 8)}))
+    load(1, [[1, 2, 3, 4, 5, 6, 7, 8], [255, 0, 0, 0, 0, 0, 0, 255]])
+    # B row g holds k = 4g..4g+3 of column 0, then of column 1.
+    # column 0: k0..7 = 1, 1, 1, 1, 1, 1, 1, 1; column 1: k0..7 = -1, 0, 0, 0, 0, 0, 0, 2
+    load(2, [[1, 1, 1, 1, -1, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0, 2]], dtype=np.int8)
+    amx.zero(0)
+    amx.dpbusd(0, 1, 2)
+    # row 0: col 0 = 1+2+...+8 = 36; col 1 = -1 + 2*8 = 15
+    # row 1: col 0 = 255 + 255 = 510; col 1 = -255 + 2*255 = 255
+    np.testing.assert_array_equal(stored_i32(0, 2, 2), [[36, 15], [510, 255]])
+
+
+def test_accumulates_over_calls_and_extremes():
+    amx.loadconfig(config({0: (16, 64), 4: (16, 64), 6: (16, 64)}))
+    load(4, np.full((16, 64), 255))
+    load(6, np.full((16, 64), -127), dtype=np.int8)
+    amx.zero(0)
+    for _ in range(3):
+        amx.dpbusd(0, 4, 6)
+    np.testing.assert_array_equal(stored_i32(0, 16, 16), np.full((16, 16), 3 * 64 * 255 * -127))
+
+
+def test_k_not_a_multiple_of_four_relies_on_zero_padding():
+    # K = 6 real values: the packer pads B with zeros to K = 8, so whatever A holds in its last two
+    # bytes (here 255) contributes nothing.
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 8), dtype=np.uint8)
+    a[:, 6:] = 255
+    w = rng.integers(-127, 128, (5, 6), dtype=np.int8)  # 5 columns, K = 6
+    b = np.zeros((2, 5, 4), np.int8)
+    for n in range(5):
+        for k in range(6):
+            b[k // 4, n, k % 4] = w[n, k]
+    amx.loadconfig(config({0: (3, 20), 1: (3, 8), 2: (2, 20)}))
+    load(1, a)
+    load(2, b.reshape(2, 20), dtype=np.int8)
+    amx.zero(0)
+    amx.dpbusd(0, 1, 2)
+    want = a[:, :6].astype(np.int64) @ w.T.astype(np.int64)
+    np.testing.assert_array_equal(stored_i32(0, 3, 5), want)
+
+
+def test_store_writes_only_the_configured_shape():
+    amx.loadconfig(config({3: (2, 4)}))
+    amx.zero(3)
+    out = amx.stored(3, 3, 8)
+    np.testing.assert_array_equal(out[:2, :4], 0)
+    assert np.all(out[2] == 0xAB) and np.all(out[:, 4:] == 0xAB)
+
+
+@pytest.mark.parametrize(
+    "setup,call,match",
+    [
+        (None, lambda: amx.zero(0), "before ldtilecfg"),
+        ({0: (16, 64)}, lambda: amx.zero(8), "out of range"),
+        ({0: (16, 64)}, lambda: amx.zero(1), "not configured"),
+        ({0: (2, 8), 1: (2, 8), 2: (3, 8)}, lambda: amx.dpbusd(0, 1, 2), "rows\\(B\\)"),
+        ({0: (2, 8), 1: (3, 8), 2: (2, 8)}, lambda: amx.dpbusd(0, 1, 2), "rows\\(A\\)"),
+        ({0: (2, 12), 1: (2, 8), 2: (2, 8)}, lambda: amx.dpbusd(0, 1, 2), "colsb\\(B\\)"),
+        ({0: (2, 8), 1: (2, 8)}, lambda: amx.dpbusd(0, 1, 1), "different tiles"),
+    ],
+)
+def test_faults(setup, call, match):
+    if setup is not None:
+        amx.loadconfig(config(setup))
+    with pytest.raises(RuntimeError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("bad,match", [({0: (17, 64)}, "exceeds"), ({0: (16, 65)}, "exceeds"), ({0: (0, 8)}, "not both")])
+def test_bad_configs_fault(bad, match):
+    with pytest.raises(RuntimeError, match=match):
+        amx.loadconfig(config(bad))
+    with pytest.raises(RuntimeError, match="palette"):
+        amx.loadconfig(config({0: (1, 4)}, palette=2))
+
+
+def test_array_smaller_than_tile_is_refused():
+    amx.loadconfig(config({0: (16, 64)}))
+    with pytest.raises(ValueError):
+        amx.loadd(0, np.zeros((4, 64), np.uint8))
+
+
+# Packed layouts (docs/kernels.md), rebuilt here from the description.
+def _expected_packed(isa, b):
+    n, k = b.shape
+    if isa == "scalar":
+        return b.reshape(-1)
+    if isa == "avx2":
+        nr, kp = 16, (k + 1) // 2
+        out = np.zeros((-(-n // nr), kp, nr, 2), np.int16)
+        for j in range(n):
+            for p in range(k):
+                out[j // nr, p // 2, j % nr, p % 2] = b[j, p]
+        return out.reshape(-1).view(np.int8)
+    nr = 32
+    groups = (k + 3) // 4 if isa.startswith("avx512") else -(-k // 64) * 16
+    out = np.zeros((-(-n // nr), groups, nr, 4), np.int8)
+    for j in range(n):
+        for p in range(k):
+            out[j // nr, p // 4, j % nr, p % 4] = b[j, p]
+    return out.reshape(-1)
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (3, 5), (33, 63), (17, 65), (64, 130)])
+def test_packed_layouts_match_the_docs(any_path, n, k):
+    rng = np.random.default_rng(n * 1000 + k)
+    b = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    w = ops.pack_weights(b, isa=any_path)
+    np.testing.assert_array_equal(w.packed, _expected_packed(any_path.replace("_emulated", ""), b))
+    np.testing.assert_array_equal(w.colsum, b.astype(np.int64).sum(axis=1))
