@@ -16,11 +16,25 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spin this many rounds before sleeping: a wake-up through the kernel costs tens of microseconds,
-// longer than many whole layers at batch 1.
-constexpr int kSpinRounds = 20000;
+// Spin this many rounds before sleeping (tens of microseconds): a wake-up through the kernel costs
+// about as much as a whole small layer, and layers come back to back.
+constexpr int kSpinRounds = 4000;
 
 }  // namespace
+
+// One parallel_for. Workers hold it by shared_ptr, so a worker that wakes late still reads valid
+// counters, and it finds no task left to run: fn (on the caller's stack) is only called for
+// indices below size, all of which finish before the caller returns.
+struct ThreadPool::Job {
+  const std::function<void(int64_t)>* fn;
+  int64_t size;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<bool> failed{false};
+  std::mutex mutex;
+  std::condition_variable all_done;
+  std::exception_ptr error;
+};
 
 int affinity_cpu_count() {
   cpu_set_t set;
@@ -52,11 +66,14 @@ void ThreadPool::set_num_threads(int threads) {
 }
 
 void ThreadPool::start_workers(int threads) {
-  stopping_ = false;
+  {
+    std::lock_guard<std::mutex> lock(wake_mutex_);
+    stopping_ = false;
+  }
   threads_ = threads;
   // Each worker starts from the generation current now, so a job published before the thread
   // first runs is still seen as new.
-  uint64_t start = generation_.load();
+  const uint64_t start = generation_.load();
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, start] { worker_loop(start); });
 }
 
@@ -71,38 +88,38 @@ void ThreadPool::stop_workers() {
   workers_.clear();
 }
 
-void ThreadPool::run_tasks() {
+void ThreadPool::run_tasks(Job& job) {
   for (;;) {
-    int64_t i = next_.fetch_add(1);
-    if (i >= job_size_) return;
-    try {
-      (*job_)(i);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex_);
-      if (!error_) error_ = std::current_exception();
-      next_.store(job_size_);  // stop handing out work
+    const int64_t i = job.next.fetch_add(1);
+    if (i >= job.size) return;
+    if (!job.failed.load(std::memory_order_relaxed)) {
+      try {
+        (*job.fn)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(job.mutex);
+        if (!job.error) job.error = std::current_exception();
+        job.failed = true;
+      }
+    }
+    if (job.done.fetch_add(1, std::memory_order_acq_rel) + 1 == job.size) {
+      std::lock_guard<std::mutex> lock(job.mutex);
+      job.all_done.notify_all();
     }
   }
 }
 
 void ThreadPool::worker_loop(uint64_t seen) {
   for (;;) {
-    int spins = 0;
-    while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinRounds) {
-      cpu_relax();
-      ++spins;
-    }
-    if (generation_.load(std::memory_order_acquire) == seen) {
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == seen && spins < kSpinRounds; ++spins) cpu_relax();
+    std::shared_ptr<Job> job;
+    {
       std::unique_lock<std::mutex> lock(wake_mutex_);
       wake_cv_.wait(lock, [&] { return generation_.load() != seen; });
+      seen = generation_.load();
+      if (stopping_) return;
+      job = current_;
     }
-    seen = generation_.load();
-    if (stopping_) return;
-    run_tasks();
-    if (busy_workers_.fetch_sub(1) == 1) {
-      std::lock_guard<std::mutex> lock(wake_mutex_);
-      done_cv_.notify_all();
-    }
+    if (job) run_tasks(*job);
   }
 }
 
@@ -113,28 +130,26 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  job_ = &fn;
-  job_size_ = n;
-  next_ = 0;
-  error_ = nullptr;
-  busy_workers_ = static_cast<int>(workers_.size());
+  auto job = std::make_shared<Job>();
+  job->fn = &fn;
+  job->size = n;
   {
     std::lock_guard<std::mutex> lock(wake_mutex_);
+    current_ = job;
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_cv_.notify_all();
-  run_tasks();
-  int spins = 0;
-  while (busy_workers_.load(std::memory_order_acquire) != 0 && spins < kSpinRounds) {
-    cpu_relax();
-    ++spins;
+  run_tasks(*job);
+  for (int spins = 0; job->done.load(std::memory_order_acquire) != n && spins < kSpinRounds; ++spins) cpu_relax();
+  if (job->done.load(std::memory_order_acquire) != n) {
+    std::unique_lock<std::mutex> lock(job->mutex);
+    job->all_done.wait(lock, [&] { return job->done.load() == n; });
   }
-  if (busy_workers_.load() != 0) {
-    std::unique_lock<std::mutex> lock(wake_mutex_);
-    done_cv_.wait(lock, [&] { return busy_workers_.load() == 0; });
+  {
+    std::lock_guard<std::mutex> lock(wake_mutex_);
+    current_.reset();  // workers that wake late find no job rather than a finished one
   }
-  job_ = nullptr;
-  if (error_) std::rethrow_exception(error_);
+  if (job->error) std::rethrow_exception(job->error);
 }
 
 }  // namespace qr

@@ -51,12 +51,10 @@ def scales(value, name, count):
         raise TypeError(f"{name} must hold floats, got dtype {value.dtype}")
     if value.ndim != 1 or value.shape[0] not in (1, count):
         raise ValueError(f"{name} must hold 1 or {count} values (one per output channel), got shape {value.shape}")
-    v = value.astype(np.float64)
-    if not np.all(np.isfinite(v)) or not np.all(v > 0):
-        raise ValueError(f"{name} must be finite and > 0 everywhere")
-    if not np.all((v >= _FLOAT32_TINY) & (v <= _FLOAT32_MAX)):
-        raise ValueError(f"{name} must hold normal float32 values")
-    return np.ascontiguousarray(v.astype(np.float32))
+    # One pass: NaN fails both comparisons, inf and values <= 0 fail one.
+    if not np.all((value >= _FLOAT32_TINY) & (value <= _FLOAT32_MAX)):
+        raise ValueError(f"{name} must hold finite values > 0 that are normal float32 numbers")
+    return np.ascontiguousarray(value, dtype=np.float32)
 
 
 def bias(value, name, count):
@@ -69,10 +67,10 @@ def bias(value, name, count):
         raise TypeError(f"{name} must hold floats, got dtype {value.dtype}")
     if value.shape != (count,):
         raise ValueError(f"{name} must have shape ({count},), got {value.shape}")
-    v = value.astype(np.float32)
-    if not np.all(np.isfinite(v)):
+    v = np.ascontiguousarray(value, dtype=np.float32)
+    if not np.isfinite(v).all():
         raise ValueError(f"{name} must be finite (as float32) everywhere")
-    return np.ascontiguousarray(v)
+    return v
 
 
 def finite(x, name):
