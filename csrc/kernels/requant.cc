@@ -9,8 +9,8 @@
 namespace qr {
 
 void check_qparams(QParams q, const char* what) {
-  QR_CHECK_ARG(std::isfinite(q.scale) && q.scale > 0.0f,
-               std::string(what) + "_scale must be finite and > 0, got " + std::to_string(q.scale));
+  QR_CHECK_ARG(std::isnormal(q.scale) && q.scale > 0.0f,
+               std::string(what) + "_scale must be finite, > 0 and a normal float32, got " + std::to_string(q.scale));
   QR_CHECK_ARG(q.zero_point >= 0 && q.zero_point <= 255,
                std::string(what) + "_zp must be in [0, 255], got " + std::to_string(q.zero_point));
 }
@@ -39,7 +39,8 @@ Requant make_requant(const PackedWeights& w, QParams x, const float* w_scale, si
   const double bias_limit = 2147483647.0 - 255.0 * 127.0 * w.k;
   for (int c = 0; c < w.n; ++c) {
     const float sw = w_scale[w_scale_count == 1 ? 0 : c];
-    QR_CHECK_ARG(std::isfinite(sw) && sw > 0.0f, "w_scale must be finite and > 0 (channel " + std::to_string(c) + ")");
+    QR_CHECK_ARG(std::isnormal(sw) && sw > 0.0f,
+                 "w_scale must be finite, > 0 and a normal float32 (channel " + std::to_string(c) + ")");
     const double acc_scale = static_cast<double>(x.scale) * static_cast<double>(sw);
     const float m = static_cast<float>(acc_scale / static_cast<double>(out.scale));
     QR_CHECK_ARG(std::isfinite(m) && m > 0.0f, "x_scale * w_scale / out_scale must be a finite float32 > 0 (channel " +

@@ -31,17 +31,51 @@ void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst) { pack_b_
 
 size_t a_strip_bytes(int k) { return static_cast<size_t>(groups(k)) * kMR * 4; }
 
-// Interleaves rows of A into strips of kMR rows, K zero padded to a multiple of 4.
+// Stores the four 128-bit lanes of q (lane L: 4 words for group g + 4L) at out + 4L groups.
+inline void store_lanes(__m512i q, uint8_t* out, size_t group_bytes) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_castsi512_si128(q));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4 * group_bytes), _mm512_extracti32x4_epi32(q, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8 * group_bytes), _mm512_extracti32x4_epi32(q, 2));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 12 * group_bytes), _mm512_extracti32x4_epi32(q, 3));
+}
+
+// Interleaves rows of A into strips of kMR rows, K zero padded to a multiple of 4. Four rows and
+// 16 groups at a time go through a 4x4 transpose of 32-bit words in each 128-bit lane; the rest
+// (a strip's last rows % 4, K beyond a multiple of 64) is copied word by word.
 void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
-  const int full = k / 4, rem = k % 4;
-  for (int i = 0; i < m; ++i) {
-    const uint8_t* src = a + i * lda;
-    uint8_t* out = dst + (i / kMR) * a_strip_bytes(k) + (i % kMR) * 4;
-    for (int g = 0; g < full; ++g) std::memcpy(out + g * kMR * 4, src + 4 * g, 4);
-    if (rem) {
-      uint32_t tail = 0;
-      std::memcpy(&tail, src + 4 * full, rem);
-      std::memcpy(out + full * kMR * 4, &tail, 4);
+  const int full = k / 4, rem = k % 4, vec_groups = full / 16 * 16;
+  constexpr size_t kGroupBytes = kMR * 4;
+  for (int s0 = 0; s0 < m; s0 += kMR) {
+    uint8_t* strip = dst + (s0 / kMR) * a_strip_bytes(k);
+    const int rows = m - s0 < kMR ? m - s0 : kMR;
+    const int vec_rows = rows / 4 * 4;
+    for (int r = 0; r < vec_rows; r += 4) {
+      const uint8_t* src = a + (s0 + r) * lda;
+      for (int g = 0; g < vec_groups; g += 16) {
+        const __m512i x0 = _mm512_loadu_si512(src + 4 * g);
+        const __m512i x1 = _mm512_loadu_si512(src + lda + 4 * g);
+        const __m512i x2 = _mm512_loadu_si512(src + 2 * lda + 4 * g);
+        const __m512i x3 = _mm512_loadu_si512(src + 3 * lda + 4 * g);
+        const __m512i t0 = _mm512_unpacklo_epi32(x0, x1);  // lane L: r0 r1 of group 4L, r0 r1 of 4L+1
+        const __m512i t1 = _mm512_unpackhi_epi32(x0, x1);  // lane L: r0 r1 of 4L+2, r0 r1 of 4L+3
+        const __m512i t2 = _mm512_unpacklo_epi32(x2, x3);
+        const __m512i t3 = _mm512_unpackhi_epi32(x2, x3);
+        uint8_t* out = strip + (g * kMR + r) * 4;
+        store_lanes(_mm512_unpacklo_epi64(t0, t2), out, kGroupBytes);  // rows r..r+3 of groups 4L
+        store_lanes(_mm512_unpackhi_epi64(t0, t2), out + kGroupBytes, kGroupBytes);
+        store_lanes(_mm512_unpacklo_epi64(t1, t3), out + 2 * kGroupBytes, kGroupBytes);
+        store_lanes(_mm512_unpackhi_epi64(t1, t3), out + 3 * kGroupBytes, kGroupBytes);
+      }
+    }
+    for (int r = 0; r < rows; ++r) {
+      const uint8_t* src = a + (s0 + r) * lda;
+      uint8_t* out = strip + r * 4;
+      for (int g = r < vec_rows ? vec_groups : 0; g < full; ++g) std::memcpy(out + g * kGroupBytes, src + 4 * g, 4);
+      if (rem) {
+        uint32_t tail = 0;
+        std::memcpy(&tail, src + 4 * full, rem);
+        std::memcpy(out + full * kGroupBytes, &tail, 4);
+      }
     }
   }
 }
