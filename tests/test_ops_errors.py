@@ -124,3 +124,55 @@ def test_zero_size_quantize_is_empty():
 def test_set_num_threads_bad_input(bad, exc, threads):
     with pytest.raises(exc, match="n"):
         qruntime.set_num_threads(bad)
+
+
+X4 = np.zeros((1, 4, 8, 8), np.uint8)
+W4 = np.ones((6, 4, 3, 3), np.int8)
+
+
+def _conv(**over):
+    args = dict(x_q=X4, x_scale=0.1, x_zp=3, w_q=W4, w_scale=0.05, bias=None, out_scale=0.2, out_zp=5)
+    args.update(over)
+    return ops.conv2d(**args)
+
+
+CONV_CASES = [
+    (dict(x_q=X4.astype(np.int8)), TypeError, "x_q"),
+    (dict(x_q=X4[0]), ValueError, "x_q"),
+    (dict(x_q=np.zeros((1, 5, 8, 8), np.uint8)), ValueError, "channels"),
+    (dict(x_q=np.zeros((1, 4, 0, 8), np.uint8)), ValueError, "x_q"),
+    (dict(w_q=W4.astype(np.float32)), TypeError, "w_q"),
+    (dict(w_q=W4[0]), ValueError, "w_q"),
+    (dict(w_q=np.full((6, 4, 3, 3), -128, np.int8)), ValueError, "w_q"),
+    (dict(w_q=np.ones((6, 4, 0, 3), np.int8)), ValueError, "w_q"),
+    (dict(w_q=np.ones((6, 2, 3, 3), np.int8), groups=4), ValueError, "groups"),
+    (dict(groups=0), ValueError, "groups"),
+    (dict(groups=1.0), TypeError, "groups"),
+    (dict(w_q=np.ones((6, 4, 9, 9), np.int8)), ValueError, "larger than the padded input"),
+    (dict(stride=0), ValueError, "stride"),
+    (dict(stride=(1, -1)), ValueError, "stride"),
+    (dict(stride=(1, 2, 3)), TypeError, "stride"),
+    (dict(dilation=0), ValueError, "dilation"),
+    (dict(dilation=1.5), TypeError, "dilation"),
+    (dict(padding=-1), ValueError, "padding"),
+    (dict(padding=(1, 2, 3)), TypeError, "padding"),
+    (dict(padding="same"), TypeError, "padding"),
+    (dict(w_scale=np.ones(5, np.float32)), ValueError, "w_scale"),
+    (dict(w_scale=np.array([1, 1, 1, 0, 1, 1], np.float32)), ValueError, "w_scale"),
+    (dict(bias=np.ones(5, np.float32)), ValueError, "bias"),
+    (dict(bias=np.full(6, np.nan, np.float32)), ValueError, "bias"),
+    (dict(x_scale=-1.0), ValueError, "x_scale"),
+    (dict(out_zp=256), ValueError, "out_zp"),
+    (dict(relu6="yes"), TypeError, "relu6"),
+]
+
+
+@pytest.mark.parametrize("over,exc,name", CONV_CASES, ids=[f"{c[2]}-{i}" for i, c in enumerate(CONV_CASES)])
+def test_conv2d_bad_input(over, exc, name):
+    with pytest.raises(exc, match=name):
+        _conv(**over)
+
+
+def test_conv2d_k_limit():
+    with pytest.raises(ValueError, match="65536"):
+        ops.pack_conv2d(np.ones((1, 8000, 3, 3), np.int8))

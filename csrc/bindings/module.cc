@@ -4,9 +4,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
+
 #include "core/thread_pool.h"
 #include "dispatch/cpu_features.h"
 #include "dispatch/dispatch.h"
+#include "ops/conv2d.h"
 #include "ops/linear.h"
 #if defined(QR_WITH_EMULATED)
 #include "kernels/amx/amx_tile_model.h"
@@ -123,6 +126,61 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("x_q").noconvert(), py::arg("x_scale"), py::arg("x_zp"), py::arg("w"), py::arg("w_scale").noconvert(), py::arg("bias").noconvert(),
       py::arg("out_scale"), py::arg("out_zp"), py::arg("activation"));
+
+  py::class_<qr::ops::PackedConv2d, std::shared_ptr<qr::ops::PackedConv2d>>(m, "PackedConv2d")
+      .def_property_readonly("isa", [](const qr::ops::PackedConv2d& p) { return p.table->isa; })
+      .def_property_readonly("out_channels", [](const qr::ops::PackedConv2d& p) { return p.oc; })
+      .def_property_readonly("in_channels_per_group", [](const qr::ops::PackedConv2d& p) { return p.icg; })
+      .def_property_readonly("kernel_size", [](const qr::ops::PackedConv2d& p) { return py::make_tuple(p.kh, p.kw); })
+      .def_property_readonly("groups", [](const qr::ops::PackedConv2d& p) { return p.groups; })
+      .def_property_readonly("depthwise", [](const qr::ops::PackedConv2d& p) { return p.depthwise; });
+
+  m.def(
+      "pack_conv2d",
+      [](const CArray<int8_t>& w, int groups, const std::string& isa) {
+        if (w.ndim() != 4) throw py::value_error("w_q must be 4-D");
+        const int oc = static_cast<int>(w.shape(0)), icg = static_cast<int>(w.shape(1));
+        const int kh = static_cast<int>(w.shape(2)), kw = static_cast<int>(w.shape(3));
+        py::gil_scoped_release nogil;
+        return qr::ops::pack_conv2d(w.data(), oc, icg, kh, kw, groups, isa);
+      },
+      py::arg("w").noconvert(), py::arg("groups"), py::arg("isa") = "");
+
+  m.def(
+      "conv2d",
+      [](const CArray<uint8_t>& x, float x_scale, int x_zp, const qr::ops::PackedConv2d& p, const CArray<float>& w_scale,
+         std::optional<CArray<float>> bias, float out_scale, int out_zp, int activation, std::array<int, 2> stride,
+         std::array<int, 4> padding, std::array<int, 2> dilation) {
+        if (x.ndim() != 4) throw py::value_error("x_q must be 4-D (NHWC here)");
+        if (bias && bias->size() != p.oc) throw py::value_error("bias must hold one value per output channel");
+        const int n = static_cast<int>(x.shape(0)), h = static_cast<int>(x.shape(1));
+        const int w = static_cast<int>(x.shape(2)), c = static_cast<int>(x.shape(3));
+        qr::ops::Conv2dGeometry g;
+        g.stride_h = stride[0];
+        g.stride_w = stride[1];
+        g.pad_t = padding[0];
+        g.pad_l = padding[1];
+        g.pad_b = padding[2];
+        g.pad_r = padding[3];
+        g.dil_h = dilation[0];
+        g.dil_w = dilation[1];
+        const auto [oh, ow] = qr::ops::conv2d_output_hw(p, h, w, g);
+        CArray<uint8_t> y({n, oh, ow, p.oc});
+        const uint8_t* xp = x.data();
+        const float* ws = w_scale.data();
+        const size_t ws_count = static_cast<size_t>(w_scale.size());
+        const float* bp = bias ? bias->data() : nullptr;
+        uint8_t* yp = y.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          qr::ops::conv2d(p, xp, n, h, w, c, {x_scale, x_zp}, ws, ws_count, bp, {out_scale, out_zp},
+                          static_cast<qr::Activation>(activation), g, yp);
+        }
+        return y;
+      },
+      py::arg("x").noconvert(), py::arg("x_scale"), py::arg("x_zp"), py::arg("w"), py::arg("w_scale").noconvert(),
+      py::arg("bias").noconvert(), py::arg("out_scale"), py::arg("out_zp"), py::arg("activation"), py::arg("stride"),
+      py::arg("padding"), py::arg("dilation"));
 
   m.def(
       "quantize",

@@ -6,11 +6,11 @@
 
 #include "core/error.h"
 #include "dispatch/cpu_features.h"
-#include "kernels/ref/gemm_ref.h"
+#include "kernels/ref/ref.h"
 #if defined(QR_WITH_X86)
-#include "kernels/amx/gemm_amx.h"
-#include "kernels/avx2/gemm_avx2.h"
-#include "kernels/avx512vnni/gemm_avx512vnni.h"
+#include "kernels/amx/amx.h"
+#include "kernels/avx2/avx2.h"
+#include "kernels/avx512vnni/avx512vnni.h"
 #endif
 
 namespace qr {
@@ -24,7 +24,7 @@ struct Registry {
 
 Registry build_registry() {
   Registry r;
-  KernelTable t{"scalar", ref::gemm_kernels()};
+  KernelTable t{"scalar", ref::gemm_kernels(), ref::dwconv_kernels()};
   r.tables["scalar"] = t;
   std::vector<std::string> ascending = {"scalar"};
 #if defined(QR_WITH_X86)
@@ -35,6 +35,7 @@ Registry build_registry() {
   if (has_avx2) {
     t.isa = "avx2";
     t.gemm = avx2::gemm_kernels();
+    t.dwconv = avx2::dwconv_kernels();
     r.tables["avx2"] = t;
     ascending.push_back("avx2");
 #if defined(QR_WITH_EMULATED)
@@ -42,6 +43,7 @@ Registry build_registry() {
     KernelTable e = t;
     e.isa = "avx512_vnni_emulated";
     e.gemm = avx512_vnni_emulated::gemm_kernels();
+    e.dwconv = avx512_vnni_emulated::dwconv_kernels();
     r.tables[e.isa] = e;
     e.isa = "amx_emulated";
     e.gemm = amx_emulated::gemm_kernels();
@@ -51,6 +53,7 @@ Registry build_registry() {
     if (has_avx512) {
       t.isa = "avx512_vnni";
       t.gemm = avx512_vnni::gemm_kernels();
+      t.dwconv = avx512_vnni::dwconv_kernels();
       r.tables["avx512_vnni"] = t;
       ascending.push_back("avx512_vnni");
       if (has_amx) {

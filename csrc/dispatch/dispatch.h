@@ -15,6 +15,7 @@ namespace qr {
 struct KernelTable {
   std::string isa;
   const GemmKernels* gemm;
+  const DwConvKernels* dwconv;
 };
 
 // Real paths best first; with emulated, the emulated paths of this build follow.

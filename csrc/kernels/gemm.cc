@@ -31,7 +31,7 @@ PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_
   return w;
 }
 
-void gemm(const PackedWeights& w, const uint8_t* a, ptrdiff_t lda, int m, const Epilogue& ep, void* c, ptrdiff_t ldc) {
+void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep, void* c, ptrdiff_t ldc) {
   QR_CHECK_ARG(m >= 0, "M must be >= 0");
   if (m == 0) return;
   const GemmKernels& kern = *w.kernels;
@@ -50,15 +50,14 @@ void gemm(const PackedWeights& w, const uint8_t* a, ptrdiff_t lda, int m, const 
   const size_t scratch = kern.scratch_bytes(w.k);
 
   pool.parallel_for(static_cast<int64_t>(m_blocks) * chunks, [&](int64_t task) {
-    thread_local AlignedBuffer scratch_buf;
+    thread_local AlignedBuffer scratch_buf, rows_buf;
     scratch_buf.ensure(scratch);
     const int mb = static_cast<int>(task / chunks), nc = static_cast<int>(task % chunks);
     const int m0 = mb * kern.mc;
     const int n0 = nc * panels_per_chunk * kern.nr;
     GemmBlock blk;
-    blk.a = a + m0 * lda;
-    blk.lda = lda;
     blk.m = std::min(kern.mc, m - m0);
+    blk.a = a.rows(m0, blk.m, rows_buf, &blk.lda);
     blk.b_panel = w.data.as<int8_t>() + static_cast<size_t>(n0 / kern.nr) * panel_bytes;
     blk.n = std::min(panels_per_chunk * kern.nr, w.n - n0);
     blk.k = w.k;

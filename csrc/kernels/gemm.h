@@ -25,11 +25,40 @@ struct PackedWeights {
 
 PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_t ldb, int n, int k);
 
-// c (m rows, row stride ldc elements: int32, or uint8 when ep.requantize) = epilogue(A . B^T).
-// ep.bias / ep.mult, when used, hold round_up(n, 64) entries.
-void gemm(const PackedWeights& w, const uint8_t* a, ptrdiff_t lda, int m, const Epilogue& ep, void* c, ptrdiff_t ldc);
+// Where the rows of A come from: a plain matrix, or rows gathered on the fly (a convolution's
+// im2col, one block of rows at a time, so the whole unfolded input never exists).
+class RowSource {
+ public:
+  virtual ~RowSource() = default;
+  // Rows [m0, m0 + count) of A, k bytes each; *lda gets the row stride. `buf` is this thread's
+  // to build them in.
+  virtual const uint8_t* rows(int m0, int count, AlignedBuffer& buf, ptrdiff_t* lda) const = 0;
+};
 
-// Entries callers allocate for per-column epilogue arrays: whole panels of every path.
-inline size_t padded_columns(int n) { return (static_cast<size_t>(n) + 63) / 64 * 64; }
+class MatrixRows : public RowSource {
+ public:
+  MatrixRows(const uint8_t* a, ptrdiff_t lda) : a_(a), lda_(lda) {}
+  const uint8_t* rows(int m0, int, AlignedBuffer&, ptrdiff_t* lda) const override {
+    *lda = lda_;
+    return a_ + m0 * lda_;
+  }
+
+ private:
+  const uint8_t* a_;
+  ptrdiff_t lda_;
+};
+
+// c (m rows, row stride ldc elements: int32, or uint8 when ep.requantize) = epilogue(A . B^T).
+// ep.bias / ep.mult, when used, are readable for padded_columns(n) entries.
+void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep, void* c, ptrdiff_t ldc);
+
+inline void gemm(const PackedWeights& w, const uint8_t* a, ptrdiff_t lda, int m, const Epilogue& ep, void* c,
+                 ptrdiff_t ldc) {
+  gemm(w, MatrixRows(a, lda), m, ep, c, ldc);
+}
+
+// Entries callers allocate for per-column epilogue arrays: whole panels of every path (the widest
+// is 64 columns), with room for a GEMM that starts at any column offset (a group of a conv).
+inline size_t padded_columns(int n) { return (static_cast<size_t>(n) + 63) / 64 * 64 + 64; }
 
 }  // namespace qr

@@ -46,4 +46,26 @@ struct GemmKernels {
   void (*gemm_block)(const GemmBlock& blk);
 };
 
+// Depthwise convolution over one image, NHWC, one output channel per input channel (a channel
+// multiplier > 1 is expanded by the caller). Padding taps read pad_row, c bytes of the input zero
+// point, so sum_taps (x - zp_x) w = acc - zp_x * sum_taps w, which ep.bias already holds.
+struct DwConvArgs {
+  const uint8_t* x;        // [h][w][c]
+  int h, w, c;
+  const int32_t* weights;  // [kh * kw][c_stride] int32 (values in [-127, 127]), zero padded
+  int c_stride;            // c rounded up to 64
+  int kh, kw, stride_h, stride_w, dil_h, dil_w, pad_t, pad_l;
+  int oh, ow;              // output size
+  int oh_begin, oh_end;    // output rows this call computes
+  const uint8_t* pad_row;  // c bytes (plus 64 readable) holding zp_x
+  Epilogue ep;             // requantize = true; bias and mult hold c_stride entries
+  uint8_t* y;              // [oh][ow][c]
+};
+
+// One ISA path's depthwise convolution.
+struct DwConvKernels {
+  const char* isa;
+  void (*dwconv)(const DwConvArgs& args);
+};
+
 }  // namespace qr

@@ -26,18 +26,18 @@ Epilogue Requant::epilogue() const {
   return ep;
 }
 
-Requant make_requant(const PackedWeights& w, QParams x, const float* w_scale, size_t w_scale_count, const float* bias,
-                     QParams out, Activation act) {
+Requant make_requant(int n, int k, const int32_t* colsum, QParams x, const float* w_scale, size_t w_scale_count,
+                     const float* bias, QParams out, Activation act) {
   check_qparams(x, "x");
   check_qparams(out, "out");
-  QR_CHECK_ARG(w_scale_count == 1 || w_scale_count == static_cast<size_t>(w.n),
-               "w_scale must hold 1 or " + std::to_string(w.n) + " values, got " + std::to_string(w_scale_count));
+  QR_CHECK_ARG(w_scale_count == 1 || w_scale_count == static_cast<size_t>(n),
+               "w_scale must hold 1 or " + std::to_string(n) + " values, got " + std::to_string(w_scale_count));
   Requant rq;
-  rq.bias.assign(padded_columns(w.n), 0);
-  rq.mult.assign(padded_columns(w.n), 0.0f);
+  rq.bias.assign(padded_columns(n), 0);
+  rq.mult.assign(padded_columns(n), 0.0f);
   // |sum_k (q_x - zp_x) q_w| <= 255 * 127 * K; the bias gets the rest of the int32 range.
-  const double bias_limit = 2147483647.0 - 255.0 * 127.0 * w.k;
-  for (int c = 0; c < w.n; ++c) {
+  const double bias_limit = 2147483647.0 - 255.0 * 127.0 * k;
+  for (int c = 0; c < n; ++c) {
     const float sw = w_scale[w_scale_count == 1 ? 0 : c];
     QR_CHECK_ARG(std::isnormal(sw) && sw > 0.0f,
                  "w_scale must be finite, > 0 and a normal float32 (channel " + std::to_string(c) + ")");
@@ -52,7 +52,7 @@ Requant make_requant(const PackedWeights& w, QParams x, const float* w_scale, si
       bq = std::nearbyint(static_cast<double>(bias[c]) / acc_scale);
       bq = std::fmin(std::fmax(bq, -bias_limit), bias_limit);
     }
-    rq.bias[c] = static_cast<int32_t>(static_cast<int64_t>(bq) - static_cast<int64_t>(x.zero_point) * w.colsum[c]);
+    rq.bias[c] = static_cast<int32_t>(static_cast<int64_t>(bq) - static_cast<int64_t>(x.zero_point) * colsum[c]);
   }
   rq.out_zp = out.zero_point;
   rq.lo = act == Activation::kNone ? 0 : out.zero_point;

@@ -34,9 +34,10 @@ struct Requant {
   Epilogue epilogue() const;
 };
 
-// w_scale holds 1 (per tensor) or w.n (per channel) scales; bias is null or w.n floats.
-Requant make_requant(const PackedWeights& w, QParams x, const float* w_scale, size_t w_scale_count, const float* bias,
-                     QParams out, Activation act);
+// For n output channels of k products each, with colsum[c] = sum_k w[c, k]: w_scale holds 1 (per
+// tensor) or n (per channel) scales; bias is null or n floats.
+Requant make_requant(int n, int k, const int32_t* colsum, QParams x, const float* w_scale, size_t w_scale_count,
+                     const float* bias, QParams out, Activation act);
 
 // Checks scale > 0 and finite, zero point in [0, 255]; `what` names the argument in the error.
 void check_qparams(QParams q, const char* what);

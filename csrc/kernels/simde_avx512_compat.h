@@ -46,3 +46,23 @@ static inline void qr_emu_mm512_mask_cvtepi32_storeu_epi8(void* dst, uint16_t k,
 }
 #define _mm512_mask_cvtepi32_storeu_epi8(dst, k, v) qr_emu_mm512_mask_cvtepi32_storeu_epi8(dst, k, v)
 #endif
+
+#ifndef _mm512_cvtepu8_epi32
+static inline simde__m512i qr_emu_mm512_cvtepu8_epi32(simde__m128i v) {
+  simde__m256i lo = simde_mm256_cvtepu8_epi32(v);
+  simde__m256i hi = simde_mm256_cvtepu8_epi32(simde_mm_srli_si128(v, 8));
+  return simde_mm512_inserti64x4(simde_mm512_castsi256_si512(lo), hi, 1);
+}
+#define _mm512_cvtepu8_epi32(v) qr_emu_mm512_cvtepu8_epi32(v)
+#endif
+
+#ifndef _mm_maskz_loadu_epi8
+// Masked-off bytes read as zero and are never touched in memory (so a tail load cannot fault).
+static inline simde__m128i qr_emu_mm_maskz_loadu_epi8(uint16_t k, const void* src) {
+  uint8_t bytes[16] = {};
+  for (int i = 0; i < 16; ++i)
+    if ((k >> i) & 1) bytes[i] = static_cast<const uint8_t*>(src)[i];
+  return simde_mm_loadu_si128(bytes);
+}
+#define _mm_maskz_loadu_epi8(k, src) qr_emu_mm_maskz_loadu_epi8(k, src)
+#endif

@@ -18,7 +18,7 @@ void gemm_u8s8s32(const PackedWeights& w, const uint8_t* a, ptrdiff_t lda, int m
 
 void linear(const PackedWeights& w, const uint8_t* a, ptrdiff_t lda, int m, QParams x, const float* w_scale,
             size_t w_scale_count, const float* bias, QParams out, Activation act, uint8_t* y) {
-  const Requant rq = make_requant(w, x, w_scale, w_scale_count, bias, out, act);
+  const Requant rq = make_requant(w.n, w.k, w.colsum.data(), x, w_scale, w_scale_count, bias, out, act);
   qr::gemm(w, a, lda, m, rq.epilogue(), y, w.n);
 }
 

@@ -31,6 +31,10 @@ def scale(value, name):
     return v
 
 
+def is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def zero_point(value, name):
     """A uint8 zero point."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -14,12 +14,12 @@
 #include <cstring>
 
 #include "kernels/avx512vnni/epilogue_avx512.h"
-#include "kernels/avx512vnni/gemm_avx512vnni.h"
+#include "kernels/avx512vnni/avx512vnni.h"
 #if defined(QR_EMULATED)
 #include "kernels/amx/amx_tile_model.h"
 #endif
 
-#include "kernels/amx/gemm_amx.h"
+#include "kernels/amx/amx.h"
 
 namespace qr::QR_ISA_NS {
 namespace vnni = ::qr::QR_VNNI_NS;

@@ -13,7 +13,8 @@
 
 #include <cstring>
 
-#include "kernels/avx2/gemm_avx2.h"
+#include "kernels/avx2/avx2.h"
+#include "kernels/avx2/epilogue_avx2.h"
 
 namespace qr::avx2 {
 namespace {
@@ -76,20 +77,7 @@ inline void store_row(__m256i v0, __m256i v1, const Epilogue& ep, int col, void*
     }
     return;
   }
-  const __m256 lo = _mm256_set1_ps(static_cast<float>(ep.lo - ep.out_zp));
-  const __m256 hi = _mm256_set1_ps(static_cast<float>(ep.hi - ep.out_zp));
-  const __m256i zp = _mm256_set1_epi32(ep.out_zp);
-  __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(v0), _mm256_loadu_ps(ep.mult + col));
-  __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(v1), _mm256_loadu_ps(ep.mult + col + 8));
-  f0 = _mm256_min_ps(_mm256_max_ps(f0, lo), hi);
-  f1 = _mm256_min_ps(_mm256_max_ps(f1, lo), hi);
-  __m256i q0 = _mm256_add_epi32(_mm256_cvtps_epi32(f0), zp);  // MXCSR default: round half to even
-  __m256i q1 = _mm256_add_epi32(_mm256_cvtps_epi32(f1), zp);
-  // Values are already in [0, 255], so the saturating packs only narrow; the permutes undo the
-  // per-128-bit-lane interleaving of the packs.
-  __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
-  __m256i bytes = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0x08);
-  __m128i row = _mm256_castsi256_si128(bytes);
+  const __m128i row = narrow16(requantize8(v0, ep.mult + col, ep), requantize8(v1, ep.mult + col + 8, ep));
   if (valid == kNR) {
     _mm_storeu_si128(static_cast<__m128i*>(c_row), row);
   } else {

@@ -8,7 +8,7 @@
 //   packed B panel: [K groups][32 columns][4 bytes: b(n,4g..4g+3)], zero padded in K and N.
 //   packed A (per block, in scratch): strips of 14 rows, each [K groups][14 rows] 4 bytes, zero
 //     padded in K, so one pointer with constant offsets feeds every broadcast of a K group.
-#include "kernels/avx512vnni/gemm_avx512vnni.h"
+#include "kernels/avx512vnni/avx512vnni.h"
 
 #include <cstring>
 

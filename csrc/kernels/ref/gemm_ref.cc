@@ -1,5 +1,5 @@
 // The scalar reference GEMM: the normative definition every ISA path must equal bit for bit.
-#include "kernels/ref/gemm_ref.h"
+#include "kernels/ref/ref.h"
 
 #include <cmath>
 #include <cstring>

@@ -4,4 +4,5 @@
 
 namespace qr::avx2 {
 const GemmKernels* gemm_kernels();
+const DwConvKernels* dwconv_kernels();
 }

@@ -1,0 +1,194 @@
+// Quantized conv2d: prepacking and the three execution strategies (GEMM, implicit GEMM, depthwise).
+#include "ops/conv2d.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+
+namespace qr::ops {
+namespace {
+
+// Rows of the unfolded input for one group: row m is output pixel m (image, oy, ox), its K bytes
+// the taps (ky, kx) in order, each holding the group's icg input channels; taps outside the input
+// hold the input zero point, which contributes what zero contributes in real numbers.
+class Im2colRows : public RowSource {
+ public:
+  Im2colRows(const uint8_t* x, int h, int w, int c, int c0, int icg, int kh, int kw, const Conv2dGeometry& g, int oh,
+             int ow, uint8_t zp)
+      : x_(x), h_(h), w_(w), c_(c), c0_(c0), icg_(icg), kh_(kh), kw_(kw), g_(g), oh_(oh), ow_(ow), zp_(zp) {}
+
+  const uint8_t* rows(int m0, int count, AlignedBuffer& buf, ptrdiff_t* lda) const override {
+    const size_t k = static_cast<size_t>(kh_) * kw_ * icg_;
+    buf.ensure(count * k);
+    uint8_t* out = buf.as<uint8_t>();
+    for (int i = 0; i < count; ++i) {
+      const int m = m0 + i;
+      const int img = m / (oh_ * ow_), oy = (m / ow_) % oh_, ox = m % ow_;
+      uint8_t* row = out + i * k;
+      for (int ky = 0; ky < kh_; ++ky) {
+        const int iy = oy * g_.stride_h - g_.pad_t + ky * g_.dil_h;
+        for (int kx = 0; kx < kw_; ++kx, row += icg_) {
+          const int ix = ox * g_.stride_w - g_.pad_l + kx * g_.dil_w;
+          if (iy >= 0 && iy < h_ && ix >= 0 && ix < w_)
+            std::memcpy(row, x_ + ((static_cast<size_t>(img) * h_ + iy) * w_ + ix) * c_ + c0_, icg_);
+          else
+            std::memset(row, zp_, icg_);
+        }
+      }
+    }
+    *lda = static_cast<ptrdiff_t>(k);
+    return out;
+  }
+
+ private:
+  const uint8_t* x_;
+  int h_, w_, c_, c0_, icg_, kh_, kw_;
+  Conv2dGeometry g_;
+  int oh_, ow_;
+  uint8_t zp_;
+};
+
+void run_depthwise(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, const Requant& rq,
+                   uint8_t zp, const Conv2dGeometry& g, int oh, int ow, uint8_t* y) {
+  // A channel multiplier > 1 reads input channel oc / mult for output channel oc: expand the input
+  // once so the kernel always sees one input channel per output channel.
+  const int mult = p.oc / c;
+  std::vector<uint8_t> expanded;
+  if (mult > 1) {
+    const size_t pixels = static_cast<size_t>(n) * h * w;
+    expanded.resize(pixels * p.oc);
+    for (size_t px = 0; px < pixels; ++px)
+      for (int oc = 0; oc < p.oc; ++oc) expanded[px * p.oc + oc] = x[px * c + oc / mult];
+    x = expanded.data();
+  }
+  const std::vector<uint8_t> pad_row(p.c_stride + 64, zp);
+  DwConvArgs base{};
+  base.h = h;
+  base.w = w;
+  base.c = p.oc;
+  base.weights = p.dw_weights.data();
+  base.c_stride = p.c_stride;
+  base.kh = p.kh;
+  base.kw = p.kw;
+  base.stride_h = g.stride_h;
+  base.stride_w = g.stride_w;
+  base.dil_h = g.dil_h;
+  base.dil_w = g.dil_w;
+  base.pad_t = g.pad_t;
+  base.pad_l = g.pad_l;
+  base.oh = oh;
+  base.ow = ow;
+  base.pad_row = pad_row.data();
+  base.ep = rq.epilogue();
+  // Tasks of a few output rows: enough of them to balance two threads on one image.
+  const int rows_per_task = std::max(1, oh / 8);
+  const int tasks_per_image = (oh + rows_per_task - 1) / rows_per_task;
+  const size_t in_image = static_cast<size_t>(h) * w * p.oc, out_image = static_cast<size_t>(oh) * ow * p.oc;
+  ThreadPool::global().parallel_for(static_cast<int64_t>(n) * tasks_per_image, [&](int64_t t) {
+    DwConvArgs a = base;
+    const int img = static_cast<int>(t / tasks_per_image);
+    a.oh_begin = static_cast<int>(t % tasks_per_image) * rows_per_task;
+    a.oh_end = std::min(oh, a.oh_begin + rows_per_task);
+    a.x = x + img * in_image;
+    a.y = y + img * out_image;
+    p.table->dwconv->dwconv(a);
+  });
+}
+
+}  // namespace
+
+namespace {
+
+int output_size(int in, int pad_before, int pad_after, int k, int stride, int dilation, const char* axis) {
+  const int64_t span = static_cast<int64_t>(dilation) * (k - 1) + 1;
+  const int64_t padded = static_cast<int64_t>(in) + pad_before + pad_after;
+  QR_CHECK_ARG(span <= padded, std::string("kernel (dilated ") + axis + " extent " + std::to_string(span) +
+                                   ") is larger than the padded input (" + std::to_string(padded) + ")");
+  return static_cast<int>((padded - span) / stride + 1);
+}
+
+}  // namespace
+
+std::pair<int, int> conv2d_output_hw(const PackedConv2d& p, int h, int w, const Conv2dGeometry& g) {
+  QR_CHECK_ARG(h >= 1 && w >= 1, "x_q must have a spatial size of at least 1x1");
+  QR_CHECK_ARG(g.stride_h >= 1 && g.stride_w >= 1, "stride must be >= 1");
+  QR_CHECK_ARG(g.dil_h >= 1 && g.dil_w >= 1, "dilation must be >= 1");
+  QR_CHECK_ARG(g.pad_t >= 0 && g.pad_l >= 0 && g.pad_b >= 0 && g.pad_r >= 0, "padding must be >= 0");
+  return {output_size(h, g.pad_t, g.pad_b, p.kh, g.stride_h, g.dil_h, "height"),
+          output_size(w, g.pad_l, g.pad_r, p.kw, g.stride_w, g.dil_w, "width")};
+}
+
+std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int kh, int kw, int groups,
+                                          const std::string& isa) {
+  QR_CHECK_ARG(oc >= 1 && icg >= 1 && kh >= 1 && kw >= 1, "w_q must not have a zero-size dimension");
+  QR_CHECK_ARG(groups >= 1 && oc % groups == 0, "groups must divide the output channels");
+  const int64_t k = static_cast<int64_t>(kh) * kw * icg;
+  QR_CHECK_ARG(k <= kMaxK, "kh * kw * in_channels/groups must be <= 65536, got " + std::to_string(k));
+  auto p = std::make_shared<PackedConv2d>();
+  p->table = isa.empty() ? &active_kernels() : &kernel_table(isa);
+  p->oc = oc;
+  p->icg = icg;
+  p->kh = kh;
+  p->kw = kw;
+  p->groups = groups;
+  p->depthwise = icg == 1 && groups > 1;
+  p->colsum.assign(oc, 0);
+  const int taps = kh * kw;
+  for (int o = 0; o < oc; ++o) {
+    const int8_t* wo = w + static_cast<size_t>(o) * k;
+    for (int64_t i = 0; i < k; ++i) {
+      QR_CHECK_ARG(wo[i] != -128, "w_q must hold values in [-127, 127] (found -128)");
+      p->colsum[o] += wo[i];
+    }
+  }
+  if (p->depthwise) {
+    p->c_stride = (oc + 63) / 64 * 64;
+    p->dw_weights.assign(static_cast<size_t>(taps) * p->c_stride, 0);
+    for (int o = 0; o < oc; ++o)
+      for (int t = 0; t < taps; ++t) p->dw_weights[static_cast<size_t>(t) * p->c_stride + o] = w[o * taps + t];
+    return p;
+  }
+  // torch's (oc, icg, kh, kw) to the GEMM's rows of K ordered (ky, kx, ic), like the NHWC input.
+  const int ocg = oc / groups;
+  std::vector<int8_t> b(static_cast<size_t>(ocg) * k);
+  for (int gi = 0; gi < groups; ++gi) {
+    for (int o = 0; o < ocg; ++o) {
+      const int8_t* wo = w + static_cast<size_t>(gi * ocg + o) * k;
+      for (int ic = 0; ic < icg; ++ic)
+        for (int t = 0; t < taps; ++t) b[static_cast<size_t>(o) * k + t * icg + ic] = wo[ic * taps + t];
+    }
+    p->group_gemm.push_back(pack_weights(*p->table->gemm, b.data(), k, ocg, static_cast<int>(k)));
+  }
+  return p;
+}
+
+void conv2d(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, QParams xq, const float* w_scale,
+            size_t w_scale_count, const float* bias, QParams out, Activation act, const Conv2dGeometry& g, uint8_t* y) {
+  QR_CHECK_ARG(c == p.icg * p.groups, "x_q has " + std::to_string(c) + " channels; the weights expect " +
+                                          std::to_string(p.icg * p.groups));
+  const auto [oh, ow] = conv2d_output_hw(p, h, w, g);
+  const Requant rq = make_requant(p.oc, p.k(), p.colsum.data(), xq, w_scale, w_scale_count, bias, out, act);
+  if (n == 0) return;
+  const uint8_t zp = static_cast<uint8_t>(xq.zero_point);
+  if (p.depthwise) return run_depthwise(p, x, n, h, w, c, rq, zp, g, oh, ow, y);
+
+  const int m = n * oh * ow;
+  const int ocg = p.oc / p.groups;
+  const bool direct = p.kh == 1 && p.kw == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_t == 0 && g.pad_l == 0 &&
+                      g.pad_b == 0 && g.pad_r == 0;
+  for (int gi = 0; gi < p.groups; ++gi) {
+    Epilogue ep = rq.epilogue();
+    ep.bias += gi * ocg;
+    ep.mult += gi * ocg;
+    uint8_t* yg = y + gi * ocg;
+    if (direct) {
+      gemm(p.group_gemm[gi], MatrixRows(x + gi * p.icg, c), m, ep, yg, p.oc);  // 1x1: NHWC is already A
+    } else {
+      gemm(p.group_gemm[gi], Im2colRows(x, h, w, c, gi * p.icg, p.icg, p.kh, p.kw, g, oh, ow, zp), m, ep, yg, p.oc);
+    }
+  }
+}
+
+}  // namespace qr::ops

@@ -1,0 +1,45 @@
+// Quantized conv2d on NHWC uint8 activations: 1x1 as a GEMM, k x k as an implicit GEMM (im2col per
+// block of rows), groups as one GEMM per group, depthwise with its own direct kernel.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dispatch/dispatch.h"
+#include "kernels/gemm.h"
+#include "kernels/requant.h"
+
+namespace qr::ops {
+
+// Weights prepacked once for one ISA path.
+struct PackedConv2d {
+  const KernelTable* table = nullptr;
+  int oc = 0, icg = 0, kh = 0, kw = 0, groups = 1;
+  bool depthwise = false;                 // one input channel per group: the direct kernel
+  std::vector<PackedWeights> group_gemm;  // GEMM path: B of group g is (oc/groups) x (kh*kw*icg), K ordered (ky, kx, ic)
+  std::vector<int32_t> dw_weights;        // depthwise: [kh*kw][c_stride] int32
+  int c_stride = 0;
+  std::vector<int32_t> colsum;            // per output channel, over all its K products
+  int k() const { return kh * kw * icg; }
+};
+
+// w: (oc, icg, kh, kw) int8 contiguous, torch's layout.
+std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int kh, int kw, int groups,
+                                          const std::string& isa);
+
+struct Conv2dGeometry {
+  int stride_h = 1, stride_w = 1;
+  int pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0;
+  int dil_h = 1, dil_w = 1;
+};
+
+// Checks the geometry (ValueError naming what is wrong) and returns the output (height, width).
+std::pair<int, int> conv2d_output_hw(const PackedConv2d& p, int h, int w, const Conv2dGeometry& g);
+
+// y: (n, oh, ow, oc) uint8 NHWC from x: (n, h, w, c) uint8 NHWC.
+void conv2d(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, QParams xq, const float* w_scale,
+            size_t w_scale_count, const float* bias, QParams out, Activation act, const Conv2dGeometry& g, uint8_t* y);
+
+}  // namespace qr::ops
