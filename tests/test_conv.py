@@ -182,3 +182,16 @@ def test_matches_torch_x86_within_one_lsb(rng):
         total += diff.size
         off += int(np.count_nonzero(diff))
     assert off <= 0.001 * total, f"{off} of {total} outputs differ by one step"
+
+
+def test_output_feeds_the_next_conv_without_layout_surprises(rng):
+    """conv2d returns NCHW indexing over NHWC memory; as the next input it must give the same
+    result as the same values in a C-contiguous NCHW array."""
+    x = rng.integers(0, 256, (2, 8, 12, 12), dtype=np.uint8)
+    w1, w2 = _weights(rng, 16, 8, 3, 3), _weights(rng, 4, 16, 1, 1)
+    y1 = ops.conv2d(x, 0.05, 3, w1, 0.01, None, 0.2, 9, padding=1)
+    assert y1.shape == (2, 16, 12, 12)
+    np.testing.assert_array_equal(y1, reference.conv2d(x, 0.05, 3, w1, 0.01, None, 0.2, 9, padding=1))
+    a = ops.conv2d(y1, 0.2, 9, w2, 0.01, None, 0.3, 5)
+    b = ops.conv2d(np.ascontiguousarray(y1), 0.2, 9, w2, 0.01, None, 0.3, 5)
+    np.testing.assert_array_equal(a, b)

@@ -17,7 +17,8 @@ class Im2colRows : public RowSource {
  public:
   Im2colRows(const uint8_t* x, int h, int w, int c, int c0, int icg, int kh, int kw, const Conv2dGeometry& g, int oh,
              int ow, uint8_t zp)
-      : x_(x), h_(h), w_(w), c_(c), c0_(c0), icg_(icg), kh_(kh), kw_(kw), g_(g), oh_(oh), ow_(ow), zp_(zp) {}
+      : x_(x), h_(h), w_(w), c_(c), c0_(c0), icg_(icg), kh_(kh), kw_(kw), g_(g), oh_(oh), ow_(ow), zp_(zp),
+        contiguous_taps_(icg == c && g.dil_w == 1) {}
 
   const uint8_t* rows(int m0, int count, AlignedBuffer& buf, ptrdiff_t* lda) const override {
     const size_t k = static_cast<size_t>(kh_) * kw_ * icg_;
@@ -27,14 +28,32 @@ class Im2colRows : public RowSource {
       const int m = m0 + i;
       const int img = m / (oh_ * ow_), oy = (m / ow_) % oh_, ox = m % ow_;
       uint8_t* row = out + i * k;
+      const int ix0 = ox * g_.stride_w - g_.pad_l;
       for (int ky = 0; ky < kh_; ++ky) {
         const int iy = oy * g_.stride_h - g_.pad_t + ky * g_.dil_h;
-        for (int kx = 0; kx < kw_; ++kx, row += icg_) {
-          const int ix = ox * g_.stride_w - g_.pad_l + kx * g_.dil_w;
-          if (iy >= 0 && iy < h_ && ix >= 0 && ix < w_)
-            std::memcpy(row, x_ + ((static_cast<size_t>(img) * h_ + iy) * w_ + ix) * c_ + c0_, icg_);
-          else
-            std::memset(row, zp_, icg_);
+        if (iy < 0 || iy >= h_) {
+          std::memset(row, zp_, static_cast<size_t>(kw_) * icg_);
+          row += static_cast<size_t>(kw_) * icg_;
+          continue;
+        }
+        const uint8_t* in_row = x_ + (static_cast<size_t>(img) * h_ + iy) * w_ * c_ + c0_;
+        if (contiguous_taps_) {
+          // All channels, dilation 1: the kw taps are one run of the input row; copy it whole.
+          const int kx_begin = std::clamp(-ix0, 0, kw_), kx_end = std::clamp(w_ - ix0, kx_begin, kw_);
+          std::memset(row, zp_, static_cast<size_t>(kx_begin) * icg_);
+          if (kx_end > kx_begin)
+            std::memcpy(row + kx_begin * icg_, in_row + static_cast<ptrdiff_t>(ix0 + kx_begin) * c_,
+                        static_cast<size_t>(kx_end - kx_begin) * icg_);
+          std::memset(row + kx_end * icg_, zp_, static_cast<size_t>(kw_ - kx_end) * icg_);
+          row += static_cast<size_t>(kw_) * icg_;
+        } else {
+          for (int kx = 0; kx < kw_; ++kx, row += icg_) {
+            const int ix = ix0 + kx * g_.dil_w;
+            if (ix >= 0 && ix < w_)
+              std::memcpy(row, in_row + static_cast<size_t>(ix) * c_, icg_);
+            else
+              std::memset(row, zp_, icg_);
+          }
         }
       }
     }
@@ -48,6 +67,7 @@ class Im2colRows : public RowSource {
   Conv2dGeometry g_;
   int oh_, ow_;
   uint8_t zp_;
+  bool contiguous_taps_;
 };
 
 void run_depthwise(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, const Requant& rq,

@@ -8,15 +8,16 @@ _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def array(value, name, dtype, ndim=None):
-    """`value` as a C-contiguous ndarray of exactly `dtype` (no silent casts), of rank `ndim`."""
+def array(value, name, dtype, ndim=None, contiguous=True):
+    """`value` as an ndarray of exactly `dtype` (no silent casts), of rank `ndim`, made C-contiguous
+    unless the caller reorders it anyway (contiguous=False)."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray of {np.dtype(dtype).name}, got {type(value).__name__}")
     if value.dtype != np.dtype(dtype):
         raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {value.dtype}")
     if ndim is not None and value.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {value.shape}")
-    return np.ascontiguousarray(value)
+    return np.ascontiguousarray(value) if contiguous else value
 
 
 def scale(value, name):

@@ -170,7 +170,7 @@ def conv2d(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp, stride=1, 
         packed = w_q
     else:
         packed = pack_conv2d(w_q, groups, isa)
-    x_q = _checks.array(x_q, "x_q", np.uint8, ndim=4)
+    x_q = _checks.array(x_q, "x_q", np.uint8, ndim=4, contiguous=False)
     expected = packed.in_channels_per_group * packed.groups
     if x_q.shape[1] != expected:
         raise ValueError(f"x_q has {x_q.shape[1]} channels; w_q with groups={groups} expects {expected}")
@@ -182,6 +182,7 @@ def conv2d(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp, stride=1, 
     relu = _checks.flag(relu, "relu")
     relu6 = _checks.flag(relu6, "relu6")
     act = "relu6" if relu6 else "relu" if relu else "none"
+    # NHWC inside; an NCHW view of NHWC memory (what conv2d returns) goes in without a copy.
     x_nhwc = np.ascontiguousarray(x_q.transpose(0, 2, 3, 1))
     y = _core.conv2d(
         x_nhwc,
@@ -197,4 +198,4 @@ def conv2d(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp, stride=1, 
         pads,
         dilation,
     )
-    return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+    return y.transpose(0, 3, 1, 2)  # NCHW indexing over NHWC memory, like torch's channels_last
