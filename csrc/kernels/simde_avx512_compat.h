@@ -36,17 +36,6 @@ static inline void qr_emu_mm512_mask_storeu_epi32(void* dst, uint16_t k, simde__
 #define _mm512_mask_storeu_epi32(dst, k, v) qr_emu_mm512_mask_storeu_epi32(dst, k, v)
 #endif
 
-#ifndef _mm512_mask_cvtepi32_storeu_epi8
-// vpmovdb: each selected int32 lane truncated to its low byte.
-static inline void qr_emu_mm512_mask_cvtepi32_storeu_epi8(void* dst, uint16_t k, simde__m512i v) {
-  int32_t lanes[16];
-  simde_mm512_storeu_si512(lanes, v);
-  for (int i = 0; i < 16; ++i)
-    if ((k >> i) & 1) static_cast<uint8_t*>(dst)[i] = static_cast<uint8_t>(lanes[i]);
-}
-#define _mm512_mask_cvtepi32_storeu_epi8(dst, k, v) qr_emu_mm512_mask_cvtepi32_storeu_epi8(dst, k, v)
-#endif
-
 #ifndef _mm512_cvtepu8_epi32
 static inline simde__m512i qr_emu_mm512_cvtepu8_epi32(simde__m128i v) {
   simde__m256i lo = simde_mm256_cvtepu8_epi32(v);
@@ -65,4 +54,26 @@ static inline simde__m128i qr_emu_mm_maskz_loadu_epi8(uint16_t k, const void* sr
   return simde_mm_loadu_si128(bytes);
 }
 #define _mm_maskz_loadu_epi8(k, src) qr_emu_mm_maskz_loadu_epi8(k, src)
+#endif
+
+#ifndef _mm512_cvtepi32_epi8
+// vpmovdb: each int32 lane truncated to its low byte.
+static inline simde__m128i qr_emu_mm512_cvtepi32_epi8(simde__m512i v) {
+  int32_t lanes[16];
+  uint8_t bytes[16];
+  simde_mm512_storeu_si512(lanes, v);
+  for (int i = 0; i < 16; ++i) bytes[i] = static_cast<uint8_t>(lanes[i]);
+  return simde_mm_loadu_si128(bytes);
+}
+#define _mm512_cvtepi32_epi8(v) qr_emu_mm512_cvtepi32_epi8(v)
+#endif
+
+#ifndef _mm_mask_storeu_epi8
+static inline void qr_emu_mm_mask_storeu_epi8(void* dst, uint16_t k, simde__m128i v) {
+  uint8_t bytes[16];
+  simde_mm_storeu_si128(bytes, v);
+  for (int i = 0; i < 16; ++i)
+    if ((k >> i) & 1) static_cast<uint8_t*>(dst)[i] = bytes[i];
+}
+#define _mm_mask_storeu_epi8(dst, k, v) qr_emu_mm_mask_storeu_epi8(dst, k, v)
 #endif

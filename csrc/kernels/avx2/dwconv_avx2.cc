@@ -5,10 +5,10 @@
 #include <immintrin.h>
 
 #include <cstring>
-#include <vector>
 
 #include "kernels/avx2/avx2.h"
 #include "kernels/avx2/epilogue_avx2.h"
+#include "kernels/dwconv_taps.h"
 
 namespace qr::avx2 {
 namespace {
@@ -30,18 +30,11 @@ inline void load16(const uint8_t* p, int count, __m256i& lo, __m256i& hi) {
 }
 
 void dwconv(const DwConvArgs& a) {
-  const int taps = a.kh * a.kw;
-  std::vector<const uint8_t*> src(taps);
+  DwTaps window(a);
+  const int taps = window.taps();
   for (int oy = a.oh_begin; oy < a.oh_end; ++oy) {
     for (int ox = 0; ox < a.ow; ++ox) {
-      for (int ky = 0; ky < a.kh; ++ky) {
-        const int iy = oy * a.stride_h - a.pad_t + ky * a.dil_h;
-        for (int kx = 0; kx < a.kw; ++kx) {
-          const int ix = ox * a.stride_w - a.pad_l + kx * a.dil_w;
-          const bool inside = iy >= 0 && iy < a.h && ix >= 0 && ix < a.w;
-          src[ky * a.kw + kx] = inside ? a.x + (static_cast<size_t>(iy) * a.w + ix) * a.c : a.pad_row;
-        }
-      }
+      const uint8_t* const* src = window.at(oy, ox);
       uint8_t* out = a.y + (static_cast<size_t>(oy) * a.ow + ox) * a.c;
       for (int c0 = 0; c0 < a.c; c0 += kCB) {
         const int count = a.c - c0 < kCB ? a.c - c0 : kCB;

@@ -3,10 +3,9 @@
 // Register map: one zmm accumulator for channels c0..c0+15; per tap 16 input bytes widened to
 // int32 (masked load for a channel tail, so nothing past the tensor is read) and 16 int32 weights;
 // vpmulld is exact (|x * w| <= 255 * 127). Built twice: real, and against SIMDe (emulated).
-#include <vector>
-
 #include "kernels/avx512vnni/avx512vnni.h"
 #include "kernels/avx512vnni/epilogue_avx512.h"
+#include "kernels/dwconv_taps.h"
 
 namespace qr::QR_ISA_NS {
 namespace {
@@ -14,18 +13,11 @@ namespace {
 constexpr int kCB = 16;
 
 void dwconv(const DwConvArgs& a) {
-  const int taps = a.kh * a.kw;
-  std::vector<const uint8_t*> src(taps);
+  DwTaps window(a);
+  const int taps = window.taps();
   for (int oy = a.oh_begin; oy < a.oh_end; ++oy) {
     for (int ox = 0; ox < a.ow; ++ox) {
-      for (int ky = 0; ky < a.kh; ++ky) {
-        const int iy = oy * a.stride_h - a.pad_t + ky * a.dil_h;
-        for (int kx = 0; kx < a.kw; ++kx) {
-          const int ix = ox * a.stride_w - a.pad_l + kx * a.dil_w;
-          const bool inside = iy >= 0 && iy < a.h && ix >= 0 && ix < a.w;
-          src[ky * a.kw + kx] = inside ? a.x + (static_cast<size_t>(iy) * a.w + ix) * a.c : a.pad_row;
-        }
-      }
+      const uint8_t* const* src = window.at(oy, ox);
       uint8_t* out = a.y + (static_cast<size_t>(oy) * a.ow + ox) * a.c;
       for (int c0 = 0; c0 < a.c; c0 += kCB) {
         const int count = a.c - c0 < kCB ? a.c - c0 : kCB;
@@ -38,7 +30,7 @@ void dwconv(const DwConvArgs& a) {
           acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(bytes), w));
         }
         acc = _mm512_add_epi32(acc, _mm512_loadu_si512(a.ep.bias + c0));
-        _mm512_mask_cvtepi32_storeu_epi8(out + c0, mask, requantize16(acc, a.ep.mult + c0, a.ep));
+        store_bytes16(out + c0, requantize16(acc, a.ep.mult + c0, a.ep), count);
       }
     }
   }

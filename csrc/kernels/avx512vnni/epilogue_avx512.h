@@ -20,6 +20,16 @@ inline __m512i requantize16(__m512i acc, const float* mult, const qr::Epilogue& 
   return _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(ep.out_zp));  // MXCSR: half to even
 }
 
+// Stores the first `valid` (any int; <= 0 stores nothing) of 16 results in [0, 255] as bytes.
+// Truncating each lane to its low byte is exact for them. vpmovdb to a register and a plain store:
+// its masked store-to-memory form is several times slower on some CPUs (Zen 4).
+inline void store_bytes16(uint8_t* out, __m512i q, int valid) {
+  if (valid >= 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtepi32_epi8(q));
+  else if (valid > 0)
+    _mm_mask_storeu_epi8(out, lane_mask(valid), _mm512_cvtepi32_epi8(q));
+}
+
 // Stores the first `valid` (<= 32) of the 32 outputs v0 (columns col..col+15), v1 (col+16..col+31).
 inline void store_row32(__m512i v0, __m512i v1, const qr::Epilogue& ep, int col, void* c_row, int valid) {
   if (ep.bias) {
@@ -34,9 +44,8 @@ inline void store_row32(__m512i v0, __m512i v1, const qr::Epilogue& ep, int col,
     return;
   }
   uint8_t* out = static_cast<uint8_t*>(c_row);
-  // Results are in [lo, hi] within [0, 255], so truncating each lane to a byte is exact.
-  _mm512_mask_cvtepi32_storeu_epi8(out, m0, requantize16(v0, ep.mult + col, ep));
-  _mm512_mask_cvtepi32_storeu_epi8(out + 16, m1, requantize16(v1, ep.mult + col + 16, ep));
+  store_bytes16(out, requantize16(v0, ep.mult + col, ep), valid);
+  store_bytes16(out + 16, requantize16(v1, ep.mult + col + 16, ep), valid - 16);
 }
 
 }  // namespace

@@ -1,0 +1,56 @@
+// Where each tap of a depthwise window reads, for the depthwise kernels of every ISA: inside the
+// image a fixed offset from the window's corner (computed once per call), outside it the row of
+// zero-point bytes. Plain scalar code with internal linkage, so each ISA unit keeps its own copy.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace {
+
+class DwTaps {
+ public:
+  explicit DwTaps(const qr::DwConvArgs& a) : a_(a), offsets_(a.kh * a.kw), src_(a.kh * a.kw) {
+    for (int ky = 0; ky < a.kh; ++ky)
+      for (int kx = 0; kx < a.kw; ++kx)
+        offsets_[ky * a.kw + kx] = (static_cast<ptrdiff_t>(ky) * a.dil_h * a.w + static_cast<ptrdiff_t>(kx) * a.dil_w) * a.c;
+    // Output columns whose whole window lies inside the image horizontally.
+    const int span_w = (a.kw - 1) * a.dil_w;
+    ox_begin_ = (a.pad_l + a.stride_w - 1) / a.stride_w;
+    ox_end_ = a.w - 1 - span_w + a.pad_l >= 0 ? (a.w - 1 - span_w + a.pad_l) / a.stride_w + 1 : 0;
+    if (ox_end_ > a.ow) ox_end_ = a.ow;
+    if (ox_end_ < ox_begin_) ox_end_ = ox_begin_;
+  }
+
+  int taps() const { return static_cast<int>(src_.size()); }
+
+  // The tap pointers of output pixel (oy, ox), channel 0.
+  const uint8_t* const* at(int oy, int ox) {
+    const int iy0 = oy * a_.stride_h - a_.pad_t, ix0 = ox * a_.stride_w - a_.pad_l;
+    const bool rows_inside = iy0 >= 0 && iy0 + (a_.kh - 1) * a_.dil_h < a_.h;
+    if (rows_inside && ox >= ox_begin_ && ox < ox_end_) {
+      const uint8_t* corner = a_.x + (static_cast<ptrdiff_t>(iy0) * a_.w + ix0) * a_.c;
+      for (size_t t = 0; t < src_.size(); ++t) src_[t] = corner + offsets_[t];
+    } else {
+      for (int ky = 0; ky < a_.kh; ++ky) {
+        const int iy = iy0 + ky * a_.dil_h;
+        for (int kx = 0; kx < a_.kw; ++kx) {
+          const int ix = ix0 + kx * a_.dil_w;
+          const bool inside = iy >= 0 && iy < a_.h && ix >= 0 && ix < a_.w;
+          src_[ky * a_.kw + kx] = inside ? a_.x + (static_cast<ptrdiff_t>(iy) * a_.w + ix) * a_.c : a_.pad_row;
+        }
+      }
+    }
+    return src_.data();
+  }
+
+ private:
+  const qr::DwConvArgs& a_;
+  std::vector<ptrdiff_t> offsets_;
+  std::vector<const uint8_t*> src_;
+  int ox_begin_ = 0, ox_end_ = 0;
+};
+
+}  // namespace
