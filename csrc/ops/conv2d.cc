@@ -10,6 +10,37 @@
 namespace qr::ops {
 namespace {
 
+// Copies n bytes; runs this short (a tap of a few channels, a 7-tap run of an RGB row) cost more in
+// libc call overhead than in copying, so up to 32 bytes take two overlapping fixed-size moves, which
+// read and write only [0, n).
+inline void copy_run(uint8_t* dst, const uint8_t* src, size_t n) {
+  if (n >= 16 && n <= 32) {
+    uint8_t head[16], tail[16];
+    std::memcpy(head, src, 16);
+    std::memcpy(tail, src + n - 16, 16);
+    std::memcpy(dst, head, 16);
+    std::memcpy(dst + n - 16, tail, 16);
+  } else if (n >= 8 && n < 16) {
+    uint64_t head, tail;
+    std::memcpy(&head, src, 8);
+    std::memcpy(&tail, src + n - 8, 8);
+    std::memcpy(dst, &head, 8);
+    std::memcpy(dst + n - 8, &tail, 8);
+  } else if (n < 8) {
+    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+  } else {
+    std::memcpy(dst, src, n);
+  }
+}
+
+inline void fill_run(uint8_t* dst, uint8_t value, size_t n) {
+  if (n <= 16) {
+    for (size_t i = 0; i < n; ++i) dst[i] = value;
+  } else {
+    std::memset(dst, value, n);
+  }
+}
+
 // Rows of the unfolded input for one group: row m is output pixel m (image, oy, ox), its K bytes
 // the taps (ky, kx) in order, each holding the group's icg input channels; taps outside the input
 // hold the input zero point, which contributes what zero contributes in real numbers.
@@ -40,19 +71,19 @@ class Im2colRows : public RowSource {
         if (contiguous_taps_) {
           // All channels, dilation 1: the kw taps are one run of the input row; copy it whole.
           const int kx_begin = std::clamp(-ix0, 0, kw_), kx_end = std::clamp(w_ - ix0, kx_begin, kw_);
-          std::memset(row, zp_, static_cast<size_t>(kx_begin) * icg_);
+          fill_run(row, zp_, static_cast<size_t>(kx_begin) * icg_);
           if (kx_end > kx_begin)
-            std::memcpy(row + kx_begin * icg_, in_row + static_cast<ptrdiff_t>(ix0 + kx_begin) * c_,
-                        static_cast<size_t>(kx_end - kx_begin) * icg_);
-          std::memset(row + kx_end * icg_, zp_, static_cast<size_t>(kw_ - kx_end) * icg_);
+            copy_run(row + kx_begin * icg_, in_row + static_cast<ptrdiff_t>(ix0 + kx_begin) * c_,
+                     static_cast<size_t>(kx_end - kx_begin) * icg_);
+          fill_run(row + kx_end * icg_, zp_, static_cast<size_t>(kw_ - kx_end) * icg_);
           row += static_cast<size_t>(kw_) * icg_;
         } else {
           for (int kx = 0; kx < kw_; ++kx, row += icg_) {
             const int ix = ix0 + kx * g_.dil_w;
             if (ix >= 0 && ix < w_)
-              std::memcpy(row, in_row + static_cast<size_t>(ix) * c_, icg_);
+              copy_run(row, in_row + static_cast<size_t>(ix) * c_, icg_);
             else
-              std::memset(row, zp_, icg_);
+              fill_run(row, zp_, icg_);
           }
         }
       }
