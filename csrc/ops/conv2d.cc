@@ -55,9 +55,16 @@ class Im2colRows : public RowSource {
     const size_t k = static_cast<size_t>(kh_) * kw_ * icg_;
     buf.ensure(count * k);
     uint8_t* out = buf.as<uint8_t>();
-    for (int i = 0; i < count; ++i) {
-      const int m = m0 + i;
-      const int img = m / (oh_ * ow_), oy = (m / ow_) % oh_, ox = m % ow_;
+    // Output pixel of row m0, then stepped along (ox, oy, image): no divisions per row.
+    int img = m0 / (oh_ * ow_), oy = (m0 / ow_) % oh_, ox = m0 % ow_;
+    for (int i = 0; i < count; ++i, ++ox) {
+      if (ox == ow_) {
+        ox = 0;
+        if (++oy == oh_) {
+          oy = 0;
+          ++img;
+        }
+      }
       uint8_t* row = out + i * k;
       const int ix0 = ox * g_.stride_w - g_.pad_l;
       for (int ky = 0; ky < kh_; ++ky) {
