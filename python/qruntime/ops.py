@@ -8,8 +8,12 @@ import numpy as np
 
 from . import _checks, _core
 from ._core import PackedWeights
+from ._pool_ops import adaptive_avg_pool2d, add, avg_pool2d, concat, lut, make_lut, max_pool2d
 
-__all__ = ["quantize", "dequantize", "pack_weights", "gemm_u8s8s32", "linear", "PackedWeights"]
+__all__ = [
+    "quantize", "dequantize", "pack_weights", "gemm_u8s8s32", "linear", "PackedWeights",
+    "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "add", "concat", "lut", "make_lut",
+]
 
 MAX_K = 65536  # int32 accumulation is exact up to here: 255 * 127 * 65536 < 2**31
 
