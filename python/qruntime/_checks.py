@@ -16,7 +16,8 @@ def array(value, name, dtype, ndim=None):
         raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {value.dtype}")
     if ndim is not None and value.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {value.shape}")
-    return np.ascontiguousarray(value)
+    # np.ascontiguousarray would turn a 0-d array into shape (1,); a 0-d array is contiguous anyway.
+    return value if value.flags.c_contiguous else np.ascontiguousarray(value)
 
 
 def scale(value, name):
