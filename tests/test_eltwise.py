@@ -319,17 +319,25 @@ TORCH_ACTIVATIONS = [
 
 
 @pytest.mark.parametrize("fn,torch_op", TORCH_ACTIVATIONS, ids=["sigmoid", "tanh", "hardsigmoid", "hardswish", "gelu"])
-def test_lut_equals_torch_quantized_activations(rng, fn, torch_op):
-    """make_lut (float64) + lut against PyTorch's quantized activations (float32): equal on every
-    code for these quantizations; a float32 value next to a .5 boundary could in principle round
-    the other way, which is why the table is computed in float64."""
-    for _ in range(40):
-        s_in, zp_in = float(np.float32(rng.uniform(0.005, 0.1))), int(rng.integers(0, 256))
-        s_out, zp_out = float(np.float32(rng.uniform(0.005, 0.05))), int(rng.integers(0, 256))
-        x = rng.integers(0, 256, (2, 8, 9, 9), dtype=np.uint8)
-        theirs = torch_op(_tq(x, s_in, zp_in), s_out, zp_out)
+def test_lut_matches_torch_quantized_activations(rng, fn, torch_op):
+    """make_lut (float64) + lut against PyTorch's quantized activations (float32), on every code.
+    They agree except where PyTorch's float32 value lands on the wrong side of a .5 step: a few in
+    10^5 codes (tanh, hardsigmoid), always within 1e-4 of the step, where the float64 table is the
+    correctly rounded one (checked against mpmath while writing this test)."""
+    tally = _Tally()
+    codes = np.arange(256, dtype=np.uint8)
+    for _ in range(400):
+        s_in, zp_in = float(np.float32(rng.uniform(0.002, 0.2))), int(rng.integers(0, 256))
+        s_out, zp_out = float(np.float32(rng.uniform(0.002, 0.1))), int(rng.integers(0, 256))
+        theirs = torch_op(_tq(codes, s_in, zp_in), s_out, zp_out)
         table = ops.make_lut(fn, s_in, zp_in, theirs.q_scale(), theirs.q_zero_point())
-        np.testing.assert_array_equal(ops.lut(x, table), theirs.int_repr().numpy())
+        ours = ops.lut(codes, table)
+        tally.add(ours, theirs.int_repr().numpy(), "lut")
+        differ = ours != theirs.int_repr().numpy()
+        if differ.any():
+            v = fn(float(np.float32(s_in)) * (codes[differ].astype(np.float64) - zp_in)) / theirs.q_scale()
+            assert np.all(_off_half(v) < 1e-4)
+    tally.check()
 
 
 def test_silu_lut_within_one_lsb_of_torch_float32(rng):

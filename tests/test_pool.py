@@ -187,19 +187,38 @@ def test_avg_pool2d_within_one_lsb_of_torch(rng):
     tally.check()
 
 
+def _random_qparams(rng):
+    """A scale as calibration would give one (any float32, log-uniform) and a zero point."""
+    return float(np.float32(np.exp(rng.uniform(np.log(0.002), np.log(0.5))))), int(rng.integers(0, 256))
+
+
 def test_adaptive_avg_pool2d_within_one_lsb_of_torch(rng):
     """PyTorch rounds the mean of the raw codes, sum(q) * float32 reciprocal built as
     ((1 / kh) / kw) in float32; ours uses float32(1 / (kh kw)) on sum(q - zp) and adds zp before
     rounding (docs/quantization.md). The two can only part next to a .5 boundary."""
     tally = _Tally()
-    for i in range(120):
+    for i in range(150):
         n, c, h, w = int(rng.integers(1, 4)), int(rng.integers(1, 71)), int(rng.integers(1, 41)), int(rng.integers(1, 41))
+        if h == w == 1 and c > 1:
+            continue  # PyTorch is wrong there: test_adaptive_from_one_pixel_repeats_it
         out = (int(rng.integers(1, 46)), int(rng.integers(1, 46)))
         x = rng.integers(0, 256, (n, c, h, w), dtype=np.uint8)
-        scale, zp = [(0.05, 0), (0.1, 1), (0.0123, 127), (0.37, 200)][i % 4]
+        scale, zp = _random_qparams(rng)
         theirs = F.adaptive_avg_pool2d(_tq(x, scale, zp), out).int_repr().numpy()
         tally.add(ops.adaptive_avg_pool2d(x, scale, zp, out), theirs, f"{x.shape} -> {out}")
     tally.check()
+
+
+def test_adaptive_from_one_pixel_repeats_it(rng):
+    """Every window of a 1x1 input is that pixel. PyTorch's quantized op gets this wrong for C > 1:
+    an (N, C, 1, 1) tensor counts as channels-last contiguous too, and its channels-last kernel then
+    reads the wrong elements (values off by up to 255). Its float op is the oracle here."""
+    x = rng.integers(0, 256, (2, 5, 1, 1), dtype=np.uint8)
+    for out in [(1, 1), (2, 3), (7, 1)]:
+        got = ops.adaptive_avg_pool2d(x, 0.1, 3, out)
+        np.testing.assert_array_equal(got, np.broadcast_to(x, (2, 5) + out))
+        as_float = F.adaptive_avg_pool2d(torch.from_numpy(x).float(), out).numpy()
+        np.testing.assert_array_equal(got, as_float.astype(np.uint8))
 
 
 # ---- bad arguments ----
