@@ -6,6 +6,7 @@
 
 #include <array>
 
+#include "bindings/bind_pool_eltwise.h"
 #include "core/thread_pool.h"
 #include "dispatch/cpu_features.h"
 #include "dispatch/dispatch.h"
@@ -211,6 +212,8 @@ PYBIND11_MODULE(_core, m) {
         return x;
       },
       py::arg("q").noconvert(), py::arg("scale"), py::arg("zero_point"));
+
+  bind_pool_eltwise(m);
 
 #if defined(QR_WITH_EMULATED)
   // The AMX tile model, bare, for tests that check it against hand-worked tiles. Tile state is

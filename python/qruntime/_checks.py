@@ -17,7 +17,9 @@ def array(value, name, dtype, ndim=None, contiguous=True):
         raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {value.dtype}")
     if ndim is not None and value.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {value.shape}")
-    return np.ascontiguousarray(value) if contiguous else value
+    if not contiguous or value.flags.c_contiguous:
+        return value  # (np.ascontiguousarray would also turn a 0-d array into shape (1,))
+    return np.ascontiguousarray(value)
 
 
 def scale(value, name):
@@ -86,3 +88,26 @@ def flag(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return bool(value)
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def _int(value, name, minimum):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {type(value).__name__}")
+    v = int(value)
+    if not minimum <= v <= _INT32_MAX:
+        raise ValueError(f"{name} must be in [{minimum}, {_INT32_MAX}], got {v}")
+    return v
+
+
+def int_pair(value, name, minimum):
+    """PyTorch's int-or-pair argument (kernel_size, stride, ...) as a tuple (h, w) of ints >= minimum."""
+    if isinstance(value, (tuple, list)):
+        if len(value) not in (1, 2):
+            raise ValueError(f"{name} must be an int or a pair of ints, got {len(value)} values")
+        values = [_int(v, name, minimum) for v in value]
+        return (values[0], values[-1])
+    v = _int(value, name, minimum)
+    return (v, v)

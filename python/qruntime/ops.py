@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _checks, _core
 from ._core import PackedConv2d, PackedWeights
+from ._pool_ops import adaptive_avg_pool2d, add, avg_pool2d, concat, lut, make_lut, max_pool2d
 
 __all__ = [
     "quantize",
@@ -17,6 +18,13 @@ __all__ = [
     "linear",
     "pack_conv2d",
     "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "add",
+    "concat",
+    "lut",
+    "make_lut",
     "PackedWeights",
     "PackedConv2d",
 ]

@@ -1,0 +1,153 @@
+// Quantized add, concat and lookup tables on uint8: one plain C++ implementation each. These ops
+// are memory-bound; the add loops run over contiguous values (channels innermost) so the compiler
+// vectorises them, and concat and lut are byte copies and table lookups.
+#include "ops/eltwise.h"
+
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+#include "ops/u8_common.h"
+
+namespace qr::ops {
+namespace {
+
+// float32(s_in / s_out), computed in double and rounded once; `what` names the ratio in errors.
+float ratio(QParams in, QParams out, const std::string& what, double limit) {
+  const float m = static_cast<float>(static_cast<double>(in.scale) / static_cast<double>(out.scale));
+  QR_CHECK_ARG(std::isfinite(m) && m > 0.0f && m <= limit,
+               what + " must be a finite float32 > 0" + (limit < 1e300 ? " and at most 2^32" : "") + ", got " +
+                   std::to_string(m));
+  return m;
+}
+
+// One term of the add: float32(q - zp) * m.
+inline float term(uint8_t q, int32_t zp, float m) { return static_cast<float>(static_cast<int32_t>(q) - zp) * m; }
+
+// The add's output step: zp_y + round_half_even(clamp(v, lo - zp_y, 255 - zp_y)).
+inline uint8_t add_out(float v, float lo, float hi, int32_t zp_y) {
+  return static_cast<uint8_t>(static_cast<int32_t>(round_half_even_small(clamp_f(v, lo, hi))) + zp_y);
+}
+
+struct AddParams {
+  int32_t za, zb, zy;
+  float ma, mb, lo, hi;
+};
+
+void add_full(const uint8_t* __restrict a, const uint8_t* __restrict b, uint8_t* __restrict y, int64_t n,
+              const AddParams p) {
+  for (int64_t i = 0; i < n; ++i) y[i] = add_out(term(a[i], p.za, p.ma) + term(b[i], p.zb, p.mb), p.lo, p.hi, p.zy);  // vectorised
+}
+
+// b's terms precomputed: vb[i * vb_step] (step 1: per channel, step 0: one scalar).
+void add_terms(const uint8_t* __restrict a, const float* __restrict vb, int64_t vb_step, uint8_t* __restrict y,
+               int64_t n, const AddParams p) {
+  if (vb_step == 0) {
+    const float v = vb[0];
+    for (int64_t i = 0; i < n; ++i) y[i] = add_out(term(a[i], p.za, p.ma) + v, p.lo, p.hi, p.zy);  // vectorised
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = add_out(term(a[i], p.za, p.ma) + vb[i], p.lo, p.hi, p.zy);  // vectorised
+  }
+}
+
+}  // namespace
+
+void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast bcast, int64_t rows, int64_t channels,
+         QParams out, bool relu, uint8_t* y) {
+  check_qparams(qa, "a");
+  check_qparams(qb, "b");
+  check_qparams(out, "out");
+  QR_CHECK_ARG(rows >= 0 && channels >= 0, "add: negative size");
+  // Bounded so that neither term can overflow to inf (inf - inf would be NaN); past 2^32 every
+  // nonzero term saturates the output anyway.
+  constexpr double kLimit = 4294967296.0;
+  const float ma = ratio(qa, out, "a_scale / out_scale", kLimit);
+  const float mb = ratio(qb, out, "b_scale / out_scale", kLimit);
+  const int32_t za = qa.zero_point, zb = qb.zero_point, zy = out.zero_point;
+  const float lo = static_cast<float>((relu ? zy : 0) - zy), hi = static_cast<float>(255 - zy);
+  const int64_t count = rows * channels;
+
+  const AddParams ap{za, zb, zy, ma, mb, lo, hi};
+  switch (bcast) {
+    case Broadcast::kNone:
+      parallel_chunks(count, 3, [&](int64_t begin, int64_t end) {
+        add_full(a + begin, b + begin, y + begin, end - begin, ap);
+      });
+      break;
+    case Broadcast::kScalar: {
+      const float vb = term(b[0], zb, mb);
+      parallel_chunks(count, 2, [&](int64_t begin, int64_t end) {
+        add_terms(a + begin, &vb, 0, y + begin, end - begin, ap);
+      });
+      break;
+    }
+    case Broadcast::kPerChannel: {
+      // b's terms once per call: the same float32 values the elementwise loop would compute.
+      std::vector<float> vb(static_cast<size_t>(channels));
+      for (int64_t ch = 0; ch < channels; ++ch) vb[ch] = term(b[ch], zb, mb);
+      parallel_chunks(rows, 2 * channels, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) add_terms(a + r * channels, vb.data(), 1, y + r * channels, channels, ap);
+      });
+      break;
+    }
+  }
+}
+
+std::array<uint8_t, 256> requant_table(QParams in, QParams out, const char* what) {
+  const float m = ratio(in, out, std::string(what) + " / out_scale", 1e308);
+  const float lo = static_cast<float>(-out.zero_point), hi = static_cast<float>(255 - out.zero_point);
+  std::array<uint8_t, 256> t;
+  for (int32_t q = 0; q < 256; ++q) {
+    const float v = clamp_f(static_cast<float>(q - in.zero_point) * m, lo, hi);
+    t[q] = static_cast<uint8_t>(static_cast<int32_t>(std::nearbyintf(v)) + out.zero_point);
+  }
+  return t;
+}
+
+void concat(const std::vector<ConcatInput>& inputs, int64_t outer, QParams out, uint8_t* y) {
+  check_qparams(out, "out");
+  QR_CHECK_ARG(outer >= 0, "concat: negative size");
+  int64_t total = 0;
+  // A uint8 input's requantization is a function of its code alone: a 256-entry table, built once.
+  std::vector<std::array<uint8_t, 256>> tables(inputs.size());
+  std::vector<bool> copy(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const ConcatInput& in = inputs[i];
+    QR_CHECK_ARG(in.inner >= 0, "concat: negative size");
+    QR_CHECK_ARG(std::isnormal(in.q.scale) && in.q.scale > 0.0f,
+                 "scales[" + std::to_string(i) + "] must be finite, > 0 and a normal float32");
+    QR_CHECK_ARG(in.q.zero_point >= 0 && in.q.zero_point <= 255, "zps[" + std::to_string(i) + "] must be in [0, 255]");
+    copy[i] = in.q.scale == out.scale && in.q.zero_point == out.zero_point;
+    if (!copy[i]) tables[i] = requant_table(in.q, out, ("scales[" + std::to_string(i) + "]").c_str());
+    total += in.inner;
+  }
+  parallel_chunks(outer, total, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      uint8_t* row = y + o * total;
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        const int64_t n = inputs[i].inner;
+        const uint8_t* __restrict src = inputs[i].data + o * n;
+        if (copy[i]) {
+          std::memcpy(row, src, static_cast<size_t>(n));
+        } else {
+          const uint8_t* __restrict t = tables[i].data();
+          for (int64_t k = 0; k < n; ++k) row[k] = t[src[k]];  // byte lookups: scalar, memory-bound
+        }
+        row += n;
+      }
+    }
+  });
+}
+
+void lut(const uint8_t* x, int64_t count, const uint8_t* table, uint8_t* y) {
+  QR_CHECK_ARG(count >= 0, "lut: negative size");
+  parallel_chunks(count, 2, [&](int64_t begin, int64_t end) {
+    const uint8_t* __restrict px = x;
+    const uint8_t* __restrict t = table;
+    uint8_t* __restrict py = y;
+    for (int64_t i = begin; i < end; ++i) py[i] = t[px[i]];  // byte lookups: scalar, memory-bound
+  });
+}
+
+}  // namespace qr::ops

@@ -1,0 +1,239 @@
+// Max, average and adaptive average pooling on NHWC uint8: one plain C++ implementation each.
+// These ops are memory-bound; every inner loop runs over the contiguous channels so the compiler
+// vectorises it (pmaxub, widening adds, the float32 output step of u8_common.h).
+#include "ops/pool.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "ops/u8_common.h"
+
+namespace qr::ops {
+namespace {
+
+constexpr int64_t kMaxArg = 2147483647;  // every size and argument must fit an int32
+
+std::string pair_str(int64_t a, int64_t b) { return "(" + std::to_string(a) + ", " + std::to_string(b) + ")"; }
+
+// torch's pooling_output_shape for one dimension (floor division, also of negative numbers).
+int64_t pooled_extent(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode) {
+  const int64_t num = in + 2 * p - d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
+  const int64_t q = num >= 0 ? num / s : -((-num + s - 1) / s);
+  int64_t out = q + 1;
+  // The last window must start inside the input or its left padding.
+  if (ceil_mode && out > 0 && (out - 1) * s >= in + p) --out;
+  return out;
+}
+
+void check_input(int64_t n, int64_t h, int64_t w, int64_t c) {
+  QR_CHECK_ARG(n >= 0 && c >= 0 && n <= kMaxArg && c <= kMaxArg, "x_q has a bad batch or channel count");
+  QR_CHECK_ARG(h >= 1 && w >= 1 && h <= kMaxArg && w <= kMaxArg,
+               "x_q must have a spatial size (H, W) of at least (1, 1), got " + pair_str(h, w));
+}
+
+// Multiplier of the average pools: float32(s_in / s_out / d), computed in double and rounded once.
+float average_multiplier(QParams in, QParams out, int64_t d) {
+  return static_cast<float>(static_cast<double>(in.scale) / static_cast<double>(out.scale) / static_cast<double>(d));
+}
+
+// The multiplier shrinks as the divisor grows, so checking both extremes checks every divisor.
+void check_multipliers(QParams in, QParams out, int64_t d_min, int64_t d_max) {
+  check_qparams(in, "x");
+  check_qparams(out, "out");
+  for (int64_t d : {d_min, d_max}) {
+    const float m = average_multiplier(in, out, d);
+    QR_CHECK_ARG(std::isfinite(m) && m > 0.0f, "x_scale / out_scale / divisor must be a finite float32 > 0 (divisor " +
+                                                   std::to_string(d) + ")");
+  }
+}
+
+// o[ch] = max(o[ch], q[ch])
+void max_into(uint8_t* __restrict o, const uint8_t* __restrict q, int64_t c) {
+  for (int64_t ch = 0; ch < c; ++ch) o[ch] = std::max(o[ch], q[ch]);  // vectorised: pmaxub
+}
+
+// acc[ch] = sum of x over rows [hs, he) and columns [ws, we) of one NHWC image.
+void window_sum(const uint8_t* img, int64_t w, int64_t c, int64_t hs, int64_t he, int64_t ws, int64_t we,
+                int32_t* __restrict acc) {
+  std::fill(acc, acc + c, 0);
+  for (int64_t ih = hs; ih < he; ++ih) {
+    for (int64_t iw = ws; iw < we; ++iw) {
+      const uint8_t* __restrict p = img + (ih * w + iw) * c;
+      for (int64_t ch = 0; ch < c; ++ch) acc[ch] += p[ch];  // vectorised: widening u8 -> i32 adds
+    }
+  }
+}
+
+// The average pools' output step (docs/quantization.md, "Pooling"):
+//   y = clamp(round_half_even(float32(float32(acc - count * zp_x) * m) + float32(zp_y)), 0, 255)
+void finish_average(const int32_t* __restrict acc, int32_t zp_sum, float m, float zp_y, int64_t c,
+                    uint8_t* __restrict y) {
+  for (int64_t ch = 0; ch < c; ++ch) {  // vectorised: cvtdq2ps, mulps, addps, maxps/minps, the rounding adds
+    const float v = clamp_f(static_cast<float>(acc[ch] - zp_sum) * m + zp_y, 0.0f, 255.0f);
+    y[ch] = static_cast<uint8_t>(static_cast<int32_t>(round_half_even_small(v)));
+  }
+}
+
+// Caches the multiplier of the last divisor: within a row the divisor rarely changes.
+struct MultiplierCache {
+  QParams in, out;
+  int64_t d = -1;
+  float m = 0.0f;
+  float get(int64_t divisor) {
+    if (divisor != d) {
+      d = divisor;
+      m = average_multiplier(in, out, d);
+    }
+    return m;
+  }
+};
+
+}  // namespace
+
+Pool2dShape pool2d_shape(int64_t n, int64_t h, int64_t w, int64_t c, const Pool2dParams& p, int64_t max_window_area) {
+  check_input(n, h, w, c);
+  QR_CHECK_ARG(p.kh >= 1 && p.kw >= 1 && p.kh <= kMaxArg && p.kw <= kMaxArg,
+               "kernel_size must be > 0, got " + pair_str(p.kh, p.kw));
+  QR_CHECK_ARG(p.sh >= 1 && p.sw >= 1 && p.sh <= kMaxArg && p.sw <= kMaxArg,
+               "stride must be > 0, got " + pair_str(p.sh, p.sw));
+  QR_CHECK_ARG(p.dh >= 1 && p.dw >= 1 && p.dh <= kMaxArg && p.dw <= kMaxArg,
+               "dilation must be > 0, got " + pair_str(p.dh, p.dw));
+  QR_CHECK_ARG(p.ph >= 0 && p.pw >= 0, "padding must be >= 0, got " + pair_str(p.ph, p.pw));
+  QR_CHECK_ARG(p.ph <= p.kh / 2 && p.pw <= p.kw / 2, "padding must be at most half of kernel_size, got padding " +
+                                                         pair_str(p.ph, p.pw) + " for kernel_size " + pair_str(p.kh, p.kw));
+  if (max_window_area > 0) {
+    QR_CHECK_ARG(p.kh * p.kw <= max_window_area, "kernel_size " + pair_str(p.kh, p.kw) + " covers more than " +
+                                                     std::to_string(max_window_area) + " elements (int32 sums)");
+  }
+  Pool2dShape s{n, h, w, c, 0, 0};
+  s.oh = pooled_extent(h, p.kh, p.sh, p.ph, p.dh, p.ceil_mode);
+  s.ow = pooled_extent(w, p.kw, p.sw, p.pw, p.dw, p.ceil_mode);
+  QR_CHECK_ARG(s.oh >= 1 && s.ow >= 1, "kernel_size " + pair_str(p.kh, p.kw) + " (dilation " + pair_str(p.dh, p.dw) +
+                                           ") is larger than the padded input " +
+                                           pair_str(h + 2 * p.ph, w + 2 * p.pw) + ": the output would be " +
+                                           pair_str(s.oh, s.ow));
+  return s;
+}
+
+void max_pool2d(const uint8_t* x, const Pool2dShape& s, const Pool2dParams& p, uint8_t* y) {
+  const Pool2dShape chk = pool2d_shape(s.n, s.h, s.w, s.c, p);
+  if (chk.oh != s.oh || chk.ow != s.ow) throw InternalError("max_pool2d: output shape does not match the arguments");
+  const int64_t c = s.c;
+  parallel_chunks(s.n * s.oh, s.ow * p.kh * p.kw * std::max<int64_t>(c, 1), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / s.oh, oy = row % s.oh;
+      const uint8_t* img = x + n * s.h * s.w * c;
+      const int64_t h0 = oy * p.sh - p.ph;
+      for (int64_t ox = 0; ox < s.ow; ++ox) {
+        const int64_t w0 = ox * p.sw - p.pw;
+        uint8_t* o = y + (row * s.ow + ox) * c;
+        std::memset(o, 0, static_cast<size_t>(c));  // the lowest code: what an all-padding window gives
+        for (int64_t i = 0; i < p.kh; ++i) {
+          const int64_t ih = h0 + i * p.dh;
+          if (ih < 0 || ih >= s.h) continue;
+          for (int64_t j = 0; j < p.kw; ++j) {
+            const int64_t iw = w0 + j * p.dw;
+            if (iw < 0 || iw >= s.w) continue;
+            max_into(o, img + (ih * s.w + iw) * c, c);
+          }
+        }
+      }
+    }
+  });
+}
+
+void avg_pool2d(const uint8_t* x, const Pool2dShape& s, const Pool2dParams& p, bool count_include_pad,
+                int64_t divisor_override, QParams in, QParams out, uint8_t* y) {
+  QR_CHECK_ARG(p.dh == 1 && p.dw == 1, "avg_pool2d has no dilation");
+  QR_CHECK_ARG(divisor_override >= 0 && divisor_override <= kMaxArg,
+               "divisor_override must be > 0, got " + std::to_string(divisor_override));
+  const Pool2dShape chk = pool2d_shape(s.n, s.h, s.w, s.c, p, kMaxPoolWindowArea);
+  if (chk.oh != s.oh || chk.ow != s.ow) throw InternalError("avg_pool2d: output shape does not match the arguments");
+  if (divisor_override > 0) {
+    check_multipliers(in, out, divisor_override, divisor_override);
+  } else {
+    check_multipliers(in, out, 1, p.kh * p.kw);
+  }
+  const int64_t c = s.c;
+  const float zp_y = static_cast<float>(out.zero_point);
+  parallel_chunks(s.n * s.oh, s.ow * p.kh * p.kw * std::max<int64_t>(c, 1), [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> acc(static_cast<size_t>(c));
+    MultiplierCache mult{in, out};
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / s.oh, oy = row % s.oh;
+      const uint8_t* img = x + n * s.h * s.w * c;
+      // The window clipped to the padded input (count_include_pad's divisor), then to the input.
+      const int64_t h0 = oy * p.sh - p.ph, h1 = std::min(h0 + p.kh, s.h + p.ph);
+      const int64_t hs = std::max<int64_t>(h0, 0), he = std::min(h1, s.h);
+      for (int64_t ox = 0; ox < s.ow; ++ox) {
+        const int64_t w0 = ox * p.sw - p.pw, w1 = std::min(w0 + p.kw, s.w + p.pw);
+        const int64_t ws = std::max<int64_t>(w0, 0), we = std::min(w1, s.w);
+        uint8_t* o = y + (row * s.ow + ox) * c;
+        const int64_t count = std::max<int64_t>(he - hs, 0) * std::max<int64_t>(we - ws, 0);
+        if (count == 0) {  // cannot happen with padding <= kernel / 2; a mean of nothing is real 0
+          std::memset(o, out.zero_point, static_cast<size_t>(c));
+          continue;
+        }
+        const int64_t d = divisor_override > 0 ? divisor_override : count_include_pad ? (h1 - h0) * (w1 - w0) : count;
+        window_sum(img, s.w, c, hs, he, ws, we, acc.data());
+        finish_average(acc.data(), static_cast<int32_t>(count * in.zero_point), mult.get(d), zp_y, c, o);
+      }
+    }
+  });
+}
+
+namespace {
+
+int64_t adaptive_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
+int64_t adaptive_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
+
+// The longest adaptive window along one dimension.
+int64_t adaptive_max_extent(int64_t in, int64_t out) {
+  if (out >= in) return 2;  // windows of 1 or 2 (never more when out >= in)
+  int64_t m = 0;
+  for (int64_t i = 0; i < out; ++i) m = std::max(m, adaptive_end(i, in, out) - adaptive_start(i, in, out));
+  return m;
+}
+
+}  // namespace
+
+Pool2dShape adaptive_pool2d_shape(int64_t n, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow) {
+  check_input(n, h, w, c);
+  QR_CHECK_ARG(oh >= 1 && ow >= 1 && oh <= kMaxArg && ow <= kMaxArg,
+               "output_size must be >= 1, got " + pair_str(oh, ow));
+  const int64_t eh = std::min(adaptive_max_extent(h, oh), h), ew = std::min(adaptive_max_extent(w, ow), w);
+  QR_CHECK_ARG(eh * ew <= kMaxPoolWindowArea, "output_size " + pair_str(oh, ow) + " makes windows of more than " +
+                                                  std::to_string(kMaxPoolWindowArea) + " elements (int32 sums)");
+  return Pool2dShape{n, h, w, c, oh, ow};
+}
+
+void adaptive_avg_pool2d(const uint8_t* x, const Pool2dShape& s, QParams in, QParams out, uint8_t* y) {
+  adaptive_pool2d_shape(s.n, s.h, s.w, s.c, s.oh, s.ow);
+  const int64_t max_area = std::min(adaptive_max_extent(s.h, s.oh), s.h) * std::min(adaptive_max_extent(s.w, s.ow), s.w);
+  check_multipliers(in, out, 1, max_area);
+  const int64_t c = s.c;
+  const float zp_y = static_cast<float>(out.zero_point);
+  const int64_t row_cost = (s.h / s.oh + 1) * (s.w + s.ow) * std::max<int64_t>(c, 1);
+  parallel_chunks(s.n * s.oh, row_cost, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> acc(static_cast<size_t>(c));
+    MultiplierCache mult{in, out};
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / s.oh, oy = row % s.oh;
+      const uint8_t* img = x + n * s.h * s.w * c;
+      const int64_t hs = adaptive_start(oy, s.h, s.oh), he = adaptive_end(oy, s.h, s.oh);
+      for (int64_t ox = 0; ox < s.ow; ++ox) {
+        const int64_t ws = adaptive_start(ox, s.w, s.ow), we = adaptive_end(ox, s.w, s.ow);
+        const int64_t count = (he - hs) * (we - ws);
+        window_sum(img, s.w, c, hs, he, ws, we, acc.data());
+        finish_average(acc.data(), static_cast<int32_t>(count * in.zero_point), mult.get(count), zp_y, c,
+                       y + (row * s.ow + ox) * c);
+      }
+    }
+  });
+}
+
+}  // namespace qr::ops
