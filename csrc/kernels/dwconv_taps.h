@@ -10,12 +10,22 @@
 
 namespace {
 
+// The taps of one pixel: tap t reads at address base + offset[t] (unsigned arithmetic). Inside the
+// image, base is the window's corner and the offsets are fixed; at a border, base is 0 and the
+// "offsets" are the taps' own addresses. Either way the tap loop does one add, no branch.
+struct PixelTaps {
+  uintptr_t base;
+  const uintptr_t* offset;
+  const uint8_t* tap(int t) const { return reinterpret_cast<const uint8_t*>(base + offset[t]); }
+};
+
 class DwTaps {
  public:
-  explicit DwTaps(const qr::DwConvArgs& a) : a_(a), offsets_(a.kh * a.kw), src_(a.kh * a.kw) {
+  explicit DwTaps(const qr::DwConvArgs& a) : a_(a), offsets_(a.kh * a.kw), border_(a.kh * a.kw) {
     for (int ky = 0; ky < a.kh; ++ky)
       for (int kx = 0; kx < a.kw; ++kx)
-        offsets_[ky * a.kw + kx] = (static_cast<ptrdiff_t>(ky) * a.dil_h * a.w + static_cast<ptrdiff_t>(kx) * a.dil_w) * a.c;
+        offsets_[ky * a.kw + kx] = static_cast<uintptr_t>(
+            (static_cast<ptrdiff_t>(ky) * a.dil_h * a.w + static_cast<ptrdiff_t>(kx) * a.dil_w) * a.c);
     // Output columns whose whole window lies inside the image horizontally.
     const int span_w = (a.kw - 1) * a.dil_w;
     ox_begin_ = (a.pad_l + a.stride_w - 1) / a.stride_w;
@@ -24,32 +34,33 @@ class DwTaps {
     if (ox_end_ < ox_begin_) ox_end_ = ox_begin_;
   }
 
-  int taps() const { return static_cast<int>(src_.size()); }
+  int taps() const { return static_cast<int>(offsets_.size()); }
 
-  // The tap pointers of output pixel (oy, ox), channel 0.
-  const uint8_t* const* at(int oy, int ox) {
+  // The taps of output pixel (oy, ox), channel 0.
+  PixelTaps at(int oy, int ox) {
     const int iy0 = oy * a_.stride_h - a_.pad_t, ix0 = ox * a_.stride_w - a_.pad_l;
     const bool rows_inside = iy0 >= 0 && iy0 + (a_.kh - 1) * a_.dil_h < a_.h;
     if (rows_inside && ox >= ox_begin_ && ox < ox_end_) {
       const uint8_t* corner = a_.x + (static_cast<ptrdiff_t>(iy0) * a_.w + ix0) * a_.c;
-      for (size_t t = 0; t < src_.size(); ++t) src_[t] = corner + offsets_[t];
+      return {reinterpret_cast<uintptr_t>(corner), offsets_.data()};
     } else {
       for (int ky = 0; ky < a_.kh; ++ky) {
         const int iy = iy0 + ky * a_.dil_h;
         for (int kx = 0; kx < a_.kw; ++kx) {
           const int ix = ix0 + kx * a_.dil_w;
           const bool inside = iy >= 0 && iy < a_.h && ix >= 0 && ix < a_.w;
-          src_[ky * a_.kw + kx] = inside ? a_.x + (static_cast<ptrdiff_t>(iy) * a_.w + ix) * a_.c : a_.pad_row;
+          const uint8_t* p = inside ? a_.x + (static_cast<ptrdiff_t>(iy) * a_.w + ix) * a_.c : a_.pad_row;
+          border_[ky * a_.kw + kx] = reinterpret_cast<uintptr_t>(p);
         }
       }
+      return {0, border_.data()};
     }
-    return src_.data();
   }
 
  private:
   const qr::DwConvArgs& a_;
-  std::vector<ptrdiff_t> offsets_;
-  std::vector<const uint8_t*> src_;
+  std::vector<uintptr_t> offsets_;
+  std::vector<uintptr_t> border_;
   int ox_begin_ = 0, ox_end_ = 0;
 };
 

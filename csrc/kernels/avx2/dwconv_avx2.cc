@@ -34,14 +34,14 @@ void dwconv(const DwConvArgs& a) {
   const int taps = window.taps();
   for (int oy = a.oh_begin; oy < a.oh_end; ++oy) {
     for (int ox = 0; ox < a.ow; ++ox) {
-      const uint8_t* const* src = window.at(oy, ox);
+      const PixelTaps px = window.at(oy, ox);
       uint8_t* out = a.y + (static_cast<size_t>(oy) * a.ow + ox) * a.c;
       for (int c0 = 0; c0 < a.c; c0 += kCB) {
         const int count = a.c - c0 < kCB ? a.c - c0 : kCB;
         __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
         for (int t = 0; t < taps; ++t) {
           __m256i x0, x1;
-          load16(src[t] + c0, count, x0, x1);
+          load16(px.tap(t) + c0, count, x0, x1);
           const int32_t* w = a.weights + static_cast<size_t>(t) * a.c_stride + c0;
           acc0 = _mm256_add_epi32(acc0, _mm256_mullo_epi32(x0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))));
           acc1 = _mm256_add_epi32(acc1, _mm256_mullo_epi32(x1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 8))));

@@ -17,15 +17,15 @@ void dwconv(const DwConvArgs& a) {
   const int taps = window.taps();
   for (int oy = a.oh_begin; oy < a.oh_end; ++oy) {
     for (int ox = 0; ox < a.ow; ++ox) {
-      const uint8_t* const* src = window.at(oy, ox);
+      const PixelTaps px = window.at(oy, ox);
       uint8_t* out = a.y + (static_cast<size_t>(oy) * a.ow + ox) * a.c;
       for (int c0 = 0; c0 < a.c; c0 += kCB) {
         const int count = a.c - c0 < kCB ? a.c - c0 : kCB;
         const uint16_t mask = lane_mask(count);
         __m512i acc = _mm512_setzero_si512();
         for (int t = 0; t < taps; ++t) {
-          const __m128i bytes = count == kCB ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[t] + c0))
-                                             : _mm_maskz_loadu_epi8(mask, src[t] + c0);
+          const __m128i bytes = count == kCB ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(px.tap(t) + c0))
+                                             : _mm_maskz_loadu_epi8(mask, px.tap(t) + c0);
           const __m512i w = _mm512_loadu_si512(a.weights + static_cast<size_t>(t) * a.c_stride + c0);
           acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(bytes), w));
         }
