@@ -11,13 +11,21 @@ namespace {
 
 inline uint16_t lane_mask(int valid) { return valid >= 16 ? 0xFFFF : valid <= 0 ? 0 : static_cast<uint16_t>((1u << valid) - 1); }
 
+// The epilogue's broadcast constants, built once per call rather than once per vector.
+struct RequantConsts {
+  __m512 lo, hi;
+  __m512i zp;
+  explicit RequantConsts(const qr::Epilogue& ep)
+      : lo(_mm512_set1_ps(static_cast<float>(ep.lo - ep.out_zp))),
+        hi(_mm512_set1_ps(static_cast<float>(ep.hi - ep.out_zp))),
+        zp(_mm512_set1_epi32(ep.out_zp)) {}
+};
+
 // Same float operations, in the same order, as qr::ref::requantize.
-inline __m512i requantize16(__m512i acc, const float* mult, const qr::Epilogue& ep) {
-  const __m512 lo = _mm512_set1_ps(static_cast<float>(ep.lo - ep.out_zp));
-  const __m512 hi = _mm512_set1_ps(static_cast<float>(ep.hi - ep.out_zp));
+inline __m512i requantize16(__m512i acc, const float* mult, const RequantConsts& k) {
   __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(mult));
-  f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-  return _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(ep.out_zp));  // MXCSR: half to even
+  f = _mm512_min_ps(_mm512_max_ps(f, k.lo), k.hi);
+  return _mm512_add_epi32(_mm512_cvtps_epi32(f), k.zp);  // MXCSR: half to even
 }
 
 // Stores the first `valid` (any int; <= 0 stores nothing) of 16 results in [0, 255] as bytes.
@@ -44,8 +52,9 @@ inline void store_row32(__m512i v0, __m512i v1, const qr::Epilogue& ep, int col,
     return;
   }
   uint8_t* out = static_cast<uint8_t*>(c_row);
-  store_bytes16(out, requantize16(v0, ep.mult + col, ep), valid);
-  store_bytes16(out + 16, requantize16(v1, ep.mult + col + 16, ep), valid - 16);
+  const RequantConsts k(ep);
+  store_bytes16(out, requantize16(v0, ep.mult + col, k), valid);
+  store_bytes16(out + 16, requantize16(v1, ep.mult + col + 16, k), valid - 16);
 }
 
 }  // namespace
