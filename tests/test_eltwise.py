@@ -11,6 +11,7 @@ import qruntime
 from qruntime import ops
 
 import reference_pool as ref
+from lsb import LsbTally
 
 SETTINGS = settings(max_examples=150, derandomize=True, database=None, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -163,23 +164,6 @@ def _tq(x, scale, zp):
     return torch._make_per_tensor_quantized_tensor(torch.from_numpy(np.ascontiguousarray(x)), scale, zp)
 
 
-class _Tally:
-    """Elements compared and how many differ by one LSB; more than one LSB fails at once."""
-
-    def __init__(self):
-        self.total = self.off = 0
-
-    def add(self, ours, theirs, what):
-        diff = np.abs(ours.astype(np.int32) - theirs.astype(np.int32))
-        assert diff.max(initial=0) <= 1, f"{what}: differs from PyTorch by {diff.max()} LSB"
-        self.total += diff.size
-        self.off += int(np.count_nonzero(diff))
-
-    def check(self):
-        assert self.total > 100_000
-        assert self.off <= 0.001 * self.total, f"{self.off} of {self.total} outputs differ by 1 LSB"
-
-
 def _random_qparams(rng):
     """A scale as calibration would give one (any float32, log-uniform) and a zero point."""
     return float(np.float32(np.exp(rng.uniform(np.log(0.002), np.log(0.5))))), int(rng.integers(0, 256))
@@ -206,7 +190,7 @@ def test_add_within_one_lsb_of_torch(rng, relu):
     by a float32 1 / s_y; ours folds 1 / s_y into each input's multiplier (docs/quantization.md).
     Same real value: only outputs within float32 error of a .5 boundary can part, by one step."""
     op = torch.ops.quantized.add_relu if relu else torch.ops.quantized.add
-    tally = _Tally()
+    tally = LsbTally(min_total=100_000)
     for i in range(60):
         shape = (int(rng.integers(1, 4)), int(rng.integers(1, 71)), int(rng.integers(1, 21)), int(rng.integers(1, 21)))
         how = BROADCASTS[i % len(BROADCASTS)]
@@ -272,7 +256,7 @@ def _concat_case(rng, qparams):
 def test_concat_within_one_lsb_of_torch(rng):
     """PyTorch dequantizes to float32, concatenates and quantizes with a float32 inverse scale; ours
     is one float32 multiply by s_x / s_y: the same up to float32 rounding next to a .5 boundary."""
-    tally = _Tally()
+    tally = LsbTally(min_total=100_000)
     for i in range(60):
         # Every third output quantization equals one input's, which must then be copied unchanged.
         arrays, qs, (sy, zy), axis = _concat_case(rng, lambda: _random_qparams(rng))
@@ -324,7 +308,7 @@ def test_lut_matches_torch_quantized_activations(rng, fn, torch_op):
     They agree except where PyTorch's float32 value lands on the wrong side of a .5 step: a few in
     10^5 codes (tanh, hardsigmoid), always within 1e-4 of the step, where the float64 table is the
     correctly rounded one (checked against mpmath while writing this test)."""
-    tally = _Tally()
+    tally = LsbTally(min_total=100_000)
     codes = np.arange(256, dtype=np.uint8)
     for _ in range(400):
         s_in, zp_in = float(np.float32(rng.uniform(0.002, 0.2))), int(rng.integers(0, 256))
@@ -343,7 +327,7 @@ def test_lut_matches_torch_quantized_activations(rng, fn, torch_op):
 def test_silu_lut_within_one_lsb_of_torch_float32(rng):
     """PyTorch has no quantized SiLU; its FX lowering runs dequantize -> float32 silu -> quantize.
     That float32 path is the comparison; ours is the float64 value rounded once."""
-    tally = _Tally()
+    tally = LsbTally(min_total=100_000)
     for _ in range(400):
         s_in, zp_in = float(np.float32(rng.uniform(0.005, 0.1))), int(rng.integers(0, 256))
         s_out, zp_out = float(np.float32(rng.uniform(0.005, 0.05))), int(rng.integers(0, 256))

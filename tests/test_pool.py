@@ -9,6 +9,7 @@ import qruntime
 from qruntime import ops
 
 import reference_pool as ref
+from lsb import LsbTally
 
 # Fixed seed (derandomize), no example database written into the tree, bounded run time.
 SETTINGS = settings(max_examples=150, derandomize=True, database=None, deadline=None,
@@ -157,27 +158,10 @@ def test_max_pool2d_equals_torch(rng):
         np.testing.assert_array_equal(ops.max_pool2d(x, k, s, p, d, ceil_mode), theirs, err_msg=f"{k} {s} {p} {d}")
 
 
-class _Tally:
-    """Elements compared and how many differ by one LSB; more than one LSB fails at once."""
-
-    def __init__(self):
-        self.total = self.off = 0
-
-    def add(self, ours, theirs, what):
-        diff = np.abs(ours.astype(np.int32) - theirs.astype(np.int32))
-        assert diff.max(initial=0) <= 1, f"{what}: differs from PyTorch by {diff.max()} LSB"
-        self.total += diff.size
-        self.off += int(np.count_nonzero(diff))
-
-    def check(self):
-        assert self.total > 100_000
-        assert self.off <= 0.001 * self.total, f"{self.off} of {self.total} outputs differ by 1 LSB"
-
-
 def test_avg_pool2d_within_one_lsb_of_torch(rng):
     """PyTorch's NCHW average pool computes nearbyint(float(sum) * float(1 / d) + zp) in float32,
     the formula of docs/quantization.md, so the two agree bit for bit here (ties included)."""
-    tally = _Tally()
+    tally = LsbTally(min_total=100_000)
     for i, (x, k, s, p, _, ceil_mode) in enumerate(_configs(rng, 80, dilated=False)):
         scale, zp = [(0.05, 0), (0.1, 1), (0.0123, 127), (0.37, 200)][i % 4]
         cip = i % 3 != 0
@@ -196,7 +180,7 @@ def test_adaptive_avg_pool2d_within_one_lsb_of_torch(rng):
     """PyTorch rounds the mean of the raw codes, sum(q) * float32 reciprocal built as
     ((1 / kh) / kw) in float32; ours uses float32(1 / (kh kw)) on sum(q - zp) and adds zp before
     rounding (docs/quantization.md). The two can only part next to a .5 boundary."""
-    tally = _Tally()
+    tally = LsbTally(min_total=100_000)
     for i in range(150):
         n, c, h, w = int(rng.integers(1, 4)), int(rng.integers(1, 71)), int(rng.integers(1, 41)), int(rng.integers(1, 41))
         if h == w == 1 and c > 1:

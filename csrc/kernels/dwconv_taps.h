@@ -34,8 +34,6 @@ class DwTaps {
     if (ox_end_ < ox_begin_) ox_end_ = ox_begin_;
   }
 
-  int taps() const { return static_cast<int>(offsets_.size()); }
-
   // The taps of output pixel (oy, ox), channel 0.
   PixelTaps at(int oy, int ox) {
     const int iy0 = oy * a_.stride_h - a_.pad_t, ix0 = ox * a_.stride_w - a_.pad_l;
@@ -63,5 +61,14 @@ class DwTaps {
   std::vector<uintptr_t> border_;
   int ox_begin_ = 0, ox_end_ = 0;
 };
+
+// Calls block(taps, out) for every output pixel of rows [oh_begin, oh_end): the loop every ISA's
+// depthwise kernel shares; `block` does the channels.
+template <class Block>
+void for_each_pixel(const qr::DwConvArgs& a, Block&& block) {
+  DwTaps window(a);
+  for (int oy = a.oh_begin; oy < a.oh_end; ++oy)
+    for (int ox = 0; ox < a.ow; ++ox) block(window.at(oy, ox), a.y + (static_cast<size_t>(oy) * a.ow + ox) * a.c);
+}
 
 }  // namespace

@@ -30,35 +30,34 @@ inline void load16(const uint8_t* p, int count, __m256i& lo, __m256i& hi) {
 }
 
 void dwconv(const DwConvArgs& a) {
-  DwTaps window(a);
-  const int taps = window.taps();
-  for (int oy = a.oh_begin; oy < a.oh_end; ++oy) {
-    for (int ox = 0; ox < a.ow; ++ox) {
-      const PixelTaps px = window.at(oy, ox);
-      uint8_t* out = a.y + (static_cast<size_t>(oy) * a.ow + ox) * a.c;
-      for (int c0 = 0; c0 < a.c; c0 += kCB) {
-        const int count = a.c - c0 < kCB ? a.c - c0 : kCB;
-        __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-        for (int t = 0; t < taps; ++t) {
-          __m256i x0, x1;
-          load16(px.tap(t) + c0, count, x0, x1);
-          const int32_t* w = a.weights + static_cast<size_t>(t) * a.c_stride + c0;
-          acc0 = _mm256_add_epi32(acc0, _mm256_mullo_epi32(x0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))));
-          acc1 = _mm256_add_epi32(acc1, _mm256_mullo_epi32(x1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 8))));
-        }
-        acc0 = _mm256_add_epi32(acc0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.ep.bias + c0)));
-        acc1 = _mm256_add_epi32(acc1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.ep.bias + c0 + 8)));
-        const __m128i q = narrow16(requantize8(acc0, a.ep.mult + c0, a.ep), requantize8(acc1, a.ep.mult + c0 + 8, a.ep));
-        if (count == kCB) {
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c0), q);
-        } else {
-          alignas(16) uint8_t tmp[kCB];
-          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), q);
-          std::memcpy(out + c0, tmp, count);
-        }
+  // Locals, not a.*: stores through uint8_t* may alias anything, which would force reloads.
+  const int taps = a.kh * a.kw, channels = a.c;
+  const size_t c_stride = a.c_stride;
+  const int32_t *weights = a.weights, *bias = a.ep.bias;
+  const float* mult = a.ep.mult;
+  for_each_pixel(a, [&](const PixelTaps& px, uint8_t* out) {
+    for (int c0 = 0; c0 < channels; c0 += kCB) {
+      const int count = channels - c0 < kCB ? channels - c0 : kCB;
+      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+      for (int t = 0; t < taps; ++t) {
+        __m256i x0, x1;
+        load16(px.tap(t) + c0, count, x0, x1);
+        const int32_t* w = weights + t * c_stride + c0;
+        acc0 = _mm256_add_epi32(acc0, _mm256_mullo_epi32(x0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))));
+        acc1 = _mm256_add_epi32(acc1, _mm256_mullo_epi32(x1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 8))));
+      }
+      acc0 = _mm256_add_epi32(acc0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + c0)));
+      acc1 = _mm256_add_epi32(acc1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + c0 + 8)));
+      const __m128i q = narrow16(requantize8(acc0, mult + c0, a.ep), requantize8(acc1, mult + c0 + 8, a.ep));
+      if (count == kCB) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c0), q);
+      } else {
+        alignas(16) uint8_t tmp[kCB];
+        _mm_store_si128(reinterpret_cast<__m128i*>(tmp), q);
+        std::memcpy(out + c0, tmp, count);
       }
     }
-  }
+  });
 }
 
 constexpr DwConvKernels kKernels = {"avx2", dwconv};

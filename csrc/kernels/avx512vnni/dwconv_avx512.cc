@@ -15,28 +15,27 @@ namespace {
 constexpr int kCB = 16;
 
 void dwconv(const DwConvArgs& a) {
-  DwTaps window(a);
   const RequantConsts consts(a.ep);
-  const int taps = window.taps();
-  for (int oy = a.oh_begin; oy < a.oh_end; ++oy) {
-    for (int ox = 0; ox < a.ow; ++ox) {
-      const PixelTaps px = window.at(oy, ox);
-      uint8_t* out = a.y + (static_cast<size_t>(oy) * a.ow + ox) * a.c;
-      for (int c0 = 0; c0 < a.c; c0 += kCB) {
-        const int count = a.c - c0 < kCB ? a.c - c0 : kCB;
-        const uint16_t mask = lane_mask(count);
-        __m512i acc = _mm512_setzero_si512();
-        for (int t = 0; t < taps; ++t) {
-          const __m128i bytes = count == kCB ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(px.tap(t) + c0))
-                                             : _mm_maskz_loadu_epi8(mask, px.tap(t) + c0);
-          const __m512i w = _mm512_loadu_si512(a.weights + static_cast<size_t>(t) * a.c_stride + c0);
-          acc = _mm512_dpbusd_epi32(acc, _mm512_cvtepu8_epi32(bytes), w);
-        }
-        acc = _mm512_add_epi32(acc, _mm512_loadu_si512(a.ep.bias + c0));
-        store_bytes16(out + c0, requantize16(acc, a.ep.mult + c0, consts), count);
+  // Locals, not a.*: stores through uint8_t* may alias anything, which would force reloads.
+  const int taps = a.kh * a.kw, channels = a.c;
+  const size_t c_stride = a.c_stride;
+  const int32_t *weights = a.weights, *bias = a.ep.bias;
+  const float* mult = a.ep.mult;
+  for_each_pixel(a, [&](const PixelTaps& px, uint8_t* out) {
+    for (int c0 = 0; c0 < channels; c0 += kCB) {
+      const int count = channels - c0 < kCB ? channels - c0 : kCB;
+      const uint16_t mask = lane_mask(count);
+      __m512i acc = _mm512_setzero_si512();
+      for (int t = 0; t < taps; ++t) {
+        const __m128i bytes = count == kCB ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(px.tap(t) + c0))
+                                           : _mm_maskz_loadu_epi8(mask, px.tap(t) + c0);
+        const __m512i w = _mm512_loadu_si512(weights + t * c_stride + c0);
+        acc = _mm512_dpbusd_epi32(acc, _mm512_cvtepu8_epi32(bytes), w);
       }
+      acc = _mm512_add_epi32(acc, _mm512_loadu_si512(bias + c0));
+      store_bytes16(out + c0, requantize16(acc, mult + c0, consts), count);
     }
-  }
+  });
 }
 
 constexpr DwConvKernels kKernels = {QR_ISA_NAME, dwconv};
