@@ -40,10 +40,10 @@ inline void store_lanes(__m512i q, uint8_t* out, size_t group_bytes) {
 }
 
 // Interleaves rows of A into strips of kMR rows, K zero padded to a multiple of 4. Four rows and
-// 16 groups at a time go through a 4x4 transpose of 32-bit words in each 128-bit lane; the rest
-// (a strip's last rows % 4, K beyond a multiple of 64) is copied word by word.
+// 16 (then 4) groups at a time go through a 4x4 transpose of 32-bit words in each 128-bit lane; the
+// rest (a strip's last rows % 4, K beyond a multiple of 16) is copied word by word.
 void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
-  const int full = k / 4, rem = k % 4, vec_groups = full / 16 * 16;
+  const int full = k / 4, rem = k % 4, vec_groups = full / 16 * 16, vec4_groups = full / 4 * 4;
   constexpr size_t kGroupBytes = kMR * 4;
   for (int s0 = 0; s0 < m; s0 += kMR) {
     uint8_t* strip = dst + (s0 / kMR) * a_strip_bytes(k);
@@ -66,11 +66,25 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
         store_lanes(_mm512_unpacklo_epi64(t1, t3), out + 2 * kGroupBytes, kGroupBytes);
         store_lanes(_mm512_unpackhi_epi64(t1, t3), out + 3 * kGroupBytes, kGroupBytes);
       }
+      // The same transpose on 128 bits for the last whole 4-group chunks (small K: a first layer).
+      for (int g = vec_groups; g < vec4_groups; g += 4) {
+        const __m128i x0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 4 * g));
+        const __m128i x1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + lda + 4 * g));
+        const __m128i x2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * lda + 4 * g));
+        const __m128i x3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 3 * lda + 4 * g));
+        const __m128i t0 = _mm_unpacklo_epi32(x0, x1), t1 = _mm_unpackhi_epi32(x0, x1);
+        const __m128i t2 = _mm_unpacklo_epi32(x2, x3), t3 = _mm_unpackhi_epi32(x2, x3);
+        uint8_t* out = strip + (g * kMR + r) * 4;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_unpacklo_epi64(t0, t2));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + kGroupBytes), _mm_unpackhi_epi64(t0, t2));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * kGroupBytes), _mm_unpacklo_epi64(t1, t3));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 3 * kGroupBytes), _mm_unpackhi_epi64(t1, t3));
+      }
     }
     for (int r = 0; r < rows; ++r) {
       const uint8_t* src = a + (s0 + r) * lda;
       uint8_t* out = strip + r * 4;
-      for (int g = r < vec_rows ? vec_groups : 0; g < full; ++g) std::memcpy(out + g * kGroupBytes, src + 4 * g, 4);
+      for (int g = r < vec_rows ? vec4_groups : 0; g < full; ++g) std::memcpy(out + g * kGroupBytes, src + 4 * g, 4);
       if (rem) {
         uint32_t tail = 0;
         std::memcpy(&tail, src + 4 * full, rem);
