@@ -240,11 +240,15 @@ def run_table(model, layers, nt, columns, args, threads, errors):
     print(f"{'':<{name_w}} {'':>3}" + "".join(f"{a:>{col}}" for a, _ in labels))
     print(f"{'layer':<{name_w}} {'n':>3}" + "".join(f"{b:>{col}}" for _, b in labels))
     meter = BusyMeter()
-    rows, records = [], []
-    for layer in layers:
-        problem = Problem(layer, rng)
-        recs = {}
-        for engine, isa in columns:
+    problems = [Problem(layer, rng) for layer in layers]
+    measured = {layer.name: {} for layer in layers}
+    records = []
+    # Engine by engine, not layer by layer: torch's OpenMP workers spin for a while after each call
+    # and would take the cores from the next engine's threads. The pause lets any spinner from
+    # before this table go to sleep.
+    time.sleep(0.5)
+    for engine, isa in columns:
+        for layer, problem in zip(layers, problems):
             rec = {"model": model, "layer": layer.name, "engine": engine, "isa": isa, "threads": nt,
                    "ms": None, "gmacs": None, "gbs": None, "count": layer.count}
             try:
@@ -259,8 +263,12 @@ def run_table(model, layers, nt, columns, args, threads, errors):
                 rec["error"] = f"{type(e).__name__}: {e}"
                 if rec["error"] not in errors:
                     errors.append(rec["error"])
-            recs[(engine, isa)] = rec
+            measured[layer.name][(engine, isa)] = rec
             records.append(rec)
+
+    rows = []
+    for layer in layers:
+        recs = measured[layer.name]
         rows.append((layer, recs))
 
         cells = [fmt_ms(r["ms"]) if r["ms"] is not None else f"error[{errors.index(r['error']) + 1}]"

@@ -240,6 +240,9 @@ def main(argv=None):
     for m, k, n in args.shapes:
         problem = Problem(m, k, n, rng)
         for nt in args.threads:
+            # torch's OpenMP workers spin for a while after its last call and would take the cores
+            # from qruntime's threads, which come first in the row: let them go to sleep.
+            time.sleep(0.3)
             cells = []
             for engine, isa in columns:
                 rec = {"engine": engine, "isa": isa, "threads": nt, "M": m, "K": k, "N": n, "gmacs": None}

@@ -2,6 +2,7 @@
 #include "kernels/gemm.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "core/error.h"
@@ -45,6 +46,21 @@ void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep,
   if (threads > 1) chunks = std::clamp((4 * threads + m_blocks - 1) / m_blocks, 1, panels);
   const int panels_per_chunk = (panels + chunks - 1) / chunks;
   chunks = (panels + panels_per_chunk - 1) / panels_per_chunk;
+  // Several column chunks per row block would gather the same rows once per chunk: gather each
+  // block once, in parallel, and run the GEMM on the result.
+  AlignedBuffer gathered;
+  if (chunks > 1 && a.gathers()) {
+    gathered.reset(static_cast<size_t>(m) * w.k);
+    uint8_t* dst = gathered.as<uint8_t>();
+    pool.parallel_for(m_blocks, [&](int64_t mb) {
+      thread_local AlignedBuffer buf;
+      const int m0 = static_cast<int>(mb) * kern.mc, count = std::min(kern.mc, m - m0);
+      ptrdiff_t lda;
+      const uint8_t* rows = a.rows(m0, count, buf, &lda);
+      for (int i = 0; i < count; ++i) std::memcpy(dst + static_cast<size_t>(m0 + i) * w.k, rows + i * lda, w.k);
+    });
+    return gemm(w, MatrixRows(dst, w.k), m, ep, c, ldc);
+  }
   const size_t panel_bytes = kern.packed_b_bytes(kern.nr, w.k);
   const size_t esize = ep.requantize ? 1 : 4;
   const size_t scratch = kern.scratch_bytes(w.k);

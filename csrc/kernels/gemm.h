@@ -33,6 +33,8 @@ class RowSource {
   // Rows [m0, m0 + count) of A, k bytes each; *lda gets the row stride. `buf` is this thread's
   // to build them in.
   virtual const uint8_t* rows(int m0, int count, AlignedBuffer& buf, ptrdiff_t* lda) const = 0;
+  // True when rows() builds its rows (costs work) rather than pointing into memory.
+  virtual bool gathers() const { return false; }
 };
 
 class MatrixRows : public RowSource {

@@ -99,6 +99,8 @@ class Im2colRows : public RowSource {
     return out;
   }
 
+  bool gathers() const override { return true; }
+
  private:
   const uint8_t* x_;
   int h_, w_, c_, c0_, icg_, kh_, kw_;
