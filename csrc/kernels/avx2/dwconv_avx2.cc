@@ -1,7 +1,9 @@
 // Depthwise convolution for AVX2, 16 channels per step (layout: docs/kernels.md, "depthwise").
 //
 // Register map: two ymm accumulators (channels c0..c0+7, c0+8..c0+15), per tap the 16 input bytes
-// widened to two ymm of int32 and two ymm of int32 weights; vpmulld is exact (|x * w| <= 255 * 127).
+// widened to two ymm of int32 and two ymm of int32 weights. vpmaddwd sees each lane as two int16:
+// the input (x, 0) and the weight (w, its sign extension), so it adds exactly x * w (one uop where
+// vpmulld takes two).
 #include <immintrin.h>
 
 #include <cstring>
@@ -43,8 +45,8 @@ void dwconv(const DwConvArgs& a) {
         __m256i x0, x1;
         load16(px.tap(t) + c0, count, x0, x1);
         const int32_t* w = weights + t * c_stride + c0;
-        acc0 = _mm256_add_epi32(acc0, _mm256_mullo_epi32(x0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))));
-        acc1 = _mm256_add_epi32(acc1, _mm256_mullo_epi32(x1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 8))));
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(x0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(x1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 8))));
       }
       acc0 = _mm256_add_epi32(acc0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + c0)));
       acc1 = _mm256_add_epi32(acc1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + c0 + 8)));
