@@ -6,8 +6,7 @@
 // added: 15 of 16 registers. (6 rows would need 17 and spill two accumulators every K pair.)
 // Layouts (docs/kernels.md, "avx2"):
 //   packed B panel: [ceil(K/2) pairs][16 columns][b(n,2p), b(n,2p+1)] int16, zero padded in K and N.
-//   packed A (per block, in scratch): strips of 5 rows, each [ceil(K/2) pairs][5 rows] uint32 =
-//     two zero-extended bytes, so one pointer with constant offsets feeds every broadcast.
+//   packed A (per block, in scratch): [row][ceil(K/2) pairs] uint32 = two zero-extended bytes.
 // vpmaddwd multiplies int16 pairs and adds them into int32: 255*127*2 fits, so nothing saturates.
 #include <immintrin.h>
 
@@ -41,19 +40,21 @@ void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst) {
   }
 }
 
-size_t a_strip_bytes(int k) { return static_cast<size_t>(pairs(k)) * kMR * 4; }
+size_t a_row_bytes(int k) { return static_cast<size_t>(pairs(k)) * 4; }
 
-size_t scratch_bytes(int k) { return (kMC / kMR) * a_strip_bytes(k); }
+size_t scratch_bytes(int k) { return kMC * a_row_bytes(k); }
 
-// Interleaves rows of A into strips of kMR rows, each K pair widened to two int16 (an odd K gets
-// a zero partner).
+// Widens rows of A to int16, so each K pair is one 32-bit word (an odd K gets a zero partner).
 void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
   for (int i = 0; i < m; ++i) {
     const uint8_t* src = a + i * lda;
-    uint32_t* out = reinterpret_cast<uint32_t*>(dst + (i / kMR) * a_strip_bytes(k)) + (i % kMR);
+    int16_t* out = reinterpret_cast<int16_t*>(dst + i * a_row_bytes(k));
     int p = 0;
-    for (; 2 * p + 1 < k; ++p) out[p * kMR] = src[2 * p] | (static_cast<uint32_t>(src[2 * p + 1]) << 16);
-    if (k & 1) out[p * kMR] = src[2 * p];
+    for (; p + 16 <= k; p += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + p),
+                          _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + p))));
+    for (; p < k; ++p) out[p] = src[p];
+    if (k & 1) out[k] = 0;
   }
 }
 
@@ -88,18 +89,21 @@ inline void store_row(__m256i v0, __m256i v1, const Epilogue& ep, int col, void*
 }
 
 template <int R>
-void micro_kernel(const uint8_t* a_strip, const int8_t* b, int kp, const Epilogue& ep, int col, uint8_t* c,
+void micro_kernel(const uint8_t* a, const int8_t* b, int kp, const Epilogue& ep, int col, uint8_t* c,
                   size_t c_row_bytes, int valid) {
   __m256i acc[R][2];
 #pragma GCC unroll 5
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  const int32_t* ap = reinterpret_cast<const int32_t*>(a_strip);
-  for (int p = 0; p < kp; ++p, ap += kMR) {
+  // One pointer per row (5 general registers): rows of packed A are kp words apart.
+  const int32_t* arow[R];
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(a) + static_cast<size_t>(r) * kp;
+  for (int p = 0; p < kp; ++p) {
     const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 64));
     const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 64 + 32));
 #pragma GCC unroll 5
     for (int r = 0; r < R; ++r) {
-      const __m256i av = _mm256_set1_epi32(ap[r]);
+      const __m256i av = _mm256_set1_epi32(arow[r][p]);
       acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
     }
@@ -114,7 +118,7 @@ constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr, micro_kernel<1>, micro_
 void gemm_block(const GemmBlock& blk) {
   uint8_t* a_packed = static_cast<uint8_t*>(blk.scratch);
   pack_a(blk.a, blk.lda, blk.m, blk.k, a_packed);
-  const size_t strip = a_strip_bytes(blk.k);
+  const size_t arow = a_row_bytes(blk.k);
   const size_t esize = blk.ep.requantize ? 1 : 4;
   const size_t c_row_bytes = blk.ldc * esize;
   const int kp = pairs(blk.k);
@@ -125,7 +129,7 @@ void gemm_block(const GemmBlock& blk) {
     uint8_t* c_col = static_cast<uint8_t*>(blk.c) + j * esize;
     for (int i = 0; i < blk.m; i += kMR) {
       const int rows = blk.m - i < kMR ? blk.m - i : kMR;
-      kMicroKernels[rows](a_packed + (i / kMR) * strip, panel, kp, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes, valid);
+      kMicroKernels[rows](a_packed + i * arow, panel, kp, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes, valid);
     }
   }
 }
