@@ -24,7 +24,7 @@ def array(value, name, dtype, ndim=None, contiguous=True):
 
 def scale(value, name):
     """A positive, finite scale that survives the conversion to float32 (the kernels' type)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if type(value) is not float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     v = float(value)
     if not math.isfinite(v) or v <= 0:
@@ -35,12 +35,13 @@ def scale(value, name):
 
 
 def is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    # type(...) is int first: the ABC check costs a microsecond, and per-layer calls add up.
+    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
 
 
 def zero_point(value, name):
     """A uint8 zero point."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     v = int(value)
     if not 0 <= v <= 255:
@@ -50,7 +51,7 @@ def zero_point(value, name):
 
 def scales(value, name, count):
     """One scale, or `count` per-channel scales, as a float32 array of 1 or `count` values."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    if not isinstance(value, np.ndarray) and isinstance(value, numbers.Real) and not isinstance(value, bool):
         return np.array([scale(value, name)], dtype=np.float32)
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a float or a numpy array of {count} floats, got {type(value).__name__}")
@@ -60,6 +61,8 @@ def scales(value, name, count):
         raise ValueError(f"{name} must hold 1 or {count} values (one per output channel), got shape {value.shape}")
     # The values themselves (finite, > 0, normal as float32) are checked where they are used, in
     # C++ (requant.cc), which names this argument: one pass instead of several numpy ones.
+    if value.dtype == np.float32:
+        return np.ascontiguousarray(value)
     with np.errstate(over="ignore", under="ignore"):
         return np.ascontiguousarray(value, dtype=np.float32)
 
@@ -75,6 +78,8 @@ def bias(value, name, count):
     if value.shape != (count,):
         raise ValueError(f"{name} must have shape ({count},), got {value.shape}")
     # Finiteness (after the float32 conversion) is checked in C++ (requant.cc), naming this argument.
+    if value.dtype == np.float32:
+        return np.ascontiguousarray(value)
     with np.errstate(over="ignore"):
         return np.ascontiguousarray(value, dtype=np.float32)
 

@@ -123,6 +123,8 @@ def linear(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp, relu=False
 
 def _pair(value, name):
     """An int or a pair of ints (height, width), each >= 1."""
+    if type(value) is int and value >= 1:  # the common case, without the general checks
+        return [value, value]
     v = (value, value) if _checks.is_int(value) else value
     if not isinstance(v, (tuple, list)) or len(v) != 2 or not all(_checks.is_int(i) for i in v):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
@@ -133,6 +135,8 @@ def _pair(value, name):
 
 def _padding(value):
     """int p, (ph, pw) or (top, left, bottom, right), each >= 0, as [top, left, bottom, right]."""
+    if type(value) is int and value >= 0:  # the common case, without the general checks
+        return [value] * 4
     if _checks.is_int(value):
         v = [value] * 4
     elif isinstance(value, (tuple, list)) and len(value) in (2, 4) and all(_checks.is_int(i) for i in value):
