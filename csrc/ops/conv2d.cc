@@ -52,45 +52,51 @@ class Im2colRows : public RowSource {
         contiguous_taps_(icg == c && g.dil_w == 1) {}
 
   const uint8_t* rows(int m0, int count, AlignedBuffer& buf, ptrdiff_t* lda) const override {
-    const size_t k = static_cast<size_t>(kh_) * kw_ * icg_;
+    // Everything in locals: the row stores are uint8_t, which may alias any member, and would
+    // otherwise make the compiler reload every member after every store.
+    const uint8_t* const x = x_;
+    const int h = h_, w = w_, c = c_, icg = icg_, kh = kh_, kw = kw_, oh = oh_, ow = ow_;
+    const int sh = g_.stride_h, sw = g_.stride_w, dh = g_.dil_h, dw = g_.dil_w, pt = g_.pad_t, pl = g_.pad_l;
+    const uint8_t zp = zp_;
+    const bool contiguous = contiguous_taps_;
+    const size_t run = static_cast<size_t>(kw) * icg, k = run * kh;
     buf.ensure(count * k);
     uint8_t* out = buf.as<uint8_t>();
     // Output pixel of row m0, then stepped along (ox, oy, image): no divisions per row.
-    int img = m0 / (oh_ * ow_), oy = (m0 / ow_) % oh_, ox = m0 % ow_;
+    int img = m0 / (oh * ow), oy = (m0 / ow) % oh, ox = m0 % ow;
     for (int i = 0; i < count; ++i, ++ox) {
-      if (ox == ow_) {
+      if (ox == ow) {
         ox = 0;
-        if (++oy == oh_) {
+        if (++oy == oh) {
           oy = 0;
           ++img;
         }
       }
       uint8_t* row = out + i * k;
-      const int ix0 = ox * g_.stride_w - g_.pad_l;
-      for (int ky = 0; ky < kh_; ++ky) {
-        const int iy = oy * g_.stride_h - g_.pad_t + ky * g_.dil_h;
-        if (iy < 0 || iy >= h_) {
-          std::memset(row, zp_, static_cast<size_t>(kw_) * icg_);
-          row += static_cast<size_t>(kw_) * icg_;
+      const uint8_t* image = x + static_cast<size_t>(img) * h * w * c + c0_;
+      const int ix0 = ox * sw - pl;
+      for (int ky = 0; ky < kh; ++ky, row += run) {
+        const int iy = oy * sh - pt + ky * dh;
+        if (iy < 0 || iy >= h) {
+          fill_run(row, zp, run);
           continue;
         }
-        const uint8_t* in_row = x_ + (static_cast<size_t>(img) * h_ + iy) * w_ * c_ + c0_;
-        if (contiguous_taps_) {
+        const uint8_t* in_row = image + static_cast<size_t>(iy) * w * c;
+        if (contiguous) {
           // All channels, dilation 1: the kw taps are one run of the input row; copy it whole.
-          const int kx_begin = std::clamp(-ix0, 0, kw_), kx_end = std::clamp(w_ - ix0, kx_begin, kw_);
-          fill_run(row, zp_, static_cast<size_t>(kx_begin) * icg_);
+          const int kx_begin = std::clamp(-ix0, 0, kw), kx_end = std::clamp(w - ix0, kx_begin, kw);
+          fill_run(row, zp, static_cast<size_t>(kx_begin) * icg);
           if (kx_end > kx_begin)
-            copy_run(row + kx_begin * icg_, in_row + static_cast<ptrdiff_t>(ix0 + kx_begin) * c_,
-                     static_cast<size_t>(kx_end - kx_begin) * icg_);
-          fill_run(row + kx_end * icg_, zp_, static_cast<size_t>(kw_ - kx_end) * icg_);
-          row += static_cast<size_t>(kw_) * icg_;
+            copy_run(row + kx_begin * icg, in_row + static_cast<ptrdiff_t>(ix0 + kx_begin) * c,
+                     static_cast<size_t>(kx_end - kx_begin) * icg);
+          fill_run(row + kx_end * icg, zp, static_cast<size_t>(kw - kx_end) * icg);
         } else {
-          for (int kx = 0; kx < kw_; ++kx, row += icg_) {
-            const int ix = ix0 + kx * g_.dil_w;
-            if (ix >= 0 && ix < w_)
-              copy_run(row, in_row + static_cast<size_t>(ix) * c_, icg_);
+          for (int kx = 0; kx < kw; ++kx) {
+            const int ix = ix0 + kx * dw;
+            if (ix >= 0 && ix < w)
+              copy_run(row + kx * icg, in_row + static_cast<size_t>(ix) * c, icg);
             else
-              fill_run(row, zp_, icg_);
+              fill_run(row + kx * icg, zp, icg);
           }
         }
       }
