@@ -54,7 +54,7 @@ inline void store_row32(__m512i v0, __m512i v1, const qr::Epilogue& ep, int col,
   uint8_t* out = static_cast<uint8_t*>(c_row);
   const RequantConsts k(ep);
   store_bytes16(out, requantize16(v0, ep.mult + col, k), valid);
-  store_bytes16(out + 16, requantize16(v1, ep.mult + col + 16, k), valid - 16);
+  if (valid > 16) store_bytes16(out + 16, requantize16(v1, ep.mult + col + 16, k), valid - 16);
 }
 
 }  // namespace

@@ -94,7 +94,9 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
   }
 }
 
-template <int R>
+// V = column vectors computed: 2 (32 columns), or 1 when the panel holds at most 16 valid columns
+// (a narrow layer or the tail of one), which halves the work instead of multiplying zeros.
+template <int R, int V>
 void micro_kernel(const uint8_t* a_strip, const int8_t* b, int kg, const Epilogue& ep, int col, uint8_t* c,
                   size_t c_row_bytes, int valid) {
   __m512i acc[R][2];
@@ -103,12 +105,12 @@ void micro_kernel(const uint8_t* a_strip, const int8_t* b, int kg, const Epilogu
   const int32_t* ap = reinterpret_cast<const int32_t*>(a_strip);
   for (int g = 0; g < kg; ++g, ap += kMR) {
     const __m512i b0 = _mm512_loadu_si512(b + g * 128);
-    const __m512i b1 = _mm512_loadu_si512(b + g * 128 + 64);
+    const __m512i b1 = V == 2 ? _mm512_loadu_si512(b + g * 128 + 64) : _mm512_setzero_si512();
 #pragma GCC unroll 14
     for (int r = 0; r < R; ++r) {
       const __m512i av = _mm512_set1_epi32(ap[r]);
       acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
-      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+      if (V == 2) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
     }
   }
 #pragma GCC unroll 14
@@ -116,10 +118,11 @@ void micro_kernel(const uint8_t* a_strip, const int8_t* b, int kg, const Epilogu
 }
 
 using MicroKernel = void (*)(const uint8_t*, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int);
+template <int V>
 constexpr MicroKernel kMicroKernels[kMR + 1] = {
-    nullptr,          micro_kernel<1>,  micro_kernel<2>,  micro_kernel<3>,  micro_kernel<4>,
-    micro_kernel<5>,  micro_kernel<6>,  micro_kernel<7>,  micro_kernel<8>,  micro_kernel<9>,
-    micro_kernel<10>, micro_kernel<11>, micro_kernel<12>, micro_kernel<13>, micro_kernel<14>};
+    nullptr,             micro_kernel<1, V>,  micro_kernel<2, V>,  micro_kernel<3, V>,  micro_kernel<4, V>,
+    micro_kernel<5, V>,  micro_kernel<6, V>,  micro_kernel<7, V>,  micro_kernel<8, V>,  micro_kernel<9, V>,
+    micro_kernel<10, V>, micro_kernel<11, V>, micro_kernel<12, V>, micro_kernel<13, V>, micro_kernel<14, V>};
 
 void gemm_block(const GemmBlock& blk) { gemm_block_panels(blk, panel_bytes(blk.k)); }
 
@@ -149,7 +152,8 @@ void gemm_block_panels(const GemmBlock& blk, size_t pbytes) {
     uint8_t* c_col = static_cast<uint8_t*>(blk.c) + j * esize;
     for (int i = 0; i < blk.m; i += kMR) {
       const int rows = blk.m - i < kMR ? blk.m - i : kMR;
-      kMicroKernels[rows](a_packed + (i / kMR) * strip, panel, kg, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes, valid);
+      const MicroKernel kernel = valid > 16 ? kMicroKernels<2>[rows] : kMicroKernels<1>[rows];
+      kernel(a_packed + (i / kMR) * strip, panel, kg, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes, valid);
     }
   }
 }
