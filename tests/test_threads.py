@@ -44,3 +44,24 @@ def test_resizing_the_pool_repeatedly(rng, threads):
         qruntime.set_num_threads(n)
         np.testing.assert_array_equal(ops.gemm_u8s8s32(a, b), want)
 
+
+
+def test_concurrent_convs_get_serial_results(rng, threads):
+    """conv2d from several Python threads at once (GIL released, the pool busy): the same bits as
+    one call at a time, for the GEMM and the depthwise paths."""
+    qruntime.set_num_threads(2)
+    x = rng.integers(0, 256, (6, 1, 16, 20, 20), dtype=np.uint8)
+    w3 = ops.pack_conv2d(rng.integers(-127, 128, (24, 16, 3, 3), dtype=np.int8))
+    wdw = ops.pack_conv2d(rng.integers(-127, 128, (16, 1, 3, 3), dtype=np.int8), groups=16)
+
+    def both(i):
+        a = ops.conv2d(x[i], 0.05, 7, w3, 0.01, None, 0.5, 9, padding=1)
+        b = ops.conv2d(x[i], 0.05, 7, wdw, 0.01, None, 0.5, 9, stride=2, padding=1, groups=16)
+        return np.ascontiguousarray(a), np.ascontiguousarray(b)
+
+    serial = [both(i) for i in range(len(x))]
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        for _ in range(5):
+            for got, want in zip(ex.map(both, range(len(x))), serial):
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])

@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <limits>
 
 #include "bindings/bind_pool_eltwise.h"
 #include "core/thread_pool.h"
@@ -23,11 +24,17 @@ namespace {
 template <class T>
 using CArray = py::array_t<T, py::array::c_style>;
 
-// Row stride in elements of a C-contiguous 2-D array.
+// A dimension as the int the C++ API takes; larger ones are refused rather than truncated.
+int dim(py::ssize_t v, const char* name) {
+  if (v > std::numeric_limits<int>::max()) throw py::value_error(std::string(name) + " has a dimension beyond 2^31 - 1");
+  return static_cast<int>(v);
+}
+
+// Rows of a C-contiguous 2-D array.
 template <class T>
-ptrdiff_t rows_of(const CArray<T>& a, const char* name) {
+int rows_of(const CArray<T>& a, const char* name) {
   if (a.ndim() != 2) throw py::value_error(std::string(name) + " must be 2-D");
-  return a.shape(0);
+  return dim(a.shape(0), name);
 }
 
 py::dict cpu_info() {
@@ -82,8 +89,8 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "pack_weights",
       [](const CArray<int8_t>& b, const std::string& isa) {
-        int n = static_cast<int>(rows_of(b, "b"));
-        int k = static_cast<int>(b.shape(1));
+        int n = rows_of(b, "b");
+        int k = dim(b.shape(1), "b");
         py::gil_scoped_release nogil;
         return qr::ops::pack_weights(b.data(), k, n, k, isa);
       },
@@ -92,7 +99,7 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "gemm_u8s8s32",
       [](const CArray<uint8_t>& a, const qr::PackedWeights& w) {
-        int mrows = static_cast<int>(rows_of(a, "a"));
+        int mrows = rows_of(a, "a");
         if (a.shape(1) != w.k) throw py::value_error("a has K mismatching the weights");
         CArray<int32_t> c({static_cast<py::ssize_t>(mrows), static_cast<py::ssize_t>(w.n)});
         const uint8_t* ap = a.data();
@@ -109,7 +116,7 @@ PYBIND11_MODULE(_core, m) {
       "linear",
       [](const CArray<uint8_t>& a, float x_scale, int x_zp, const qr::PackedWeights& w, const CArray<float>& w_scale,
          std::optional<CArray<float>> bias, float out_scale, int out_zp, int activation) {
-        int mrows = static_cast<int>(rows_of(a, "x_q"));
+        int mrows = rows_of(a, "x_q");
         if (a.shape(1) != w.k) throw py::value_error("x_q has K mismatching the weights");
         if (bias && bias->size() != w.n) throw py::value_error("bias must hold one value per output channel");
         CArray<uint8_t> y({static_cast<py::ssize_t>(mrows), static_cast<py::ssize_t>(w.n)});
@@ -140,8 +147,8 @@ PYBIND11_MODULE(_core, m) {
       "pack_conv2d",
       [](const CArray<int8_t>& w, int groups, const std::string& isa) {
         if (w.ndim() != 4) throw py::value_error("w_q must be 4-D");
-        const int oc = static_cast<int>(w.shape(0)), icg = static_cast<int>(w.shape(1));
-        const int kh = static_cast<int>(w.shape(2)), kw = static_cast<int>(w.shape(3));
+        const int oc = dim(w.shape(0), "w_q"), icg = dim(w.shape(1), "w_q");
+        const int kh = dim(w.shape(2), "w_q"), kw = dim(w.shape(3), "w_q");
         py::gil_scoped_release nogil;
         return qr::ops::pack_conv2d(w.data(), oc, icg, kh, kw, groups, isa);
       },
@@ -154,8 +161,8 @@ PYBIND11_MODULE(_core, m) {
          std::array<int, 4> padding, std::array<int, 2> dilation) {
         if (x.ndim() != 4) throw py::value_error("x_q must be 4-D (NHWC here)");
         if (bias && bias->size() != p.oc) throw py::value_error("bias must hold one value per output channel");
-        const int n = static_cast<int>(x.shape(0)), h = static_cast<int>(x.shape(1));
-        const int w = static_cast<int>(x.shape(2)), c = static_cast<int>(x.shape(3));
+        const int n = dim(x.shape(0), "x_q"), h = dim(x.shape(1), "x_q");
+        const int w = dim(x.shape(2), "x_q"), c = dim(x.shape(3), "x_q");
         qr::ops::Conv2dGeometry g;
         g.stride_h = stride[0];
         g.stride_w = stride[1];

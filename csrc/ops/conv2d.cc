@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -240,7 +241,9 @@ void conv2d(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c,
   const uint8_t zp = static_cast<uint8_t>(xq.zero_point);
   if (p.depthwise) return run_depthwise(p, x, n, h, w, c, rq, zp, g, oh, ow, y);
 
-  const int m = n * oh * ow;
+  const int64_t m64 = static_cast<int64_t>(n) * oh * ow;
+  QR_CHECK_ARG(m64 <= std::numeric_limits<int>::max(), "x_q: batch * output pixels must be below 2^31");
+  const int m = static_cast<int>(m64);
   const int ocg = p.oc / p.groups;
   const bool direct = p.kh == 1 && p.kw == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_t == 0 && g.pad_l == 0 &&
                       g.pad_b == 0 && g.pad_r == 0;
