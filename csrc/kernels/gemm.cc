@@ -36,14 +36,22 @@ void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep,
   QR_CHECK_ARG(m >= 0, "M must be >= 0");
   if (m == 0) return;
   const GemmKernels& kern = *w.kernels;
-  const int m_blocks = (m + kern.mc - 1) / kern.mc;
   const int panels = (w.n + kern.nr - 1) / kern.nr;
   ThreadPool& pool = ThreadPool::global();
   const int threads = pool.num_threads();
-  // Whole column ranges per task keep a thread's weights in its cache; about four tasks per thread
-  // leave the atomic task counter room to balance uneven blocks.
-  int chunks = 1;
-  if (threads > 1) chunks = std::clamp((4 * threads + m_blocks - 1) / m_blocks, 1, panels);
+  // With enough rows (two tiles per thread), rows are split into blocks of (nearly) equal size, a
+  // multiple of the thread count of them, so no thread waits for another's extra block. With
+  // fewer (batch-1 GEMVs, the last layers of a CNN), the columns are split instead, in two chunks
+  // per thread for balance; each chunk then packs the same few rows again, which costs little.
+  int block_rows = kern.mc, chunks = 1;
+  if (threads > 1 && m >= 2 * threads * kern.mr) {
+    const int per_thread = (m + threads - 1) / threads;
+    const int blocks_per_thread = (per_thread + kern.mc - 1) / kern.mc;
+    const int even = (m + threads * blocks_per_thread - 1) / (threads * blocks_per_thread);
+    block_rows = std::min(kern.mc, (even + kern.mr - 1) / kern.mr * kern.mr);
+  }
+  const int m_blocks = (m + block_rows - 1) / block_rows;
+  if (threads > 1 && m_blocks < threads) chunks = std::clamp((2 * threads + m_blocks - 1) / m_blocks, 1, panels);
   const int panels_per_chunk = (panels + chunks - 1) / chunks;
   chunks = (panels + panels_per_chunk - 1) / panels_per_chunk;
   // Several column chunks per row block would gather the same rows once per chunk: gather each
@@ -54,7 +62,7 @@ void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep,
     uint8_t* dst = gathered.as<uint8_t>();
     pool.parallel_for(m_blocks, [&](int64_t mb) {
       thread_local AlignedBuffer buf;
-      const int m0 = static_cast<int>(mb) * kern.mc, count = std::min(kern.mc, m - m0);
+      const int m0 = static_cast<int>(mb) * block_rows, count = std::min(block_rows, m - m0);
       ptrdiff_t lda;
       const uint8_t* rows = a.rows(m0, count, buf, &lda);
       for (int i = 0; i < count; ++i) std::memcpy(dst + static_cast<size_t>(m0 + i) * w.k, rows + i * lda, w.k);
@@ -69,10 +77,10 @@ void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep,
     thread_local AlignedBuffer scratch_buf, rows_buf;
     scratch_buf.ensure(scratch);
     const int mb = static_cast<int>(task / chunks), nc = static_cast<int>(task % chunks);
-    const int m0 = mb * kern.mc;
+    const int m0 = mb * block_rows;
     const int n0 = nc * panels_per_chunk * kern.nr;
     GemmBlock blk;
-    blk.m = std::min(kern.mc, m - m0);
+    blk.m = std::min(block_rows, m - m0);
     blk.a = a.rows(m0, blk.m, rows_buf, &blk.lda);
     blk.b_panel = w.data.as<int8_t>() + static_cast<size_t>(n0 / kern.nr) * panel_bytes;
     blk.n = std::min(panels_per_chunk * kern.nr, w.n - n0);

@@ -38,6 +38,7 @@ struct GemmBlock {
 struct GemmKernels {
   const char* isa;
   int nr;  // columns per packed panel
+  int mr;  // rows of the micro-kernel's tile: the driver's row blocks are multiples of it
   int mc;  // most rows per gemm_block call
   size_t (*packed_b_bytes)(int n, int k);
   // Packs b (n rows of k int8, row stride ldb) into dst (packed_b_bytes(n, k) zeroed bytes).

@@ -134,7 +134,7 @@ void gemm_block(const GemmBlock& blk) {
   }
 }
 
-constexpr GemmKernels kKernels = {"avx2", kNR, kMC, packed_b_bytes, pack_b, scratch_bytes, gemm_block};
+constexpr GemmKernels kKernels = {"avx2", kNR, kMR, kMC, packed_b_bytes, pack_b, scratch_bytes, gemm_block};
 
 }  // namespace
 
