@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -39,18 +41,31 @@ void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep,
   const int panels = (w.n + kern.nr - 1) / kern.nr;
   ThreadPool& pool = ThreadPool::global();
   const int threads = pool.num_threads();
-  // With enough rows (two tiles per thread), rows are split into blocks of (nearly) equal size, a
-  // multiple of the thread count of them, so no thread waits for another's extra block. With
-  // fewer (batch-1 GEMVs, the last layers of a CNN), the columns are split instead, in two chunks
-  // per thread for balance; each chunk then packs the same few rows again, which costs little.
-  int block_rows = kern.mc, chunks = 1;
+  // Row blocks: with enough rows (two tiles per thread), each thread's share is a whole number of
+  // micro-tiles (shares differ by one tile at most), cut into blocks of at most mc rows, so no
+  // thread waits for another's extra block. With fewer rows (batch-1 GEMVs, a CNN's last layers)
+  // the columns are split too, in two chunks per thread for balance; each chunk then packs the
+  // same few rows again, which costs little.
+  std::vector<std::pair<int, int>> blocks;  // (first row, rows)
+  auto cut = [&](int begin, int end) {
+    const int tiles = (end - begin + kern.mr - 1) / kern.mr;
+    const int parts = (end - begin + kern.mc - 1) / kern.mc;
+    for (int p = 0; p < parts; ++p) {
+      const int b = begin + static_cast<int>(static_cast<int64_t>(tiles) * p / parts) * kern.mr;
+      const int e = std::min(end, begin + static_cast<int>(static_cast<int64_t>(tiles) * (p + 1) / parts) * kern.mr);
+      blocks.emplace_back(b, e - b);
+    }
+  };
   if (threads > 1 && m >= 2 * threads * kern.mr) {
-    const int per_thread = (m + threads - 1) / threads;
-    const int blocks_per_thread = (per_thread + kern.mc - 1) / kern.mc;
-    const int even = (m + threads * blocks_per_thread - 1) / (threads * blocks_per_thread);
-    block_rows = std::min(kern.mc, (even + kern.mr - 1) / kern.mr * kern.mr);
+    const int tiles = (m + kern.mr - 1) / kern.mr;
+    for (int t = 0; t < threads; ++t)
+      cut(static_cast<int>(static_cast<int64_t>(tiles) * t / threads) * kern.mr,
+          std::min(m, static_cast<int>(static_cast<int64_t>(tiles) * (t + 1) / threads) * kern.mr));
+  } else {
+    cut(0, m);
   }
-  const int m_blocks = (m + block_rows - 1) / block_rows;
+  const int m_blocks = static_cast<int>(blocks.size());
+  int chunks = 1;
   if (threads > 1 && m_blocks < threads) chunks = std::clamp((2 * threads + m_blocks - 1) / m_blocks, 1, panels);
   const int panels_per_chunk = (panels + chunks - 1) / chunks;
   chunks = (panels + panels_per_chunk - 1) / panels_per_chunk;
@@ -62,7 +77,7 @@ void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep,
     uint8_t* dst = gathered.as<uint8_t>();
     pool.parallel_for(m_blocks, [&](int64_t mb) {
       thread_local AlignedBuffer buf;
-      const int m0 = static_cast<int>(mb) * block_rows, count = std::min(block_rows, m - m0);
+      const auto [m0, count] = blocks[mb];
       ptrdiff_t lda;
       const uint8_t* rows = a.rows(m0, count, buf, &lda);
       for (int i = 0; i < count; ++i) std::memcpy(dst + static_cast<size_t>(m0 + i) * w.k, rows + i * lda, w.k);
@@ -77,10 +92,10 @@ void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep,
     thread_local AlignedBuffer scratch_buf, rows_buf;
     scratch_buf.ensure(scratch);
     const int mb = static_cast<int>(task / chunks), nc = static_cast<int>(task % chunks);
-    const int m0 = mb * block_rows;
+    const int m0 = blocks[mb].first;
     const int n0 = nc * panels_per_chunk * kern.nr;
     GemmBlock blk;
-    blk.m = std::min(block_rows, m - m0);
+    blk.m = blocks[mb].second;
     blk.a = a.rows(m0, blk.m, rows_buf, &blk.lda);
     blk.b_panel = w.data.as<int8_t>() + static_cast<size_t>(n0 / kern.nr) * panel_bytes;
     blk.n = std::min(panels_per_chunk * kern.nr, w.n - n0);
