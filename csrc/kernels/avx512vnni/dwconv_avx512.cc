@@ -14,10 +14,12 @@ namespace {
 
 constexpr int kCB = 16;
 
-void dwconv(const DwConvArgs& a) {
+// kTaps > 0 fixes the tap count at compile time (3x3, the common case), so the tap loop unrolls.
+template <int kTaps>
+void dwconv_taps(const DwConvArgs& a) {
   const RequantConsts consts(a.ep);
   // Locals, not a.*: stores through uint8_t* may alias anything, which would force reloads.
-  const int taps = a.kh * a.kw, channels = a.c;
+  const int taps = kTaps > 0 ? kTaps : a.kh * a.kw, channels = a.c;
   const size_t c_stride = a.c_stride;
   const int32_t *weights = a.weights, *bias = a.ep.bias;
   const float* mult = a.ep.mult;
@@ -26,6 +28,7 @@ void dwconv(const DwConvArgs& a) {
       const int count = channels - c0 < kCB ? channels - c0 : kCB;
       const uint16_t mask = lane_mask(count);
       __m512i acc = _mm512_setzero_si512();
+#pragma GCC unroll 9
       for (int t = 0; t < taps; ++t) {
         const __m128i bytes = count == kCB ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(px.tap(t) + c0))
                                            : _mm_maskz_loadu_epi8(mask, px.tap(t) + c0);
@@ -37,6 +40,8 @@ void dwconv(const DwConvArgs& a) {
     }
   });
 }
+
+void dwconv(const DwConvArgs& a) { a.kh * a.kw == 9 ? dwconv_taps<9>(a) : dwconv_taps<0>(a); }
 
 constexpr DwConvKernels kKernels = {QR_ISA_NAME, dwconv};
 
