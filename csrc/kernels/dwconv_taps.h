@@ -1,10 +1,12 @@
 // Where each tap of a depthwise window reads, for the depthwise kernels of every ISA: inside the
 // image a fixed offset from the window's corner (computed once per call), outside it the row of
 // zero-point bytes. Plain scalar code with internal linkage, so each ISA unit keeps its own copy.
+// It allocates nothing and uses no library templates: a std::vector instantiated in an AVX-512 unit
+// could become the one copy the linker keeps for every unit (the ODR rule of kernels.h); the
+// caller provides the tap arrays in DwConvArgs.
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -21,11 +23,7 @@ struct PixelTaps {
 
 class DwTaps {
  public:
-  explicit DwTaps(const qr::DwConvArgs& a) : a_(a), offsets_(a.kh * a.kw), border_(a.kh * a.kw) {
-    for (int ky = 0; ky < a.kh; ++ky)
-      for (int kx = 0; kx < a.kw; ++kx)
-        offsets_[ky * a.kw + kx] = static_cast<uintptr_t>(
-            (static_cast<ptrdiff_t>(ky) * a.dil_h * a.w + static_cast<ptrdiff_t>(kx) * a.dil_w) * a.c);
+  explicit DwTaps(const qr::DwConvArgs& a) : a_(a), offsets_(a.tap_offsets), border_(a.tap_scratch) {
     // Output columns whose whole window lies inside the image horizontally.
     const int span_w = (a.kw - 1) * a.dil_w;
     ox_begin_ = (a.pad_l + a.stride_w - 1) / a.stride_w;
@@ -40,7 +38,7 @@ class DwTaps {
     const bool rows_inside = iy0 >= 0 && iy0 + (a_.kh - 1) * a_.dil_h < a_.h;
     if (rows_inside && ox >= ox_begin_ && ox < ox_end_) {
       const uint8_t* corner = a_.x + (static_cast<ptrdiff_t>(iy0) * a_.w + ix0) * a_.c;
-      return {reinterpret_cast<uintptr_t>(corner), offsets_.data()};
+      return {reinterpret_cast<uintptr_t>(corner), offsets_};
     } else {
       for (int ky = 0; ky < a_.kh; ++ky) {
         const int iy = iy0 + ky * a_.dil_h;
@@ -51,14 +49,14 @@ class DwTaps {
           border_[ky * a_.kw + kx] = reinterpret_cast<uintptr_t>(p);
         }
       }
-      return {0, border_.data()};
+      return {0, border_};
     }
   }
 
  private:
   const qr::DwConvArgs& a_;
-  std::vector<uintptr_t> offsets_;
-  std::vector<uintptr_t> border_;
+  const uintptr_t* offsets_;
+  uintptr_t* border_;
   int ox_begin_ = 0, ox_end_ = 0;
 };
 

@@ -59,6 +59,11 @@ struct DwConvArgs {
   int oh, ow;              // output size
   int oh_begin, oh_end;    // output rows this call computes
   const uint8_t* pad_row;  // c bytes (plus 64 readable) holding zp_x
+  // Tap t of a window inside the image reads at its corner + tap_offsets[t] bytes:
+  // (ky * dil_h * w + kx * dil_w) * c for t = ky * kw + kx. tap_scratch has kh * kw entries the
+  // kernel may write (this call's own).
+  const uintptr_t* tap_offsets;
+  uintptr_t* tap_scratch;
   Epilogue ep;             // requantize = true; bias and mult hold c_stride entries
   uint8_t* y;              // [oh][ow][c]
 };

@@ -148,13 +148,21 @@ void run_depthwise(const PackedConv2d& p, const uint8_t* x, int n, int h, int w,
   base.oh = oh;
   base.ow = ow;
   base.pad_row = pad_row.data();
+  std::vector<uintptr_t> offsets(static_cast<size_t>(p.kh) * p.kw);
+  for (int ky = 0; ky < p.kh; ++ky)
+    for (int kx = 0; kx < p.kw; ++kx)
+      offsets[ky * p.kw + kx] =
+          static_cast<uintptr_t>((static_cast<ptrdiff_t>(ky) * g.dil_h * w + static_cast<ptrdiff_t>(kx) * g.dil_w) * p.oc);
+  base.tap_offsets = offsets.data();
   base.ep = rq.epilogue();
   // Tasks of a few output rows: enough of them to balance two threads on one image.
   const int rows_per_task = std::max(1, oh / 8);
   const int tasks_per_image = (oh + rows_per_task - 1) / rows_per_task;
   const size_t in_image = static_cast<size_t>(h) * w * p.oc, out_image = static_cast<size_t>(oh) * ow * p.oc;
   ThreadPool::global().parallel_for(static_cast<int64_t>(n) * tasks_per_image, [&](int64_t t) {
+    std::vector<uintptr_t> scratch(offsets.size());
     DwConvArgs a = base;
+    a.tap_scratch = scratch.data();
     const int img = static_cast<int>(t / tasks_per_image);
     a.oh_begin = static_cast<int>(t % tasks_per_image) * rows_per_task;
     a.oh_end = std::min(oh, a.oh_begin + rows_per_task);
