@@ -4,6 +4,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "core/error.h"
 
@@ -16,9 +17,24 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spin this many rounds before sleeping (tens of microseconds): a wake-up through the kernel costs
-// about as much as a whole small layer, and layers come back to back.
-constexpr int kSpinRounds = 4000;
+// How long a waiting thread spins before it sleeps. A wake-up through the kernel costs tens of
+// microseconds, as much as a whole small layer, and layers come back to back with a little Python
+// in between. Measured in time, not in pause instructions, whose length differs between CPUs by
+// more than 10x.
+constexpr auto kSpinTime = std::chrono::microseconds(200);
+
+// Spins until done() or kSpinTime has passed; true if done() became true.
+template <class Done>
+bool spin_until(Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinTime;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
 
 }  // namespace
 
@@ -110,7 +126,7 @@ void ThreadPool::run_tasks(Job& job) {
 
 void ThreadPool::worker_loop(uint64_t seen) {
   for (;;) {
-    for (int spins = 0; generation_.load(std::memory_order_acquire) == seen && spins < kSpinRounds; ++spins) cpu_relax();
+    spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
     std::shared_ptr<Job> job;
     {
       std::unique_lock<std::mutex> lock(wake_mutex_);
@@ -140,7 +156,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
   }
   wake_cv_.notify_all();
   run_tasks(*job);
-  for (int spins = 0; job->done.load(std::memory_order_acquire) != n && spins < kSpinRounds; ++spins) cpu_relax();
+  spin_until([&] { return job->done.load(std::memory_order_acquire) == n; });
   if (job->done.load(std::memory_order_acquire) != n) {
     std::unique_lock<std::mutex> lock(job->mutex);
     job->all_done.wait(lock, [&] { return job->done.load() == n; });

@@ -66,7 +66,7 @@ void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep,
   }
   const int m_blocks = static_cast<int>(blocks.size());
   int chunks = 1;
-  if (threads > 1 && m_blocks < threads) chunks = std::clamp((2 * threads + m_blocks - 1) / m_blocks, 1, panels);
+  if (threads > 1 && m_blocks < threads) chunks = std::clamp((threads + m_blocks - 1) / m_blocks, 1, panels);
   const int panels_per_chunk = (panels + chunks - 1) / chunks;
   chunks = (panels + panels_per_chunk - 1) / panels_per_chunk;
   // Several column chunks per row block would gather the same rows once per chunk: gather each
