@@ -14,7 +14,14 @@ import qruntime.ops
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
-from bench_gemm import Threads, cpu_busy_seconds, measure, torch  # noqa: E402  (needs the path above)
+from bench_gemm import (  # noqa: E402  (needs the path above)
+    Threads,
+    _split,
+    cpu_busy_seconds,
+    measure,
+    parse_threads_and_isas,
+    torch,
+)
 
 SHAPES_DIR = BENCH_DIR / "shapes"
 DEFAULT_JSON = BENCH_DIR / "results" / "bench_conv.json"
@@ -31,10 +38,6 @@ PEER_LABELS = {
     "torch-fp32": ("torch", "fp32"),
 }
 KINDS = ["first layer", "1x1", "kxk", "depthwise", "grouped"]
-
-
-def _split(values):
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
 def parse_args(argv):
@@ -56,17 +59,7 @@ def parse_args(argv):
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         p.error(f"--models {unknown} unknown; known: {list(MODELS)}")
-    try:
-        args.threads = [int(t) for t in _split(args.threads)] or [1, 2]
-    except ValueError as e:
-        p.error(f"bad --threads: {e}")
-    if min(args.threads) < 1:
-        p.error("--threads must be >= 1")
-    known = qruntime.available_isas(emulated=True)
-    args.isas = _split(args.isas) or qruntime.available_isas()
-    unknown = [i for i in args.isas if i not in known]
-    if unknown:
-        p.error(f"--isas {unknown} not on this machine; known: {known}")
+    parse_threads_and_isas(p, args)
     if args.min_time is None:
         args.min_time = 0.02 if args.quick else 0.1
     if args.min_time <= 0:

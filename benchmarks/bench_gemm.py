@@ -52,11 +52,22 @@ def parse_args(argv):
 
     try:
         args.shapes = [tuple(int(d) for d in s.lower().split("x")) for s in _split(args.shapes)] or DEFAULT_SHAPES
-        args.threads = [int(t) for t in _split(args.threads)] or [1, 2]
     except ValueError as e:
-        p.error(f"bad --shapes or --threads: {e}")
+        p.error(f"bad --shapes: {e}")
     if any(len(s) != 3 or min(s) < 1 for s in args.shapes):
         p.error("--shapes takes MxKxN with three positive integers, e.g. 256x1024x1024")
+    parse_threads_and_isas(p, args)
+    if args.min_time <= 0:
+        p.error("--min-time must be > 0")
+    return args
+
+
+def parse_threads_and_isas(p, args):
+    """--threads (default 1 and 2) and --isas (default: the real paths) for every benchmark script."""
+    try:
+        args.threads = [int(t) for t in _split(args.threads)] or [1, 2]
+    except ValueError as e:
+        p.error(f"bad --threads: {e}")
     if min(args.threads) < 1:
         p.error("--threads must be >= 1")
     known = qruntime.available_isas(emulated=True)
@@ -64,9 +75,6 @@ def parse_args(argv):
     unknown = [i for i in args.isas if i not in known]
     if unknown:
         p.error(f"--isas {unknown} not on this machine; known: {known}")
-    if args.min_time <= 0:
-        p.error("--min-time must be > 0")
-    return args
 
 
 def measure(fn, min_time):
