@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import qruntime
 from qruntime import ops
 
-import reference
+from qruntime import reference
 from lsb import LsbTally
 
 SHAPES = Path(__file__).resolve().parents[1] / "benchmarks" / "shapes"

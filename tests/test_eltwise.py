@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import qruntime
 from qruntime import ops
 
-import reference_pool as ref
+from qruntime import reference as ref
 from lsb import LsbTally
 
 SETTINGS = settings(max_examples=150, derandomize=True, database=None, deadline=None,

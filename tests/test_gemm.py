@@ -5,7 +5,7 @@ import pytest
 import qruntime
 from qruntime import ops
 
-import reference
+from qruntime import reference
 
 # DESIGN.md §2.6 / issue sweep: awkward sizes around every tile and block size.
 SIZES = list(range(1, 18)) + [31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1000, 4096]

@@ -6,7 +6,7 @@ import pytest
 import qruntime
 from qruntime import ops
 
-import reference
+from qruntime import reference
 from lsb import LsbTally
 
 

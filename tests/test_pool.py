@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import qruntime
 from qruntime import ops
 
-import reference_pool as ref
+from qruntime import reference as ref
 from lsb import LsbTally
 
 # Fixed seed (derandomize), no example database written into the tree, bounded run time.

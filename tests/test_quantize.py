@@ -4,7 +4,7 @@ import pytest
 
 from qruntime import ops
 
-import reference
+from qruntime import reference
 
 
 @pytest.mark.parametrize("scale,zp", [(0.1, 0), (0.0173, 1), (1.0, 127), (0.5, 128), (3e-3, 255)])

@@ -7,6 +7,7 @@
 #include <array>
 #include <limits>
 
+#include "bindings/bind_engine.h"
 #include "bindings/bind_pool_eltwise.h"
 #include "core/thread_pool.h"
 #include "dispatch/cpu_features.h"
@@ -221,6 +222,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("q").noconvert(), py::arg("scale"), py::arg("zero_point"));
 
   bind_pool_eltwise(m);
+  bind_engine(m);
 
 #if defined(QR_WITH_EMULATED)
   // The AMX tile model, bare, for tests that check it against hand-worked tiles. Tile state is

@@ -243,10 +243,17 @@ void conv2d(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c,
             size_t w_scale_count, const float* bias, QParams out, Activation act, const Conv2dGeometry& g, uint8_t* y) {
   QR_CHECK_ARG(c == p.icg * p.groups, "x_q has " + std::to_string(c) + " channels; the weights expect " +
                                           std::to_string(p.icg * p.groups));
-  const auto [oh, ow] = conv2d_output_hw(p, h, w, g);
+  conv2d_output_hw(p, h, w, g);
   const Requant rq = make_requant(p.oc, p.k(), p.colsum.data(), xq, w_scale, w_scale_count, bias, out, act);
+  conv2d(p, x, n, h, w, c, static_cast<uint8_t>(xq.zero_point), rq, g, y);
+}
+
+void conv2d(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, uint8_t zp, const Requant& rq,
+            const Conv2dGeometry& g, uint8_t* y) {
+  QR_CHECK_ARG(c == p.icg * p.groups, "x_q has " + std::to_string(c) + " channels; the weights expect " +
+                                          std::to_string(p.icg * p.groups));
+  const auto [oh, ow] = conv2d_output_hw(p, h, w, g);
   if (n == 0) return;
-  const uint8_t zp = static_cast<uint8_t>(xq.zero_point);
   if (p.depthwise) return run_depthwise(p, x, n, h, w, c, rq, zp, g, oh, ow, y);
 
   const int64_t m64 = static_cast<int64_t>(n) * oh * ow;

@@ -38,7 +38,12 @@ struct Conv2dGeometry {
 // Checks the geometry (ValueError naming what is wrong) and returns the output (height, width).
 std::pair<int, int> conv2d_output_hw(const PackedConv2d& p, int h, int w, const Conv2dGeometry& g);
 
-// y: (n, oh, ow, oc) uint8 NHWC from x: (n, h, w, c) uint8 NHWC.
+// y: (n, oh, ow, oc) uint8 NHWC from x: (n, h, w, c) uint8 NHWC, with the layer's requantization
+// built once (make_requant over p.colsum); x_zp is the zero point the padding holds.
+void conv2d(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, uint8_t x_zp, const Requant& rq,
+            const Conv2dGeometry& g, uint8_t* y);
+
+// The same, building the requantization from the quantization arguments on each call.
 void conv2d(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, QParams xq, const float* w_scale,
             size_t w_scale_count, const float* bias, QParams out, Activation act, const Conv2dGeometry& g, uint8_t* y);
 

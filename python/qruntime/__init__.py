@@ -2,10 +2,30 @@
 from . import ops
 from ._core import get_num_threads
 from .dispatch import available_isas, cpu_info, isa, set_num_threads
+from .errors import FormatError, UnsupportedOpError
+from .model import Model, load
 
 __version__ = "0.1.0"
 
+
+def quantize(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),
+             progress=True):
+    """Converts a trained torch.nn.Module into a quantized Model (needs torch; the model is not modified).
+
+    calibration_data: an iterable of batches (tensors, numpy arrays, or (x, y) tuples, of which x is used).
+    method: how activation ranges are chosen: "minmax", "percentile" (99.99), "mse" or "entropy".
+    keep_float: names of Conv2d/Linear modules to run in float32 instead of int8."""
+    from .convert.quantize import quantize_model
+    return quantize_model(model, calibration_data, example_inputs=example_inputs, method=method,
+                          per_channel=per_channel, keep_float=keep_float, progress=progress)
+
+
 __all__ = [
+    "load",
+    "quantize",
+    "Model",
+    "FormatError",
+    "UnsupportedOpError",
     "ops",
     "cpu_info",
     "isa",

@@ -1,0 +1,61 @@
+// The engine: a quantized graph built once (nodes with prepacked weights), plans per input shape
+// (value shapes + arena offsets, cached), and run(), which executes every op in C++ on arena memory.
+//
+// Graph inputs arrive as float32 NCHW and outputs leave as float32 NCHW; inside, rank-4 values are
+// NHWC, so the only layout changes happen here. run() is safe to call from several threads at once:
+// plans are immutable once made and each call takes its own arena from a pool.
+#pragma once
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "core/aligned_buffer.h"
+#include "engine/graph.h"
+#include "engine/memory_plan.h"
+#include "engine/node.h"
+
+namespace qr::engine {
+
+struct Plan {
+  std::vector<Shape> shapes;  // per value
+  MemoryPlan memory;
+  std::vector<bool> in_place_input;  // per graph input: its NCHW memory is already the NHWC layout
+};
+
+class Engine {
+ public:
+  explicit Engine(const GraphSpec& spec);
+
+  // The plan for these input shapes (NCHW); qr::ValueError when they do not fit the graph.
+  std::shared_ptr<const Plan> plan(const std::vector<Shape>& input_shapes) const;
+
+  // inputs: float32 NCHW, contiguous, of the plan's input shapes; outputs: float32 NCHW buffers of the
+  // plan's output shapes. With op_seconds (one slot per op), each op's wall time is added to it.
+  void run(const Plan& plan, const std::vector<const float*>& inputs, const std::vector<float*>& outputs,
+           std::vector<double>* op_seconds = nullptr) const;
+
+  size_t num_ops() const { return nodes_.size(); }
+  const Node& node(size_t i) const { return *nodes_[i]; }
+  const std::vector<int>& op_inputs(size_t i) const { return op_inputs_[i]; }
+  int op_output(size_t i) const { return op_outputs_[i]; }
+  const std::vector<int>& inputs() const { return inputs_; }
+  const std::vector<int>& outputs() const { return outputs_; }
+
+ private:
+  std::unique_ptr<AlignedBuffer> take_arena(size_t bytes) const;
+  void give_arena(std::unique_ptr<AlignedBuffer> arena) const;
+
+  std::vector<ValueSpec> values_;
+  std::vector<int> inputs_, outputs_;
+  std::vector<std::vector<int64_t>> input_shapes_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+  std::vector<std::vector<int>> op_inputs_;
+  std::vector<int> op_outputs_;
+
+  mutable std::mutex mutex_;
+  mutable std::map<std::vector<int64_t>, std::shared_ptr<const Plan>> plans_;
+  mutable std::vector<std::unique_ptr<AlignedBuffer>> free_arenas_;
+};
+
+}  // namespace qr::engine

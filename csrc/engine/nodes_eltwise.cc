@@ -1,0 +1,153 @@
+// The elementwise and layout ops of the engine: add, concat, lookup tables, and flatten (the one
+// place NHWC memory is reordered to the NCHW order the model's Linear layers expect).
+#include <cstring>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "engine/node.h"
+#include "ops/eltwise.h"
+
+namespace qr::engine {
+namespace {
+
+class AddNode : public Node {
+ public:
+  AddNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
+    check_io(spec, graph, 2, DType::kUint8, DType::kUint8);
+    a_ = qparams(graph, spec.inputs[0]);
+    b_ = qparams(graph, spec.inputs[1]);
+    out_ = qparams(graph, spec.outputs[0]);
+    relu_ = activation(spec, false) == Activation::kRelu;
+    ops::requant_table(a_, out_, "input 0 scale");  // checks s_a / s_y and s_b / s_y are usable at load
+    ops::requant_table(b_, out_, "input 1 scale");
+  }
+  Shape output_shape(const Shape* in, int) const override {
+    check_shape(in[0] == in[1], *this, "inputs must have the same shape, got " + in[0].str() + " and " + in[1].str());
+    return in[0];
+  }
+  void run(const NodeIo& io) const override {
+    const Shape& s = io.out_shape;
+    const int64_t c = s.c();
+    ops::add(static_cast<const uint8_t*>(io.in[0]), a_, static_cast<const uint8_t*>(io.in[1]), b_,
+             ops::Broadcast::kNone, s.elements() / c, c, out_, relu_, static_cast<uint8_t*>(io.out));
+  }
+
+ private:
+  QParams a_{}, b_{}, out_{};
+  bool relu_ = false;
+};
+
+// NCHW axis -> NHWC memory: the output is `outer` rows, each the inputs' `inner` runs side by side.
+class ConcatNode : public Node {
+ public:
+  ConcatNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
+    check_io(spec, graph, -1, DType::kUint8, DType::kUint8);
+    axis_ = attr_int(spec, "axis");
+    QR_CHECK_ARG(axis_ >= 1 && axis_ <= 3, where(spec) + ": axis must be 1, 2 or 3");
+    for (int v : spec.inputs) q_in_.push_back(qparams(graph, v));
+    out_ = qparams(graph, spec.outputs[0]);
+    for (const QParams& q : q_in_) ops::requant_table(q, out_, "input scale");
+  }
+  Shape output_shape(const Shape* in, int n_in) const override {
+    Shape out = in[0];
+    check_shape(axis_ < out.rank, *this, "axis " + std::to_string(axis_) + " is out of range for " + out.str());
+    for (int i = 1; i < n_in; ++i) {
+      bool same = in[i].rank == out.rank;
+      for (int d = 0; same && d < out.rank; ++d) same = d == axis_ || in[i].d[d] == out.d[d];
+      check_shape(same, *this, "input " + std::to_string(i) + " " + in[i].str() + " does not match " + in[0].str() +
+                                   " outside axis " + std::to_string(axis_));
+      out.d[axis_] += in[i].d[axis_];
+    }
+    return out;
+  }
+  void run(const NodeIo& io) const override {
+    std::vector<ops::ConcatInput> parts;
+    parts.reserve(io.n_in);
+    const Shape& o = io.out_shape;
+    for (int i = 0; i < io.n_in; ++i) {
+      const Shape& s = io.in_shapes[i];
+      parts.push_back({static_cast<const uint8_t*>(io.in[i]), s.elements() / outer(s), q_in_[i]});
+    }
+    ops::concat(parts, outer(o), out_, static_cast<uint8_t*>(io.out));
+  }
+
+ private:
+  // Rows of the NHWC memory above the concatenated axis: N*H*W for channels, N for H, N*H for W.
+  int64_t outer(const Shape& s) const {
+    if (s.rank == 2 || axis_ == 2) return s.n();
+    return axis_ == 1 ? s.n() * s.h() * s.w() : s.n() * s.h();
+  }
+  int64_t axis_ = 1;
+  std::vector<QParams> q_in_;
+  QParams out_{};
+};
+
+class LutNode : public Node {
+ public:
+  LutNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
+    check_io(spec, graph, 1, DType::kUint8, DType::kUint8);
+    const ConstTensor* t = tensor(spec, "table", 'B', 1, true);
+    QR_CHECK_ARG(t->shape[0] == 256, where(spec) + ": tensor 'table' must have 256 entries");
+    std::memcpy(table_, t->data, 256);
+  }
+  Shape output_shape(const Shape* in, int) const override { return in[0]; }
+  void run(const NodeIo& io) const override {
+    ops::lut(static_cast<const uint8_t*>(io.in[0]), io.out_shape.elements(), table_, static_cast<uint8_t*>(io.out));
+  }
+
+ private:
+  uint8_t table_[256];
+};
+
+// (N, C, H, W) -> (N, C*H*W) in NCHW order: each image's (H*W, C) NHWC block is transposed.
+class FlattenNode : public Node {
+ public:
+  FlattenNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
+    QR_CHECK_ARG(spec.inputs.size() == 1 && spec.outputs.size() == 1, where(spec) + ": expects one input and one output");
+    const DType d = graph.values.at(spec.inputs[0]).dtype;
+    check_io(spec, graph, 1, d, d);
+    if (d == DType::kUint8) {
+      const QParams a = qparams(graph, spec.inputs[0]), b = qparams(graph, spec.outputs[0]);
+      QR_CHECK_ARG(a.scale == b.scale && a.zero_point == b.zero_point,
+                   where(spec) + ": flatten keeps its input's quantization; the output's differs");
+    }
+    elem_ = dtype_size(d);
+  }
+  Shape output_shape(const Shape* in, int) const override {
+    check_shape(in[0].rank == 4, *this, "expects a 4-D input, got " + in[0].str());
+    return Shape{2, {in[0].n(), in[0].c() * in[0].h() * in[0].w(), 0, 0}};
+  }
+  void run(const NodeIo& io) const override {
+    const Shape& s = io.in_shapes[0];
+    const int64_t c = s.c(), hw = s.h() * s.w();
+    const auto* x = static_cast<const uint8_t*>(io.in[0]);
+    auto* y = static_cast<uint8_t*>(io.out);
+    const size_t e = elem_;
+    if (hw == 1 || c == 1) {  // the same order in both layouts
+      std::memcpy(y, x, static_cast<size_t>(s.elements()) * e);
+      return;
+    }
+    ThreadPool::global().parallel_for(s.n(), [&](int64_t img) {
+      const uint8_t* xi = x + img * hw * c * e;
+      uint8_t* yi = y + img * hw * c * e;
+      for (int64_t p = 0; p < hw; ++p)
+        for (int64_t ch = 0; ch < c; ++ch) std::memcpy(yi + (ch * hw + p) * e, xi + (p * c + ch) * e, e);
+    });
+  }
+
+ private:
+  size_t elem_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Node> make_add(const OpSpec& spec, const GraphSpec& graph) { return std::make_unique<AddNode>(spec, graph); }
+std::unique_ptr<Node> make_concat(const OpSpec& spec, const GraphSpec& graph) {
+  return std::make_unique<ConcatNode>(spec, graph);
+}
+std::unique_ptr<Node> make_lut(const OpSpec& spec, const GraphSpec& graph) { return std::make_unique<LutNode>(spec, graph); }
+std::unique_ptr<Node> make_flatten(const OpSpec& spec, const GraphSpec& graph) {
+  return std::make_unique<FlattenNode>(spec, graph);
+}
+
+}  // namespace qr::engine

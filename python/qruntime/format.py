@@ -1,0 +1,569 @@
+"""The .qnn file: its bytes (a safetensors container) and the validation of the quantized graph it holds.
+
+A .qnn file is a safetensors file. Its first 8 bytes are the header length N (unsigned, little
+endian); the next N bytes are a JSON object (padded with spaces so that N is a multiple of 8) that
+maps each tensor name to {"dtype", "shape", "data_offsets"} and holds "__metadata__", a flat
+object of strings; the rest of the file is the tensors' raw little-endian bytes, back to back. The
+metadata says what the file is: `qnn_format` (the schema version), `producer`, `graph` (the op
+list as JSON) and `sha256` (of the data section). docs/format.md is the reference.
+
+Reading trusts nothing: the header length is checked against the file before anything is read or
+allocated from it, every tensor entry must tile the data section exactly (no overlap, no gap, no
+trailing bytes), the checksum must match, and the graph is checked against `OPS` (every op, attr,
+value, dtype, tensor role and shape the engine relies on) before anyone builds on it. Every failure
+is a FormatError whose message starts with the field at fault. Nothing in the file is ever
+executed (no pickle). Shape propagation through the graph is left to the engine.
+
+Writing is deterministic: tensors in sorted name order, JSON with sorted keys and no spaces, so
+write -> read -> write gives the same bytes.
+"""
+import hashlib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FormatError
+
+FORMAT_VERSION = "1"
+SUPPORTED_VERSIONS = ("1",)
+
+# safetensors dtype codes and the numpy dtypes they hold (little endian in the file).
+_DTYPES = {"I8": np.dtype("<i1"), "U8": np.dtype("<u1"), "F32": np.dtype("<f4"), "I32": np.dtype("<i4")}
+_CODES = {dtype: code for code, dtype in _DTYPES.items()}
+_METADATA_KEYS = ("qnn_format", "producer", "graph", "sha256")
+_INT32_MAX = 2**31 - 1  # every int in the graph reaches C++ as an int32
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+# --- the op table -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Int:
+    """An int attr (a JSON bool is not one) in [lo, hi]."""
+    lo: int
+    hi: int = _INT32_MAX
+
+    def error(self, value):
+        if not _is_int(value) or not self.lo <= value <= self.hi:
+            return f"must be an int in [{self.lo}, {self.hi}]"
+        return None
+
+
+@dataclass(frozen=True)
+class IntList:
+    """A list of exactly `length` ints, each in [lo, 2^31 - 1]."""
+    length: int
+    lo: int
+
+    def error(self, value):
+        if not (isinstance(value, list) and len(value) == self.length
+                and all(_is_int(v) and self.lo <= v <= _INT32_MAX for v in value)):
+            return f"must be a list of {self.length} ints >= {self.lo}"
+        return None
+
+
+@dataclass(frozen=True)
+class Bool:
+    """A JSON true/false (not 0/1)."""
+
+    def error(self, value):
+        return None if isinstance(value, bool) else "must be a bool (true or false)"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few strings."""
+    options: tuple
+
+    def error(self, value):
+        if not (isinstance(value, str) and value in self.options):
+            return "must be one of " + ", ".join(repr(o) for o in self.options)
+        return None
+
+
+@dataclass(frozen=True)
+class TensorRole:
+    """A constant an op reads from the file. `shape` entries are fixed sizes (ints) or dimension
+    names (any size >= 1, equal wherever the same name appears in the op's roles, e.g. "oc").
+    `values`: None, "int8_symmetric" (no -128), "finite" or "positive" (finite and > 0)."""
+    dtype: str
+    shape: tuple
+    required: bool = True
+    values: str = None
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What an op computes (one line), its (input dtype, output dtype) pairs (all inputs share one
+    dtype), how many inputs it takes (max None = any number), its attrs, its tensor roles, and
+    whether its output must carry its input's quantization (ops that never requantize)."""
+    doc: str
+    dtypes: tuple
+    inputs: tuple = (1, 1)
+    attrs: dict = field(default_factory=dict)
+    tensors: dict = field(default_factory=dict)
+    same_qparams: bool = False
+
+
+_ACT = Choice(("none", "relu", "relu6"))
+_CONV_ATTRS = {"stride": IntList(2, 1), "padding": IntList(4, 0), "dilation": IntList(2, 1),
+               "groups": Int(1), "act": _ACT}
+_W_SCALE = TensorRole("float32", ("oc",), values="positive")
+_BIAS = TensorRole("float32", ("oc",), required=False, values="finite")
+_U8 = (("uint8", "uint8"),)
+_F32 = (("float32", "float32"),)
+
+# Op name -> spec. The engine's C++ op list (csrc/ops/op_list.inc) has exactly these names.
+OPS = {
+    "quantize": OpSpec("q = clamp(round_half_even(x / scale) + zero_point, 0, 255), the output's quantization",
+                       (("float32", "uint8"),)),
+    "dequantize": OpSpec("x = (q - zero_point) * scale, the input's quantization", (("uint8", "float32"),)),
+    "conv2d": OpSpec("2-D convolution, int32 accumulation, requantized to the output (+ fused ReLU/ReLU6)",
+                     _U8, attrs=_CONV_ATTRS,
+                     tensors={"weight": TensorRole("int8", ("oc", "ic/groups", "kh", "kw"), values="int8_symmetric"),
+                              "w_scale": _W_SCALE, "bias": _BIAS}),
+    "linear": OpSpec("y = x w^T + bias on (N, K), int32 accumulation, requantized (+ fused ReLU/ReLU6)",
+                     _U8, attrs={"act": _ACT},
+                     tensors={"weight": TensorRole("int8", ("oc", "k"), values="int8_symmetric"),
+                              "w_scale": _W_SCALE, "bias": _BIAS}),
+    "conv2d_float": OpSpec("2-D convolution in float32 (a layer kept in float)", _F32, attrs=_CONV_ATTRS,
+                           tensors={"weight": TensorRole("float32", ("oc", "ic/groups", "kh", "kw"), values="finite"),
+                                    "bias": _BIAS}),
+    "linear_float": OpSpec("y = x w^T + bias in float32 (a layer kept in float)", _F32, attrs={"act": _ACT},
+                           tensors={"weight": TensorRole("float32", ("oc", "k"), values="finite"), "bias": _BIAS}),
+    "max_pool2d": OpSpec("maximum over each window (padding never wins); keeps the input's quantization", _U8,
+                         attrs={"kernel": IntList(2, 1), "stride": IntList(2, 1), "padding": IntList(2, 0),
+                                "dilation": IntList(2, 1), "ceil_mode": Bool()},
+                         same_qparams=True),
+    "avg_pool2d": OpSpec("mean over each window, requantized to the output", _U8,
+                         attrs={"kernel": IntList(2, 1), "stride": IntList(2, 1), "padding": IntList(2, 0),
+                                "ceil_mode": Bool(), "count_include_pad": Bool(), "divisor_override": Int(0)}),
+    "adaptive_avg_pool2d": OpSpec("mean over PyTorch's adaptive windows to an (oh, ow) output, requantized", _U8,
+                                  attrs={"output_size": IntList(2, 1)}),
+    "add": OpSpec("elementwise sum of two same-shape inputs, requantized (+ fused ReLU)", _U8, inputs=(2, 2),
+                  attrs={"act": Choice(("none", "relu"))}),
+    "concat": OpSpec("inputs joined along an NCHW axis, each requantized to the output", _U8, inputs=(1, None),
+                     attrs={"axis": Int(1, 3)}),
+    "lut": OpSpec("y = table[x]: any unary function of uint8 codes (sigmoid, hardswish, ...)", _U8,
+                  tensors={"table": TensorRole("uint8", (256,))}),
+    "flatten": OpSpec("(N, C, H, W) -> (N, C*H*W) in NCHW order; keeps the dtype and quantization",
+                      _U8 + _F32, same_qparams=True),
+    "softmax": OpSpec("softmax along an NCHW dim, in float32", _F32, attrs={"dim": Int(1, 3)}),
+    "log_softmax": OpSpec("log of softmax along an NCHW dim, in float32", _F32, attrs={"dim": Int(1, 3)}),
+}
+
+
+# --- bytes ----------------------------------------------------------------------------------------
+
+def write(path, graph, tensors):
+    """Validate `graph` and `tensors` (dict name -> ndarray) and write them to `path` as a .qnn file."""
+    data = to_bytes(graph, tensors)  # validated before the file is opened: a bad graph never truncates it
+    Path(path).write_bytes(data)
+
+
+def read(path):
+    """The (graph, tensors) a .qnn file holds; FormatError naming the field if anything is wrong."""
+    with open(path, "rb") as f:
+        # A file that is not a .qnn usually fails here, before it is read whole.
+        _header_length(f.read(8), os.fstat(f.fileno()).st_size)
+        f.seek(0)
+        return from_bytes(f.read())
+
+
+def to_bytes(graph, tensors):
+    """The .qnn file for `graph` and `tensors`, after validate(); the same inputs give the same bytes."""
+    from . import __version__  # lazily: qruntime/__init__.py imports this module
+
+    validate(graph, tensors)
+    entries, chunks, offset = {}, [], 0
+    for name in sorted(tensors):
+        array = tensors[name]
+        code = _CODES[array.dtype]
+        chunk = np.ascontiguousarray(array, dtype=_DTYPES[code]).tobytes()
+        entries[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + len(chunk)]}
+        chunks.append(chunk)
+        offset += len(chunk)
+    data = b"".join(chunks)
+    entries["__metadata__"] = {
+        "qnn_format": FORMAT_VERSION,
+        "producer": f"qruntime {__version__}",
+        "graph": _dumps(graph),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    header = _dumps(entries).encode("utf-8")
+    header += b" " * (-len(header) % 8)  # as safetensors pads: the data section starts 8-byte aligned
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def from_bytes(data):
+    """The (graph, tensors) held by the bytes of a .qnn file; FormatError naming the field if anything
+    is wrong. The tensors are fresh, writable arrays (not views of `data`)."""
+    try:
+        view = memoryview(data).cast("B")
+    except TypeError as e:
+        raise TypeError(f"data must be contiguous bytes-like, got {type(data).__name__}") from e
+    header_length = _header_length(view[:8], len(view))
+    try:
+        header_text = bytes(view[8:8 + header_length]).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"header: not UTF-8 text ({e.reason} at byte {8 + e.start})") from e
+    header = _loads(header_text, "header")
+    if not isinstance(header, dict):
+        raise FormatError(f"header: must be a JSON object, got {type(header).__name__}")
+    metadata = _metadata(header.pop("__metadata__", None))
+    data_start = 8 + header_length
+    layout = _layout(header, len(view) - data_start)
+    digest = hashlib.sha256(view[data_start:]).hexdigest()
+    if digest != metadata["sha256"]:
+        raise FormatError(f"sha256: the tensor data hashes to {digest}, the header says {metadata['sha256']} "
+                          "(the file is corrupt)")
+    graph = _loads(metadata["graph"], "__metadata__.graph")
+    tensors = {name: np.frombuffer(view[data_start + begin:data_start + end], dtype=dtype).reshape(shape).copy()
+               for name, (dtype, shape, begin, end) in layout.items()}
+    validate(graph, tensors)
+    return graph, tensors
+
+
+def _header_length(first8, size):
+    """The header length the first 8 bytes claim, checked against the file's size."""
+    if size < 8:
+        raise FormatError(f"header length: the file is {size} bytes, shorter than the 8-byte header length "
+                          "(truncated, or not a .qnn file)")
+    (length,) = struct.unpack("<Q", first8)
+    if length > size - 8:
+        raise FormatError(f"header length: {length} bytes claimed, but only {size - 8} follow "
+                          "(truncated, or not a .qnn file)")
+    return length
+
+
+def _metadata(metadata):
+    """The checked __metadata__ object: the magic (qnn_format), the version, the other keys."""
+    if not isinstance(metadata, dict) or "qnn_format" not in metadata:
+        raise FormatError("not a .qnn file: the header has no __metadata__.qnn_format "
+                          "(a safetensors file from something else?)")
+    version = metadata["qnn_format"]
+    if version not in SUPPORTED_VERSIONS:
+        raise FormatError(f"__metadata__.qnn_format: unknown version {_show(version)}; this reader supports "
+                          + ", ".join(repr(v) for v in SUPPORTED_VERSIONS))
+    for key in _METADATA_KEYS:
+        if not isinstance(metadata.get(key), str):
+            raise FormatError(f"__metadata__.{key}: missing or not a string")
+    for key in metadata:
+        if key not in _METADATA_KEYS:
+            raise FormatError(f"__metadata__.{_field(key)}: unknown key (format {version} has "
+                              + ", ".join(_METADATA_KEYS) + ")")
+    sha = metadata["sha256"]
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise FormatError(f"__metadata__.sha256: must be 64 lowercase hex digits, got {_show(sha)}")
+    return metadata
+
+
+def _layout(header, data_size):
+    """name -> (numpy dtype, shape, begin, end) for each tensor entry, checked to tile the data section."""
+    layout = {}
+    for name, entry in header.items():
+        where = f"tensor {_show(name)}"
+        _keys(entry, where, ("dtype", "shape", "data_offsets"))
+        code = entry["dtype"]
+        if not (isinstance(code, str) and code in _DTYPES):
+            raise FormatError(f"{where} dtype: unknown {_show(code)} (a .qnn holds " + ", ".join(_DTYPES) + ")")
+        shape = entry["shape"]
+        if not (isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)):
+            raise FormatError(f"{where} shape: must be a list of non-negative ints, got {_show(shape)}")
+        offsets = entry["data_offsets"]
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            raise FormatError(f"{where} data_offsets: must be [begin, end] with 0 <= begin <= end, "
+                              f"got {_show(offsets)}")
+        begin, end = offsets
+        needed = _DTYPES[code].itemsize * math.prod(shape)
+        if end - begin != needed:
+            raise FormatError(f"{where} data_offsets: [{begin}, {end}] hold {end - begin} bytes, "
+                              f"but {code} {shape} needs {needed}")
+        if end > data_size:
+            raise FormatError(f"{where} data_offsets: end {end} is past the data section ({data_size} bytes): "
+                              "the file is truncated")
+        layout[name] = (_DTYPES[code], tuple(shape), begin, end)
+    position, previous = 0, None
+    for name, (_, _, begin, end) in sorted(layout.items(), key=lambda item: item[1][2:]):
+        if begin < position:
+            raise FormatError(f"tensor {_show(name)} data_offsets: [{begin}, {end}] overlaps tensor {_show(previous)}")
+        if begin > position:
+            raise FormatError(f"tensor {_show(name)} data_offsets: a gap of {begin - position} bytes before it")
+        position, previous = end, name
+    if position != data_size:
+        raise FormatError(f"data section: its last {data_size - position} bytes belong to no tensor")
+    return layout
+
+
+def _dumps(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _loads(text, where):
+    try:
+        return json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        raise FormatError(f"{where}: not valid JSON ({e})") from e
+
+
+def _object_without_duplicates(pairs):
+    # json.loads keeps the last of duplicate keys; a file that says two things about one name is bad.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {_show(duplicate)}")
+    return obj
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# --- the graph ------------------------------------------------------------------------------------
+
+def validate(graph, tensors):
+    """Check a graph (the JSON-able dict of docs/format.md) and its tensors (dict name -> ndarray)
+    against the schema; FormatError naming the first bad field. Used by write and read."""
+    _keys(graph, "graph", ("inputs", "outputs", "values", "ops"))
+    if not isinstance(tensors, dict):
+        raise FormatError(f"tensors: must be a dict name -> numpy array, got {type(tensors).__name__}")
+    for name, array in tensors.items():
+        if not isinstance(name, str) or not name or name == "__metadata__":
+            raise FormatError(f"tensor {_show(name)}: a name must be a non-empty string other than '__metadata__'")
+        if not isinstance(array, np.ndarray):
+            raise FormatError(f"tensor {name!r}: must be a numpy array, got {type(array).__name__}")
+        if array.dtype not in _CODES:
+            raise FormatError(f"tensor {name!r} dtype: {array.dtype} cannot be stored (int8, uint8, float32, int32)")
+
+    values = graph["values"]
+    if not isinstance(values, dict):
+        raise FormatError(f"values: must be an object name -> value, got {type(values).__name__}")
+    for name, value in values.items():
+        _check_value(name, value)
+
+    defined = _check_inputs(graph["inputs"], values)
+    used = set(defined)
+    produced = set()
+    referenced = set()
+    ops = graph["ops"]
+    if not isinstance(ops, list):
+        raise FormatError(f"ops: must be a list, got {type(ops).__name__}")
+    for i, op in enumerate(ops):
+        where = f"ops[{i}]"
+        _keys(op, where, ("op", "name", "inputs", "outputs", "attrs", "tensors"))
+        kind = op["op"]
+        if not (isinstance(kind, str) and kind in OPS):
+            raise FormatError(f"{where}.op: unknown op {_show(kind)} (known: " + ", ".join(OPS) + ")")
+        if not (isinstance(op["name"], str) and op["name"]):
+            raise FormatError(f"{where}.name: must be a non-empty string, got {_show(op['name'])}")
+        spec = OPS[kind]
+        label = f"({kind} {op['name']!r})"
+        _check_op_values(op, spec, where, label, values, defined)
+        output = op["outputs"][0]
+        defined.add(output)
+        produced.add(output)
+        used.update(op["inputs"], op["outputs"])
+        _check_attrs(op["attrs"], spec, where, label)
+        referenced.update(_check_op_tensors(op, spec, where, label, tensors))
+
+    outputs = graph["outputs"]
+    if not (isinstance(outputs, list) and outputs):
+        raise FormatError(f"outputs: must be a non-empty list of value names, got {_show(outputs)}")
+    for j, name in enumerate(outputs):
+        if not (isinstance(name, str) and name in produced):
+            raise FormatError(f"outputs[{j}]: {_show(name)} is not produced by any op")
+        if values[name]["dtype"] != "float32":
+            raise FormatError(f"outputs[{j}]: {name!r} is {values[name]['dtype']}; graph outputs are float32 "
+                              "(end with dequantize)")
+        if name in outputs[:j]:
+            raise FormatError(f"outputs[{j}]: {name!r} is listed twice")
+
+    for name in values:
+        if name not in used:
+            raise FormatError(f"values[{name!r}]: not used by any op or graph input")
+    for name in tensors:
+        if name not in referenced:
+            raise FormatError(f"tensor {name!r}: not referenced by any op")
+
+
+def _check_value(name, value):
+    where = f"values[{_show(name)}]"
+    if not (isinstance(name, str) and name):
+        raise FormatError(f"{where}: a value name must be a non-empty string")
+    dtype = value.get("dtype") if isinstance(value, dict) else None
+    if dtype == "float32":
+        _keys(value, where, ("dtype",))
+    elif dtype == "uint8":
+        _keys(value, where, ("dtype", "scale", "zero_point"))
+        scale = value["scale"]
+        if not (_is_number(scale) and _FLOAT32_TINY <= scale <= _FLOAT32_MAX):
+            raise FormatError(f"{where}.scale: must be a finite number > 0 (a normal float32), got {_show(scale)}")
+        zero_point = value["zero_point"]
+        if not (_is_int(zero_point) and 0 <= zero_point <= 255):
+            raise FormatError(f"{where}.zero_point: must be an int in [0, 255], got {_show(zero_point)}")
+    else:
+        raise FormatError(f"{where}.dtype: must be 'float32' or 'uint8', got {_show(dtype)}")
+
+
+def _check_inputs(inputs, values):
+    """The graph inputs' names, after checking each input's entry."""
+    if not (isinstance(inputs, list) and inputs):
+        raise FormatError(f"inputs: must be a non-empty list, got {_show(inputs)}")
+    names = set()
+    for j, entry in enumerate(inputs):
+        where = f"inputs[{j}]"
+        _keys(entry, where, ("name", "shape"))
+        name = entry["name"]
+        if not (isinstance(name, str) and name in values):
+            raise FormatError(f"{where}.name: {_show(name)} has no entry in values")
+        if values[name]["dtype"] != "float32":
+            raise FormatError(f"{where}.name: {name!r} is {values[name]['dtype']}; graph inputs are float32")
+        if name in names:
+            raise FormatError(f"{where}.name: {name!r} is listed twice")
+        names.add(name)
+        shape = entry["shape"]
+        if not (isinstance(shape, list) and len(shape) in (2, 4) and shape[0] == -1
+                and all(_is_int(d) and (d == -1 or 1 <= d <= _INT32_MAX) for d in shape)):
+            raise FormatError(f"{where}.shape: must be a list of 2 or 4 ints, each >= 1 or -1 (dynamic), "
+                              f"batch first and -1, got {_show(shape)}")
+    return names
+
+
+def _check_op_values(op, spec, where, label, values, defined):
+    """The op's inputs and output: names, counts, definition order, dtypes and quantization."""
+    inputs, outputs = op["inputs"], op["outputs"]
+    least, most = spec.inputs
+    if not (isinstance(inputs, list) and least <= len(inputs) and (most is None or len(inputs) <= most)):
+        count = f"{least}" if least == most else f"at least {least}"
+        raise FormatError(f"{where}.inputs: must be a list of {count} value names {label}, got {_show(inputs)}")
+    if not (isinstance(outputs, list) and len(outputs) == 1):
+        raise FormatError(f"{where}.outputs: must be a list of exactly one value name {label}, got {_show(outputs)}")
+    for j, name in enumerate(inputs):
+        if not isinstance(name, str):
+            raise FormatError(f"{where}.inputs[{j}]: must be a value name, got {_show(name)} {label}")
+        if name not in defined:  # (everything defined has an entry in values)
+            raise FormatError(f"{where}.inputs[{j}]: value {name!r} is used before it is defined "
+                              f"(no graph input or earlier op produces it) {label}")
+    output = outputs[0]
+    if not isinstance(output, str):
+        raise FormatError(f"{where}.outputs[0]: must be a value name, got {_show(output)} {label}")
+    if output in defined:
+        raise FormatError(f"{where}.outputs[0]: value {output!r} is already defined (a value is produced once) {label}")
+    if output not in values:
+        raise FormatError(f"{where}.outputs[0]: value {output!r} has no entry in values {label}")
+
+    takes = dict(spec.dtypes)
+    in_dtype = values[inputs[0]]["dtype"]
+    for j, name in enumerate(inputs):
+        dtype = values[name]["dtype"]
+        if dtype not in takes or dtype != in_dtype:
+            wanted = " or ".join(takes) if j == 0 else in_dtype
+            raise FormatError(f"{where}.inputs[{j}]: value {name!r} is {dtype}, {op['op']} takes {wanted} {label}")
+    out_dtype = values[output]["dtype"]
+    if out_dtype != takes[in_dtype]:
+        raise FormatError(f"{where}.outputs[0]: value {output!r} is {out_dtype}, {op['op']} of {in_dtype} "
+                          f"gives {takes[in_dtype]} {label}")
+    if spec.same_qparams and out_dtype == "uint8":
+        qparams = {k: values[inputs[0]][k] for k in ("scale", "zero_point")}
+        if {k: values[output][k] for k in qparams} != qparams:
+            raise FormatError(f"{where}.outputs[0]: value {output!r} must keep the quantization of {inputs[0]!r} "
+                              f"({qparams}), {op['op']} does not requantize {label}")
+
+
+def _check_attrs(attrs, spec, where, label):
+    _keys(attrs, f"{where}.attrs", tuple(spec.attrs), label)
+    for name, rule in spec.attrs.items():
+        error = rule.error(attrs[name])
+        if error:
+            raise FormatError(f"{where}.attrs.{name}: {error}, got {_show(attrs[name])} {label}")
+    # PyTorch's rule for pools: at most half the (undilated) kernel of padding.
+    if "padding" in attrs and "kernel" in attrs:
+        for axis in (0, 1):
+            if attrs["padding"][axis] > attrs["kernel"][axis] // 2:
+                raise FormatError(f"{where}.attrs.padding: {attrs['padding']} is more than half the kernel "
+                                  f"{attrs['kernel']} {label}")
+
+
+def _check_op_tensors(op, spec, where, label, tensors):
+    """The names of the tensors the op references, after checking each against its role."""
+    roles = op["tensors"]
+    if not isinstance(roles, dict):
+        raise FormatError(f"{where}.tensors: must be an object role -> tensor name {label}, got {_show(roles)}")
+    for role in roles:
+        if role not in spec.tensors:
+            known = ", ".join(spec.tensors) or "none"
+            raise FormatError(f"{where}.tensors.{_field(role)}: unknown role for {op['op']} (known: {known}) {label}")
+    dims = {}  # dimension name -> size, bound by the first role that has it (weight: oc)
+    for role, rule in spec.tensors.items():
+        if role not in roles:
+            if rule.required:
+                raise FormatError(f"{where}.tensors.{role}: required by {op['op']} {label}")
+            continue
+        name = roles[role]
+        if not isinstance(name, str):
+            raise FormatError(f"{where}.tensors.{role}: must be a tensor name, got {_show(name)} {label}")
+        if name not in tensors:
+            raise FormatError(f"{where}.tensors.{role}: missing tensor {name!r} (not in the file) {label}")
+        array = tensors[name]
+        what = f"tensor {name!r}"
+        context = f"({op['op']} {role} in {where} {op['name']!r})"
+        if array.dtype != np.dtype(rule.dtype):
+            raise FormatError(f"{what} dtype: must be {rule.dtype}, got {array.dtype} {context}")
+        expected = [f"{d}={dims[d]}" if d in dims else str(d) for d in rule.shape]
+        fits = array.ndim == len(rule.shape) and all(
+            size == d if isinstance(d, int) else size >= 1 and dims.setdefault(d, size) == size
+            for size, d in zip(array.shape, rule.shape))
+        if not fits:
+            raise FormatError(f"{what} shape: must be ({', '.join(expected)}{',' * (len(expected) == 1)}), "
+                              f"got {array.shape} {context}")
+        if rule.values == "int8_symmetric" and array.min() < -127:
+            raise FormatError(f"{what} values: int8 weights are in [-127, 127], this one holds -128 {context}")
+        if rule.values in ("finite", "positive") and not np.isfinite(array).all():
+            raise FormatError(f"{what} values: must be finite, holds NaN or inf {context}")
+        if rule.values == "positive" and not (array > 0).all():
+            raise FormatError(f"{what} values: must be > 0, holds {array.min()} {context}")
+    if "groups" in spec.attrs and dims["oc"] % op["attrs"]["groups"]:
+        raise FormatError(f"{where}.attrs.groups: {op['attrs']['groups']} does not divide the weight's "
+                          f"{dims['oc']} output channels {label}")
+    return set(roles.values())
+
+
+def _keys(obj, where, keys, label=""):
+    """`obj` is a dict with exactly `keys`."""
+    suffix = f" {label}" if label else ""
+    if not isinstance(obj, dict):
+        raise FormatError(f"{where}: must be an object with keys {', '.join(keys) or '(none)'}, "
+                          f"got {_show(obj)}{suffix}")
+    for key in keys:
+        if key not in obj:
+            raise FormatError(f"{where}.{key}: missing{suffix}")
+    for key in obj:
+        if key not in keys:
+            raise FormatError(f"{where}.{_field(key)}: unknown key (known: {', '.join(keys) or 'none'}){suffix}")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _field(key):
+    """A key as the last part of a field path: bare if it is a plain string, else its repr."""
+    return key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else _show(key)
+
+
+def _show(value, limit=60):
+    """A repr short enough for a message, whatever the file holds."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -1,0 +1,174 @@
+"""Model: a quantized graph bound to the C++ engine — run, inputs, outputs, summary, profile, save."""
+import numpy as np
+
+from . import _core, format as qnn_format
+
+_INT_LIKE = (bool, int, np.integer)
+
+
+def _engine_spec(graph, tensors):
+    """The graph as the plain lists _core.Engine takes (value indices instead of names)."""
+    index = {name: i for i, name in enumerate(graph["values"])}
+    values = []
+    for v in graph["values"].values():
+        values.append((v["dtype"], float(v.get("scale", 1.0)), int(v.get("zero_point", 0))))
+    ops = []
+    for op in graph["ops"]:
+        ints, strs = {}, {}
+        for key, val in op["attrs"].items():
+            if isinstance(val, str):
+                strs[key] = val
+            elif isinstance(val, _INT_LIKE):
+                ints[key] = [int(val)]
+            else:
+                ints[key] = [int(x) for x in val]
+        arrays = {role: np.ascontiguousarray(tensors[name]) for role, name in op["tensors"].items()}
+        ops.append((op["op"], op["name"], [index[v] for v in op["inputs"]], [index[v] for v in op["outputs"]],
+                    ints, strs, arrays))
+    inputs = [index[i["name"]] for i in graph["inputs"]]
+    shapes = [list(i["shape"]) for i in graph["inputs"]]
+    return values, inputs, shapes, [index[o] for o in graph["outputs"]], ops
+
+
+def _isa(isa):
+    if isa is None:
+        return ""
+    known = _core.available_isas(True)
+    if isa not in known:
+        raise ValueError(f"isa must be one of {known} on this machine, got {isa!r}")
+    return isa
+
+
+def _as_float32(x, name):
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # noqa: BLE001 - anything numpy cannot read is a bad input
+        raise ValueError(f"{name} cannot be read as an array: {e}") from None
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{name} has dtype {a.dtype}, which cannot be cast to float32")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} holds NaN or inf; the model expects finite values")
+    return a
+
+
+class Model:
+    """A quantized model ready to run. Build one with qruntime.load or qruntime.quantize."""
+
+    def __init__(self, graph, tensors, *, isa=None):
+        """isa: run on this ISA path (qruntime.available_isas(emulated=True)); default: the active one."""
+        qnn_format.validate(graph, tensors)
+        self._graph = graph
+        self._tensors = tensors
+        try:
+            self._engine = _core.Engine(*_engine_spec(graph, tensors), isa=_isa(isa))
+        except ValueError as e:
+            raise qnn_format.FormatError(str(e)) from None
+
+    @property
+    def inputs(self):
+        """[{"name", "shape" (None where any size goes), "dtype"}] of the graph inputs, NCHW."""
+        return [{"name": i["name"], "shape": tuple(None if d == -1 else d for d in i["shape"]), "dtype": "float32"}
+                for i in self._graph["inputs"]]
+
+    @property
+    def outputs(self):
+        """[{"name", "dtype"}] of the graph outputs (float32, NCHW)."""
+        return [{"name": o, "dtype": "float32"} for o in self._graph["outputs"]]
+
+    @property
+    def graph(self):
+        return self._graph
+
+    def _inputs(self, x):
+        specs = self._graph["inputs"]
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        if len(xs) != len(specs):
+            raise ValueError(f"the model takes {len(specs)} input(s), got {len(xs)}")
+        arrays = []
+        for spec, xi in zip(specs, xs):
+            name = f"input {spec['name']!r}"
+            a = _as_float32(xi, name)
+            want = spec["shape"]
+            shown = "(" + ", ".join("N" if i == 0 else ("any" if d == -1 else str(d)) for i, d in enumerate(want)) + ")"
+            if a.ndim != len(want):
+                raise ValueError(f"{name} must be {len(want)}-D {shown}, got shape {a.shape}")
+            if a.shape[0] == 0:
+                raise ValueError(f"{name} has batch size 0")
+            for axis, (got, exp) in enumerate(zip(a.shape, want)):
+                if axis and exp != -1 and got != exp:
+                    what = {1: "channels"}.get(axis, "size") if len(want) == 4 else "features"
+                    raise ValueError(f"{name} has {got} {what} on axis {axis}; expected shape {shown}, got {a.shape}")
+            arrays.append(a)
+        return arrays
+
+    def run(self, x):
+        """float32 outputs for x (numpy array or torch tensor, NCHW, or a list of them): one C++ call."""
+        out = self._engine.run(self._inputs(x))
+        return out[0] if len(out) == 1 else out
+
+    def profile(self, x, repeat=10):
+        """Per-op time over `repeat` runs: a list of dicts (op, name, shape, kernel, ms, share, gmacs)."""
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+            raise ValueError(f"repeat must be an int >= 1, got {repeat!r}")
+        arrays = self._inputs(x)
+        self._engine.run(arrays)  # plan and warm up outside the timing
+        _, seconds = self._engine.profile(arrays, repeat)
+        rows = self._op_rows([a.shape for a in arrays])
+        total = sum(seconds) or 1.0
+        for row, s in zip(rows, seconds):
+            row["ms"] = 1e3 * s / repeat
+            row["share"] = s / total
+            row["gmacs"] = row["macs"] * repeat / s / 1e9 if s > 0 and row["macs"] else 0.0
+        return rows
+
+    def _op_rows(self, input_shapes):
+        shapes, _ = self._engine.value_shapes([list(s) for s in input_shapes])
+        shape_of = dict(zip(self._graph["values"], shapes))
+        info = self._engine.op_info([list(s) for s in input_shapes])
+        rows = []
+        for op, (kernel, macs) in zip(self._graph["ops"], info):
+            out = op["outputs"][0]
+            v = self._graph["values"][out]
+            rows.append({
+                "op": op["op"], "name": op["name"], "shape": shape_of[out], "kernel": kernel, "macs": macs,
+                "scale": v.get("scale"), "zero_point": v.get("zero_point"),
+                "weight_bytes": sum(self._tensors[t].nbytes for t in op["tensors"].values()),
+            })
+        return rows
+
+    def summary(self, batch=1):
+        """The op table (op, name, output shape, output scale/zero point, MACs, weight bytes, kernel) with totals."""
+        shapes = [[batch] + [1 if d == -1 else d for d in i["shape"][1:]] for i in self._graph["inputs"]]
+        rows = self._op_rows(shapes)
+        head = f"{'op':<20} {'name':<28} {'output shape':<18} {'scale':>10} {'zp':>4} {'MACs':>12} {'weights':>10}  kernel"
+        lines = [head, "-" * len(head)]
+        for r in rows:
+            scale = f"{r['scale']:.4g}" if r["scale"] is not None else "float"
+            zp = str(r["zero_point"]) if r["zero_point"] is not None else ""
+            lines.append(f"{r['op']:<20} {r['name'][:28]:<28} {str(r['shape']):<18} {scale:>10} {zp:>4} "
+                         f"{r['macs']:>12,} {r['weight_bytes']:>10,}  {r['kernel']}")
+        lines.append("-" * len(head))
+        lines.append(f"{len(rows)} ops, {sum(r['macs'] for r in rows):,} MACs at batch {batch}, "
+                     f"{sum(t.nbytes for t in self._tensors.values()):,} bytes of constants")
+        return "\n".join(lines)
+
+    def save(self, path):
+        """Writes the model as a .qnn file (docs/format.md)."""
+        qnn_format.write(path, self._graph, self._tensors)
+
+    def __repr__(self):
+        return f"<qruntime.Model: {len(self._graph['ops'])} ops, inputs {[i['shape'] for i in self.inputs]}>"
+
+
+def load(path, threads=None):
+    """Reads and validates a .qnn file and prepares it for the CPU (weights prepacked for the active ISA).
+
+    threads, if given, sets qruntime's thread count (shared by every model in the process)."""
+    if threads is not None:
+        from .dispatch import set_num_threads
+        set_num_threads(threads)
+    graph, tensors = qnn_format.read(path)
+    return Model(graph, tensors)

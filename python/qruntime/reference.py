@@ -1,0 +1,312 @@
+"""numpy reference of every quantized op and of whole graphs: the oracle the C++ kernels and engine equal.
+
+Each function is docs/quantization.md written as float64 numpy, NCHW, with every float32 step of the
+spec done as an exact float64 operation rounded once to float32. It shares no code with the C++
+loops: pooling sums shifted strided slices of a padded copy instead of walking windows, conv unfolds
+the padded input. `run_graph` interprets a quantized graph (docs/format.md) op by op with them.
+"""
+import numpy as np
+
+F32 = np.float32
+
+
+def quantize(x, scale, zp):
+    """q = clamp(round_half_even(x / scale) + zp, 0, 255), the division in float32."""
+    v = np.asarray(x, dtype=F32) / F32(scale)
+    return np.clip(np.rint(v.astype(np.float64)) + zp, 0, 255).astype(np.uint8)
+
+
+def dequantize(q, scale, zp):
+    return ((q.astype(np.int32) - zp).astype(F32) * F32(scale)).astype(F32)
+
+
+def gemm(a, b):
+    """Exact int64 A . B^T."""
+    return a.astype(np.int64) @ b.astype(np.int64).T
+
+
+def linear(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp, act="none"):
+    """The requantized linear layer, every step as the spec words it (float32 where it says so)."""
+    n, k = w_q.shape
+    sx, sy = float(F32(x_scale)), float(F32(out_scale))
+    sw = np.broadcast_to(np.asarray(w_scale, dtype=F32), (n,)).astype(np.float64)
+    acc_scale = sx * sw
+    mult = (acc_scale / sy).astype(F32)
+    if bias is None:
+        bq = np.zeros(n)
+    else:
+        limit = 2147483647.0 - 255.0 * 127.0 * k
+        bq = np.clip(np.rint(np.asarray(bias, dtype=F32).astype(np.float64) / acc_scale), -limit, limit)
+    acc = gemm(x_q, w_q) - x_zp * w_q.astype(np.int64).sum(axis=1) + bq.astype(np.int64)
+    assert np.all(np.abs(acc) < 2**31), "the spec keeps every accumulator in int32"
+    v = (acc.astype(F32).astype(np.float64) * mult.astype(np.float64)).astype(F32)  # one float32 product
+    lo = out_zp if act in ("relu", "relu6") else 0
+    hi = min(255, out_zp + int(np.rint(6.0 / sy))) if act == "relu6" else 255
+    v = np.clip(v.astype(np.float64), lo - out_zp, hi - out_zp)
+    return (np.rint(v) + out_zp).astype(np.uint8)
+
+
+def _pads(padding):
+    if np.ndim(padding) == 0:
+        return (padding,) * 4
+    return tuple(padding) * 2 if len(padding) == 2 else tuple(padding)
+
+
+def conv2d(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp, stride=1, padding=0, dilation=1, groups=1,
+           act="none"):
+    """The requantized conv: the exact integer convolution (padding holds x_zp, i.e. real zero),
+    then the same per-channel requantization as linear."""
+    sh, sw = (stride, stride) if np.ndim(stride) == 0 else stride
+    dh, dw = (dilation, dilation) if np.ndim(dilation) == 0 else dilation
+    pt, pl, pb, pr = _pads(padding)
+    n, c, h, w = x_q.shape
+    oc, icg, kh, kw = w_q.shape
+    xp = np.full((n, c, h + pt + pb, w + pl + pr), x_zp, dtype=np.int64)
+    xp[:, :, pt:pt + h, pl:pl + w] = x_q
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    ocg = oc // groups
+    out = np.empty((n, oc, oh, ow), np.uint8)
+    for g in range(groups):
+        # Unfold: rows are output pixels, columns (ic, ky, kx) like torch's weight layout.
+        cols = np.empty((n, oh, ow, icg, kh, kw), np.int64)
+        for ky in range(kh):
+            for kx in range(kw):
+                patch = xp[:, g * icg:(g + 1) * icg, ky * dh:ky * dh + sh * (oh - 1) + 1:sh,
+                           kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
+                cols[..., ky, kx] = patch.transpose(0, 2, 3, 1)
+        a = cols.reshape(n * oh * ow, icg * kh * kw)
+        wg = w_q[g * ocg:(g + 1) * ocg].reshape(ocg, -1)
+        sw_g = np.broadcast_to(np.asarray(w_scale, np.float32), (oc,))[g * ocg:(g + 1) * ocg]
+        bias_g = None if bias is None else np.asarray(bias)[g * ocg:(g + 1) * ocg]
+        # The zero point is already real zero in the padding; linear() subtracts zp * colsum from
+        # the raw products, so hand it the unfolded uint8 rows.
+        y = linear(a.astype(np.uint8), x_scale, x_zp, wg, sw_g, bias_g, out_scale, out_zp, act)
+        out[:, g * ocg:(g + 1) * ocg] = y.reshape(n, oh, ow, ocg).transpose(0, 3, 1, 2)
+    return out
+
+
+F64 = np.float64
+
+
+def _f32(x):
+    return float(F32(x))
+
+
+def _pair(v):
+    return (v, v) if np.isscalar(v) else (v[0], v[-1])
+
+
+def out_size(n, k, s, p, d, ceil_mode):
+    """PyTorch's pooling_output_shape."""
+    num = n + 2 * p - d * (k - 1) - 1
+    o = (-(-num // s) if ceil_mode else num // s) + 1
+    if ceil_mode and (o - 1) * s >= n + p:
+        o -= 1
+    return o
+
+
+def _windows(x, fill, k, s, p, d, ceil_mode):
+    """Yields, per kernel offset, the (N, C, OH, OW) slice of x padded with `fill` (int64)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = k, s, p, d
+    oh, ow = out_size(h, kh, sh, ph, dh, ceil_mode), out_size(w, kw, sw, pw, dw, ceil_mode)
+    assert oh >= 1 and ow >= 1
+    # Enough padding after the input for the last window of ceil mode.
+    pb = max(0, (oh - 1) * sh + dh * (kh - 1) - ph - (h - 1))
+    pr = max(0, (ow - 1) * sw + dw * (kw - 1) - pw - (w - 1))
+    xp = np.full((n, c, ph + h + pb, pw + w + pr), fill, dtype=np.int64)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    for i in range(kh):
+        for j in range(kw):
+            yield xp[:, :, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    k = _pair(kernel_size)
+    s = k if stride is None else _pair(stride)
+    best = None
+    for win in _windows(x, -1, k, s, _pair(padding), _pair(dilation), ceil_mode):
+        best = win.copy() if best is None else np.maximum(best, win)
+    return np.maximum(best, 0).astype(np.uint8)  # an all-padding window gives code 0
+
+
+def _average_out(acc, d, x_scale, out_scale, out_zp):
+    """y = clamp(round_half_even(float32(float32(acc) * m) + float32(zp_y)), 0, 255)."""
+    m = (F64(_f32(x_scale)) / F64(_f32(out_scale)) / np.asarray(d, dtype=F64)).astype(F32)
+    v = (np.asarray(acc).astype(F32).astype(F64) * m.astype(F64)).astype(F32)  # one float32 product
+    v = v + F32(out_zp)  # float32 + float32
+    return np.clip(np.rint(v.astype(F64)), 0, 255).astype(np.uint8)
+
+
+def avg_pool2d(x, x_scale, x_zp, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, out_scale=None, out_zp=None):
+    out_scale = x_scale if out_scale is None else out_scale
+    out_zp = x_zp if out_zp is None else out_zp
+    k = _pair(kernel_size)
+    s = k if stride is None else _pair(stride)
+    p = _pair(padding)
+    ones = np.ones(x.shape, dtype=np.int64)
+    total = sum(_windows(x, 0, k, s, p, (1, 1), ceil_mode))
+    count = sum(_windows(ones, 0, k, s, p, (1, 1), ceil_mode))
+    n, c, h, w = x.shape
+    oh, ow = total.shape[2:]
+    if divisor_override is not None:
+        d = np.full((oh, ow), divisor_override)
+    elif count_include_pad:
+        # The window clipped to the padded input, per dimension.
+        sz_h = np.minimum(np.arange(oh) * s[0] - p[0] + k[0], h + p[0]) - (np.arange(oh) * s[0] - p[0])
+        sz_w = np.minimum(np.arange(ow) * s[1] - p[1] + k[1], w + p[1]) - (np.arange(ow) * s[1] - p[1])
+        d = np.outer(sz_h, sz_w)
+    else:
+        d = count
+    assert np.all(count > 0)
+    return _average_out(total - count * x_zp, np.broadcast_to(d, total.shape), x_scale, out_scale, out_zp)
+
+
+def adaptive_avg_pool2d(x, x_scale, x_zp, output_size, out_scale=None, out_zp=None):
+    out_scale = x_scale if out_scale is None else out_scale
+    out_zp = x_zp if out_zp is None else out_zp
+    n, c, h, w = x.shape
+    oh, ow = _pair(output_size)
+    acc = np.zeros((n, c, oh, ow), dtype=np.int64)
+    d = np.zeros((oh, ow), dtype=np.int64)
+    xi = x.astype(np.int64)
+    for i in range(oh):
+        hs, he = (i * h) // oh, -((-(i + 1) * h) // oh)
+        for j in range(ow):
+            ws, we = (j * w) // ow, -((-(j + 1) * w) // ow)
+            cnt = (he - hs) * (we - ws)
+            acc[:, :, i, j] = xi[:, :, hs:he, ws:we].sum(axis=(2, 3)) - cnt * x_zp
+            d[i, j] = cnt
+    return _average_out(acc, np.broadcast_to(d, acc.shape), x_scale, out_scale, out_zp)
+
+
+def _term(q, zp, scale, out_scale):
+    """float32(q - zp) * float32(s / s_y), one float32 product."""
+    m = F32(F64(_f32(scale)) / F64(_f32(out_scale)))
+    return (np.asarray(q, dtype=np.int64) - zp).astype(F32).astype(F64) * F64(m)
+
+
+def add(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, relu=False):
+    """b already broadcastable to a by numpy's rules (per-channel b as (1, C, 1, 1))."""
+    ta = _term(a, a_zp, a_scale, out_scale).astype(F32)
+    tb = _term(b, b_zp, b_scale, out_scale).astype(F32)
+    v = (ta.astype(F64) + tb.astype(F64)).astype(F32)  # one float32 add
+    lo = (out_zp if relu else 0) - out_zp
+    v = np.clip(v.astype(F64), lo, 255 - out_zp)
+    return (np.rint(v) + out_zp).astype(np.uint8)
+
+
+def requantize(q, scale, zp, out_scale, out_zp):
+    if _f32(scale) == _f32(out_scale) and zp == out_zp:
+        return q.copy()
+    v = _term(q, zp, scale, out_scale).astype(F32).astype(F64)
+    v = np.clip(v, -out_zp, 255 - out_zp)
+    return (np.rint(v) + out_zp).astype(np.uint8)
+
+
+def concat(arrays, scales, zps, out_scale, out_zp, axis=1):
+    return np.concatenate([requantize(a, s, z, out_scale, out_zp) for a, s, z in zip(arrays, scales, zps)], axis=axis)
+
+
+def make_lut(fn, in_scale, in_zp, out_scale, out_zp):
+    """One code at a time with Python floats (float64), as docs/quantization.md words it."""
+    si, so = _f32(in_scale), _f32(out_scale)
+    table = []
+    for q in range(256):
+        y = float(fn(np.array([si * (q - in_zp)]))[0])
+        table.append(min(255, max(0, round(y / so) + out_zp)))  # Python's round is half to even
+    return np.array(table, dtype=np.uint8)
+
+
+def _act(v, act):
+    if act in ("relu", "relu6"):
+        v = np.maximum(v, 0)
+    return np.minimum(v, 6) if act == "relu6" else v
+
+
+def conv2d_float(x, w, bias, stride, padding, dilation, groups, act="none"):
+    """float32 conv (zero padding), summed in float64: the engine's float32 sums differ by rounding."""
+    sh, sw = stride
+    dh, dw = dilation
+    pt, pl, pb, pr = padding
+    n, c, h, wd = x.shape
+    oc, icg, kh, kw = w.shape
+    xp = np.zeros((n, c, h + pt + pb, wd + pl + pr))
+    xp[:, :, pt:pt + h, pl:pl + wd] = x
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    ocg = oc // groups
+    y = np.zeros((n, oc, oh, ow))
+    for g in range(groups):
+        xs = xp[:, g * icg:(g + 1) * icg]
+        for ky in range(kh):
+            for kx in range(kw):
+                patch = xs[:, :, ky * dh:ky * dh + sh * (oh - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
+                y[:, g * ocg:(g + 1) * ocg] += np.einsum("nchw,oc->nohw", patch, w[g * ocg:(g + 1) * ocg, :, ky, kx])
+    if bias is not None:
+        y += np.asarray(bias, F64)[None, :, None, None]
+    return _act(y, act).astype(F32)
+
+
+def linear_float(x, w, bias, act="none"):
+    y = np.asarray(x, F64) @ np.asarray(w, F64).T
+    if bias is not None:
+        y += np.asarray(bias, F64)
+    return _act(y, act).astype(F32)
+
+
+def softmax(x, dim, log=False):
+    x = np.asarray(x, F64)
+    v = x - x.max(axis=dim, keepdims=True)
+    lse = np.log(np.exp(v).sum(axis=dim, keepdims=True))
+    return (v - lse if log else np.exp(v - lse)).astype(F32)
+
+
+def run_graph(graph, tensors, inputs):
+    """Outputs (float32, NCHW) of a quantized graph for float32 NCHW inputs, op by op in numpy."""
+    vals = {spec["name"]: np.asarray(x, F32) for spec, x in zip(graph["inputs"], inputs)}
+    qp = {name: (v.get("scale"), v.get("zero_point")) for name, v in graph["values"].items()}
+    for op in graph["ops"]:
+        kind, a, t = op["op"], op["attrs"], {role: tensors[name] for role, name in op["tensors"].items()}
+        xs = [vals[v] for v in op["inputs"]]
+        (xsc, xzp) = qp[op["inputs"][0]]
+        out = op["outputs"][0]
+        osc, ozp = qp[out]
+        if kind == "quantize":
+            y = quantize(xs[0], osc, ozp)
+        elif kind == "dequantize":
+            y = dequantize(xs[0], xsc, xzp)
+        elif kind == "conv2d":
+            y = conv2d(xs[0], xsc, xzp, t["weight"], t["w_scale"], t.get("bias"), osc, ozp, stride=tuple(a["stride"]),
+                       padding=tuple(a["padding"]), dilation=tuple(a["dilation"]), groups=a["groups"], act=a["act"])
+        elif kind == "linear":
+            y = linear(xs[0], xsc, xzp, t["weight"], t["w_scale"], t.get("bias"), osc, ozp, act=a["act"])
+        elif kind == "conv2d_float":
+            y = conv2d_float(xs[0], t["weight"], t.get("bias"), a["stride"], a["padding"], a["dilation"], a["groups"],
+                             a["act"])
+        elif kind == "linear_float":
+            y = linear_float(xs[0], t["weight"], t.get("bias"), a["act"])
+        elif kind == "max_pool2d":
+            y = max_pool2d(xs[0], a["kernel"], a["stride"], a["padding"], a["dilation"], a["ceil_mode"])
+        elif kind == "avg_pool2d":
+            y = avg_pool2d(xs[0], xsc, xzp, a["kernel"], a["stride"], a["padding"], a["ceil_mode"],
+                           a["count_include_pad"], a["divisor_override"] or None, osc, ozp)
+        elif kind == "adaptive_avg_pool2d":
+            y = adaptive_avg_pool2d(xs[0], xsc, xzp, tuple(a["output_size"]), osc, ozp)
+        elif kind == "add":
+            bsc, bzp = qp[op["inputs"][1]]
+            y = add(xs[0], xsc, xzp, xs[1], bsc, bzp, osc, ozp, relu=a["act"] == "relu")
+        elif kind == "concat":
+            y = concat(xs, [qp[v][0] for v in op["inputs"]], [qp[v][1] for v in op["inputs"]], osc, ozp, a["axis"])
+        elif kind == "lut":
+            y = t["table"][xs[0]]
+        elif kind == "flatten":
+            y = xs[0].reshape(xs[0].shape[0], -1)
+        elif kind in ("softmax", "log_softmax"):
+            y = softmax(xs[0], a["dim"], log=kind == "log_softmax")
+        else:
+            raise ValueError(f"op {op['name']!r}: unknown op {kind!r}")
+        vals[out] = y
+    return [vals[name] for name in graph["outputs"]]
