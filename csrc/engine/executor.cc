@@ -5,22 +5,12 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "core/thread_pool.h"
+#include "engine/transpose.h"
 
 namespace qr::engine {
 namespace {
 
 constexpr size_t kMaxPlans = 16;  // distinct input shapes remembered; older plans are dropped
-
-// (n, c, hw) <-> (n, hw, c) for float32.
-void transpose_float(const float* x, int64_t n, int64_t rows, int64_t cols, float* y) {
-  ThreadPool::global().parallel_for(n, [&](int64_t img) {
-    const float* xi = x + img * rows * cols;
-    float* yi = y + img * rows * cols;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) yi[c * rows + r] = xi[r * cols + c];
-  });
-}
 
 bool layouts_agree(const Shape& s) { return s.rank == 2 || s.c() == 1 || s.h() * s.w() == 1; }
 
@@ -153,7 +143,7 @@ void Engine::run(const Plan& plan, const std::vector<const float*>& inputs, cons
     if (plan.in_place_input[i]) {
       ptr[inputs_[i]] = inputs[i];
     } else {
-      transpose_float(inputs[i], s.n(), s.c(), s.h() * s.w(),
+      transpose_images(inputs[i], s.n(), s.c(), s.h() * s.w(),
                       reinterpret_cast<float*>(base + plan.memory.offsets[inputs_[i]]));
     }
   }
@@ -182,7 +172,7 @@ void Engine::run(const Plan& plan, const std::vector<const float*>& inputs, cons
     if (layouts_agree(s))
       std::memcpy(outputs[i], y, static_cast<size_t>(s.elements()) * sizeof(float));
     else
-      transpose_float(y, s.n(), s.h() * s.w(), s.c(), outputs[i]);
+      transpose_images(y, s.n(), s.h() * s.w(), s.c(), outputs[i]);
   }
 }
 

@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "core/thread_pool.h"
+#include "engine/transpose.h"
 #include "engine/node.h"
 #include "ops/eltwise.h"
 
@@ -127,12 +127,10 @@ class FlattenNode : public Node {
       std::memcpy(y, x, static_cast<size_t>(s.elements()) * e);
       return;
     }
-    ThreadPool::global().parallel_for(s.n(), [&](int64_t img) {
-      const uint8_t* xi = x + img * hw * c * e;
-      uint8_t* yi = y + img * hw * c * e;
-      for (int64_t p = 0; p < hw; ++p)
-        for (int64_t ch = 0; ch < c; ++ch) std::memcpy(yi + (ch * hw + p) * e, xi + (p * c + ch) * e, e);
-    });
+    if (e == 1)
+      transpose_images(x, s.n(), hw, c, y);
+    else
+      transpose_images(reinterpret_cast<const float*>(x), s.n(), hw, c, reinterpret_cast<float*>(y));
   }
 
  private:

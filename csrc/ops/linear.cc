@@ -6,6 +6,9 @@
 #include "dispatch/dispatch.h"
 
 namespace qr::ops {
+namespace {
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
+}  // namespace
 
 std::shared_ptr<PackedWeights> pack_weights(const int8_t* b, ptrdiff_t ldb, int n, int k, const std::string& isa) {
   const KernelTable& t = isa.empty() ? active_kernels() : kernel_table(isa);
@@ -27,8 +30,11 @@ void quantize(const float* x, size_t count, QParams q, uint8_t* out) {
   const float lo = static_cast<float>(-q.zero_point), hi = static_cast<float>(255 - q.zero_point);
   for (size_t i = 0; i < count; ++i) {
     // Clamped before rounding (equal for integer bounds), so even a NaN cannot reach the int cast.
-    float v = std::fmin(std::fmax(x[i] / q.scale, lo), hi);
-    out[i] = static_cast<uint8_t>(static_cast<int32_t>(std::nearbyintf(v)) + q.zero_point);
+    const float v = std::fmin(std::fmax(x[i] / q.scale, lo), hi);
+    // |v| <= 255: adding and removing 1.5 * 2^23 leaves v rounded half to even (what nearbyintf
+    // does in the default mode) in plain float adds, which vectorise where nearbyintf does not.
+    const float r = (v + kRoundMagic) - kRoundMagic;
+    out[i] = static_cast<uint8_t>(static_cast<int32_t>(r) + q.zero_point);
   }
 }
 

@@ -1,0 +1,1 @@
+"""PyTorch -> quantized graph conversion. Needs torch; imported lazily by qruntime.quantize."""

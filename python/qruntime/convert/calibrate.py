@@ -1,0 +1,73 @@
+"""Calibration: run the traced model over the calibration batches and observe every IR value's range."""
+import itertools
+
+import numpy as np
+
+
+def batches(calibration_data):
+    """The x of each calibration item: a tensor, a numpy array, or the first element of an (x, y) pair."""
+    import torch
+
+    try:
+        items = iter(calibration_data)
+    except TypeError:
+        raise TypeError("calibration_data must be an iterable of batches (tensors, arrays or (x, y) tuples), "
+                        f"got {type(calibration_data).__name__}") from None
+    for i, item in enumerate(items):
+        if isinstance(item, (tuple, list)):
+            if not item:
+                raise ValueError(f"calibration_data item {i} is an empty {type(item).__name__}")
+            item = item[0]
+        if isinstance(item, np.ndarray):
+            item = torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32))
+        if not isinstance(item, torch.Tensor):
+            raise TypeError(f"calibration_data item {i} must be a tensor, an array or an (x, y) tuple, "
+                            f"got {type(item).__name__}")
+        if not item.is_floating_point():
+            item = item.float()
+        yield item.detach().to(torch.float32)
+
+
+def calibrate(graph_module, observed, data, make_observer, progress=True):
+    """{value name: (lo, hi)} for every fx node named in `observed`, over the batches of `data`.
+
+    data: an iterator of input tensors (consumed once). make_observer: () -> a fresh observer."""
+    import torch
+    import torch.fx
+
+    observers = {name: make_observer() for name in observed}
+    seen = set()
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            # Observed right away: an in-place op later in the graph may overwrite this tensor.
+            if n.name in observers and isinstance(out, torch.Tensor):
+                observers[n.name].update(out.detach())
+                seen.add(n.name)
+            return out
+
+    count = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(desc="calibrating", unit="batch")
+    try:
+        with torch.no_grad():
+            for x in data:
+                Recorder(graph_module).run(x)
+                count += 1
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    if count == 0:
+        raise ValueError("calibration_data holds no batches")
+    return {name: observers[name].range() for name in seen}
+
+
+def first_and_rest(iterator):
+    """(first item, an iterator over all items) without consuming the first one for good."""
+    first = next(iterator, None)
+    return first, (itertools.chain([first], iterator) if first is not None else iter(()))

@@ -1,0 +1,54 @@
+"""The float IR between tracing and quantization: a flat, topologically ordered list of nodes.
+
+Every value is named after the torch.fx node whose output it equals numerically (in eval mode), so
+the calibration run of the traced module can observe it by that name. Passes keep that invariant:
+when a pass merges nodes (conv + BatchNorm, conv + ReLU), the merged node's output takes the name
+of the last node it absorbed.
+
+Ops and their fields (attrs are plain Python values, params float32 numpy arrays):
+  conv2d        params weight (oc, ic/groups, kh, kw), bias (oc) optional;
+                attrs stride [2], padding [4] (top, left, bottom, right), dilation [2], groups, act
+  linear        params weight (oc, k), bias optional; attrs act
+  act is "none" | "relu" | "relu6" (set by the fuse pass)
+  batchnorm     params mean, var, weight, bias (C); attrs eps        (removed by fold_bn)
+  affine        params scale, shift (C): y = x * scale[c] + shift[c] (a BatchNorm with no conv before it)
+  relu, relu6, hardswish, hardsigmoid, sigmoid, tanh, silu            no attrs
+  gelu          attrs approximate "none" | "tanh"
+  hardtanh      attrs min_val, max_val
+  max_pool2d    attrs kernel [2], stride [2], padding [2], dilation [2], ceil_mode
+  avg_pool2d    attrs kernel [2], stride [2], padding [2], ceil_mode, count_include_pad, divisor_override (0 = none)
+  adaptive_avg_pool2d  attrs output_size [2]
+  flatten       rank-4 NCHW -> (N, C*H*W) in NCHW order; no attrs
+  add           two inputs of the same shape; attrs act ("none" | "relu")
+  cat           attrs axis (>= 1, non-negative)
+  softmax, log_softmax   attrs dim (>= 1, non-negative)
+  dropout, identity      removed by remove_noops
+"""
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Node:
+    op: str
+    name: str                      # module path (e.g. "layer1.0.conv1") or the fx node name of a function call
+    inputs: list
+    output: str
+    attrs: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Graph:
+    inputs: list                   # value names of the graph inputs (float32 tensors)
+    outputs: list                  # value names of the graph outputs
+    nodes: list                    # topologically ordered
+    shapes: dict = field(default_factory=dict)  # value name -> shape (batch included) seen while tracing
+
+    def consumers(self, value):
+        return [n for n in self.nodes if value in n.inputs]
+
+    def producer(self, value):
+        for n in self.nodes:
+            if n.output == value:
+                return n
+        return None

@@ -1,0 +1,272 @@
+"""Float IR + calibrated ranges -> the quantized graph of docs/format.md, and qruntime.quantize itself.
+
+Rules (docs/quantization.md): activations uint8 per tensor, asymmetric, with the range widened to
+hold 0; weights int8 symmetric per output channel in [-127, 127]; biases stay float32 (the engine
+quantizes them at scale s_x * s_w). Max pooling and flatten keep their input's quantization. Unary
+functions become 256-entry tables. softmax / log_softmax and the layers named in keep_float run in
+float32, with dequantize / quantize ops where the data type changes.
+"""
+import math
+
+import numpy as np
+
+from ..errors import UnsupportedOpError
+from ..ops import make_lut
+
+# Unary ops that become lookup tables: float64 numpy functions of the real value.
+_SQRT2 = math.sqrt(2.0)
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+_UNARY = {
+    "relu": lambda a: (lambda x: np.maximum(x, 0.0)),
+    "relu6": lambda a: (lambda x: np.clip(x, 0.0, 6.0)),
+    "hardtanh": lambda a: (lambda x: np.clip(x, a["min_val"], a["max_val"])),
+    "hardswish": lambda a: (lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0),
+    "hardsigmoid": lambda a: (lambda x: np.clip(x + 3.0, 0.0, 6.0) / 6.0),
+    "sigmoid": lambda a: _sigmoid,
+    "tanh": lambda a: np.tanh,
+    "silu": lambda a: (lambda x: x * _sigmoid(x)),
+    "gelu": lambda a: ((lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))))
+                       if a.get("approximate", "none") == "tanh" else (lambda x: 0.5 * x * (1.0 + _erf(x / _SQRT2)))),
+}
+
+
+def qparams(lo, hi):
+    """(scale, zero_point) of uint8 asymmetric quantization over [lo, hi], widened to hold 0."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    span = hi - lo
+    if not span > 1e-12:
+        # A constant-zero tensor: any scale holds it exactly. Not a tiny one: the next layer quantizes
+        # its bias at s_x * s_w, and a tiny s_x would push that bias out of int32.
+        return float(np.float32(1.0 / 255.0)), 0
+    scale = float(np.float32(span / 255.0))
+    zp = int(min(255, max(0, round(-lo / scale))))
+    return scale, zp
+
+
+def quantize_weight(w, per_channel):
+    """int8 weights in [-127, 127] and float32 scales (one per output channel, repeated when per tensor)."""
+    oc = w.shape[0]
+    flat = np.asarray(w, np.float64).reshape(oc, -1)
+    amax = np.abs(flat).max(axis=1) if per_channel else np.full(oc, np.abs(flat).max())
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(flat / scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
+    return q.reshape(w.shape), scale
+
+
+def _ints(v):
+    return [int(x) for x in v]
+
+
+class _Emitter:
+    """Builds the quantized graph op by op, tracking which dtype versions of each IR value exist."""
+
+    def __init__(self, ranges, per_channel):
+        self.ranges = ranges
+        self.per_channel = per_channel
+        self.values, self.ops, self.tensors = {}, [], {}
+        self.u8, self.f32 = {}, {}  # IR value -> name of its uint8 / float32 version
+
+    def range_of(self, v, graph):
+        if v in self.ranges:
+            return self.ranges[v]
+        # A value the fx graph does not have (the pooled half of x.mean): its flatten consumer's range.
+        users = graph.consumers(v)
+        if len(users) == 1 and users[0].op == "flatten" and users[0].output in self.ranges:
+            return self.ranges[users[0].output]
+        raise ValueError(f"no calibration range for value {v!r}: it was never computed during calibration")
+
+    def tensor(self, base, array):
+        name, i = base, 1
+        while name in self.tensors:
+            i += 1
+            name = f"{base}#{i}"
+        self.tensors[name] = array
+        return name
+
+    def op(self, kind, name, inputs, output, attrs=None, tensors=None):
+        self.ops.append({"op": kind, "name": name, "inputs": list(inputs), "outputs": [output],
+                         "attrs": attrs or {}, "tensors": tensors or {}})
+
+    def add_u8(self, v, name, scale, zp):
+        self.values[name] = {"dtype": "uint8", "scale": float(scale), "zero_point": int(zp)}
+        self.u8[v] = name
+        return name
+
+    def add_f32(self, v, name):
+        self.values[name] = {"dtype": "float32"}
+        self.f32[v] = name
+        return name
+
+    def need_u8(self, v, graph):
+        if v not in self.u8:
+            scale, zp = qparams(*self.range_of(v, graph))
+            q = self.add_u8(v, f"{v}:q" if v in self.values else v, scale, zp)
+            self.op("quantize", v, [self.f32[v]], q)
+        return self.u8[v]
+
+    def need_f32(self, v):
+        if v not in self.f32:
+            f = self.add_f32(v, f"{v}:f" if v in self.values else v)
+            self.op("dequantize", v, [self.u8[v]], f)
+        return self.f32[v]
+
+    def out_u8(self, node, graph, same_as=None):
+        """The uint8 output value of node: its own calibrated quantization, or that of `same_as`."""
+        if same_as is not None:
+            q = self.values[same_as]
+            return self.add_u8(node.output, node.output, q["scale"], q["zero_point"])
+        return self.add_u8(node.output, node.output, *qparams(*self.range_of(node.output, graph)))
+
+
+def _weights(em, node, per_channel):
+    w_q, w_scale = quantize_weight(node.params["weight"], per_channel)
+    t = {"weight": em.tensor(f"{node.name}.weight", w_q), "w_scale": em.tensor(f"{node.name}.w_scale", w_scale)}
+    if node.params.get("bias") is not None:
+        t["bias"] = em.tensor(f"{node.name}.bias", np.asarray(node.params["bias"], np.float32))
+    return t
+
+
+def _float_weights(em, node):
+    t = {"weight": em.tensor(f"{node.name}.weight", np.asarray(node.params["weight"], np.float32))}
+    if node.params.get("bias") is not None:
+        t["bias"] = em.tensor(f"{node.name}.bias", np.asarray(node.params["bias"], np.float32))
+    return t
+
+
+def _conv_attrs(a):
+    return {"stride": _ints(a["stride"]), "padding": _ints(a["padding"]), "dilation": _ints(a["dilation"]),
+            "groups": int(a["groups"]), "act": a.get("act", "none")}
+
+
+def _emit(em, node, graph, keep_float):
+    kind, a = node.op, node.attrs
+    if kind in ("conv2d", "linear") and node.name in keep_float:
+        x = em.need_f32(node.inputs[0])
+        attrs = _conv_attrs(a) if kind == "conv2d" else {"act": a.get("act", "none")}
+        em.op(kind + "_float", node.name, [x], em.add_f32(node.output, node.output), attrs, _float_weights(em, node))
+    elif kind in ("conv2d", "linear"):
+        x = em.need_u8(node.inputs[0], graph)
+        attrs = _conv_attrs(a) if kind == "conv2d" else {"act": a.get("act", "none")}
+        em.op(kind, node.name, [x], em.out_u8(node, graph), attrs, _weights(em, node, em.per_channel))
+    elif kind == "affine":  # a lone BatchNorm: a depthwise 1x1 conv whose weights are its scales
+        x = em.need_u8(node.inputs[0], graph)
+        scale = np.asarray(node.params["scale"], np.float32)
+        conv = type(node)(op="conv2d", name=node.name, inputs=node.inputs, output=node.output,
+                          params={"weight": scale.reshape(-1, 1, 1, 1), "bias": node.params["shift"]})
+        attrs = {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": int(scale.size), "act": "none"}
+        em.op("conv2d", node.name, [x], em.out_u8(node, graph), attrs, _weights(em, conv, True))
+    elif kind in _UNARY:
+        x = em.need_u8(node.inputs[0], graph)
+        xq = em.values[x]
+        y = em.out_u8(node, graph)
+        yq = em.values[y]
+        table = make_lut(_UNARY[kind](a), xq["scale"], xq["zero_point"], yq["scale"], yq["zero_point"])
+        em.op("lut", node.name, [x], y, {}, {"table": em.tensor(f"{node.name}.table", table)})
+    elif kind == "max_pool2d":
+        x = em.need_u8(node.inputs[0], graph)
+        attrs = {"kernel": _ints(a["kernel"]), "stride": _ints(a["stride"]), "padding": _ints(a["padding"]),
+                 "dilation": _ints(a["dilation"]), "ceil_mode": bool(a["ceil_mode"])}
+        em.op("max_pool2d", node.name, [x], em.out_u8(node, graph, same_as=x), attrs)
+    elif kind == "avg_pool2d":
+        x = em.need_u8(node.inputs[0], graph)
+        attrs = {"kernel": _ints(a["kernel"]), "stride": _ints(a["stride"]), "padding": _ints(a["padding"]),
+                 "ceil_mode": bool(a["ceil_mode"]), "count_include_pad": bool(a["count_include_pad"]),
+                 "divisor_override": int(a.get("divisor_override") or 0)}
+        em.op("avg_pool2d", node.name, [x], em.out_u8(node, graph), attrs)
+    elif kind == "adaptive_avg_pool2d":
+        x = em.need_u8(node.inputs[0], graph)
+        em.op("adaptive_avg_pool2d", node.name, [x], em.out_u8(node, graph), {"output_size": _ints(a["output_size"])})
+    elif kind == "flatten":
+        v = node.inputs[0]
+        if v in em.u8:
+            x = em.u8[v]
+            em.op("flatten", node.name, [x], em.out_u8(node, graph, same_as=x))
+        else:
+            em.op("flatten", node.name, [em.f32[v]], em.add_f32(node.output, node.output))
+    elif kind == "add":
+        xs = [em.need_u8(v, graph) for v in node.inputs]
+        em.op("add", node.name, xs, em.out_u8(node, graph), {"act": a.get("act", "none")})
+    elif kind == "cat":
+        xs = [em.need_u8(v, graph) for v in node.inputs]
+        em.op("concat", node.name, xs, em.out_u8(node, graph), {"axis": int(a["axis"])})
+    elif kind in ("softmax", "log_softmax"):
+        if int(a["dim"]) != 1:
+            raise UnsupportedOpError(f"{kind} over dim {a['dim']} at {node.name!r}: only dim 1 (features or channels) "
+                                     "is supported")
+        x = em.need_f32(node.inputs[0])
+        em.op(kind, node.name, [x], em.add_f32(node.output, node.output), {"dim": 1})
+    else:
+        raise UnsupportedOpError(f"op {kind!r} at {node.name!r} has no quantized form")
+
+
+def _spatially_free(graph):
+    """True when any input height and width work: every flatten follows a pool to 1x1."""
+    for n in graph.nodes:
+        if n.op == "flatten":
+            src = graph.producer(n.inputs[0])
+            if src is None or src.op != "adaptive_avg_pool2d" or _ints(src.attrs["output_size"]) != [1, 1]:
+                return False
+    return True
+
+
+def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=()):
+    """(graph dict, tensors) of the .qnn for a passed IR graph and its calibrated ranges."""
+    em = _Emitter(ranges, per_channel)
+    free_hw = _spatially_free(graph)
+    inputs = []
+    for v in graph.inputs:
+        em.add_f32(v, v)
+        shape = [-1] + [int(d) for d in graph.shapes[v][1:]]
+        if len(shape) == 4 and free_hw:
+            shape[2] = shape[3] = -1
+        inputs.append({"name": v, "shape": shape})
+    for node in graph.nodes:
+        _emit(em, node, graph, set(keep_float))
+    outputs = [em.need_f32(v) for v in graph.outputs]
+    return {"inputs": inputs, "outputs": outputs, "values": em.values, "ops": em.ops}, em.tensors
+
+
+def quantize_model(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),
+                   progress=True):
+    """qruntime.quantize (see its docstring)."""
+    import torch
+
+    from ..model import Model
+    from . import passes
+    from .calibrate import batches, calibrate, first_and_rest
+    from .observers import make_observer
+    from .trace import trace
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    make_observer(method)  # an unknown method fails before any work
+    if isinstance(keep_float, str):
+        keep_float = (keep_float,)
+    keep_float = tuple(keep_float)
+    if not all(isinstance(k, str) for k in keep_float):
+        raise TypeError("keep_float must be a sequence of module names (str)")
+    first, data = first_and_rest(batches(calibration_data))
+    if example_inputs is None:
+        if first is None:
+            raise ValueError("calibration_data holds no batches")
+        example = first
+    else:
+        example = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
+        example = next(batches([example]))
+    ir_graph, graph_module = trace(model, example)
+    ir_graph = passes.run_all(ir_graph)
+    layers = {n.name for n in ir_graph.nodes if n.op in ("conv2d", "linear")}
+    unknown = [k for k in keep_float if k not in layers]
+    if unknown:
+        raise ValueError(f"keep_float names {unknown} are not Conv2d/Linear layers of the model; "
+                         f"its layers are {sorted(layers)}")
+    observed = set(ir_graph.inputs) | {n.output for n in ir_graph.nodes}
+    ranges = calibrate(graph_module, observed, data, lambda: make_observer(method), progress=progress)
+    graph, tensors = build_quantized_graph(ir_graph, ranges, per_channel=per_channel, keep_float=keep_float)
+    return Model(graph, tensors)

@@ -1,0 +1,716 @@
+"""torch.fx tracing of a PyTorch model into the float IR (convert/ir.py), reporting every unsupported op at once."""
+import collections.abc
+import copy
+import math
+import operator
+import os
+import re
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.fx.node import _get_qualified_name
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+from ..errors import UnsupportedOpError
+from . import ir
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_FRAME = re.compile(r'File "(.+)", line (\d+), in ')
+_NOOP_OPS = ("dropout", "identity")
+
+
+class _Unsupported(Exception):
+    """A mapper's verdict that one fx node cannot be converted; the message is the reason ("" = the op itself)."""
+
+
+def trace(model, example_input):
+    """Trace `model` with torch.fx into an ir.Graph; returns (graph, the traced fx.GraphModule).
+
+    example_input is a tensor, or a tuple/list of tensors for a model with several inputs. The user's
+    model is never modified: a deep copy in eval mode is traced and run once on (a copy of) the example
+    to record every value's shape. Raises UnsupportedOpError listing every op that cannot be mapped.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    examples = _example_tensors(example_input)
+    model = copy.deepcopy(model).eval()
+    gm = _symbolic_trace(model)
+    _propagate_shapes(gm, examples)
+    return _Mapper(gm).graph(), gm
+
+
+def _example_tensors(example_input):
+    if isinstance(example_input, torch.Tensor):
+        return [example_input]
+    if (isinstance(example_input, (tuple, list)) and example_input
+            and all(isinstance(t, torch.Tensor) for t in example_input)):
+        return list(example_input)
+    raise TypeError("example_input must be a torch.Tensor or a non-empty tuple/list of tensors, "
+                    f"got {type(example_input).__name__}")
+
+
+def _symbolic_trace(model):
+    # What torch.fx.symbolic_trace does, plus stack traces so messages can point at the line of forward().
+    tracer = fx.Tracer()
+    tracer.record_stack_traces = True
+    try:
+        graph = tracer.trace(model)
+    except Exception as e:
+        raise ValueError(
+            f"the model could not be traced by torch.fx ({type(e).__name__}: {e}). The usual causes are "
+            "data-dependent control flow in forward (an `if` or loop on tensor values) and calling "
+            "non-torch code (numpy, math, Python builtins) on tensors; rewrite that part of forward "
+            "with torch operations") from e
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _propagate_shapes(gm, examples):
+    placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(examples):
+        raise ValueError(f"example_input: the model's forward takes {len(placeholders)} input(s) "
+                         f"({', '.join(placeholders)}) but {len(examples)} tensor(s) were given")
+    try:
+        with torch.no_grad():
+            # Copies: an in-place op on an input must not change the caller's tensor.
+            ShapeProp(gm).propagate(*[t.detach().clone() for t in examples])
+    except Exception as e:
+        raise ValueError(f"example_input: running the traced model on it failed "
+                         f"({type(e).__name__}: {e})") from e
+
+
+def _arg(node, index, name, default=None):
+    """Argument `name` of an fx call, given positionally at `index` or as a keyword."""
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def _to_numpy(tensor):
+    return tensor.detach().to(device="cpu", dtype=torch.float32).numpy().copy()
+
+
+def _function_name(fn):
+    try:
+        name = _get_qualified_name(fn)
+    except Exception:  # torch's helper refuses some callables (lambdas, partials); the repr still names them
+        return getattr(fn, "__qualname__", repr(fn))
+    for private, public in (("_operator.", "operator."), ("torch._C._nn.", "torch.nn.functional."),
+                            ("torch._C._special.special_", "torch.special.")):
+        if name.startswith(private):
+            return public + name[len(private):]
+    return name
+
+
+def _user_frame(stack_trace):
+    """'file:line' of the innermost frame of the model's own code in an fx stack trace, or None."""
+    frames = [m for m in _FRAME.finditer(stack_trace or "") if not m.group(1).startswith(_TORCH_DIR)]
+    return f"{frames[-1].group(1)}:{frames[-1].group(2)}" if frames else None
+
+
+class _Mapper:
+    """One pass over a shape-propagated fx graph, building IR nodes and collecting every unsupported node."""
+
+    def __init__(self, gm):
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.order = {node: i for i, node in enumerate(gm.graph.nodes)}
+        self.taken_names = {node.name for node in gm.graph.nodes}
+        self.shapes = {}
+        self.size_nodes = set()
+        self.unsupported_nodes = set()
+
+    def graph(self):
+        inputs, outputs, nodes, problems = [], [], [], []
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                inputs.append(node.name)
+                self.shapes[node.name] = self.shape(node)
+            elif node.op == "output":
+                outputs = self._outputs(node)
+            elif node.op == "get_attr":
+                continue  # parameters and constants are read by the nodes that use them
+            elif self._is_size(node):
+                self.size_nodes.add(node)  # consumed by the view/reshape that uses it
+            else:
+                try:
+                    new = self._map(node)
+                except _Unsupported as e:
+                    self.unsupported_nodes.add(node)
+                    problems.append(self._describe(node, str(e)))
+                    continue
+                for n in new:
+                    self.shapes.setdefault(n.output, self.shape(node))
+                nodes.extend(new)
+        if problems:
+            raise UnsupportedOpError("\n".join(
+                [f"qruntime cannot convert {len(problems)} operation(s) of this model:"] + problems +
+                ["Layers that are supported but should run in float32 can be named in "
+                 "quantize(..., keep_float=[...]); the operations above must be rewritten with supported "
+                 "ones (or reported as a missing feature)."]))
+        return ir.Graph(inputs=inputs, outputs=outputs, nodes=nodes, shapes=self.shapes)
+
+    # --- values -------------------------------------------------------------------------------------
+
+    def is_tensor(self, arg):
+        return isinstance(arg, fx.Node) and isinstance(arg.meta.get("tensor_meta"), TensorMetadata)
+
+    def shape(self, arg):
+        if not self.is_tensor(arg):
+            raise _Unsupported(f"'{arg}' is not a tensor")
+        return tuple(int(d) for d in arg.meta["tensor_meta"].shape)
+
+    def rank(self, arg):
+        return len(self.shape(arg))
+
+    def tensor(self, arg, role="input"):
+        """The IR value name of a tensor argument computed from the model's inputs."""
+        if not isinstance(arg, fx.Node):
+            raise _Unsupported(f"{role} is the constant {arg!r} (only tensors computed from the input are supported)")
+        if arg.op == "get_attr":
+            raise _Unsupported(f"{role} is the constant tensor '{arg.target}' (only tensors computed from "
+                               "the input are supported)")
+        if not self.is_tensor(arg):
+            raise _Unsupported(f"{role} '{arg.name}' is not a tensor")
+        return arg.name
+
+    def first_input(self, node):
+        x = node.args[0] if node.args else node.kwargs.get("input")
+        if x is None:
+            raise _Unsupported("no input tensor")
+        return x
+
+    def param(self, arg, role):
+        """A float32 copy of a parameter/buffer argument (a get_attr node); None stays None."""
+        if arg is None:
+            return None
+        if isinstance(arg, fx.Node) and arg.op == "get_attr":
+            value = self.gm
+            for part in arg.target.split("."):
+                value = getattr(value, part)
+            if isinstance(value, torch.Tensor):
+                return _to_numpy(value)
+        raise _Unsupported(f"{role} is computed in forward (only a parameter or buffer of the model is supported)")
+
+    def const(self, value, role):
+        """`value` if it holds no fx node (a value computed while the model runs cannot become an attribute)."""
+        if isinstance(value, fx.Node) or (isinstance(value, (tuple, list))
+                                          and any(isinstance(v, fx.Node) for v in value)):
+            raise _Unsupported(f"{role} is computed in forward (only constants are supported)")
+        return value
+
+    def pair(self, value, role):
+        value = self.const(value, role)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value, value]
+        if (isinstance(value, (tuple, list)) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            return [int(v) for v in value]
+        raise _Unsupported(f"{role}={value!r}")
+
+    def axis(self, dim, rank, role):
+        """`dim` normalised non-negative; it must not be the batch dim."""
+        dim = self.const(dim, role)
+        if not isinstance(dim, int) or not -rank <= dim < rank:
+            raise _Unsupported(f"{role}={dim!r}")
+        if dim % rank == 0:
+            raise _Unsupported(f"{role}={dim} is the batch dim")
+        return dim % rank
+
+    def fresh_name(self, base):
+        name, suffix = base, 1
+        while name in self.taken_names:
+            name, suffix = f"{base}_{suffix}", suffix + 1
+        self.taken_names.add(name)
+        return name
+
+    def ir_node(self, op, node, inputs, attrs=None, params=None, output=None):
+        name = node.target if node.op == "call_module" else node.name
+        return ir.Node(op=op, name=name, inputs=inputs, output=output or node.name,
+                       attrs=attrs or {}, params=params or {})
+
+    # --- sizes (x.size(), x.shape, their items and arithmetic) ------------------------------------
+
+    def _is_size(self, node):
+        if node.op == "call_method" and node.target == "size":
+            return True
+        if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
+            return True
+        if self.is_tensor(node) or node.op not in ("call_function", "call_method"):
+            return False
+        return bool(node.all_input_nodes) and all(n in self.size_nodes for n in node.all_input_nodes)
+
+    def is_batch_size(self, arg):
+        """Whether `arg` is a tensor's dim 0 (x.size(0), x.size()[0], x.shape[0]): the batch size."""
+        if arg not in self.size_nodes:
+            return False
+        if arg.op == "call_method":
+            return _arg(arg, 1, "dim") == 0
+        if arg.target is operator.getitem and arg.args[1] == 0:
+            source = arg.args[0]
+            return ((source.op == "call_method" and _arg(source, 1, "dim") is None)
+                    or source.target is getattr)
+        return False
+
+    # --- nodes --------------------------------------------------------------------------------------
+
+    def _map(self, node):
+        if node.op == "call_module":
+            module = self.modules[node.target]
+            mapper = _MODULE_MAPPERS.get(type(module))
+            if mapper is None:
+                raise _Unsupported("")
+            new = mapper(self, node, module)
+        elif node.op == "call_function":
+            if node.target is operator.getitem:
+                if node.args[0] in self.unsupported_nodes:
+                    return []  # picks an output of an op already reported
+                raise _Unsupported("tensor indexing/slicing")
+            mapper = (_FUNCTION_MAPPERS.get(node.target)
+                      if isinstance(node.target, collections.abc.Hashable) else None)
+            if mapper is None:
+                raise _Unsupported("")
+            new = mapper(self, node)
+        else:
+            mapper = _METHOD_MAPPERS.get(node.target)
+            if mapper is None:
+                raise _Unsupported("")
+            new = mapper(self, node)
+        if new[-1].op not in _NOOP_OPS:
+            self._check_in_place(node)
+        return new
+
+    def _check_in_place(self, node):
+        # The IR is pure: an op that overwrites its input is only right if nothing reads that input later.
+        if node.op == "call_module":
+            in_place = getattr(self.modules[node.target], "inplace", False) is True
+        elif node.op == "call_method":
+            in_place = node.target.endswith("_") and not node.target.startswith("_")
+        else:
+            in_place = (node.target is operator.iadd or node.kwargs.get("inplace") is True
+                        or getattr(node.target, "__name__", "").endswith("_"))
+        source = node.args[0] if in_place and node.args else None
+        if not isinstance(source, fx.Node):
+            return
+        later = [u.name for u in source.users if self.order[u] > self.order[node]]
+        if later:
+            raise _Unsupported(f"it overwrites its input '{source.name}' in place and '{source.name}' is "
+                               f"read again afterwards (by {', '.join(later)}); use the value it returns instead")
+
+    def _outputs(self, node):
+        result = node.args[0]
+        values = list(result) if isinstance(result, (tuple, list)) else [result]
+        for i, value in enumerate(values):
+            if not self.is_tensor(value):
+                what = type(value).__name__ if not isinstance(value, fx.Node) else value.meta.get("type")
+                raise ValueError(f"model: forward must return a tensor or a tuple/list of tensors; output {i} "
+                                 f"is {getattr(what, '__name__', what)}")
+            if value.op == "get_attr":
+                raise ValueError(f"model: output {i} is the constant '{value.target}', not computed from the input")
+        return [value.name for value in values]
+
+    def _describe(self, node, reason):
+        if node.op == "call_module":
+            line = f"  - {type(self.modules[node.target]).__name__} at module '{node.target}'"
+        else:
+            what = _function_name(node.target) if node.op == "call_function" else f"Tensor.{node.target}"
+            line = f"  - {what} at node '{node.name}'"
+            stack = node.meta.get("nn_module_stack")
+            if stack:
+                line += f" in module '{list(stack.values())[-1][0]}'"
+            frame = _user_frame(node.stack_trace)
+            if frame:
+                line += f" ({frame})"
+        return line + (f": {reason}" if reason else "")
+
+
+# --- mappers: (mapper, fx node[, module]) -> list of ir.Node; raise _Unsupported with the reason -----
+
+
+def _unary(op):
+    def mapper(ctx, node, module=None):
+        return [ctx.ir_node(op, node, [ctx.tensor(ctx.first_input(node))])]
+    return mapper
+
+
+def _conv2d(ctx, node, x, weight, bias, stride, padding, dilation, groups):
+    if ctx.rank(x) != 4:
+        raise _Unsupported(f"input of rank {ctx.rank(x)} (only NCHW inputs are supported)")
+    stride, dilation = ctx.pair(stride, "stride"), ctx.pair(dilation, "dilation")
+    padding = ctx.const(padding, "padding")
+    if padding == "valid":
+        pad = [0, 0, 0, 0]
+    elif padding == "same":
+        total = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
+        # PyTorch puts the odd pixel of an uneven total at the bottom/right.
+        pad = [total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2]
+    else:
+        ph, pw = ctx.pair(padding, "padding")
+        pad = [ph, pw, ph, pw]
+    groups = ctx.const(groups, "groups")
+    params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    return [ctx.ir_node("conv2d", node, [ctx.tensor(x)],
+                        {"stride": stride, "padding": pad, "dilation": dilation, "groups": int(groups),
+                         "act": "none"}, params)]
+
+
+def _conv2d_module(ctx, node, conv):
+    if conv.padding_mode != "zeros":
+        raise _Unsupported(f"padding_mode={conv.padding_mode!r} (only zero padding is supported)")
+    return _conv2d(ctx, node, ctx.first_input(node), _to_numpy(conv.weight),
+                   None if conv.bias is None else _to_numpy(conv.bias),
+                   conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _conv2d_function(ctx, node):
+    weight = ctx.param(_arg(node, 1, "weight"), "weight")
+    if weight.ndim != 4:
+        raise _Unsupported(f"weight of rank {weight.ndim}")
+    return _conv2d(ctx, node, node.args[0], weight, ctx.param(_arg(node, 2, "bias"), "bias"),
+                   _arg(node, 3, "stride", 1), _arg(node, 4, "padding", 0),
+                   _arg(node, 5, "dilation", 1), _arg(node, 6, "groups", 1))
+
+
+def _linear(ctx, node, x, weight, bias):
+    if ctx.rank(x) != 2:
+        raise _Unsupported(f"input of rank {ctx.rank(x)} (only (N, features) inputs are supported)")
+    params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    return [ctx.ir_node("linear", node, [ctx.tensor(x)], {"act": "none"}, params)]
+
+
+def _linear_module(ctx, node, linear):
+    return _linear(ctx, node, ctx.first_input(node), _to_numpy(linear.weight),
+                   None if linear.bias is None else _to_numpy(linear.bias))
+
+
+def _linear_function(ctx, node):
+    return _linear(ctx, node, ctx.first_input(node), ctx.param(_arg(node, 1, "weight"), "weight"),
+                   ctx.param(_arg(node, 2, "bias"), "bias"))
+
+
+def _batchnorm_module(ctx, node, bn):
+    x = ctx.first_input(node)
+    if ctx.rank(x) != 4:
+        raise _Unsupported(f"input of rank {ctx.rank(x)} (only NCHW inputs are supported)")
+    if bn.running_mean is None:
+        raise _Unsupported("track_running_stats=False (it normalises with batch statistics in eval mode)")
+    channels = bn.num_features
+    params = {"mean": _to_numpy(bn.running_mean), "var": _to_numpy(bn.running_var),
+              "weight": np.ones(channels, np.float32) if bn.weight is None else _to_numpy(bn.weight),
+              "bias": np.zeros(channels, np.float32) if bn.bias is None else _to_numpy(bn.bias)}
+    return [ctx.ir_node("batchnorm", node, [ctx.tensor(x)], {"eps": float(bn.eps)}, params)]
+
+
+def _clamp(ctx, node, min_val, max_val):
+    min_val, max_val = float(ctx.const(min_val, "min_val")), float(ctx.const(max_val, "max_val"))
+    x = ctx.tensor(ctx.first_input(node))
+    if (min_val, max_val) == (0.0, 6.0):
+        return [ctx.ir_node("relu6", node, [x])]
+    return [ctx.ir_node("hardtanh", node, [x], {"min_val": min_val, "max_val": max_val})]
+
+
+def _hardtanh_module(ctx, node, module):
+    return _clamp(ctx, node, module.min_val, module.max_val)
+
+
+def _hardtanh_function(ctx, node):
+    return _clamp(ctx, node, _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0))
+
+
+def _gelu(ctx, node, approximate):
+    approximate = ctx.const(approximate, "approximate")
+    if approximate not in ("none", "tanh"):
+        raise _Unsupported(f"approximate={approximate!r}")
+    return [ctx.ir_node("gelu", node, [ctx.tensor(ctx.first_input(node))], {"approximate": approximate})]
+
+
+def _gelu_module(ctx, node, module):
+    return _gelu(ctx, node, module.approximate)
+
+
+def _gelu_function(ctx, node):
+    return _gelu(ctx, node, _arg(node, 1, "approximate", "none"))
+
+
+def _pool_input(ctx, node):
+    x = ctx.first_input(node)
+    if ctx.rank(x) != 4:
+        raise _Unsupported(f"input of rank {ctx.rank(x)} (only NCHW inputs are supported)")
+    return ctx.tensor(x)
+
+
+def _max_pool2d(ctx, node, kernel, stride, padding, dilation, ceil_mode, return_indices):
+    if ctx.const(return_indices, "return_indices"):
+        raise _Unsupported("return_indices=True")
+    kernel = ctx.pair(kernel, "kernel_size")
+    stride = ctx.const(stride, "stride")
+    attrs = {"kernel": kernel, "stride": ctx.pair(stride, "stride") if stride not in (None, (), []) else kernel,
+             "padding": ctx.pair(padding, "padding"), "dilation": ctx.pair(dilation, "dilation"),
+             "ceil_mode": bool(ctx.const(ceil_mode, "ceil_mode"))}
+    return [ctx.ir_node("max_pool2d", node, [_pool_input(ctx, node)], attrs)]
+
+
+def _max_pool2d_module(ctx, node, pool):
+    return _max_pool2d(ctx, node, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                       pool.ceil_mode, pool.return_indices)
+
+
+def _max_pool2d_function(ctx, node):
+    return _max_pool2d(ctx, node, _arg(node, 1, "kernel_size"), _arg(node, 2, "stride"),
+                       _arg(node, 3, "padding", 0), _arg(node, 4, "dilation", 1),
+                       _arg(node, 5, "ceil_mode", False), _arg(node, 6, "return_indices", False))
+
+
+def _avg_pool2d(ctx, node, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    kernel = ctx.pair(kernel, "kernel_size")
+    stride = ctx.const(stride, "stride")
+    divisor_override = ctx.const(divisor_override, "divisor_override")
+    attrs = {"kernel": kernel, "stride": ctx.pair(stride, "stride") if stride not in (None, (), []) else kernel,
+             "padding": ctx.pair(padding, "padding"), "ceil_mode": bool(ctx.const(ceil_mode, "ceil_mode")),
+             "count_include_pad": bool(ctx.const(count_include_pad, "count_include_pad")),
+             "divisor_override": int(divisor_override or 0)}
+    return [ctx.ir_node("avg_pool2d", node, [_pool_input(ctx, node)], attrs)]
+
+
+def _avg_pool2d_module(ctx, node, pool):
+    return _avg_pool2d(ctx, node, pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode,
+                       pool.count_include_pad, pool.divisor_override)
+
+
+def _avg_pool2d_function(ctx, node):
+    return _avg_pool2d(ctx, node, _arg(node, 1, "kernel_size"), _arg(node, 2, "stride"),
+                       _arg(node, 3, "padding", 0), _arg(node, 4, "ceil_mode", False),
+                       _arg(node, 5, "count_include_pad", True), _arg(node, 6, "divisor_override"))
+
+
+def _adaptive_avg_pool2d(ctx, node, output_size):
+    output_size = ctx.const(output_size, "output_size")
+    if isinstance(output_size, (tuple, list)) and None in output_size:
+        raise _Unsupported(f"output_size={tuple(output_size)!r} (None entries are not supported)")
+    size = ctx.pair(output_size, "output_size")
+    if min(size) < 1:
+        raise _Unsupported(f"output_size={output_size!r}")
+    return [ctx.ir_node("adaptive_avg_pool2d", node, [_pool_input(ctx, node)], {"output_size": size})]
+
+
+def _adaptive_avg_pool2d_module(ctx, node, pool):
+    return _adaptive_avg_pool2d(ctx, node, pool.output_size)
+
+
+def _adaptive_avg_pool2d_function(ctx, node):
+    return _adaptive_avg_pool2d(ctx, node, _arg(node, 1, "output_size"))
+
+
+def _mean(ctx, node):
+    x = ctx.first_input(node)
+    dim = ctx.const(_arg(node, 1, "dim"), "dim")
+    keepdim = bool(ctx.const(_arg(node, 2, "keepdim", False), "keepdim"))
+    if node.kwargs.get("dtype") is not None:
+        raise _Unsupported(f"dtype={node.kwargs['dtype']}")
+    dims = (dim,) if isinstance(dim, int) else tuple(dim or ())
+    rank = ctx.rank(x)
+    if rank != 4 or not all(isinstance(d, int) for d in dims) or sorted(d % 4 for d in dims) != [2, 3]:
+        raise _Unsupported(f"mean over dim={dim!r} of a rank-{rank} tensor (only the spatial mean over "
+                           "dims (2, 3) of an NCHW tensor is supported)")
+    pool_output = node.name if keepdim else ctx.fresh_name(f"{node.name}__pool")
+    pool = ctx.ir_node("adaptive_avg_pool2d", node, [ctx.tensor(x)], {"output_size": [1, 1]}, output=pool_output)
+    if keepdim:
+        return [pool]
+    ctx.shapes[pool_output] = ctx.shape(x)[:2] + (1, 1)
+    return [pool, ctx.ir_node("flatten", node, [pool_output])]
+
+
+def _full_flatten(ctx, node, x, description):
+    """flatten for a rank-4 value, identity for a rank-2 one (already flat)."""
+    rank = ctx.rank(x)
+    if rank == 4:
+        return [ctx.ir_node("flatten", node, [ctx.tensor(x)])]
+    if rank == 2:
+        return [ctx.ir_node("identity", node, [ctx.tensor(x)])]
+    raise _Unsupported(f"{description} of a rank-{rank} tensor (only rank-4 NCHW tensors can be flattened)")
+
+
+def _flatten(ctx, node, start_dim, end_dim):
+    x = ctx.first_input(node)
+    start_dim, end_dim = ctx.const(start_dim, "start_dim"), ctx.const(end_dim, "end_dim")
+    rank = ctx.rank(x)
+    if not (rank >= 2 and isinstance(start_dim, int) and isinstance(end_dim, int)
+            and -rank <= start_dim < rank and -rank <= end_dim < rank
+            and start_dim % rank == 1 and end_dim % rank == rank - 1):
+        raise _Unsupported(f"flatten(start_dim={start_dim}, end_dim={end_dim}) of a rank-{rank} tensor "
+                           "(only a flatten from dim 1 to the last dim is supported)")
+    return _full_flatten(ctx, node, x, "flatten")
+
+
+def _flatten_module(ctx, node, module):
+    return _flatten(ctx, node, module.start_dim, module.end_dim)
+
+
+def _flatten_function(ctx, node):
+    return _flatten(ctx, node, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
+
+
+def _reshape(ctx, node):
+    x = ctx.first_input(node)
+    if node.op == "call_function":  # torch.reshape(x, shape)
+        shape = _arg(node, 1, "shape")
+    else:  # x.view(a, b) / x.view((a, b)) / x.reshape(...)
+        shape = node.args[1:] or node.kwargs.get("shape", node.kwargs.get("size"))
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+    shape = list(shape) if isinstance(shape, (tuple, list)) else [shape]
+    features = math.prod(ctx.shape(x)[1:])
+
+    def is_int(value, expected):
+        return isinstance(value, int) and not isinstance(value, bool) and value == expected
+
+    batch_then_rest = (len(shape) == 2 and ctx.is_batch_size(shape[0])
+                       and (is_int(shape[1], -1) or is_int(shape[1], features)))
+    any_then_features = len(shape) == 2 and is_int(shape[0], -1) and is_int(shape[1], features)
+    description = f"{node.target}({', '.join(str(d) for d in shape)})"
+    if not (batch_then_rest or any_then_features):
+        raise _Unsupported(f"{description} of a {ctx.shape(x)} tensor (only a flatten from dim 1, as in "
+                           "x.view(x.size(0), -1) or x.view(-1, C*H*W), is supported)")
+    return _full_flatten(ctx, node, x, description)
+
+
+def _add(ctx, node):
+    a, b = node.args[0], _arg(node, 1, "other")
+    alpha = ctx.const(node.kwargs.get("alpha", 1), "alpha")
+    names = [ctx.tensor(a, "operand"), ctx.tensor(b, "operand")]
+    if alpha != 1:
+        raise _Unsupported(f"alpha={alpha}")
+    if ctx.shape(a) != ctx.shape(b):
+        raise _Unsupported(f"broadcasting add of shapes {ctx.shape(a)} and {ctx.shape(b)} "
+                           "(only operands of the same shape are supported)")
+    return [ctx.ir_node("add", node, names, {"act": "none"})]
+
+
+def _cat(ctx, node):
+    tensors = _arg(node, 0, "tensors")
+    if not isinstance(tensors, (tuple, list)) or not tensors:
+        raise _Unsupported("tensors is not a list of tensors")
+    names = [ctx.tensor(t) for t in tensors]
+    ranks = {ctx.rank(t) for t in tensors}
+    if len(ranks) != 1:
+        raise _Unsupported(f"inputs of different ranks {sorted(ranks)}")
+    dim = _arg(node, 1, "dim", node.kwargs.get("axis", 0))
+    return [ctx.ir_node("cat", node, names, {"axis": ctx.axis(dim, ranks.pop(), "dim")})]
+
+
+def _dropout_function(default_training):
+    def mapper(ctx, node):
+        if ctx.const(_arg(node, 2, "training", default_training), "training"):
+            raise _Unsupported("training=True: this dropout is active in eval mode too "
+                               "(pass training=self.training)")
+        return [ctx.ir_node("dropout", node, [ctx.tensor(ctx.first_input(node))])]
+    return mapper
+
+
+def _softmax(op):
+    def node_for(ctx, node, dim, dtype):
+        if ctx.const(dtype, "dtype") is not None:
+            raise _Unsupported(f"dtype={dtype}")
+        x = ctx.first_input(node)
+        rank = ctx.rank(x)
+        if dim is None:  # PyTorch's legacy implicit dim (torch.nn.functional._get_softmax_dim)
+            dim = 0 if rank in (0, 1, 3) else 1
+        return [ctx.ir_node(op, node, [ctx.tensor(x)], {"dim": ctx.axis(dim, rank, "dim")})]
+
+    def module_mapper(ctx, node, module):
+        return node_for(ctx, node, module.dim, None)
+
+    def function_mapper(ctx, node):
+        return node_for(ctx, node, _arg(node, 1, "dim"), _arg(node, 2, "dtype"))
+    return module_mapper, function_mapper
+
+
+_softmax_module, _softmax_function = _softmax("softmax")
+_log_softmax_module, _log_softmax_function = _softmax("log_softmax")
+
+_MODULE_MAPPERS = {
+    nn.Conv2d: _conv2d_module,
+    nn.Linear: _linear_module,
+    nn.BatchNorm2d: _batchnorm_module,
+    nn.ReLU: _unary("relu"),
+    nn.ReLU6: _unary("relu6"),
+    nn.Hardtanh: _hardtanh_module,
+    nn.Hardswish: _unary("hardswish"),
+    nn.Hardsigmoid: _unary("hardsigmoid"),
+    nn.Sigmoid: _unary("sigmoid"),
+    nn.Tanh: _unary("tanh"),
+    nn.SiLU: _unary("silu"),
+    nn.GELU: _gelu_module,
+    nn.MaxPool2d: _max_pool2d_module,
+    nn.AvgPool2d: _avg_pool2d_module,
+    nn.AdaptiveAvgPool2d: _adaptive_avg_pool2d_module,
+    nn.Flatten: _flatten_module,
+    nn.Dropout: _unary("dropout"),
+    nn.Dropout1d: _unary("dropout"),
+    nn.Dropout2d: _unary("dropout"),
+    nn.Dropout3d: _unary("dropout"),
+    nn.AlphaDropout: _unary("dropout"),
+    nn.FeatureAlphaDropout: _unary("dropout"),
+    nn.Identity: _unary("identity"),
+    nn.Softmax: _softmax_module,
+    nn.LogSoftmax: _log_softmax_module,
+}
+
+_FUNCTION_MAPPERS = {
+    F.conv2d: _conv2d_function,
+    F.linear: _linear_function,
+    F.relu: _unary("relu"),
+    torch.relu: _unary("relu"),
+    torch.relu_: _unary("relu"),
+    F.relu6: _unary("relu6"),
+    F.hardtanh: _hardtanh_function,
+    F.hardtanh_: _hardtanh_function,
+    F.hardswish: _unary("hardswish"),
+    F.hardsigmoid: _unary("hardsigmoid"),
+    torch.sigmoid: _unary("sigmoid"),
+    torch.tanh: _unary("tanh"),
+    F.silu: _unary("silu"),
+    F.gelu: _gelu_function,
+    F.max_pool2d: _max_pool2d_function,
+    F.avg_pool2d: _avg_pool2d_function,
+    F.adaptive_avg_pool2d: _adaptive_avg_pool2d_function,
+    torch.mean: _mean,
+    torch.flatten: _flatten_function,
+    torch.reshape: _reshape,
+    operator.add: _add,
+    operator.iadd: _add,
+    torch.add: _add,
+    torch.cat: _cat,
+    torch.concat: _cat,
+    torch.concatenate: _cat,
+    F.dropout: _dropout_function(True),
+    F.dropout1d: _dropout_function(True),
+    F.dropout2d: _dropout_function(True),
+    F.dropout3d: _dropout_function(True),
+    F.alpha_dropout: _dropout_function(False),
+    F.feature_alpha_dropout: _dropout_function(False),
+    F.softmax: _softmax_function,
+    torch.softmax: _softmax_function,
+    F.log_softmax: _log_softmax_function,
+    torch.log_softmax: _log_softmax_function,
+}
+
+_METHOD_MAPPERS = {
+    "relu": _unary("relu"),
+    "relu_": _unary("relu"),
+    "sigmoid": _unary("sigmoid"),
+    "sigmoid_": _unary("sigmoid"),
+    "tanh": _unary("tanh"),
+    "tanh_": _unary("tanh"),
+    "mean": _mean,
+    "flatten": _flatten_function,
+    "view": _reshape,
+    "reshape": _reshape,
+    "add": _add,
+    "add_": _add,
+    "softmax": _softmax_function,
+    "log_softmax": _log_softmax_function,
+    "contiguous": _unary("identity"),
+}
