@@ -6,6 +6,8 @@ import pytest
 
 import qruntime
 
+pytest_plugins = ["trained_models"]
+
 ALL_ISAS = ["scalar", "avx2", "avx512_vnni", "amx", "avx512_vnni_emulated", "amx_emulated"]
 HERE = qruntime.available_isas(emulated=True)
 
