@@ -12,10 +12,18 @@ namespace qr::ops {
 namespace {
 
 // Copies n bytes; runs this short (a tap of a few channels, a 7-tap run of an RGB row) cost more in
-// libc call overhead than in copying, so up to 32 bytes take two overlapping fixed-size moves, which
-// read and write only [0, n).
+// libc call overhead than in copying, so up to 128 bytes take fixed-size moves (the last ones
+// overlapping), which read and write only [0, n).
 inline void copy_run(uint8_t* dst, const uint8_t* src, size_t n) {
-  if (n >= 16 && n <= 32) {
+  if (n > 32 && n <= 128) {  // a tap run of a 32..128-channel layer: 16-byte moves, the last one overlapping
+    uint8_t block[16];
+    for (size_t i = 0; i + 16 < n; i += 16) {
+      std::memcpy(block, src + i, 16);
+      std::memcpy(dst + i, block, 16);
+    }
+    std::memcpy(block, src + n - 16, 16);
+    std::memcpy(dst + n - 16, block, 16);
+  } else if (n >= 16 && n <= 32) {
     uint8_t head[16], tail[16];
     std::memcpy(head, src, 16);
     std::memcpy(tail, src + n - 16, 16);

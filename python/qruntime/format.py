@@ -154,8 +154,8 @@ OPS = {
                   tensors={"table": TensorRole("uint8", (256,))}),
     "flatten": OpSpec("(N, C, H, W) -> (N, C*H*W) in NCHW order; keeps the dtype and quantization",
                       _U8 + _F32, same_qparams=True),
-    "softmax": OpSpec("softmax along an NCHW dim, in float32", _F32, attrs={"dim": Int(1, 3)}),
-    "log_softmax": OpSpec("log of softmax along an NCHW dim, in float32", _F32, attrs={"dim": Int(1, 3)}),
+    "softmax": OpSpec("softmax over the channels / features (dim 1), in float32", _F32, attrs={"dim": Int(1, 1)}),
+    "log_softmax": OpSpec("log of softmax over dim 1, in float32", _F32, attrs={"dim": Int(1, 1)}),
 }
 
 
