@@ -258,3 +258,16 @@ def test_user_model_is_untouched(trained, digits):
     assert model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_seven_bit_weights(trained, digits):
+    model, fp32_acc = trained("small_resnet")
+    q = qruntime.quantize(model, calibration(digits), weight_bits=7, progress=False)
+    assert q.graph["quantization"] == {"weight_bits": 7, "method": "minmax", "per_channel": True}
+    weights = [q._tensors[op["tensors"]["weight"]] for op in q.graph["ops"] if op["op"] in ("conv2d", "linear")]
+    assert weights and all(np.abs(w.astype(int)).max() <= 64 for w in weights)
+    assert max(np.abs(w.astype(int)).max() for w in weights) == 64
+    x_test, y_test = digits[2], digits[3]
+    assert 100 * np.mean(q.run(x_test).argmax(1) == y_test) >= fp32_acc - 1.0
+    with pytest.raises(ValueError, match="weight_bits"):
+        qruntime.quantize(model, calibration(digits), weight_bits=4, progress=False)

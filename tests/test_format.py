@@ -478,3 +478,25 @@ def test_random_graph_mutations_raise_only_format_error():
         except FormatError:
             failures += 1
     assert failures > 200
+
+
+def test_quantization_record():
+    graph, tensors = small_model()
+    graph["quantization"] = {"weight_bits": 8, "method": "mse", "per_channel": True}
+    assert qnn.from_bytes(qnn.to_bytes(graph, tensors))[0] == graph
+    for key, bad in (("weight_bits", 6), ("weight_bits", True), ("method", "median"), ("per_channel", 1)):
+        g = copy.deepcopy(graph)
+        g["quantization"][key] = bad
+        with pytest.raises(FormatError, match=f"quantization.{key}"):
+            qnn.validate(g, tensors)
+    g = copy.deepcopy(graph)
+    g["quantization"]["extra"] = 1
+    with pytest.raises(FormatError, match="quantization.extra: unknown key"):
+        qnn.validate(g, tensors)
+    # 7-bit files hold weights in [-64, 64] only.
+    g = copy.deepcopy(graph)
+    g["quantization"]["weight_bits"] = 7
+    with pytest.raises(FormatError, match=r"weight_bits is 7 but the weights leave \[-64, 64\]"):
+        qnn.validate(g, tensors)
+    seven = {k: (np.clip(v, -64, 64) if v.dtype == np.int8 else v) for k, v in tensors.items()}
+    qnn.validate(g, seven)

@@ -9,15 +9,16 @@ __version__ = "0.1.0"
 
 
 def quantize(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),
-             progress=True):
+             progress=True, weight_bits=8):
     """Converts a trained torch.nn.Module into a quantized Model (needs torch; the model is not modified).
 
     calibration_data: an iterable of batches (tensors, numpy arrays, or (x, y) tuples, of which x is used).
     method: how activation ranges are chosen: "minmax", "percentile" (99.99), "mse" or "entropy".
-    keep_float: names of Conv2d/Linear modules to run in float32 instead of int8."""
+    keep_float: names of Conv2d/Linear modules to run in float32 instead of int8.
+    weight_bits: 8 (weights in [-127, 127]) or 7 ([-64, 64]: every layer takes the AVX2 fast path)."""
     from .convert.quantize import quantize_model
     return quantize_model(model, calibration_data, example_inputs=example_inputs, method=method,
-                          per_channel=per_channel, keep_float=keep_float, progress=progress)
+                          per_channel=per_channel, keep_float=keep_float, progress=progress, weight_bits=weight_bits)
 
 
 __all__ = [

@@ -332,7 +332,11 @@ def _reject_constant(name):
 def validate(graph, tensors):
     """Check a graph (the JSON-able dict of docs/format.md) and its tensors (dict name -> ndarray)
     against the schema; FormatError naming the first bad field. Used by write and read."""
-    _keys(graph, "graph", ("inputs", "outputs", "values", "ops"))
+    if isinstance(graph, dict) and "quantization" in graph:
+        _check_quantization(graph["quantization"])
+        _keys({k: v for k, v in graph.items() if k != "quantization"}, "graph", ("inputs", "outputs", "values", "ops"))
+    else:
+        _keys(graph, "graph", ("inputs", "outputs", "values", "ops"))
     if not isinstance(tensors, dict):
         raise FormatError(f"tensors: must be a dict name -> numpy array, got {type(tensors).__name__}")
     for name, array in tensors.items():
@@ -386,12 +390,33 @@ def validate(graph, tensors):
         if name in outputs[:j]:
             raise FormatError(f"outputs[{j}]: {name!r} is listed twice")
 
+    bits = graph.get("quantization", {}).get("weight_bits", 8)
+    if bits == 7:
+        for i, op in enumerate(ops):
+            if op["op"] in ("conv2d", "linear") and np.abs(tensors[op["tensors"]["weight"]].astype(np.int16)).max() > 64:
+                raise FormatError(f"ops[{i}].tensors.weight: quantization.weight_bits is 7 but the weights leave "
+                                  f"[-64, 64] ({op['op']} {op['name']!r})")
     for name in values:
         if name not in used:
             raise FormatError(f"values[{name!r}]: not used by any op or graph input")
     for name in tensors:
         if name not in referenced:
             raise FormatError(f"tensor {name!r}: not referenced by any op")
+
+
+QUANTIZATION_METHODS = ("minmax", "percentile", "mse", "entropy")
+
+
+def _check_quantization(q):
+    """The optional graph.quantization record: how the converter made the file (files without it load too)."""
+    _keys(q, "quantization", ("weight_bits", "method", "per_channel"))
+    if not (_is_int(q["weight_bits"]) and q["weight_bits"] in (7, 8)):
+        raise FormatError(f"quantization.weight_bits: must be 7 or 8, got {_show(q['weight_bits'])}")
+    if q["method"] not in QUANTIZATION_METHODS:
+        raise FormatError(f"quantization.method: must be one of {', '.join(QUANTIZATION_METHODS)}, "
+                          f"got {_show(q['method'])}")
+    if not isinstance(q["per_channel"], bool):
+        raise FormatError(f"quantization.per_channel: must be true or false, got {_show(q['per_channel'])}")
 
 
 def _check_value(name, value):

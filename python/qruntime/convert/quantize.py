@@ -49,13 +49,15 @@ def qparams(lo, hi):
     return scale, zp
 
 
-def quantize_weight(w, per_channel):
-    """int8 weights in [-127, 127] and float32 scales (one per output channel, repeated when per tensor)."""
+def quantize_weight(w, per_channel, bits=8):
+    """int8 weights in [-q, q] (q = 127 for 8 bits, 64 for 7) and float32 scales (one per output channel,
+    repeated when per tensor). 7-bit weights make every pair |w1| + |w2| <= 128: the AVX2 fast path."""
+    qmax = 127.0 if bits == 8 else 64.0
     oc = w.shape[0]
     flat = np.asarray(w, np.float64).reshape(oc, -1)
     amax = np.abs(flat).max(axis=1) if per_channel else np.full(oc, np.abs(flat).max())
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(flat / scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
+    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+    q = np.clip(np.rint(flat / scale.astype(np.float64)[:, None]), -qmax, qmax).astype(np.int8)
     return q.reshape(w.shape), scale
 
 
@@ -66,9 +68,10 @@ def _ints(v):
 class _Emitter:
     """Builds the quantized graph op by op, tracking which dtype versions of each IR value exist."""
 
-    def __init__(self, ranges, per_channel):
+    def __init__(self, ranges, per_channel, weight_bits):
         self.ranges = ranges
         self.per_channel = per_channel
+        self.weight_bits = weight_bits
         self.values, self.ops, self.tensors = {}, [], {}
         self.u8, self.f32 = {}, {}  # IR value -> name of its uint8 / float32 version
 
@@ -125,7 +128,7 @@ class _Emitter:
 
 
 def _weights(em, node, per_channel):
-    w_q, w_scale = quantize_weight(node.params["weight"], per_channel)
+    w_q, w_scale = quantize_weight(node.params["weight"], per_channel, em.weight_bits)
     t = {"weight": em.tensor(f"{node.name}.weight", w_q), "w_scale": em.tensor(f"{node.name}.w_scale", w_scale)}
     if node.params.get("bias") is not None:
         t["bias"] = em.tensor(f"{node.name}.bias", np.asarray(node.params["bias"], np.float32))
@@ -215,9 +218,9 @@ def _spatially_free(graph):
     return True
 
 
-def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=()):
+def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), weight_bits=8, method="minmax"):
     """(graph dict, tensors) of the .qnn for a passed IR graph and its calibrated ranges."""
-    em = _Emitter(ranges, per_channel)
+    em = _Emitter(ranges, per_channel, weight_bits)
     free_hw = _spatially_free(graph)
     inputs = []
     for v in graph.inputs:
@@ -229,11 +232,12 @@ def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=()):
     for node in graph.nodes:
         _emit(em, node, graph, set(keep_float))
     outputs = [em.need_f32(v) for v in graph.outputs]
-    return {"inputs": inputs, "outputs": outputs, "values": em.values, "ops": em.ops}, em.tensors
+    record = {"weight_bits": weight_bits, "method": method, "per_channel": bool(per_channel)}
+    return {"inputs": inputs, "outputs": outputs, "values": em.values, "ops": em.ops, "quantization": record}, em.tensors
 
 
 def quantize_model(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),
-                   progress=True):
+                   progress=True, weight_bits=8):
     """qruntime.quantize (see its docstring)."""
     import torch
 
@@ -246,6 +250,8 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     make_observer(method)  # an unknown method fails before any work
+    if isinstance(weight_bits, bool) or weight_bits not in (7, 8):
+        raise ValueError(f"weight_bits must be 8 or 7, got {weight_bits!r}")
     if isinstance(keep_float, str):
         keep_float = (keep_float,)
     keep_float = tuple(keep_float)
@@ -268,5 +274,6 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
                          f"its layers are {sorted(layers)}")
     observed = set(ir_graph.inputs) | {n.output for n in ir_graph.nodes}
     ranges = calibrate(graph_module, observed, data, lambda: make_observer(method), progress=progress)
-    graph, tensors = build_quantized_graph(ir_graph, ranges, per_channel=per_channel, keep_float=keep_float)
+    graph, tensors = build_quantized_graph(ir_graph, ranges, per_channel=per_channel, keep_float=keep_float,
+                                           weight_bits=weight_bits, method=method)
     return Model(graph, tensors)
