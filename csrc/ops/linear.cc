@@ -4,11 +4,9 @@
 #include <cmath>
 
 #include "dispatch/dispatch.h"
+#include "ops/u8_common.h"
 
 namespace qr::ops {
-namespace {
-constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
-}  // namespace
 
 std::shared_ptr<PackedWeights> pack_weights(const int8_t* b, ptrdiff_t ldb, int n, int k, const std::string& isa) {
   const KernelTable& t = isa.empty() ? active_kernels() : kernel_table(isa);
@@ -28,14 +26,16 @@ void linear(const PackedWeights& w, const uint8_t* a, ptrdiff_t lda, int m, QPar
 void quantize(const float* x, size_t count, QParams q, uint8_t* out) {
   check_qparams(q, "x");
   const float lo = static_cast<float>(-q.zero_point), hi = static_cast<float>(255 - q.zero_point);
-  for (size_t i = 0; i < count; ++i) {
-    // Clamped before rounding (equal for integer bounds), so even a NaN cannot reach the int cast.
-    const float v = std::fmin(std::fmax(x[i] / q.scale, lo), hi);
-    // |v| <= 255: adding and removing 1.5 * 2^23 leaves v rounded half to even (what nearbyintf
-    // does in the default mode) in plain float adds, which vectorise where nearbyintf does not.
-    const float r = (v + kRoundMagic) - kRoundMagic;
-    out[i] = static_cast<uint8_t>(static_cast<int32_t>(r) + q.zero_point);
-  }
+  parallel_chunks(static_cast<int64_t>(count), 4, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      // Clamped before rounding (equal for integer bounds); the selects send a NaN to lo, so it
+      // cannot reach the int cast.
+      float v = x[i] / q.scale;
+      v = v > lo ? v : lo;
+      v = v < hi ? v : hi;
+      out[i] = static_cast<uint8_t>(static_cast<int32_t>(round_half_even_small(v)) + q.zero_point);
+    }
+  });
 }
 
 void dequantize(const uint8_t* q, size_t count, QParams qp, float* out) {

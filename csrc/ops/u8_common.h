@@ -1,4 +1,4 @@
-// Helpers shared by the pooling and elementwise uint8 ops (pool.cc, eltwise.cc): the float32 rounding
+// Helpers shared by the uint8 ops (pool.cc, eltwise.cc, quantize in linear.cc): the float32 rounding
 // step of docs/quantization.md written so the compiler can vectorise it, and the split of a loop
 // over the thread pool. Included only by sources compiled with the common flags (no ISA flags).
 #pragma once
