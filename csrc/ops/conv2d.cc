@@ -55,10 +55,10 @@ inline void fill_run(uint8_t* dst, uint8_t value, size_t n) {
 // hold the input zero point, which contributes what zero contributes in real numbers.
 class Im2colRows : public RowSource {
  public:
-  Im2colRows(const uint8_t* x, int h, int w, int c, int c0, int icg, int kh, int kw, const Conv2dGeometry& g, int oh,
-             int ow, uint8_t zp)
-      : x_(x), h_(h), w_(w), c_(c), c0_(c0), icg_(icg), kh_(kh), kw_(kw), g_(g), oh_(oh), ow_(ow), zp_(zp),
-        contiguous_taps_(icg == c && g.dil_w == 1) {}
+  Im2colRows(const uint8_t* x, size_t x_bytes, int h, int w, int c, int c0, int icg, int kh, int kw,
+             const Conv2dGeometry& g, int oh, int ow, uint8_t zp)
+      : x_(x), x_end_(x + x_bytes), h_(h), w_(w), c_(c), c0_(c0), icg_(icg), kh_(kh), kw_(kw), g_(g), oh_(oh), ow_(ow),
+        zp_(zp), contiguous_taps_(icg == c && g.dil_w == 1) {}
 
   const uint8_t* rows(int m0, int count, AlignedBuffer& buf, ptrdiff_t* lda) const override {
     // Everything in locals: the row stores are uint8_t, which may alias any member, and would
@@ -69,7 +69,12 @@ class Im2colRows : public RowSource {
     const uint8_t zp = zp_;
     const bool contiguous = contiguous_taps_;
     const size_t run = static_cast<size_t>(kw) * icg, k = run * kh;
-    buf.ensure(count * k);
+    // Runs of at most 16 bytes (a first layer: 1 or 3 channels) are copied as one 16-byte move when
+    // the window lies inside the row and 16 bytes are readable: the bytes past the run land in the
+    // next tap's or row's place, which is written after, or in the 16 bytes of slack at the end.
+    const bool short_runs = contiguous && run <= 16;
+    const uint8_t* const x_end = x_end_;
+    buf.ensure(count * k + 16);
     uint8_t* out = buf.as<uint8_t>();
     // Output pixel of row m0, then stepped along (ox, oy, image): no divisions per row.
     int img = m0 / (oh * ow), oy = (m0 / ow) % oh, ox = m0 % ow;
@@ -91,7 +96,9 @@ class Im2colRows : public RowSource {
           continue;
         }
         const uint8_t* in_row = image + static_cast<size_t>(iy) * w * c;
-        if (contiguous) {
+        if (short_runs && ix0 >= 0 && ix0 + kw <= w && in_row + ix0 * c + 16 <= x_end) {
+          std::memcpy(row, in_row + static_cast<ptrdiff_t>(ix0) * c, 16);
+        } else if (contiguous) {
           // All channels, dilation 1: the kw taps are one run of the input row; copy it whole.
           const int kx_begin = std::clamp(-ix0, 0, kw), kx_end = std::clamp(w - ix0, kx_begin, kw);
           fill_run(row, zp, static_cast<size_t>(kx_begin) * icg);
@@ -118,6 +125,7 @@ class Im2colRows : public RowSource {
 
  private:
   const uint8_t* x_;
+  const uint8_t* x_end_;
   int h_, w_, c_, c0_, icg_, kh_, kw_;
   Conv2dGeometry g_;
   int oh_, ow_;
@@ -278,7 +286,8 @@ void conv2d(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c,
     if (direct) {
       gemm(p.group_gemm[gi], MatrixRows(x + gi * p.icg, c), m, ep, yg, p.oc);  // 1x1: NHWC is already A
     } else {
-      gemm(p.group_gemm[gi], Im2colRows(x, h, w, c, gi * p.icg, p.icg, p.kh, p.kw, g, oh, ow, zp), m, ep, yg, p.oc);
+      gemm(p.group_gemm[gi], Im2colRows(x, static_cast<size_t>(n) * h * w * c, h, w, c, gi * p.icg, p.icg, p.kh, p.kw, g, oh,
+                                                     ow, zp), m, ep, yg, p.oc);
     }
   }
 }
