@@ -1,0 +1,320 @@
+"""The engines bench_models.py compares, one class each: prepare an artifact (parent), import, load and run it (child).
+
+The parent calls `prepare(files, model)` once per model with torch at hand; each child process
+then imports only its engine's modules (`import_modules`, timed), loads the artifact (`load`, timed)
+and calls `run` on float32 NCHW batches. Nothing here is imported at module level beyond the standard
+library and numpy, so a child's import time and peak RSS belong to its engine alone.
+"""
+import copy
+import importlib.util
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ONNX_OPSET = 17
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Where one model's prepared inputs and artifacts live (all under `root`, recreated by every run)."""
+
+    root: Path
+    name: str
+
+    @property
+    def state_dict(self):
+        return self.root / "fp32_state_dict.pt"
+
+    @property
+    def calibration(self):
+        # (batches, batch, C, H, W) float32: the one calibration set every int8 engine is given.
+        return self.root / "calibration.npy"
+
+    @property
+    def inputs(self):
+        # (N, C, H, W) float32: the timed batches are its first `batch` rows.
+        return self.root / "inputs.npy"
+
+    @property
+    def labelled(self):
+        # npz with x, y: the held-out digits for top-1 accuracy (digits models only).
+        return self.root / "labelled.npz"
+
+    @property
+    def onnx_fp32(self):
+        return self.root / "fp32.onnx"
+
+    def calibration_batches(self):
+        return list(np.load(self.calibration))
+
+    def input_chw(self):
+        return np.load(self.inputs, mmap_mode="r").shape[1:]
+
+
+def load_zoo():
+    """qruntime.zoo loaded from its file without importing the qruntime package (the torch children need
+    the model classes only, and must not pay for qruntime's import or extension in their time and RSS)."""
+    spec = importlib.util.find_spec("qruntime")
+    if spec is None or spec.origin is None:
+        raise ImportError("qruntime is not installed: its zoo.py holds the model classes")
+    zoo_spec = importlib.util.spec_from_file_location("qruntime_zoo", Path(spec.origin).with_name("zoo.py"))
+    zoo = importlib.util.module_from_spec(zoo_spec)
+    zoo_spec.loader.exec_module(zoo)
+    return zoo
+
+
+def export_onnx_fp32(files, model):
+    """The fp32 ONNX file (dynamic batch, input "x", output "y"), exported once and shared by the ONNX-based engines."""
+    if files.onnx_fp32.exists():
+        return files.onnx_fp32
+    import torch
+
+    example = torch.from_numpy(files.calibration_batches()[0])
+    with warnings.catch_warnings():
+        # The TorchScript exporter (dynamo=False) is deprecated but needs no onnxscript, which is not installed.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(files.onnx_fp32), dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+                          opset_version=ONNX_OPSET)
+    return files.onnx_fp32
+
+
+def save_state_dict(files, model):
+    """The fp32 state_dict (torch.save), shared by both torch engines; the size reference of the targets."""
+    if not files.state_dict.exists():
+        import torch
+
+        torch.save(model.state_dict(), files.state_dict)
+    return files.state_dict
+
+
+class Engine:
+    """One engine: `name` is its key on the command line and in the results."""
+
+    name = ""
+
+    def prepare(self, files, model):
+        """Writes this engine's artifact for `model` (a float torch module in eval mode); returns its path."""
+        raise NotImplementedError
+
+    def import_modules(self):
+        """Imports what the engine needs at run time (timed by the child)."""
+        raise NotImplementedError
+
+    def load(self, artifact, files, batch, threads):
+        """Loads the artifact for batches of `batch` images on `threads` threads; returns extra timings in ms."""
+        raise NotImplementedError
+
+    def run(self, x):
+        """float32 NCHW batch -> float32 logits (N, classes)."""
+        raise NotImplementedError
+
+
+class TorchFP32(Engine):
+    """PyTorch eager fp32."""
+
+    name = "torch-fp32"
+
+    def prepare(self, files, model):
+        return save_state_dict(files, model)
+
+    def import_modules(self):
+        import torch
+
+        self.torch = torch
+
+    def _build(self, files, threads):
+        self.torch.set_num_threads(threads)
+        model = load_zoo().build(files.name)
+        model.load_state_dict(self.torch.load(files.state_dict, weights_only=True))
+        return model.eval()
+
+    def load(self, artifact, files, batch, threads):
+        self.model = self._build(files, threads)
+        return {}
+
+    def run(self, x):
+        with self.torch.inference_mode():
+            return self.model(self.torch.from_numpy(x)).numpy()
+
+
+class TorchInt8(TorchFP32):
+    """PyTorch FX post-training quantization, x86 engine."""
+
+    name = "torch-int8"
+
+    @staticmethod
+    def _quantize(torch, model, batches):
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        torch.backends.quantized.engine = "x86"
+        example = (torch.from_numpy(batches[0]),)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FX quantization's deprecation notices
+            prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), example_inputs=example)
+            with torch.inference_mode():
+                for b in batches:
+                    prepared(torch.from_numpy(b))
+            return convert_fx(prepared)
+
+    def prepare(self, files, model):
+        import torch
+
+        save_state_dict(files, model)
+        # Saved for its size only: an FX-quantized state_dict cannot be loaded without re-tracing the model,
+        # so the child re-makes the int8 model from the fp32 state_dict and the calibration batches.
+        path = files.root / "torch_int8_state_dict.pt"
+        torch.save(self._quantize(torch, model, files.calibration_batches()).state_dict(), path)
+        return path
+
+    def import_modules(self):
+        super().import_modules()
+        import torch.ao.quantization.quantize_fx  # noqa: F401 (timed with torch)
+
+    def load(self, artifact, files, batch, threads):
+        model = self._build(files, threads)
+        t0 = time.perf_counter()
+        self.model = self._quantize(self.torch, model, files.calibration_batches())
+        return {"remake_ms": (time.perf_counter() - t0) * 1e3}
+
+
+class OrtFP32(Engine):
+    """ONNX Runtime fp32 (CPU provider)."""
+
+    name = "ort-fp32"
+
+    def prepare(self, files, model):
+        return export_onnx_fp32(files, model)
+
+    def import_modules(self):
+        import onnxruntime
+
+        self.ort = onnxruntime
+
+    def load(self, artifact, files, batch, threads):
+        options = self.ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = self.ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        return {}
+
+    def run(self, x):
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class _CalibrationReader:
+    """onnxruntime.quantization's CalibrationDataReader protocol over a list of batches."""
+
+    def __init__(self, batches):
+        self.batches = iter(batches)
+
+    def get_next(self):
+        batch = next(self.batches, None)
+        return None if batch is None else {"x": batch}
+
+
+class OrtInt8(OrtFP32):
+    """ONNX Runtime static int8, QDQ, per-channel weights."""
+
+    name = "ort-int8"
+
+    def prepare(self, files, model):
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        export_onnx_fp32(files, model)
+        # ORT's recommended pre-processing (shape inference + graph optimisation) before static quantization.
+        preprocessed = files.root / "fp32_preprocessed.onnx"
+        quant_pre_process(str(files.onnx_fp32), str(preprocessed))
+        path = files.root / "ort_int8.onnx"
+        quantize_static(str(preprocessed), str(path), _CalibrationReader(files.calibration_batches()),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
+        preprocessed.unlink()
+        return path
+
+
+class OpenVINOInt8(Engine):
+    """OpenVINO int8 (NNCF post-training quantization of the fp32 ONNX model)."""
+
+    name = "openvino-int8"
+
+    def prepare(self, files, model):
+        import logging
+
+        import nncf
+        import openvino as ov
+
+        nncf.set_log_level(logging.ERROR)
+        batches = files.calibration_batches()
+        quantized = nncf.quantize(ov.convert_model(str(export_onnx_fp32(files, model))), nncf.Dataset(batches),
+                                  subset_size=len(batches))
+        path = files.root / "openvino_int8.xml"
+        ov.save_model(quantized, str(path))
+        return path
+
+    def import_modules(self):
+        import openvino
+
+        self.ov = openvino
+
+    def load(self, artifact, files, batch, threads):
+        core = self.ov.Core()
+        model = core.read_model(str(artifact))
+        # A static batch, as an OpenVINO deployment would compile it; compilation counts as load time.
+        model.reshape([batch, *files.input_chw()])
+        self.compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+        self.request = self.compiled.create_infer_request()
+        return {}
+
+    def run(self, x):
+        return self.request.infer({0: x})[self.compiled.output(0)]
+
+    @staticmethod
+    def artifact_bytes(artifact):
+        return os.path.getsize(artifact) + os.path.getsize(Path(artifact).with_suffix(".bin"))
+
+
+class QruntimeInt8(Engine):
+    """qruntime int8 (.qnn, minmax calibration)."""
+
+    name = "qruntime"
+
+    def prepare(self, files, model):
+        import qruntime
+
+        path = files.root / "model.qnn"
+        qruntime.quantize(model, files.calibration_batches(), method="minmax", progress=False).save(path)
+        return path
+
+    def import_modules(self):
+        import qruntime
+
+        self.qruntime = qruntime
+
+    def load(self, artifact, files, batch, threads):
+        self.qruntime.set_num_threads(threads)
+        self.model = self.qruntime.load(artifact)
+        return {}
+
+    def run(self, x):
+        return self.model.run(x)
+
+
+ENGINES = {e.name: e for e in (TorchFP32, TorchInt8, OrtFP32, OrtInt8, OpenVINOInt8, QruntimeInt8)}
+
+
+def artifact_bytes(engine_name, artifact):
+    """On-disk size of an engine's artifact (OpenVINO IR: the .xml and its .bin)."""
+    engine = ENGINES[engine_name]
+    if hasattr(engine, "artifact_bytes"):
+        return engine.artifact_bytes(artifact)
+    return os.path.getsize(artifact)
