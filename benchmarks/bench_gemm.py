@@ -4,6 +4,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -22,6 +23,9 @@ DEFAULT_SHAPES = [
     (12544, 27, 32),
 ]
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_gemm.json"
+DEFAULT_PEAK = Path(__file__).resolve().parents[2] / "shared" / "tools" / "peak"  # beside the repo (DESIGN.md §9)
+# The avx2 path's two kernels, each fed weights that route every panel to it (docs/kernels.md, "avx2").
+AVX2_KERNELS = [("vpmaddubsw", 64), ("vpmaddwd", 127)]
 PEERS = ["numpy-fp32", "torch-fp32", "torch-int8-x86", "torch-int8-onednn"]
 OPENBLAS_ENV = ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"]
 # Column labels (two header lines) for the engines that have no ISA of their own.
@@ -48,6 +52,8 @@ def parse_args(argv):
                         "(default: qruntime.available_isas(), which leaves out the test-only emulated paths)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"output records (default: {DEFAULT_JSON})")
     p.add_argument("--min-time", type=float, default=0.3, help="seconds of timed calls per measurement (default: 0.3)")
+    p.add_argument("--peak", type=Path, default=DEFAULT_PEAK,
+                   help=f"the peak tool the avx2 kernels are rated against (default: {DEFAULT_PEAK})")
     args = p.parse_args(argv)
 
     try:
@@ -197,6 +203,61 @@ def cpu_busy_seconds():
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def avx2_peaks(tool):
+    """{(path, threads): GMAC/s} for the peak tool's int8 AVX2 probes (1 thread and all CPUs), or an error string."""
+    try:
+        out = subprocess.run([str(tool), "--json"], capture_output=True, text=True, timeout=300, check=True).stdout
+        rows = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        return f"peak tool {tool} unusable: {type(e).__name__}: {e}"
+    peaks = {}
+    for r in rows:
+        if r["path"] in ("int8_avx2_saturating", "int8_avx2_exact"):
+            peaks[r["path"], 1] = r["gmacs_1t"]
+            peaks[r["path"], r["cpus"]] = r["gmacs_all"]
+    return peaks
+
+
+def avx2_kernel_rows(args, threads, peaks, records):
+    """Both avx2 kernels on every shape and thread count, as GMAC/s and % of the peak tool's rates."""
+    print()
+    if isinstance(peaks, str):
+        print(f"avx2 kernels ({peaks}; GMAC/s only)")
+        peaks = {}
+    else:
+        counts = sorted({t for _, t in peaks})
+        rates = [f"{path} " + " / ".join(f"{peaks[path, t]:.1f}" for t in counts)
+                 for path in ("int8_avx2_saturating", "int8_avx2_exact")]
+        print(f"avx2 kernels against the peak tool: {', '.join(rates)} GMAC/s at "
+              f"{' / '.join(map(str, counts))} threads")
+    print("weights in [-64, 64] route every panel to vpmaddubsw, full-range ones to vpmaddwd; "
+          "'ran' is what PackedWeights.kernel_choice reports")
+    print(f"{'M x K x N':>16} {'thr':>3} {'kernel':>11} {'weights':>11} {'ran':>11} {'GMAC/s':>8} "
+          f"{'% saturating':>13} {'% exact':>8}")
+    rng = np.random.default_rng(1)
+    for m, k, n in args.shapes:
+        a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+        packed = {}
+        for kernel, limit in AVX2_KERNELS:
+            w = qruntime.ops.pack_weights(rng.integers(-limit, limit + 1, (n, k), dtype=np.int8), isa="avx2")
+            ran = w.kernel_choice.split(":")[0]
+            ran = "mixed" if " on " in ran else ran  # "vpmaddubsw on 3 of 4 panels, vpmaddwd on 1: ..."
+            packed[kernel] = (w, limit, ran)
+        for nt in args.threads:
+            threads.set(nt)
+            for kernel, (w, limit, ran) in packed.items():
+                gmacs = m * k * n / measure(lambda: qruntime.ops.gemm_u8s8s32(a, w), args.min_time) / 1e9
+                pct = {path: 100 * gmacs / peaks[path, nt] if (path, nt) in peaks else None
+                       for path in ("int8_avx2_saturating", "int8_avx2_exact")}
+                records.append({"engine": f"qruntime-avx2-{kernel}", "isa": "avx2", "threads": nt, "M": m, "K": k,
+                                "N": n, "gmacs": gmacs, "weights": [-limit, limit], "ran": ran,
+                                "pct_of_peak_saturating": pct["int8_avx2_saturating"],
+                                "pct_of_peak_exact": pct["int8_avx2_exact"]})
+                text = [f"{p:.0f} %" if p is not None else "-" for p in pct.values()]
+                print(f"{f'{m}x{k}x{n}':>16} {nt:>3} {kernel:>11} {f'[-{limit}, {limit}]':>11} {ran:>11} "
+                      f"{fmt(gmacs):>8} {text[0]:>13} {text[1]:>8}", flush=True)
+
+
 def fmt(g):
     return f"{g:.1f}" if g >= 10 else f"{g:.2f}"
 
@@ -242,7 +303,7 @@ def main(argv=None):
     print(f"{'':>16} {'':>3}" + "".join(f"{a:>{col}}" for a, _ in labels))
     print(f"{'M x K x N':>16} {'thr':>3}" + "".join(f"{b:>{col}}" for _, b in labels))
 
-    start_busy, start_own, start_wall = cpu_busy_seconds(), sum(os.times()[:2]), time.perf_counter()
+    start_busy, start_own, start_wall = cpu_busy_seconds(), sum(os.times()[:4]), time.perf_counter()
     records, errors, ratios = [], [], []
     rng = np.random.default_rng(0)
     for m, k, n in args.shapes:
@@ -283,10 +344,14 @@ def main(argv=None):
     print("best qruntime path (qr-linear) over all rows, geometric mean: "
           + (f"{g_fp32:.2f}x torch fp32" if g_fp32 else "n/a vs torch fp32") + ", "
           + (f"{g_int8:.2f}x the faster torch int8 engine" if g_int8 else "n/a vs torch int8"))
+    if "avx2" in args.isas:
+        # The peak tool runs before the timing starts again: its own threads must not overlap ours.
+        avx2_kernel_rows(args, threads, avx2_peaks(args.peak), records)
 
     if start_busy is not None:
         # Other busy processes wreck multi-thread figures on a 2-core host: say how much CPU they took.
-        others = cpu_busy_seconds() - start_busy - (sum(os.times()[:2]) - start_own)
+        # (Our own waited-for children, the peak tool, count as ours: os.times()[2:4].)
+        others = cpu_busy_seconds() - start_busy - (sum(os.times()[:4]) - start_own)
         wall = time.perf_counter() - start_wall
         print(f"other processes used ~{max(others, 0):.1f} CPU-s during the {wall:.0f} s run"
               + (" -- figures are unreliable, rerun on an idle machine" if others > 0.05 * wall else ""))

@@ -128,11 +128,28 @@ def _expected_packed(isa, b):
     if isa == "scalar":
         return b.reshape(-1)
     if isa == "avx2":
+        # Per panel: a 64-byte header (int32 kernel, int32 pairs over the bound), then the body of
+        # the kernel the panel takes, in a slot sized for the vpmaddwd body.
         nr, kp = 16, (k + 1) // 2
-        out = np.zeros((-(-n // nr), kp, nr, 2), np.int16)
-        for j in range(n):
-            for p in range(k):
-                out[j // nr, p // 2, j % nr, p % 2] = b[j, p]
+        out = np.zeros((-(-n // nr), 64 + kp * nr * 4), np.uint8)
+        for j0 in range(0, n, nr):
+            cols = b[j0:j0 + nr]
+            w = np.abs(cols.astype(np.int64))
+            over = int((w[:, 0:k - 1:2] + w[:, 1::2] > 128).sum())
+            if over:  # vpmaddwd: [pairs][16 columns][2 x int16]
+                body = np.zeros((kp, nr, 2), np.int16)
+                for jj, row in enumerate(cols):
+                    for p in range(k):
+                        body[p // 2, jj, p % 2] = row[p]
+            else:  # vpmaddubsw: [groups of 4 K][16 columns][4 x int8]
+                body = np.zeros(((k + 3) // 4, nr, 4), np.int8)
+                for jj, row in enumerate(cols):
+                    for p in range(k):
+                        body[p // 4, jj, p % 4] = row[p]
+            panel = out[j0 // nr]
+            panel[:8] = np.array([0 if over else 1, over], "<i4").view(np.uint8)
+            raw = body.reshape(-1).view(np.uint8)
+            panel[64:64 + raw.size] = raw
         return out.reshape(-1).view(np.int8)
     nr = 32
     groups = (k + 3) // 4 if isa.startswith("avx512") else -(-k // 64) * 16
@@ -143,10 +160,11 @@ def _expected_packed(isa, b):
     return out.reshape(-1)
 
 
+@pytest.mark.parametrize("limit", [127, 64])  # avx2: 64 keeps every panel on its vpmaddubsw layout
 @pytest.mark.parametrize("n,k", [(1, 1), (3, 5), (33, 63), (17, 65), (64, 130)])
-def test_packed_layouts_match_the_docs(any_path, n, k):
+def test_packed_layouts_match_the_docs(any_path, n, k, limit):
     rng = np.random.default_rng(n * 1000 + k)
-    b = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    b = rng.integers(-limit, limit + 1, (n, k), dtype=np.int8)
     w = ops.pack_weights(b, isa=any_path)
     np.testing.assert_array_equal(w.packed, _expected_packed(any_path.replace("_emulated", ""), b))
     np.testing.assert_array_equal(w.colsum, b.astype(np.int64).sum(axis=1))

@@ -85,7 +85,9 @@ PYBIND11_MODULE(_core, m) {
         std::copy_n(w.data.as<int8_t>(), w.data.size(), out.mutable_data());
         return out;
       }, "a copy of the packed bytes (the layouts are in docs/kernels.md)")
-      .def_property_readonly("colsum", [](const qr::PackedWeights& w) { return w.colsum; });
+      .def_property_readonly("colsum", [](const qr::PackedWeights& w) { return w.colsum; })
+      .def_property_readonly("kernel_choice", [](const qr::PackedWeights& w) { return w.kernel_choice; },
+                             "which micro-kernel(s) run on these weights and why; empty on a one-kernel path");
 
   m.def(
       "pack_weights",

@@ -1,5 +1,7 @@
 // The int8 GEMM ops of the engine: conv2d and linear, prepacked at load with their requantization.
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "engine/node.h"
@@ -22,6 +24,17 @@ Requant layer_requant(const OpSpec& spec, const GraphSpec& graph, int n, int k, 
   } catch (const ValueError& e) {
     throw ValueError(where(spec) + ": " + e.what());
   }
+}
+
+// " (<why these micro-kernels>)" for a layer's packed GEMMs (one per conv group; distinct notes
+// joined), or "" on a path with one micro-kernel.
+std::string kernel_choice(const std::vector<PackedWeights>& parts) {
+  std::string joined;
+  for (const PackedWeights& w : parts) {
+    if (w.kernel_choice.empty() || joined.find(w.kernel_choice) != std::string::npos) continue;
+    joined += (joined.empty() ? "" : "; ") + w.kernel_choice;
+  }
+  return joined.empty() ? "" : " (" + joined + ")";
 }
 
 int as_int(int64_t v, const OpSpec& spec, const char* what) {
@@ -86,7 +99,8 @@ class Conv2dNode : public Node {
   }
 
   std::string kernel() const override {
-    return std::string(packed_->depthwise ? "dwconv " : "gemm ") + packed_->table->isa;
+    if (packed_->depthwise) return std::string("dwconv ") + packed_->table->isa;
+    return std::string("gemm ") + packed_->table->isa + kernel_choice(packed_->group_gemm);
   }
 
  private:
@@ -126,7 +140,10 @@ class LinearNode : public Node {
 
   int64_t macs(const Shape*, const Shape& out) const override { return out.elements() * packed_->k; }
 
-  std::string kernel() const override { return std::string("gemm ") + packed_->kernels->isa; }
+  std::string kernel() const override {
+    const std::string note = packed_->kernel_choice.empty() ? "" : " (" + packed_->kernel_choice + ")";
+    return std::string("gemm ") + packed_->kernels->isa + note;
+  }
 
  private:
   std::shared_ptr<PackedWeights> packed_;

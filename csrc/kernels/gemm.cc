@@ -31,6 +31,11 @@ PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_
   }
   w.data.reset(kernels.packed_b_bytes(n, k));
   kernels.pack_b(b, ldb, n, k, w.data.as<int8_t>());
+  if (kernels.describe_packing) {
+    char note[256];
+    kernels.describe_packing(w.data.as<int8_t>(), n, k, note, sizeof note);
+    w.kernel_choice = note;
+  }
   return w;
 }
 

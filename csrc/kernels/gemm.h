@@ -6,6 +6,7 @@
 // fixed K order, so results do not depend on the thread count.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/aligned_buffer.h"
@@ -21,6 +22,9 @@ struct PackedWeights {
   int n = 0, k = 0;
   AlignedBuffer data;
   std::vector<int32_t> colsum;  // sum_k B[n, k]
+  // Which of the path's micro-kernels run on these weights, and why (GemmKernels::describe_packing),
+  // e.g. "vpmaddubsw: every packed weight pair has |w1|+|w2| <= 128"; empty for a one-kernel path.
+  std::string kernel_choice;
 };
 
 PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_t ldb, int n, int k);

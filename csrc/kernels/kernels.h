@@ -45,6 +45,10 @@ struct GemmKernels {
   void (*pack_b)(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst);
   size_t (*scratch_bytes)(int k);
   void (*gemm_block)(const GemmBlock& blk);
+  // Null for a path with one micro-kernel. Otherwise writes to note (note_size bytes, NUL
+  // terminated) which micro-kernel(s) gemm_block will run on B as pack_b packed it into `packed`,
+  // and why. A char buffer, not std::string: an ISA unit must not instantiate library templates.
+  void (*describe_packing)(const int8_t* packed, int n, int k, char* note, size_t note_size);
 };
 
 // Depthwise convolution over one image, NHWC, one output channel per input channel (a channel

@@ -1,4 +1,5 @@
-// The AVX2 path (exact, vpmaddwd). Declarations only: the definitions need AVX2 flags.
+// The AVX2 path (exact: vpmaddwd, and vpmaddubsw on weight panels proven not to saturate).
+// Declarations only: the definitions need AVX2 flags.
 #pragma once
 #include "kernels/kernels.h"
 

@@ -1,7 +1,10 @@
-// The AVX2 requantization of 8 int32 lanes, shared by the AVX2 units (internal linkage: each unit
-// that includes it keeps its own copy, compiled with its own flags).
+// The AVX2 requantization of 8 int32 lanes and the GEMM kernels' 16-column row store, shared by
+// the AVX2 units (internal linkage: each unit that includes it keeps its own copy, compiled with
+// its own flags).
 #pragma once
 #include <immintrin.h>
+
+#include <cstring>
 
 #include "kernels/kernels.h"
 
@@ -21,6 +24,37 @@ inline __m256i requantize8(__m256i acc, const float* mult, const qr::Epilogue& e
 inline __m128i narrow16(__m256i q0, __m256i q1) {
   __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
   return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0x08));
+}
+
+// Adds the bias and stores one row of 16 GEMM outputs (the first `valid` of them): int32, or
+// requantized to uint8 with the same float operations, in the same order, as ref::requantize.
+// v0 holds columns col..col+7, v1 col+8..col+15.
+inline void store_row16(__m256i v0, __m256i v1, const qr::Epilogue& ep, int col, void* c_row, int valid) {
+  if (ep.bias) {
+    v0 = _mm256_add_epi32(v0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ep.bias + col)));
+    v1 = _mm256_add_epi32(v1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ep.bias + col + 8)));
+  }
+  if (!ep.requantize) {
+    int32_t* out = static_cast<int32_t*>(c_row);
+    if (valid == 16) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), v1);
+    } else {
+      alignas(32) int32_t tmp[16];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), v0);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp + 8), v1);
+      std::memcpy(out, tmp, valid * sizeof(int32_t));
+    }
+    return;
+  }
+  const __m128i row = narrow16(requantize8(v0, ep.mult + col, ep), requantize8(v1, ep.mult + col + 8, ep));
+  if (valid == 16) {
+    _mm_storeu_si128(static_cast<__m128i*>(c_row), row);
+  } else {
+    alignas(16) uint8_t tmp[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), row);
+    std::memcpy(c_row, tmp, valid);
+  }
 }
 
 }  // namespace

@@ -1,19 +1,26 @@
-// Exact u8*s8 GEMM for AVX2: both operands widened to int16, vpmaddwd, int32 accumulation.
+// Exact u8*s8 GEMM for AVX2: the vpmaddwd kernel (both operands widened to int16) and the routing of
+// each B panel to it or to the fast vpmaddubsw kernel (gemm_avx2_maddubs.cc), same bits either way.
 //
 // Register map of the micro-kernel (qgemm_u8s8_5x16__avx2): 5 rows x 16 columns of C held in
 // 10 ymm accumulators (acc[r][0] columns 0-7, acc[r][1] columns 8-15), 2 ymm of B (one K pair for
 // 16 columns, int16), 1 ymm broadcast of one row's K pair of A, 2 for the products before they are
 // added: 15 of 16 registers. (6 rows would need 17 and spill two accumulators every K pair.)
 // Layouts (docs/kernels.md, "avx2"):
-//   packed B panel: [ceil(K/2) pairs][16 columns][b(n,2p), b(n,2p+1)] int16, zero padded in K and N.
+//   packed B panel: a 64-byte header (int32 kernel: 0 vpmaddwd, 1 vpmaddubsw; int32 pairs over the
+//   bound), then the body of that kernel, in a slot sized for the larger (vpmaddwd) body:
+//   vpmaddwd body: [ceil(K/2) pairs][16 columns][b(n,2p), b(n,2p+1)] int16, zero padded in K and N.
 //   packed A (per block, in scratch): [row][ceil(K/2) pairs] uint32 = two zero-extended bytes.
 // vpmaddwd multiplies int16 pairs and adds them into int32: 255*127*2 fits, so nothing saturates.
+// Routing: a panel takes the vpmaddubsw kernel when every K pair it multiplies has |w1|+|w2| <= 128
+// (then its int16 pair sums cannot saturate either); the packer counts the pairs that do not.
 #include <immintrin.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "kernels/avx2/avx2.h"
 #include "kernels/avx2/epilogue_avx2.h"
+#include "kernels/avx2/gemm_avx2_maddubs.h"
 
 namespace qr::avx2 {
 namespace {
@@ -24,25 +31,76 @@ constexpr int kMC = kMR * 8;
 
 int pairs(int k) { return (k + 1) / 2; }
 
-size_t panel_bytes(int k) { return static_cast<size_t>(pairs(k)) * kNR * 4; }
+// The panel header: which kernel reads the body, and the evidence the packer found.
+struct PanelHeader {
+  int32_t kernel;            // kVpmaddwd or kVpmaddubsw
+  int32_t pairs_over_bound;  // K pairs with |w1| + |w2| > maddubs::kPairBound in this panel
+};
+constexpr int32_t kVpmaddwd = 0, kVpmaddubsw = 1;
+constexpr size_t kHeaderBytes = 64;  // keeps the body 64-byte aligned
+
+size_t wd_body_bytes(int k) { return static_cast<size_t>(pairs(k)) * kNR * 4; }
+
+// Every panel gets the vpmaddwd body's room (the larger), so panel j starts at j * panel_bytes(k).
+size_t panel_bytes(int k) { return kHeaderBytes + wd_body_bytes(k); }
 
 size_t packed_b_bytes(int n, int k) { return static_cast<size_t>((n + kNR - 1) / kNR) * panel_bytes(k); }
 
+void pack_wd_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int8_t* dst) {
+  int16_t* body = reinterpret_cast<int16_t*>(dst);
+  for (int jj = 0; jj < cols; ++jj) {
+    const int8_t* row = b + jj * ldb;
+    for (int p = 0; p < k; ++p) body[(p / 2) * kNR * 2 + jj * 2 + (p & 1)] = row[p];
+  }
+}
+
 void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst) {
-  int16_t* out = reinterpret_cast<int16_t*>(dst);
-  const int kp = pairs(k);
   for (int j0 = 0; j0 < n; j0 += kNR) {
-    int16_t* panel = out + static_cast<size_t>(j0 / kNR) * kp * kNR * 2;
-    for (int jj = 0; jj < kNR && j0 + jj < n; ++jj) {
-      const int8_t* row = b + (j0 + jj) * ldb;
-      for (int p = 0; p < k; ++p) panel[(p / 2) * kNR * 2 + jj * 2 + (p & 1)] = row[p];
+    int8_t* panel = dst + static_cast<size_t>(j0 / kNR) * panel_bytes(k);
+    const int cols = n - j0 < kNR ? n - j0 : kNR;
+    const int8_t* src = b + j0 * ldb;
+    PanelHeader h;
+    const int64_t over = maddubs::pairs_over_bound(src, ldb, cols, k);
+    h.pairs_over_bound = static_cast<int32_t>(over);  // at most 16 * 32768 pairs
+    h.kernel = over == 0 ? kVpmaddubsw : kVpmaddwd;
+    std::memcpy(panel, &h, sizeof h);
+    if (h.kernel == kVpmaddubsw) {
+      maddubs::pack_panel(src, ldb, cols, k, panel + kHeaderBytes);
+    } else {
+      pack_wd_panel(src, ldb, cols, k, panel + kHeaderBytes);
     }
+  }
+}
+
+// The note PackedWeights carries (kernels.h): which kernels the packed panels route to, and why.
+void describe_packing(const int8_t* packed, int n, int k, char* note, size_t note_size) {
+  const int panels = (n + kNR - 1) / kNR;
+  int fast = 0;
+  int64_t over = 0;
+  for (int j = 0; j < panels; ++j) {
+    PanelHeader h;
+    std::memcpy(&h, packed + static_cast<size_t>(j) * panel_bytes(k), sizeof h);
+    fast += h.kernel == kVpmaddubsw;
+    over += h.pairs_over_bound;
+  }
+  const long long total = static_cast<long long>(n) * pairs(k), bad = over;
+  const int bound = maddubs::kPairBound;
+  if (fast == panels) {
+    std::snprintf(note, note_size, "vpmaddubsw: every packed weight pair has |w1|+|w2| <= %d", bound);
+  } else if (fast == 0) {
+    std::snprintf(note, note_size, "vpmaddwd: %lld of %lld weight pairs have |w1|+|w2| > %d", bad, total, bound);
+  } else {
+    std::snprintf(note, note_size, "vpmaddubsw on %d of %d panels, vpmaddwd on %d: %lld of %lld weight pairs have "
+                  "|w1|+|w2| > %d", fast, panels, panels - fast, bad, total, bound);
   }
 }
 
 size_t a_row_bytes(int k) { return static_cast<size_t>(pairs(k)) * 4; }
 
-size_t scratch_bytes(int k) { return kMC * a_row_bytes(k); }
+// Room for both kernels' A (a block may hold panels of each kind), the second 64-byte aligned.
+size_t wd_a_bytes(int k) { return (kMC * a_row_bytes(k) + 63) / 64 * 64; }
+
+size_t scratch_bytes(int k) { return wd_a_bytes(k) + kMC * maddubs::a_row_bytes(k); }
 
 // Widens rows of A to int16, so each K pair is one 32-bit word (an odd K gets a zero partner).
 void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
@@ -55,36 +113,6 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
                           _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + p))));
     for (; p < k; ++p) out[p] = src[p];
     if (k & 1) out[k] = 0;
-  }
-}
-
-// Adds the bias and stores one row of 16 outputs (the first `valid` of them): int32, or requantized
-// to uint8 with the same float operations, in the same order, as ref::requantize.
-inline void store_row(__m256i v0, __m256i v1, const Epilogue& ep, int col, void* c_row, int valid) {
-  if (ep.bias) {
-    v0 = _mm256_add_epi32(v0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ep.bias + col)));
-    v1 = _mm256_add_epi32(v1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ep.bias + col + 8)));
-  }
-  if (!ep.requantize) {
-    int32_t* out = static_cast<int32_t*>(c_row);
-    if (valid == kNR) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v0);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), v1);
-    } else {
-      alignas(32) int32_t tmp[kNR];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), v0);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp + 8), v1);
-      std::memcpy(out, tmp, valid * sizeof(int32_t));
-    }
-    return;
-  }
-  const __m128i row = narrow16(requantize8(v0, ep.mult + col, ep), requantize8(v1, ep.mult + col + 8, ep));
-  if (valid == kNR) {
-    _mm_storeu_si128(static_cast<__m128i*>(c_row), row);
-  } else {
-    alignas(16) uint8_t tmp[kNR];
-    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), row);
-    std::memcpy(c_row, tmp, valid);
   }
 }
 
@@ -109,32 +137,56 @@ void micro_kernel(const uint8_t* a, const int8_t* b, int kp, const Epilogue& ep,
     }
   }
 #pragma GCC unroll 5
-  for (int r = 0; r < R; ++r) store_row(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
+  for (int r = 0; r < R; ++r) store_row16(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
 }
 
 using MicroKernel = void (*)(const uint8_t*, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int);
 constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr, micro_kernel<1>, micro_kernel<2>, micro_kernel<3>, micro_kernel<4>, micro_kernel<5>};
 
 void gemm_block(const GemmBlock& blk) {
-  uint8_t* a_packed = static_cast<uint8_t*>(blk.scratch);
-  pack_a(blk.a, blk.lda, blk.m, blk.k, a_packed);
-  const size_t arow = a_row_bytes(blk.k);
   const size_t esize = blk.ep.requantize ? 1 : 4;
   const size_t c_row_bytes = blk.ldc * esize;
   const int kp = pairs(blk.k);
+  // Each kernel's A is prepared the first time one of its panels comes up. The vpmaddubsw kernel
+  // reads A in place when K is a multiple of 4 (no padding to supply).
+  uint8_t* wd_a = static_cast<uint8_t*>(blk.scratch);
+  const size_t wd_arow = a_row_bytes(blk.k);
+  bool wd_a_ready = false;
+  const uint8_t* ub_a = blk.a;
+  ptrdiff_t ub_lda = blk.lda;
+  bool ub_a_ready = blk.k % 4 == 0;
   // Panel-outer: one B panel stays in cache while every row strip of the block passes over it.
   for (int j = 0; j < blk.n; j += kNR) {
     const int8_t* panel = blk.b_panel + static_cast<size_t>(j / kNR) * panel_bytes(blk.k);
     const int valid = blk.n - j < kNR ? blk.n - j : kNR;
     uint8_t* c_col = static_cast<uint8_t*>(blk.c) + j * esize;
+    PanelHeader h;
+    std::memcpy(&h, panel, sizeof h);
+    if (h.kernel == kVpmaddubsw) {
+      if (!ub_a_ready) {
+        uint8_t* dst = static_cast<uint8_t*>(blk.scratch) + wd_a_bytes(blk.k);
+        maddubs::pack_a(blk.a, blk.lda, blk.m, blk.k, dst);
+        ub_a = dst;
+        ub_lda = static_cast<ptrdiff_t>(maddubs::a_row_bytes(blk.k));
+        ub_a_ready = true;
+      }
+      maddubs::run_panel(ub_a, ub_lda, blk.m, panel + kHeaderBytes, blk.k, blk.ep, j, c_col, c_row_bytes, valid);
+      continue;
+    }
+    if (!wd_a_ready) {
+      pack_a(blk.a, blk.lda, blk.m, blk.k, wd_a);
+      wd_a_ready = true;
+    }
     for (int i = 0; i < blk.m; i += kMR) {
       const int rows = blk.m - i < kMR ? blk.m - i : kMR;
-      kMicroKernels[rows](a_packed + i * arow, panel, kp, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes, valid);
+      kMicroKernels[rows](wd_a + i * wd_arow, panel + kHeaderBytes, kp, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes,
+                          valid);
     }
   }
 }
 
-constexpr GemmKernels kKernels = {"avx2", kNR, kMR, kMC, packed_b_bytes, pack_b, scratch_bytes, gemm_block};
+constexpr GemmKernels kKernels = {"avx2", kNR, kMR, kMC, packed_b_bytes, pack_b,
+                                  scratch_bytes, gemm_block, describe_packing};
 
 }  // namespace
 

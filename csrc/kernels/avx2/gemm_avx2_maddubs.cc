@@ -1,0 +1,115 @@
+// Fast exact u8*s8 GEMM for AVX2 on weights whose K pairs are proven small: vpmaddubsw, then
+// vpmaddwd by ones, int32 accumulation. Exact only under the bound in gemm_avx2_maddubs.h, which
+// the avx2 packer (gemm_avx2.cc) checks per panel before it routes a panel here.
+//
+// Register map of the micro-kernel (qgemm_u8s8_5x16__avx2_maddubs): 5 rows x 16 columns of C held
+// in 10 ymm accumulators (acc[r][0] columns 0-7, acc[r][1] columns 8-15), 2 ymm of B (one group of
+// 4 K for 16 columns, int8), 1 ymm of int16 ones, 1 ymm broadcast of one row's 4 bytes of A, 1 for
+// the product on its way to the accumulator: 15 of 16 registers, no spills.
+// Per group of 4 K and row: vpmaddubsw (u8 x s8 -> pairs (k0,k1), (k2,k3) as int16, exact under the
+// bound), vpmaddwd by ones (the two pairs -> one int32 per column), vpaddd. That is 2 multiplies and
+// 1 add per 32 MACs where the vpmaddwd kernel needs 2 and 2: on the project's AMD hosts (two
+// vector multiply ports) the multiplies are then the only limit.
+// Layouts (docs/kernels.md, "avx2"):
+//   packed B panel body: [ceil(K/4) groups][16 columns][b(n,4g) .. b(n,4g+3)] int8, zero padded.
+//   A: rows of K bytes padded to a multiple of 4; read in place when K is one already.
+#include "kernels/avx2/gemm_avx2_maddubs.h"
+
+#include <immintrin.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/avx2/epilogue_avx2.h"
+
+namespace qr::avx2::maddubs {
+namespace {
+
+constexpr int kMR = 5;
+constexpr int kNR = 16;
+
+int groups(int k) { return (k + 3) / 4; }
+
+// The K loop on its own: inlined into the epilogue's code, GCC keeps two broadcasts in flight and
+// spills an accumulator every group (256x1024x1024, 1 thread: 104 GMAC/s inlined, 111 on its own).
+template <int R>
+__attribute__((noinline)) void accumulate(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg,
+                                          __m256i (&out)[R][2]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[R][2];
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  const uint8_t* arow[R];
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) arow[r] = a + r * lda;
+  for (int g = 0; g < kg; ++g) {
+    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + g * 64));
+    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + g * 64 + 32));
+#pragma GCC unroll 5
+    for (int r = 0; r < R; ++r) {
+      int32_t quad;
+      std::memcpy(&quad, arow[r] + g * 4, 4);
+      const __m256i av = _mm256_set1_epi32(quad);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones));
+    }
+  }
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) out[r][0] = acc[r][0], out[r][1] = acc[r][1];
+}
+
+template <int R>
+void micro_kernel(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg, const Epilogue& ep, int col, uint8_t* c,
+                  size_t c_row_bytes, int valid) {
+  __m256i acc[R][2];
+  accumulate<R>(a, lda, b, kg, acc);
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) store_row16(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
+}
+
+using MicroKernel = void (*)(const uint8_t*, ptrdiff_t, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t,
+                             int);
+constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr, micro_kernel<1>, micro_kernel<2>,
+                                                micro_kernel<3>, micro_kernel<4>, micro_kernel<5>};
+
+}  // namespace
+
+int64_t pairs_over_bound(const int8_t* b, ptrdiff_t ldb, int cols, int k) {
+  int64_t over = 0;
+  for (int j = 0; j < cols; ++j) {
+    const int8_t* row = b + j * ldb;
+    // An odd K's last weight pairs with the zero padding: |w| <= 127 always passes.
+    for (int p = 0; p + 1 < k; p += 2) over += std::abs(row[p]) + std::abs(row[p + 1]) > kPairBound;
+  }
+  return over;
+}
+
+size_t panel_bytes(int k) { return static_cast<size_t>(groups(k)) * kNR * 4; }
+
+void pack_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int8_t* dst) {
+  for (int jj = 0; jj < cols; ++jj) {
+    const int8_t* row = b + jj * ldb;
+    for (int p = 0; p < k; ++p) dst[(p / 4) * kNR * 4 + jj * 4 + (p & 3)] = row[p];
+  }
+}
+
+size_t a_row_bytes(int k) { return static_cast<size_t>(groups(k)) * 4; }
+
+void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
+  const size_t row_bytes = a_row_bytes(k);
+  for (int i = 0; i < m; ++i) {
+    std::memcpy(dst + i * row_bytes, a + i * lda, k);
+    std::memset(dst + i * row_bytes + k, 0, row_bytes - k);
+  }
+}
+
+void run_panel(const uint8_t* a, ptrdiff_t lda, int m, const int8_t* panel, int k, const Epilogue& ep, int col,
+               uint8_t* c, size_t c_row_bytes, int valid) {
+  const int kg = groups(k);
+  for (int i = 0; i < m; i += kMR) {
+    const int rows = m - i < kMR ? m - i : kMR;
+    kMicroKernels[rows](a + i * lda, lda, panel, kg, ep, col, c + i * c_row_bytes, c_row_bytes, valid);
+  }
+}
+
+}  // namespace qr::avx2::maddubs

@@ -1,0 +1,174 @@
+"""The avx2 path's two GEMM kernels: per-panel routing by the weight-pair bound, and bits equal to scalar."""
+import numpy as np
+import pytest
+
+import qruntime
+from qruntime import ops
+from qruntime.model import Model
+
+from test_engine import every_op_graph
+
+pytestmark = pytest.mark.skipif("avx2" not in qruntime.available_isas(), reason="this host has no AVX2")
+
+FAST_ALL = "vpmaddubsw: every packed weight pair has |w1|+|w2| <= 128"
+# The pairs the kernel multiplies are (k, k + 1) for even k; these sit exactly at the bound.
+AT_BOUND = [(64, 64), (-64, -64), (127, 1), (-1, -127), (127, -1), (1, 127), (0, 127), (-127, 0)]
+M_SIZES = [1, 2, 4, 5, 6, 9, 17, 40, 41]
+N_SIZES = [1, 15, 16, 17, 33, 50]
+K_SIZES = [1, 2, 3, 4, 5, 7, 8, 9, 31, 63, 64, 65, 129]
+
+
+def _exact(a, b):
+    return (a.astype(np.float64) @ b.astype(np.float64).T).astype(np.int64)
+
+
+def _check(a, b):
+    """Packs b for avx2, checks the product against numpy and scalar; returns the kernel note."""
+    w = ops.pack_weights(b, isa="avx2")
+    got = ops.gemm_u8s8s32(a, w)
+    np.testing.assert_array_equal(got, _exact(a, b))
+    np.testing.assert_array_equal(got, ops.gemm_u8s8s32(a, b, isa="scalar"))
+    return w.kernel_choice
+
+
+def _pairs_over(b):
+    """Packed pairs (b[n, 2p], b[n, 2p+1]) with |w1| + |w2| > 128; an odd K's last weight pairs with 0."""
+    k = b.shape[1]
+    w = np.abs(b.astype(np.int64))
+    return int((w[:, 0:k - 1:2] + w[:, 1::2] > 128).sum())
+
+
+def _total_pairs(b):
+    return b.shape[0] * ((b.shape[1] + 1) // 2)
+
+
+def test_random_small_weights_take_vpmaddubsw(rng):
+    for m in M_SIZES:
+        for k in K_SIZES:
+            n = N_SIZES[(m + k) % len(N_SIZES)]
+            a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+            b = rng.integers(-64, 65, (n, k), dtype=np.int8)
+            assert _check(a, b) == FAST_ALL, (m, k, n)
+
+
+def test_random_full_range_weights_take_vpmaddwd(rng):
+    for m in M_SIZES:
+        for k in [31, 63, 64, 65, 129, 1000]:
+            n = N_SIZES[(m + k) % len(N_SIZES)]
+            a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+            b = rng.integers(-127, 128, (n, k), dtype=np.int8)
+            want = f"vpmaddwd: {_pairs_over(b)} of {_total_pairs(b)} weight pairs have |w1|+|w2| > 128"
+            assert _check(a, b) == want, (m, k, n)
+
+
+def test_large_shapes_on_both_kernels(rng):
+    for m, k, n in [(256, 1024, 1024), (300, 515, 200), (4096, 64, 64)]:
+        a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+        assert _check(a, rng.integers(-64, 65, (n, k), dtype=np.int8)) == FAST_ALL
+        assert _check(a, rng.integers(-127, 128, (n, k), dtype=np.int8)).startswith("vpmaddwd: ")
+
+
+@pytest.mark.parametrize("pair", AT_BOUND)
+def test_every_pair_at_the_bound_is_exact(pair, rng):
+    """|w1| + |w2| = 128 with activations 255: the int16 pair sums reach +-32640 and must not saturate."""
+    for k in [1, 2, 3, 4, 5, 7, 63, 64, 65, 1024, 1025]:
+        for m, n in [(1, 1), (5, 16), (6, 17), (41, 33)]:
+            b = np.resize(np.array(pair, np.int8), (n, k))  # pairs start at even k: (w1, w2) each time
+            a = np.full((m, k), 255, np.uint8)
+            assert _check(a, b) == FAST_ALL, (pair, k)
+            assert _check(rng.integers(0, 256, (m, k), dtype=np.uint8), b) == FAST_ALL
+
+
+def test_pairs_at_the_bound_mixed_per_column(rng):
+    pairs = np.array(AT_BOUND, np.int8)
+    for k in [2, 3, 10, 65, 130]:
+        n = 37
+        b = pairs[rng.integers(0, len(pairs), (n, (k + 1) // 2))].reshape(n, -1)[:, :k]
+        a = np.full((9, k), 255, np.uint8)
+        assert _check(a, b) == FAST_ALL
+        a[:, ::3] = 0
+        assert _check(a, b) == FAST_ALL
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 64, 65, 1000])
+def test_one_over_the_bound_routes_the_layer_to_vpmaddwd(k):
+    """(64, 65) everywhere: vpmaddubsw would saturate (255 * 129 = 32895), so a wrong route shows in the bits."""
+    n = 33
+    b = np.resize(np.array([64, 65], np.int8), (n, k))
+    a = np.full((7, k), 255, np.uint8)
+    over = n * (k // 2)
+    assert _check(a, b) == f"vpmaddwd: {over} of {_total_pairs(b)} weight pairs have |w1|+|w2| > 128"
+
+
+def test_odd_k_last_weight_pairs_with_padding():
+    # K = 3: pairs (64, 64) and (127, padding 0): both within the bound.
+    b = np.array([[64, 64, 127]] * 20, np.int8)
+    assert _check(np.full((6, 3), 255, np.uint8), b) == FAST_ALL
+    # The (64, 65) pair sits between two pairs, not inside one: (0, 64), (65, 0) are fine.
+    b = np.array([[0, 64, 65, 0]] * 20, np.int8)
+    assert _check(np.full((6, 4), 255, np.uint8), b) == FAST_ALL
+
+
+def test_panels_of_one_layer_take_different_kernels(rng):
+    """Columns 16-31 (panel 1) hold one pair over the bound; panels 0, 2, 3 stay on vpmaddubsw."""
+    k, n = 130, 50
+    b = rng.integers(-64, 65, (n, k), dtype=np.int8)
+    b[20, 40:42] = (-64, -65)
+    a = np.full((45, k), 255, np.uint8)
+    note = _check(a, b)
+    assert note == f"vpmaddubsw on 3 of 4 panels, vpmaddwd on 1: 1 of {n * 65} weight pairs have |w1|+|w2| > 128"
+    a = rng.integers(0, 256, (45, k), dtype=np.uint8)
+    assert _check(a, b) == note
+    # Dropping leading columns moves the offending column to other panel positions, then out.
+    for n0 in [1, 5, 16, 20, 21, 33]:
+        note = _check(a, b[n0:])
+        assert note == FAST_ALL if n0 > 20 else "vpmaddwd on 1: 1 of" in note, n0
+
+
+@pytest.mark.parametrize("limit", [64, 127])
+def test_requantized_output_equals_scalar(limit, rng):
+    m, k, n = 23, 77, 45
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = rng.integers(-limit, limit + 1, (n, k), dtype=np.int8)
+    w_scale = rng.uniform(0.002, 0.01, n).astype(np.float32)
+    bias = rng.normal(0, 1, n).astype(np.float32)
+    for relu in (False, True):
+        args = (x, 0.02, 128, w, w_scale, bias, 0.5, 100, relu)
+        np.testing.assert_array_equal(ops.linear(*args, isa="avx2"), ops.linear(*args, isa="scalar"))
+
+
+@pytest.mark.parametrize("limit", [64, 127])
+@pytest.mark.parametrize("icg", [3, 4, 5])
+def test_conv2d_equals_scalar(limit, icg, rng):
+    """k x k conv rows come from im2col: K = 9 * channels per group covers both reads of A, in place
+    (K % 4 == 0) and padded."""
+    x = rng.integers(0, 256, (2, icg * 2, 11, 13), dtype=np.uint8)
+    w_scale = rng.uniform(0.002, 0.01, 18).astype(np.float32)
+    for groups in (1, 2):
+        w = rng.integers(-limit, limit + 1, (18, icg * 2 // groups, 3, 3), dtype=np.int8)
+        args = (x, 0.03, 7, w, w_scale, None, 0.4, 3)
+        kw = dict(stride=(1, 2), padding=1, groups=groups)
+        np.testing.assert_array_equal(ops.conv2d(*args, **kw, isa="avx2"), ops.conv2d(*args, **kw, isa="scalar"))
+
+
+def test_engine_reports_the_kernel_choice(rng):
+    graph, tensors = every_op_graph(rng)
+    tensors["c1.weight"] = np.clip(tensors["c1.weight"], -64, 64)  # 3x3 conv, K = 27
+    fc = tensors["fc.weight"]  # linear, K = 48, full range
+    model = Model(graph, tensors, isa="avx2")
+    x = rng.normal(0, 1.5, (2, 3, 9, 9)).astype(np.float32)
+    kernels = {r["name"]: r["kernel"] for r in model.profile(x, repeat=1)}
+    assert kernels["c1"] == f"gemm avx2 ({FAST_ALL})"
+    over = f"{_pairs_over(fc)} of {_total_pairs(fc)} weight pairs have |w1|+|w2| > 128"
+    assert kernels["fc"] == f"gemm avx2 (vpmaddwd: {over})"
+    assert kernels["d1"] == "dwconv avx2"
+    assert f"gemm avx2 ({FAST_ALL})" in model.summary()
+    # The first output is the dequantized end of the int8 chain: exact, so equal to scalar's.
+    np.testing.assert_array_equal(model.run(x)[0], Model(graph, tensors, isa="scalar").run(x)[0])
+
+
+def test_other_paths_have_no_kernel_choice():
+    b = np.ones((3, 5), np.int8)
+    for isa in qruntime.available_isas(emulated=True):
+        if isa != "avx2":
+            assert ops.pack_weights(b, isa=isa).kernel_choice == ""
