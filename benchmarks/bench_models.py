@@ -16,7 +16,7 @@ CACHE = RESULTS / "cache"                     # trained weights and prepared art
 PEAK_TOOL = HERE.parents[1] / "shared" / "tools" / "peak"
 MODELS = ["seed_cnn", "small_resnet", "resnet18", "mobilenet_v2"]
 DIGITS_MODELS = ("seed_cnn", "small_resnet")  # trained on the digits; the others are random-init ImageNet shapes
-ENGINE_ORDER = ["torch-fp32", "torch-int8", "ort-fp32", "ort-int8", "openvino-int8", "qruntime"]
+ENGINE_ORDER = ["torch-fp32", "torch-int8", "ort-fp32", "ort-int8", "openvino-int8", "qruntime", "qruntime-w7"]
 QRUNTIME = "qruntime"
 SEED = 0
 # Calibration: 8 batches for every model and every int8 engine. Digits: the first 8 x 32 training images.
@@ -350,7 +350,7 @@ def fmt_ms(ms):
 
 def fastest_peer(cells):
     """(peer name, median ms) of the fastest engine other than qruntime among one column's records."""
-    peers = [(r["median_ms"], r["engine"]) for r in cells if r["engine"] != QRUNTIME and "median_ms" in r]
+    peers = [(r["median_ms"], r["engine"]) for r in cells if not r["engine"].startswith(QRUNTIME) and "median_ms" in r]
     if not peers:
         return None, None
     ms, engine = min(peers)
@@ -438,7 +438,7 @@ def targets(model, records, columns):
         column = [cells[(e, bb, tt)] for e, bb, tt in cells if (bb, tt) == (b, t)]
         peer, _ = fastest_peer(column)
         r = ratio(peer, b, t) if peer else None
-        failed = [c["engine"] for c in column if c["engine"] != QRUNTIME and "median_ms" not in c]
+        failed = [c["engine"] for c in column if not c["engine"].startswith(QRUNTIME) and "median_ms" not in c]
         out.append(f"{verdict(None if r is None else r >= TARGET_SPEEDUP_PEER)}: batch {b}, {t} thread(s): "
                    f"qruntime >= {TARGET_SPEEDUP_PEER}x the fastest peer "
                    f"({'-' if r is None else f'{r:.2f}x over {peer}'}"

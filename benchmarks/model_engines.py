@@ -287,12 +287,15 @@ class QruntimeInt8(Engine):
     """qruntime int8 (.qnn, minmax calibration)."""
 
     name = "qruntime"
+    weight_bits = 8
+    file_name = "model.qnn"
 
     def prepare(self, files, model):
         import qruntime
 
-        path = files.root / "model.qnn"
-        qruntime.quantize(model, files.calibration_batches(), method="minmax", progress=False).save(path)
+        path = files.root / self.file_name
+        qruntime.quantize(model, files.calibration_batches(), method="minmax", weight_bits=self.weight_bits,
+                          progress=False).save(path)
         return path
 
     def import_modules(self):
@@ -309,7 +312,15 @@ class QruntimeInt8(Engine):
         return self.model.run(x)
 
 
-ENGINES = {e.name: e for e in (TorchFP32, TorchInt8, OrtFP32, OrtInt8, OpenVINOInt8, QruntimeInt8)}
+class QruntimeInt8W7(QruntimeInt8):
+    """qruntime with 7-bit weights ([-64, 64]): every layer takes AVX2's exact vpmaddubsw kernel."""
+
+    name = "qruntime-w7"
+    weight_bits = 7
+    file_name = "model_w7.qnn"
+
+
+ENGINES = {e.name: e for e in (TorchFP32, TorchInt8, OrtFP32, OrtInt8, OpenVINOInt8, QruntimeInt8, QruntimeInt8W7)}
 
 
 def artifact_bytes(engine_name, artifact):

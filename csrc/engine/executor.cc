@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "engine/transpose.h"
 
 namespace qr::engine {
@@ -33,18 +34,29 @@ Engine::Engine(const GraphSpec& spec)
   for (const OpSpec& op : spec.ops) {
     for (int v : op.inputs)
       QR_CHECK_ARG(v >= 0 && v < nv && defined[v], where(op) + ": reads a value no earlier op produces");
-    for (int v : op.outputs)
-      QR_CHECK_ARG(v >= 0 && v < nv && !defined[v], where(op) + ": writes a value that already exists");
+    QR_CHECK_ARG(op.outputs.size() == 1, where(op) + ": expects exactly one output");
+    const int v = op.outputs[0];
+    QR_CHECK_ARG(v >= 0 && v < nv && !defined[v], where(op) + ": writes a value that already exists");
+    op_inputs_.push_back(op.inputs);
+    op_outputs_.push_back(v);
+    defined[v] = true;
+  }
+  // The nodes (weight packing: most of a load) are independent: built on the thread pool. The
+  // error of the first bad op in graph order is the one reported, whatever the thread timing.
+  const size_t n_ops = spec.ops.size();
+  nodes_.resize(n_ops);
+  std::vector<std::string> errors(n_ops);
+  ThreadPool::global().parallel_for(static_cast<int64_t>(n_ops), [&](int64_t i) {
+    const OpSpec& op = spec.ops[i];
     try {
-      nodes_.push_back(make_node(op, spec));
+      nodes_[i] = make_node(op, spec);
     } catch (const ValueError& e) {
       const std::string msg = e.what();
-      throw ValueError(msg.rfind("op '", 0) == 0 ? msg : where(op) + ": " + msg);
+      errors[i] = msg.rfind("op '", 0) == 0 ? msg : where(op) + ": " + msg;
     }
-    op_inputs_.push_back(op.inputs);
-    op_outputs_.push_back(op.outputs[0]);
-    defined[op.outputs[0]] = true;
-  }
+  });
+  for (const std::string& e : errors)
+    if (!e.empty()) throw ValueError(e);
   for (int v : outputs_) {
     QR_CHECK_ARG(v >= 0 && v < nv && defined[v], "graph: an output is never produced");
     QR_CHECK_ARG(values_[v].dtype == DType::kFloat32, "graph: outputs must be float32 values");

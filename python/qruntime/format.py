@@ -171,9 +171,13 @@ def read(path):
     """The (graph, tensors) a .qnn file holds; FormatError naming the field if anything is wrong."""
     with open(path, "rb") as f:
         # A file that is not a .qnn usually fails here, before it is read whole.
-        _header_length(f.read(8), os.fstat(f.fileno()).st_size)
+        size = os.fstat(f.fileno()).st_size
+        _header_length(f.read(8), size)
         f.seek(0)
-        return from_bytes(f.read())
+        data = bytearray(size)  # writable: the tensors can be views of it, not copies
+        if f.readinto(data) != size:
+            raise FormatError("header length: the file changed size while it was read")
+        return _parse(data, copy=False)
 
 
 def to_bytes(graph, tensors):
@@ -204,6 +208,11 @@ def to_bytes(graph, tensors):
 def from_bytes(data):
     """The (graph, tensors) held by the bytes of a .qnn file; FormatError naming the field if anything
     is wrong. The tensors are fresh, writable arrays (not views of `data`)."""
+    return _parse(data, copy=True)
+
+
+def _parse(data, copy):
+    """from_bytes; with copy=False the tensors are views of `data` (read() hands over a fresh bytearray)."""
     try:
         view = memoryview(data).cast("B")
     except TypeError as e:
@@ -224,8 +233,10 @@ def from_bytes(data):
         raise FormatError(f"sha256: the tensor data hashes to {digest}, the header says {metadata['sha256']} "
                           "(the file is corrupt)")
     graph = _loads(metadata["graph"], "__metadata__.graph")
-    tensors = {name: np.frombuffer(view[data_start + begin:data_start + end], dtype=dtype).reshape(shape).copy()
+    tensors = {name: np.frombuffer(view[data_start + begin:data_start + end], dtype=dtype).reshape(shape)
                for name, (dtype, shape, begin, end) in layout.items()}
+    if copy:
+        tensors = {name: t.copy() for name, t in tensors.items()}
     validate(graph, tensors)
     return graph, tensors
 

@@ -22,7 +22,8 @@ def _engine_spec(graph, tensors):
                 ints[key] = [int(val)]
             else:
                 ints[key] = [int(x) for x in val]
-        arrays = {role: np.ascontiguousarray(tensors[name]) for role, name in op["tensors"].items()}
+        # Contiguous and aligned: a tensor viewed in the file's bytes may start at any offset.
+        arrays = {role: np.require(tensors[name], requirements=["C", "A"]) for role, name in op["tensors"].items()}
         ops.append((op["op"], op["name"], [index[v] for v in op["inputs"]], [index[v] for v in op["outputs"]],
                     ints, strs, arrays))
     inputs = [index[i["name"]] for i in graph["inputs"]]
@@ -57,9 +58,10 @@ def _as_float32(x, name):
 class Model:
     """A quantized model ready to run. Build one with qruntime.load or qruntime.quantize."""
 
-    def __init__(self, graph, tensors, *, isa=None):
+    def __init__(self, graph, tensors, *, isa=None, _validated=False):
         """isa: run on this ISA path (qruntime.available_isas(emulated=True)); default: the active one."""
-        qnn_format.validate(graph, tensors)
+        if not _validated:
+            qnn_format.validate(graph, tensors)
         self._graph = graph
         self._tensors = tensors
         try:
@@ -171,4 +173,4 @@ def load(path, threads=None):
         from .dispatch import set_num_threads
         set_num_threads(threads)
     graph, tensors = qnn_format.read(path)
-    return Model(graph, tensors)
+    return Model(graph, tensors, _validated=True)  # read() has validated them
