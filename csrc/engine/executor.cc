@@ -118,8 +118,8 @@ std::shared_ptr<const Plan> Engine::plan(const std::vector<Shape>& input_shapes)
   return p;
 }
 
-std::unique_ptr<AlignedBuffer> Engine::take_arena(size_t bytes) const {
-  std::unique_ptr<AlignedBuffer> arena;
+std::unique_ptr<Engine::Arena> Engine::take_arena(size_t bytes) const {
+  std::unique_ptr<Arena> arena;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!free_arenas_.empty()) {
@@ -127,12 +127,12 @@ std::unique_ptr<AlignedBuffer> Engine::take_arena(size_t bytes) const {
       free_arenas_.pop_back();
     }
   }
-  if (!arena) arena = std::make_unique<AlignedBuffer>();
-  arena->ensure(bytes);
+  if (!arena) arena = std::make_unique<Arena>();
+  arena->buffer.ensure(bytes);
   return arena;
 }
 
-void Engine::give_arena(std::unique_ptr<AlignedBuffer> arena) const {
+void Engine::give_arena(std::unique_ptr<Arena> arena) const {
   std::lock_guard<std::mutex> lock(mutex_);
   free_arenas_.push_back(std::move(arena));
 }
@@ -144,11 +144,12 @@ void Engine::run(const Plan& plan, const std::vector<const float*>& inputs, cons
   auto arena = take_arena(plan.memory.arena_bytes);
   struct Return {  // the arena goes back to the pool even when an op throws
     const Engine* e;
-    std::unique_ptr<AlignedBuffer>* a;
+    std::unique_ptr<Arena>* a;
     ~Return() { e->give_arena(std::move(*a)); }
   } give_back{this, &arena};
-  uint8_t* base = arena->as<uint8_t>();
-  std::vector<const void*> ptr(values_.size(), nullptr);
+  uint8_t* base = arena->buffer.as<uint8_t>();
+  std::vector<const void*>& ptr = arena->value_ptr;
+  ptr.resize(values_.size());
   for (size_t v = 0; v < values_.size(); ++v) ptr[v] = base + plan.memory.offsets[v];
   for (size_t i = 0; i < inputs_.size(); ++i) {
     const Shape& s = plan.shapes[inputs_[i]];
@@ -159,8 +160,8 @@ void Engine::run(const Plan& plan, const std::vector<const float*>& inputs, cons
                       reinterpret_cast<float*>(base + plan.memory.offsets[inputs_[i]]));
     }
   }
-  std::vector<const void*> in;
-  std::vector<Shape> in_shapes;
+  std::vector<const void*>& in = arena->in;
+  std::vector<Shape>& in_shapes = arena->in_shapes;
   for (size_t i = 0; i < nodes_.size(); ++i) {
     in.clear();
     in_shapes.clear();

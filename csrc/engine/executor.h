@@ -43,8 +43,15 @@ class Engine {
   const std::vector<int>& outputs() const { return outputs_; }
 
  private:
-  std::unique_ptr<AlignedBuffer> take_arena(size_t bytes) const;
-  void give_arena(std::unique_ptr<AlignedBuffer> arena) const;
+  // One call's memory: the activation arena and the pointer/shape lists handed to each op, kept
+  // between calls so a run at a known shape allocates nothing here.
+  struct Arena {
+    AlignedBuffer buffer;
+    std::vector<const void*> value_ptr, in;
+    std::vector<Shape> in_shapes;
+  };
+  std::unique_ptr<Arena> take_arena(size_t bytes) const;
+  void give_arena(std::unique_ptr<Arena> arena) const;
 
   std::vector<ValueSpec> values_;
   std::vector<int> inputs_, outputs_;
@@ -55,7 +62,7 @@ class Engine {
 
   mutable std::mutex mutex_;
   mutable std::map<std::vector<int64_t>, std::shared_ptr<const Plan>> plans_;
-  mutable std::vector<std::unique_ptr<AlignedBuffer>> free_arenas_;
+  mutable std::vector<std::unique_ptr<Arena>> free_arenas_;
 };
 
 }  // namespace qr::engine
