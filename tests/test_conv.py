@@ -129,6 +129,31 @@ def test_depthwise_multiplier_and_prepacked(any_path, rng):
     np.testing.assert_array_equal(got, want)
 
 
+# The depthwise kernels split each output row into runs of 4 pixels whose windows lie inside the
+# image and single pixels (borders, leftovers), and the channels into steps of 32 and 16 and a tail:
+# these shapes reach each branch, at the sizes of both edges.
+@pytest.mark.parametrize("c", [1, 15, 16, 17, 32, 48, 70])
+@pytest.mark.parametrize("w,k,stride,pad,dilation", [
+    (4, 3, 1, 0, 1),   # 2 outputs per row: no run
+    (6, 3, 1, 0, 1),   # exactly one run
+    (13, 3, 1, 1, 1),  # runs, a leftover and both padded borders
+    (17, 3, 2, 1, 1),  # strided runs
+    (19, 5, 1, 2, 2),  # 25 taps (not unrolled), dilated, wide borders
+    (9, 1, 1, 0, 1),   # 1x1 depthwise: every pixel inside
+])
+def test_depthwise_runs_and_channel_tails(any_path, c, w, k, stride, pad, dilation):
+    rng = np.random.default_rng(c * 101 + w * 7 + k)
+    x = rng.integers(0, 256, (2, c, 7, w), dtype=np.uint8)
+    wq = _weights(rng, c, 1, k, k)
+    wq[0, 0, 0, 0], wq[-1, 0, -1, -1] = -127, 127   # extremes of the weight range
+    w_scale, bias, out_scale = _qparams(rng, c, k * k)
+    args = (x, 0.05, 11, wq, w_scale, bias, out_scale, 90)
+    kw = dict(stride=stride, padding=pad, dilation=dilation, groups=c)
+    got = ops.conv2d(*args, **kw, isa=any_path)
+    np.testing.assert_array_equal(got, reference.conv2d(*args, **kw))
+    assert len(np.unique(got)) > min(30, got.size // 8)   # not saturated
+
+
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 def test_thread_counts(any_path, rng, threads, n_threads):
     x = rng.integers(0, 256, (2, 16, 20, 20), dtype=np.uint8)

@@ -32,13 +32,25 @@ class DwTaps {
     if (ox_end_ < ox_begin_) ox_end_ = ox_begin_;
   }
 
+  // Output columns [ox_begin, ox_end) have their whole window inside the image horizontally.
+  int ox_begin() const { return ox_begin_; }
+  int ox_end() const { return ox_end_; }
+  // Whether output row oy's windows lie inside the image vertically.
+  bool rows_inside(int oy) const {
+    const int iy0 = oy * a_.stride_h - a_.pad_t;
+    return iy0 >= 0 && iy0 + (a_.kh - 1) * a_.dil_h < a_.h;
+  }
+  // The corner of pixel (oy, ox)'s window, for a pixel whose window lies inside the image.
+  const uint8_t* corner(int oy, int ox) const {
+    const int iy0 = oy * a_.stride_h - a_.pad_t, ix0 = ox * a_.stride_w - a_.pad_l;
+    return a_.x + (static_cast<ptrdiff_t>(iy0) * a_.w + ix0) * a_.c;
+  }
+
   // The taps of output pixel (oy, ox), channel 0.
   PixelTaps at(int oy, int ox) {
     const int iy0 = oy * a_.stride_h - a_.pad_t, ix0 = ox * a_.stride_w - a_.pad_l;
-    const bool rows_inside = iy0 >= 0 && iy0 + (a_.kh - 1) * a_.dil_h < a_.h;
-    if (rows_inside && ox >= ox_begin_ && ox < ox_end_) {
-      const uint8_t* corner = a_.x + (static_cast<ptrdiff_t>(iy0) * a_.w + ix0) * a_.c;
-      return {reinterpret_cast<uintptr_t>(corner), offsets_};
+    if (rows_inside(oy) && ox >= ox_begin_ && ox < ox_end_) {
+      return {reinterpret_cast<uintptr_t>(corner(oy, ox)), offsets_};
     } else {
       for (int ky = 0; ky < a_.kh; ++ky) {
         const int iy = iy0 + ky * a_.dil_h;
@@ -60,13 +72,24 @@ class DwTaps {
   int ox_begin_ = 0, ox_end_ = 0;
 };
 
-// Calls block(taps, out) for every output pixel of rows [oh_begin, oh_end): the loop every ISA's
-// depthwise kernel shares; `block` does the channels.
-template <class Block>
-void for_each_pixel(const qr::DwConvArgs& a, Block&& block) {
+// The loop every ISA's depthwise kernel shares, over the output pixels of rows [oh_begin, oh_end).
+// Runs of kRun pixels of one row whose windows lie inside the image go to run(corner, step, out):
+// tap t of the run's pixel j reads at corner + j * step + tap_offsets[t], and its output is at
+// out + j * c. Every other pixel goes to single(taps, out). A run shares each weight load among
+// its pixels and gives the kernel kRun independent accumulator chains.
+template <int kRun, class Run, class Single>
+void for_each_pixel_run(const qr::DwConvArgs& a, Run&& run, Single&& single) {
   DwTaps window(a);
-  for (int oy = a.oh_begin; oy < a.oh_end; ++oy)
-    for (int ox = 0; ox < a.ow; ++ox) block(window.at(oy, ox), a.y + (static_cast<size_t>(oy) * a.ow + ox) * a.c);
+  const ptrdiff_t step = static_cast<ptrdiff_t>(a.stride_w) * a.c;
+  for (int oy = a.oh_begin; oy < a.oh_end; ++oy) {
+    uint8_t* row = a.y + static_cast<size_t>(oy) * a.ow * a.c;
+    int ox = 0;
+    if (window.rows_inside(oy)) {
+      for (; ox < window.ox_begin(); ++ox) single(window.at(oy, ox), row + static_cast<size_t>(ox) * a.c);
+      for (; ox + kRun <= window.ox_end(); ox += kRun) run(window.corner(oy, ox), step, row + static_cast<size_t>(ox) * a.c);
+    }
+    for (; ox < a.ow; ++ox) single(window.at(oy, ox), row + static_cast<size_t>(ox) * a.c);
+  }
 }
 
 }  // namespace

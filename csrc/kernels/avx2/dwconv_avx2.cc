@@ -1,9 +1,10 @@
 // Depthwise convolution for AVX2, 16 channels per step (layout: docs/kernels.md, "depthwise").
 //
-// Register map: two ymm accumulators (channels c0..c0+7, c0+8..c0+15), per tap the 16 input bytes
-// widened to two ymm of int32 and two ymm of int32 weights. vpmaddwd sees each lane as two int16:
-// the input (x, 0) and the weight (w, its sign extension), so it adds exactly x * w (one uop where
-// vpmulld takes two).
+// Register map of a run (4 pixels of one output row, 16 channels): 8 ymm accumulators (pixel j,
+// channels c0..c0+7 and c0+8..c0+15), the tap's two ymm of int32 weights, loaded once and shared by
+// the 4 pixels, and each pixel's 16 input bytes widened to two ymm of int32. vpmaddwd sees each
+// lane as two int16: the input (x, 0) and the weight (w, its sign extension), so it adds exactly
+// x * w (one uop where vpmulld takes two).
 #include <immintrin.h>
 
 #include <cstring>
@@ -15,7 +16,8 @@
 namespace qr::avx2 {
 namespace {
 
-constexpr int kCB = 16;
+constexpr int kCB = 16;   // channels per step
+constexpr int kRun = 4;   // pixels per run
 
 // The first `count` (<= 16) bytes at p, widened to int32; the rest are zero and never read.
 inline void load16(const uint8_t* p, int count, __m256i& lo, __m256i& hi) {
@@ -31,36 +33,81 @@ inline void load16(const uint8_t* p, int count, __m256i& lo, __m256i& hi) {
   hi = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
 }
 
-void dwconv(const DwConvArgs& a) {
+// 8 bytes at p widened to int32 (one vpmovzxbd with a memory operand).
+inline __m256i load8_epi32(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+inline __m256i load_epi32(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+// kTaps > 0 fixes the tap count at compile time (3x3, the common case), so the tap loop unrolls.
+template <int kTaps>
+void dwconv_taps(const DwConvArgs& a) {
   // Locals, not a.*: stores through uint8_t* may alias anything, which would force reloads.
-  const int taps = a.kh * a.kw, channels = a.c;
+  const int taps = kTaps > 0 ? kTaps : a.kh * a.kw, channels = a.c;
+  const int full = channels / kCB * kCB;  // channels the runs do; a tail goes pixel by pixel
   const size_t c_stride = a.c_stride;
   const int32_t *weights = a.weights, *bias = a.ep.bias;
   const float* mult = a.ep.mult;
-  for_each_pixel(a, [&](const PixelTaps& px, uint8_t* out) {
-    for (int c0 = 0; c0 < channels; c0 += kCB) {
-      const int count = channels - c0 < kCB ? channels - c0 : kCB;
-      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+  const uintptr_t* offsets = a.tap_offsets;
+  const RequantConsts consts(a.ep);
+
+  // Channels [c0, c0 + count) of one pixel, count <= 16.
+  auto pixel = [&](const PixelTaps& px, uint8_t* out, int c0, int count) {
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+    for (int t = 0; t < taps; ++t) {
+      __m256i x0, x1;
+      load16(px.tap(t) + c0, count, x0, x1);
+      const int32_t* w = weights + t * c_stride + c0;
+      acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(x0, load_epi32(w)));
+      acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(x1, load_epi32(w + 8)));
+    }
+    acc0 = _mm256_add_epi32(acc0, load_epi32(bias + c0));
+    acc1 = _mm256_add_epi32(acc1, load_epi32(bias + c0 + 8));
+    const __m128i q = narrow16(requantize8(acc0, mult + c0, consts), requantize8(acc1, mult + c0 + 8, consts));
+    if (count == kCB) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c0), q);
+    } else {
+      alignas(16) uint8_t tmp[kCB];
+      _mm_store_si128(reinterpret_cast<__m128i*>(tmp), q);
+      std::memcpy(out + c0, tmp, count);
+    }
+  };
+  auto single = [&](const PixelTaps& px, uint8_t* out) {
+    for (int c0 = 0; c0 < channels; c0 += kCB) pixel(px, out, c0, channels - c0 < kCB ? channels - c0 : kCB);
+  };
+  auto run = [&](const uint8_t* corner, ptrdiff_t step, uint8_t* out) {
+    for (int c0 = 0; c0 < full; c0 += kCB) {
+      __m256i acc[kRun][2];
+      for (int j = 0; j < kRun; ++j) acc[j][0] = acc[j][1] = _mm256_setzero_si256();
+#pragma GCC unroll 9
       for (int t = 0; t < taps; ++t) {
-        __m256i x0, x1;
-        load16(px.tap(t) + c0, count, x0, x1);
         const int32_t* w = weights + t * c_stride + c0;
-        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(x0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))));
-        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(x1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 8))));
+        const __m256i w0 = load_epi32(w), w1 = load_epi32(w + 8);
+        const uint8_t* x = corner + offsets[t] + c0;
+#pragma GCC unroll 4
+        for (int j = 0; j < kRun; ++j) {
+          acc[j][0] = _mm256_add_epi32(acc[j][0], _mm256_madd_epi16(load8_epi32(x + j * step), w0));
+          acc[j][1] = _mm256_add_epi32(acc[j][1], _mm256_madd_epi16(load8_epi32(x + j * step + 8), w1));
+        }
       }
-      acc0 = _mm256_add_epi32(acc0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + c0)));
-      acc1 = _mm256_add_epi32(acc1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + c0 + 8)));
-      const __m128i q = narrow16(requantize8(acc0, mult + c0, a.ep), requantize8(acc1, mult + c0 + 8, a.ep));
-      if (count == kCB) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c0), q);
-      } else {
-        alignas(16) uint8_t tmp[kCB];
-        _mm_store_si128(reinterpret_cast<__m128i*>(tmp), q);
-        std::memcpy(out + c0, tmp, count);
+      const __m256i b0 = load_epi32(bias + c0), b1 = load_epi32(bias + c0 + 8);
+#pragma GCC unroll 4
+      for (int j = 0; j < kRun; ++j) {
+        const __m128i q = narrow16(requantize8(_mm256_add_epi32(acc[j][0], b0), mult + c0, consts),
+                                   requantize8(_mm256_add_epi32(acc[j][1], b1), mult + c0 + 8, consts));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j * channels + c0), q);
       }
     }
-  });
+    if (full < channels)
+      for (int j = 0; j < kRun; ++j)
+        pixel(PixelTaps{reinterpret_cast<uintptr_t>(corner + j * step), offsets}, out + j * channels, full,
+              channels - full);
+  };
+  for_each_pixel_run<kRun>(a, run, single);
 }
+
+void dwconv(const DwConvArgs& a) { a.kh * a.kw == 9 ? dwconv_taps<9>(a) : dwconv_taps<0>(a); }
 
 constexpr DwConvKernels kKernels = {"avx2", dwconv};
 

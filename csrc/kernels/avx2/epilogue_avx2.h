@@ -10,13 +10,25 @@
 
 namespace {
 
+// The epilogue's broadcast constants, for loops that build them once rather than once per vector.
+struct RequantConsts {
+  __m256 lo, hi;
+  __m256i zp;
+  explicit RequantConsts(const qr::Epilogue& ep)
+      : lo(_mm256_set1_ps(static_cast<float>(ep.lo - ep.out_zp))),
+        hi(_mm256_set1_ps(static_cast<float>(ep.hi - ep.out_zp))),
+        zp(_mm256_set1_epi32(ep.out_zp)) {}
+};
+
 // Same float operations, in the same order, as qr::ref::requantize; the bias is already added.
-inline __m256i requantize8(__m256i acc, const float* mult, const qr::Epilogue& ep) {
-  const __m256 lo = _mm256_set1_ps(static_cast<float>(ep.lo - ep.out_zp));
-  const __m256 hi = _mm256_set1_ps(static_cast<float>(ep.hi - ep.out_zp));
+inline __m256i requantize8(__m256i acc, const float* mult, const RequantConsts& k) {
   __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(mult));
-  f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
-  return _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(ep.out_zp));  // MXCSR: half to even
+  f = _mm256_min_ps(_mm256_max_ps(f, k.lo), k.hi);
+  return _mm256_add_epi32(_mm256_cvtps_epi32(f), k.zp);  // MXCSR: half to even
+}
+
+inline __m256i requantize8(__m256i acc, const float* mult, const qr::Epilogue& ep) {
+  return requantize8(acc, mult, RequantConsts(ep));
 }
 
 // Narrows two vectors of results in [0, 255] to 16 bytes in order. The saturating packs only
