@@ -27,13 +27,19 @@ void quantize(const float* x, size_t count, QParams q, uint8_t* out) {
   check_qparams(q, "x");
   const float lo = static_cast<float>(-q.zero_point), hi = static_cast<float>(255 - q.zero_point);
   parallel_chunks(static_cast<int64_t>(count), 4, [&](int64_t begin, int64_t end) {
+    // Locals and restrict: through the captured references every uint8 store could alias the
+    // scale and the pointers, and the loop would stay scalar with reloads.
+    const float* __restrict src = x;
+    uint8_t* __restrict dst = out;
+    const float scale = q.scale;
+    const int32_t zp = q.zero_point;
     for (int64_t i = begin; i < end; ++i) {
       // Clamped before rounding (equal for integer bounds); the selects send a NaN to lo, so it
       // cannot reach the int cast.
-      float v = x[i] / q.scale;
+      float v = src[i] / scale;
       v = v > lo ? v : lo;
       v = v < hi ? v : hi;
-      out[i] = static_cast<uint8_t>(static_cast<int32_t>(round_half_even_small(v)) + q.zero_point);
+      dst[i] = static_cast<uint8_t>(static_cast<int32_t>(round_half_even_small(v)) + zp);
     }
   });
 }

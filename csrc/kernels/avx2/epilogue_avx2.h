@@ -69,4 +69,38 @@ inline void store_row16(__m256i v0, __m256i v1, const qr::Epilogue& ep, int col,
   }
 }
 
+// store_row16 for the R rows of a micro-kernel's tile (acc[r][0] columns col..col+7, acc[r][1]
+// col+8..col+15; rows c_row_bytes apart). The requantizing path reads the epilogue once into
+// locals and builds its constants once per tile: through the reference, every byte store could
+// alias the epilogue's fields and force them to be reloaded and re-broadcast per row.
+template <int R>
+inline void store_rows16(__m256i (&acc)[R][2], const qr::Epilogue& ep, int col, uint8_t* c, size_t c_row_bytes,
+                         int valid) {
+  if (!ep.requantize) {
+#pragma GCC unroll 5
+    for (int r = 0; r < R; ++r) store_row16(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
+    return;
+  }
+  const RequantConsts k(ep);
+  const int32_t* bias = ep.bias ? ep.bias + col : nullptr;
+  const float* mult = ep.mult + col;
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) {
+    __m256i v0 = acc[r][0], v1 = acc[r][1];
+    if (bias) {
+      v0 = _mm256_add_epi32(v0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias)));
+      v1 = _mm256_add_epi32(v1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8)));
+    }
+    const __m128i row = narrow16(requantize8(v0, mult, k), requantize8(v1, mult + 8, k));
+    uint8_t* out = c + r * c_row_bytes;
+    if (valid == 16) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out), row);
+    } else {
+      alignas(16) uint8_t tmp[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(tmp), row);
+      std::memcpy(out, tmp, valid);
+    }
+  }
+}
+
 }  // namespace

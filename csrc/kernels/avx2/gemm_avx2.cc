@@ -136,8 +136,7 @@ void micro_kernel(const uint8_t* a, const int8_t* b, int kp, const Epilogue& ep,
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
     }
   }
-#pragma GCC unroll 5
-  for (int r = 0; r < R; ++r) store_row16(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
+  store_rows16<R>(acc, ep, col, c, c_row_bytes, valid);
 }
 
 using MicroKernel = void (*)(const uint8_t*, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int);

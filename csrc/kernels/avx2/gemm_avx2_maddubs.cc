@@ -63,8 +63,7 @@ void micro_kernel(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg, cons
                   size_t c_row_bytes, int valid) {
   __m256i acc[R][2];
   accumulate<R>(a, lda, b, kg, acc);
-#pragma GCC unroll 5
-  for (int r = 0; r < R; ++r) store_row16(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
+  store_rows16<R>(acc, ep, col, c, c_row_bytes, valid);
 }
 
 using MicroKernel = void (*)(const uint8_t*, ptrdiff_t, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t,

@@ -57,4 +57,31 @@ inline void store_row32(__m512i v0, __m512i v1, const qr::Epilogue& ep, int col,
   if (valid > 16) store_bytes16(out + 16, requantize16(v1, ep.mult + col + 16, k), valid - 16);
 }
 
+// store_row32 for the R rows of a micro-kernel's tile (rows c_row_bytes apart). The requantizing
+// path reads the epilogue once into locals and builds its constants once per tile: through the
+// reference, every byte store could alias the epilogue's fields and force reloads per row.
+template <int R>
+inline void store_rows32(__m512i (&acc)[R][2], const qr::Epilogue& ep, int col, uint8_t* c, size_t c_row_bytes,
+                         int valid) {
+  if (!ep.requantize) {
+#pragma GCC unroll 14
+    for (int r = 0; r < R; ++r) store_row32(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
+    return;
+  }
+  const RequantConsts k(ep);
+  const int32_t* bias = ep.bias ? ep.bias + col : nullptr;
+  const float* mult = ep.mult + col;
+#pragma GCC unroll 14
+  for (int r = 0; r < R; ++r) {
+    __m512i v0 = acc[r][0], v1 = acc[r][1];
+    if (bias) {
+      v0 = _mm512_add_epi32(v0, _mm512_loadu_si512(bias));
+      v1 = _mm512_add_epi32(v1, _mm512_loadu_si512(bias + 16));
+    }
+    uint8_t* out = c + r * c_row_bytes;
+    store_bytes16(out, requantize16(v0, mult, k), valid);
+    if (valid > 16) store_bytes16(out + 16, requantize16(v1, mult + 16, k), valid - 16);
+  }
+}
+
 }  // namespace

@@ -113,8 +113,7 @@ void micro_kernel(const uint8_t* a_strip, const int8_t* b, int kg, const Epilogu
       if (V == 2) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
     }
   }
-#pragma GCC unroll 14
-  for (int r = 0; r < R; ++r) store_row32(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
+  store_rows32<R>(acc, ep, col, c, c_row_bytes, valid);
 }
 
 using MicroKernel = void (*)(const uint8_t*, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int);
