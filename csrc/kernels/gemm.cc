@@ -105,6 +105,7 @@ void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep,
     blk.b_panel = w.data.as<int8_t>() + static_cast<size_t>(n0 / kern.nr) * panel_bytes;
     blk.n = std::min(panels_per_chunk * kern.nr, w.n - n0);
     blk.k = w.k;
+    blk.a_readable = a.readable_row_bytes(w.k);
     blk.ep = ep;
     if (ep.bias) blk.ep.bias = ep.bias + n0;
     if (ep.mult) blk.ep.mult = ep.mult + n0;

@@ -39,6 +39,9 @@ class RowSource {
   virtual const uint8_t* rows(int m0, int count, AlignedBuffer& buf, ptrdiff_t* lda) const = 0;
   // True when rows() builds its rows (costs work) rather than pointing into memory.
   virtual bool gathers() const { return false; }
+  // Bytes readable from the start of every row rows() returns, for K = k: at least k. Bytes past k
+  // meet B's zero padding in the kernels, so their values do not matter.
+  virtual int readable_row_bytes(int k) const { return k; }
 };
 
 class MatrixRows : public RowSource {

@@ -27,6 +27,7 @@ struct GemmBlock {
   const int8_t* b_panel;  // packed panel holding column n0 (n0 is a multiple of nr)
   int n;                  // columns in the block, starting at n0; may end mid-panel
   int k;                  // logical K (before padding)
+  int a_readable;         // bytes readable in every row of a, >= k (RowSource::readable_row_bytes)
   Epilogue ep;            // bias/mult already offset to column n0
   void* c;                // output element (0, n0); row stride ldc elements
   ptrdiff_t ldc;

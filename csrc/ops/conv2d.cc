@@ -68,13 +68,18 @@ class Im2colRows : public RowSource {
     const int sh = g_.stride_h, sw = g_.stride_w, dh = g_.dil_h, dw = g_.dil_w, pt = g_.pad_t, pl = g_.pad_l;
     const uint8_t zp = zp_;
     const bool contiguous = contiguous_taps_;
-    const size_t run = static_cast<size_t>(kw) * icg, k = run * kh;
+    const size_t run = static_cast<size_t>(kw) * icg, k = run * kh, stride = row_stride(k);
     // Runs of at most 16 bytes (a first layer: 1 or 3 channels) are copied as one 16-byte move when
     // the window lies inside the row and 16 bytes are readable: the bytes past the run land in the
-    // next tap's or row's place, which is written after, or in the 16 bytes of slack at the end.
+    // next tap's or row's place, which is written after, or in the 32 bytes of slack at the end.
     const bool short_runs = contiguous && run <= 16;
+    // A window wholly inside the input takes one fixed-size move per tap row when its runs are this
+    // short (RGB 3x3 and 7x7 first layers), with the same overwrite-or-slack argument.
+    const size_t window_move = run <= 16 ? 16 : 32;
+    const bool window_moves = contiguous && run <= 32;
     const uint8_t* const x_end = x_end_;
-    buf.ensure(count * k + 16);
+    const ptrdiff_t tap_row_step = static_cast<ptrdiff_t>(dh) * w * c;  // from tap row ky to ky + 1
+    buf.ensure(count * stride + 32);
     uint8_t* out = buf.as<uint8_t>();
     // Output pixel of row m0, then stepped along (ox, oy, image): no divisions per row.
     int img = m0 / (oh * ow), oy = (m0 / ow) % oh, ox = m0 % ow;
@@ -86,11 +91,24 @@ class Im2colRows : public RowSource {
           ++img;
         }
       }
-      uint8_t* row = out + i * k;
+      uint8_t* row = out + i * stride;
       const uint8_t* image = x + static_cast<size_t>(img) * h * w * c + c0_;
-      const int ix0 = ox * sw - pl;
+      const int ix0 = ox * sw - pl, iy0 = oy * sh - pt;
+      if (window_moves && iy0 >= 0 && iy0 + (kh - 1) * dh < h && ix0 >= 0 && ix0 + kw <= w) {
+        // The whole window inside: no per-tap checks.
+        const uint8_t* src = image + (static_cast<ptrdiff_t>(iy0) * w + ix0) * c;
+        if (src + (kh - 1) * tap_row_step + window_move <= x_end) {
+          if (window_move == 16) {
+            for (int ky = 0; ky < kh; ++ky) std::memcpy(row + ky * run, src + ky * tap_row_step, 16);
+          } else {
+            for (int ky = 0; ky < kh; ++ky) std::memcpy(row + ky * run, src + ky * tap_row_step, 32);
+          }
+          for (size_t p = k; p < stride; ++p) row[p] = 0;
+          continue;
+        }
+      }
       for (int ky = 0; ky < kh; ++ky, row += run) {
-        const int iy = oy * sh - pt + ky * dh;
+        const int iy = iy0 + ky * dh;
         if (iy < 0 || iy >= h) {
           fill_run(row, zp, run);
           continue;
@@ -116,10 +134,16 @@ class Im2colRows : public RowSource {
           }
         }
       }
+      for (size_t p = k; p < stride; ++p) out[i * stride + p] = 0;
     }
-    *lda = static_cast<ptrdiff_t>(k);
+    *lda = static_cast<ptrdiff_t>(stride);
     return out;
   }
+
+  // Rows are padded to a multiple of 4 bytes (zeros): kernels that read K in groups of 4 can then
+  // read them in place rather than copy each row to pad it.
+  static size_t row_stride(size_t k) { return (k + 3) / 4 * 4; }
+  int readable_row_bytes(int k) const override { return static_cast<int>(row_stride(static_cast<size_t>(k))); }
 
   bool gathers() const override { return true; }
 

@@ -147,13 +147,13 @@ void gemm_block(const GemmBlock& blk) {
   const size_t c_row_bytes = blk.ldc * esize;
   const int kp = pairs(blk.k);
   // Each kernel's A is prepared the first time one of its panels comes up. The vpmaddubsw kernel
-  // reads A in place when K is a multiple of 4 (no padding to supply).
+  // reads A in place when its rows are readable up to K rounded to 4 (padding meets zero weights).
   uint8_t* wd_a = static_cast<uint8_t*>(blk.scratch);
   const size_t wd_arow = a_row_bytes(blk.k);
   bool wd_a_ready = false;
   const uint8_t* ub_a = blk.a;
   ptrdiff_t ub_lda = blk.lda;
-  bool ub_a_ready = blk.k % 4 == 0;
+  bool ub_a_ready = blk.a_readable >= static_cast<int>(maddubs::a_row_bytes(blk.k));
   // Panel-outer: one B panel stays in cache while every row strip of the block passes over it.
   for (int j = 0; j < blk.n; j += kNR) {
     const int8_t* panel = blk.b_panel + static_cast<size_t>(j / kNR) * panel_bytes(blk.k);
