@@ -93,6 +93,37 @@ def test_every_op_equals_the_reference(any_path, rng):
         _check_outputs(model.run(x), reference.run_graph(graph, tensors, [x]))
 
 
+def _input_readers_graph(rng, two_readers, c=3):
+    """x -> quantize -> 1x1 conv -> dequantize; with two_readers x also feeds a second quantize,
+    added to the first: an input whose only reader is a quantize skips the arena's NHWC copy."""
+    t = {}
+    t["c.weight"], t["c.w_scale"] = _weights(rng, (5, c, 1, 1))
+    values = {"x": {"dtype": "float32"}, "qa": _u8(0.02, 128), "c": _u8(0.05, 60), "y": {"dtype": "float32"}}
+    if two_readers:
+        values.update(qb=_u8(0.03, 100), s=_u8(0.04, 120))
+    op = lambda kind, inputs, out, attrs=None, tensors=None: {  # noqa: E731
+        "op": kind, "name": out, "inputs": inputs, "outputs": [out], "attrs": attrs or {}, "tensors": tensors or {}}
+    conv = {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "act": "none"}
+    ops = [op("quantize", ["x"], "qa")]
+    if two_readers:
+        ops += [op("quantize", ["x"], "qb"), op("add", ["qa", "qb"], "s", {"act": "none"})]
+    ops += [op("conv2d", ["s" if two_readers else "qa"], "c", conv, {"weight": "c.weight", "w_scale": "c.w_scale"}),
+            op("dequantize", ["c"], "y")]
+    graph = {"inputs": [{"name": "x", "shape": [-1, c, -1, -1]}], "outputs": ["y"], "values": values, "ops": ops}
+    return graph, t
+
+
+@pytest.mark.parametrize("c", [3, 4])   # RGB has its own interleave
+@pytest.mark.parametrize("two_readers", [False, True])
+def test_input_layout_change_in_quantize_or_arena(any_path, rng, two_readers, c):
+    graph, tensors = _input_readers_graph(rng, two_readers, c)
+    model = Model(graph, tensors, isa=any_path)
+    # 1 pixel (layouts agree), 3x5, and 37x41 (several blocks of the fused quantize and a partial one)
+    for shape in [(2, c, 1, 1), (1, c, 3, 5), (2, c, 37, 41)]:
+        x = rng.normal(0, 1.5, shape).astype(np.float32)
+        np.testing.assert_array_equal(model.run(x), reference.run_graph(graph, tensors, [x])[0])
+
+
 def test_batch_size_changes_replan(rng):
     graph, tensors = every_op_graph(rng)
     model = Model(graph, tensors)

@@ -1,6 +1,7 @@
 // The engine's build, planning and execution (executor.h).
 #include "engine/executor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -61,6 +62,14 @@ Engine::Engine(const GraphSpec& spec)
     QR_CHECK_ARG(v >= 0 && v < nv && defined[v], "graph: an output is never produced");
     QR_CHECK_ARG(values_[v].dtype == DType::kFloat32, "graph: outputs must be float32 values");
   }
+  for (int v : inputs_) {
+    int reader = -1, readers = 0;
+    for (size_t i = 0; i < n_ops; ++i)
+      for (int u : op_inputs_[i])
+        if (u == v) ++readers, reader = static_cast<int>(i);
+    const bool is_output = std::find(outputs_.begin(), outputs_.end(), v) != outputs_.end();
+    input_quantizer_.push_back(readers == 1 && !is_output && nodes_[reader]->op == "quantize" ? reader : -1);
+  }
 }
 
 std::shared_ptr<const Plan> Engine::plan(const std::vector<Shape>& input_shapes) const {
@@ -88,8 +97,11 @@ std::shared_ptr<const Plan> Engine::plan(const std::vector<Shape>& input_shapes)
   p->shapes.assign(values_.size(), Shape{});
   for (size_t i = 0; i < inputs_.size(); ++i) p->shapes[inputs_[i]] = input_shapes[i];
   std::vector<Lifetime> life(values_.size());
+  p->op_reads_nchw.assign(nodes_.size(), false);
   for (size_t i = 0; i < inputs_.size(); ++i) {
-    const bool in_place = layouts_agree(input_shapes[i]);
+    const bool agree = layouts_agree(input_shapes[i]), quantizer = input_quantizer_[i] >= 0;
+    if (!agree && quantizer) p->op_reads_nchw[input_quantizer_[i]] = true;
+    const bool in_place = agree || quantizer;
     p->in_place_input.push_back(in_place);
     Lifetime& l = life[inputs_[i]];
     l.first = -1;
@@ -170,7 +182,8 @@ void Engine::run(const Plan& plan, const std::vector<const float*>& inputs, cons
       in_shapes.push_back(plan.shapes[v]);
     }
     const int o = op_outputs_[i];
-    const NodeIo io{in.data(), in_shapes.data(), static_cast<int>(in.size()), const_cast<void*>(ptr[o]), plan.shapes[o]};
+    const NodeIo io{in.data(), in_shapes.data(), static_cast<int>(in.size()), const_cast<void*>(ptr[o]), plan.shapes[o],
+                    plan.op_reads_nchw[i]};
     if (op_seconds) {
       const auto t0 = std::chrono::steady_clock::now();
       nodes_[i]->run(io);

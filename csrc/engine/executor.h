@@ -20,7 +20,8 @@ namespace qr::engine {
 struct Plan {
   std::vector<Shape> shapes;  // per value
   MemoryPlan memory;
-  std::vector<bool> in_place_input;  // per graph input: its NCHW memory is already the NHWC layout
+  std::vector<bool> in_place_input;  // per graph input: read where it is (no NHWC copy in the arena)
+  std::vector<bool> op_reads_nchw;   // per op: its input 0 is a graph input in NCHW order (NodeIo::in_nchw)
 };
 
 class Engine {
@@ -59,6 +60,9 @@ class Engine {
   std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<std::vector<int>> op_inputs_;
   std::vector<int> op_outputs_;
+  // Per graph input: the op that quantizes it when that is its only reader (-1 otherwise). Such an
+  // input is not transposed into the arena: the quantize reads the NCHW floats directly.
+  std::vector<int> input_quantizer_;
 
   mutable std::mutex mutex_;
   mutable std::map<std::vector<int64_t>, std::shared_ptr<const Plan>> plans_;

@@ -18,6 +18,9 @@ struct NodeIo {
   int n_in;
   void* out;
   Shape out_shape;
+  // Input 0 is a graph input still in its NCHW order (given only to a quantize that is the input's
+  // one reader, which then does the layout change itself).
+  bool in_nchw = false;
 };
 
 class Node {

@@ -22,7 +22,13 @@ class QuantizeNode : public Node {
   }
   Shape output_shape(const Shape* in, int) const override { return in[0]; }
   void run(const NodeIo& io) const override {
-    ops::quantize(static_cast<const float*>(io.in[0]), io.out_shape.elements(), q_, static_cast<uint8_t*>(io.out));
+    const auto* x = static_cast<const float*>(io.in[0]);
+    auto* y = static_cast<uint8_t*>(io.out);
+    const Shape& s = io.out_shape;
+    if (io.in_nchw)
+      ops::quantize_planes(x, s.n(), s.c(), s.h() * s.w(), q_, y);
+    else
+      ops::quantize(x, s.elements(), q_, y);
   }
 
  private:

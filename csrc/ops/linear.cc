@@ -1,7 +1,9 @@
 // The standalone quantized ops: thin compositions of the GEMM driver and requantization.
 #include "ops/linear.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "dispatch/dispatch.h"
 #include "ops/u8_common.h"
@@ -23,23 +25,68 @@ void linear(const PackedWeights& w, const uint8_t* a, ptrdiff_t lda, int m, QPar
   qr::gemm(w, a, lda, m, rq.epilogue(), y, w.n);
 }
 
+namespace {
+
+// quantize() of x[0, n) into out: the one loop both quantize entry points run.
+inline void quantize_run(const float* __restrict x, int64_t n, float scale, int32_t zp, float lo, float hi,
+                         uint8_t* __restrict out) {
+  for (int64_t i = 0; i < n; ++i) {
+    // Clamped before rounding (equal for integer bounds); the selects send a NaN to lo, so it
+    // cannot reach the int cast.
+    float v = x[i] / scale;
+    v = v > lo ? v : lo;
+    v = v < hi ? v : hi;
+    out[i] = static_cast<uint8_t>(static_cast<int32_t>(round_half_even_small(v)) + zp);
+  }
+}
+
+}  // namespace
+
 void quantize(const float* x, size_t count, QParams q, uint8_t* out) {
   check_qparams(q, "x");
   const float lo = static_cast<float>(-q.zero_point), hi = static_cast<float>(255 - q.zero_point);
-  parallel_chunks(static_cast<int64_t>(count), 4, [&](int64_t begin, int64_t end) {
-    // Locals and restrict: through the captured references every uint8 store could alias the
-    // scale and the pointers, and the loop would stay scalar with reloads.
-    const float* __restrict src = x;
-    uint8_t* __restrict dst = out;
-    const float scale = q.scale;
-    const int32_t zp = q.zero_point;
-    for (int64_t i = begin; i < end; ++i) {
-      // Clamped before rounding (equal for integer bounds); the selects send a NaN to lo, so it
-      // cannot reach the int cast.
-      float v = src[i] / scale;
-      v = v > lo ? v : lo;
-      v = v < hi ? v : hi;
-      dst[i] = static_cast<uint8_t>(static_cast<int32_t>(round_half_even_small(v)) + zp);
+  // Plain values into the loop: through captured references every uint8 store could alias the
+  // scale and the pointers, and the loop would stay scalar with reloads.
+  const float scale = q.scale;
+  const int32_t zp = q.zero_point;
+  parallel_chunks(static_cast<int64_t>(count), 4, [x, out, scale, zp, lo, hi](int64_t begin, int64_t end) {
+    quantize_run(x + begin, end - begin, scale, zp, lo, hi, out + begin);
+  });
+}
+
+void quantize_planes(const float* x, int64_t images, int64_t channels, int64_t hw, QParams q, uint8_t* out) {
+  check_qparams(q, "x");
+  const float lo = static_cast<float>(-q.zero_point), hi = static_cast<float>(255 - q.zero_point);
+  const float scale = q.scale;
+  const int32_t zp = q.zero_point;
+  // Blocks of pixels: each channel's run quantized into a small plane-major buffer (vectorised),
+  // then interleaved into the pixels' NHWC bytes while it is in L1.
+  constexpr int64_t kPixels = 512;
+  const int64_t blocks = (hw + kPixels - 1) / kPixels;
+  parallel_chunks(images * blocks, kPixels * channels * 5, [&](int64_t begin, int64_t end) {
+    // Locals: the byte stores could alias anything the closure reaches, forcing reloads per byte.
+    const int64_t channels_ = channels, hw_ = hw, blocks_ = blocks;
+    const float* const x_ = x;
+    uint8_t* const out_ = out;
+    std::vector<uint8_t> planes(static_cast<size_t>(channels_ * kPixels));
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t img = t / blocks_, p0 = (t % blocks_) * kPixels, n = std::min(kPixels, hw_ - p0);
+      const float* src = x_ + img * channels_ * hw_ + p0;
+      for (int64_t ch = 0; ch < channels_; ++ch)
+        quantize_run(src + ch * hw_, n, scale, zp, lo, hi, &planes[ch * kPixels]);
+      uint8_t* __restrict dst = out_ + (img * hw_ + p0) * channels_;
+      const uint8_t* __restrict from = planes.data();
+      if (channels_ == 3) {  // RGB, the common case: a fixed interleave the compiler vectorises
+        const uint8_t *r = from, *g = from + kPixels, *b = from + 2 * kPixels;
+        for (int64_t p = 0; p < n; ++p) {
+          dst[3 * p] = r[p];
+          dst[3 * p + 1] = g[p];
+          dst[3 * p + 2] = b[p];
+        }
+      } else {
+        for (int64_t p = 0; p < n; ++p)
+          for (int64_t ch = 0; ch < channels_; ++ch) dst[p * channels_ + ch] = from[ch * kPixels + p];
+      }
     }
   });
 }

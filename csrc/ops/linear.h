@@ -25,6 +25,10 @@ void linear(const PackedWeights& w, const uint8_t* a, ptrdiff_t lda, int m, QPar
 // q = clamp(nearbyint(x / scale) + zero_point, 0, 255), in float32 (docs/quantization.md).
 void quantize(const float* x, size_t count, QParams q, uint8_t* out);
 
+// quantize() of `images` NCHW images (channels planes of hw floats each), written NHWC: the
+// layout change done on bytes in cache rather than as a separate pass over the floats.
+void quantize_planes(const float* x, int64_t images, int64_t channels, int64_t hw, QParams q, uint8_t* out);
+
 // x = float32(q - zero_point) * scale
 void dequantize(const uint8_t* q, size_t count, QParams qp, float* out);
 
