@@ -18,6 +18,10 @@ MODELS = ["seed_cnn", "small_resnet", "resnet18", "mobilenet_v2"]
 DIGITS_MODELS = ("seed_cnn", "small_resnet")  # trained on the digits; the others are random-init ImageNet shapes
 ENGINE_ORDER = ["torch-fp32", "torch-int8", "ort-fp32", "ort-int8", "openvino-int8", "qruntime", "qruntime-w7"]
 QRUNTIME = "qruntime"
+CAP_ISAS = ["avx2"]                # --cap-isa choices
+# Cells that count as capped peers under --cap-isa: verified within the cap, or with every conv/matmul kernel
+# verified and the exceptions listed (model_engines.Engine.isa_report).
+CAPPED = ("capped", "mostly capped")
 SEED = 0
 # Calibration: 8 batches for every model and every int8 engine. Digits: the first 8 x 32 training images.
 # 224x224 models: 8 x 4 synthetic images (smooth_random_images, seed SEED); timed inputs use seed SEED + 1,
@@ -33,6 +37,8 @@ TARGET_SEED_B256_TORCH_INT8 = 1.3  # seed CNN batch 256 over torch int8
 TARGET_RSS_RATIO = 0.25            # ResNet-18 qruntime peak RSS / torch fp32's
 TARGET_SIZE_RATIO = 0.26           # .qnn / fp32 state_dict file
 TARGET_IMPORT_LOAD_MS = 100.0      # ResNet-18: import qruntime + load
+# Issue 8, on an AVX2-only host (checked under --cap-isa avx2): qruntime-w7 over the fastest peer, batch 1 and 16.
+TARGET_W7_AVX2 = {"seed_cnn": 1.3, "resnet18": 1.0, "mobilenet_v2": 1.3}
 
 
 # ---- the child: one (engine, model, batch, threads) cell -----------------------------------------
@@ -69,6 +75,8 @@ def child_main(spec):
         result["images_per_s"] = batch / (result["median_ms"] / 1e3)
         result["rss_mb"] = peak_rss_mb()  # import + load + runs, before the accuracy pass
         np.save(spec["output"], np.asarray(engine.run(x), dtype=np.float32))
+        stage = "isa report"
+        result.update(engine.isa_report(spec["isa_cap"]))
         if spec["accuracy"]:
             stage = "accuracy"
             result["accuracy"] = top1(engine.run, np.load(files.labelled), batch)
@@ -147,8 +155,16 @@ def parse_args(argv):
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds of timed runs per cell after warm-up (default: 2, --quick: 0.3)")
     p.add_argument("--child-timeout", type=float, default=600, help="seconds before a cell is abandoned")
-    p.add_argument("--json", type=Path, default=RESULTS / "bench_models.json", help="output records")
+    p.add_argument("--cap-isa", choices=CAP_ISAS, default=None,
+                   help="an AVX2 proxy on a bigger CPU: restrict every engine to this ISA where the engine allows it "
+                        "(qruntime QRUNTIME_ISA, OpenVINO ONEDNN_MAX_CPU_ISA, torch ATEN_CPU_CAPABILITY & co.; ONNX "
+                        "Runtime cannot be capped) and record per cell what each one ran")
+    p.add_argument("--json", type=Path, default=None,
+                   help="output records (default: results/bench_models.json, with --cap-isa "
+                        "results/bench_models_<isa>cap.json); the .md and .png go beside it")
     args = p.parse_args(argv)
+    if args.json is None:  # a capped run must not overwrite the real figures
+        args.json = RESULTS / (f"bench_models_{args.cap_isa}cap.json" if args.cap_isa else "bench_models.json")
 
     def choose(name, given, known):
         unknown = [v for v in given if v not in known]
@@ -309,12 +325,12 @@ def prepare_model(name, engines, max_batch):
     return files, prepared, notes
 
 
-def run_child(spec, timeout):
-    """Runs one cell in a fresh interpreter; its RESULT record, or an error record."""
+def run_child(spec, timeout, env=None):
+    """Runs one cell in a fresh interpreter with `env` added to its environment; its RESULT record, or an error one."""
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired:
         return {"error": f"timeout: the child ran over {timeout:.0f} s", "child_s": time.perf_counter() - t0}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -348,9 +364,11 @@ def fmt_ms(ms):
     return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
 
 
-def fastest_peer(cells):
-    """(peer name, median ms) of the fastest engine other than qruntime among one column's records."""
-    peers = [(r["median_ms"], r["engine"]) for r in cells if not r["engine"].startswith(QRUNTIME) and "median_ms" in r]
+def fastest_peer(cells, capped=None):
+    """(peer name, median ms) of the fastest engine other than qruntime among one column's records; with `capped`
+    True or False, only among the peers that did or did not stay within --cap-isa."""
+    peers = [(r["median_ms"], r["engine"]) for r in cells if not r["engine"].startswith(QRUNTIME) and "median_ms" in r
+             and (capped is None or (r.get("isa_status") in CAPPED) == capped)]
     if not peers:
         return None, None
     ms, engine = min(peers)
@@ -362,7 +380,41 @@ def records_by(records, model):
     return {(r["engine"], r["batch"], r["threads"]): r for r in records if r["model"] == model}
 
 
-def model_table(model, records, columns, engines, notes, errors):
+def cap_label(engine, recs, detail=True):
+    """The engine's name, with its --cap-isa status(es) across `recs` (and with `detail` what ran beyond the cap, if
+    short) unless every measured cell was capped."""
+    statuses = sorted({r["isa_status"] for r in recs if "isa_status" in r})
+    if statuses in ([], ["capped"]):
+        return engine
+    above = sorted({a for r in recs for a in r.get("isa_above_cap", [])})
+    beyond = f": {', '.join(above)}" if detail and 0 < len(above) <= 2 else ""
+    return f"{engine} ({' / '.join(statuses)}{beyond})"
+
+
+def cap_banner(host, records, engines, cap):
+    """The lines that open a --cap-isa report: that it is a proxy, and what each engine actually ran, per its cells."""
+    import model_engines
+
+    lines = [f"**An {cap.upper()} proxy on a bigger CPU, not an {cap.upper()}-only host.** Every cell ran on "
+             f"{host['cpu']['brand']} (qruntime's own best path there: `{host['isa']}`), each engine restricted to "
+             f"{cap} as far as the engine allows; what each one ran, from its cells' records:", ""]
+    for engine in engines:
+        recs = [r for r in records if r["engine"] == engine]
+        statuses = sorted({r["isa_status"] for r in recs if "isa_status" in r}) or ["no record"]
+        used = sorted({u for r in recs for u in r.get("isa_used", [])})
+        above = sorted({a for r in recs for a in r.get("isa_above_cap", [])})
+        env = next((r["isa_cap_env"] for r in recs if r.get("isa_cap_env")), {})
+        lines.append(f"- {engine}: **{' / '.join(statuses)}**"
+                     + (f" ({', '.join(f'`{k}={v}`' for k, v in env.items())})" if env else " (no cap available)")
+                     + (f"; ran {', '.join(used)}" if used else "")
+                     + (f"; beyond {cap}: {', '.join(above)}" if above else "")
+                     + f". {model_engines.ENGINES[engine].cap_note}.")
+    lines += ["", f"qruntime vs fastest capped peer counts only the {' and '.join(CAPPED)} cells of other engines; "
+              "the rest are compared separately, for information only.", ""]
+    return lines
+
+
+def model_table(model, records, columns, engines, notes, errors, cap=None):
     """The markdown table of one model: engines x (batch, threads) median latency, then RSS, size, timings, top-1."""
     cells = records_by(records, model)
     header = ["engine"] + [f"{cell_label(b, t)} ms" for b, t in columns]
@@ -384,7 +436,7 @@ def model_table(model, records, columns, engines, notes, errors):
 
     for engine in engines:
         recs = [cells[(engine, b, t)] for b, t in columns if (engine, b, t) in cells]
-        row = [engine]
+        row = [cap_label(engine, recs)]
         for b, t in columns:
             rec = cells.get((engine, b, t))
             row.append("-" if rec is None else error_ref(rec) if "error" in rec and "median_ms" not in rec
@@ -402,14 +454,19 @@ def model_table(model, records, columns, engines, notes, errors):
                         lambda v: f"{100 * v:.1f} %"))
         lines.append("| " + " | ".join(row) + " |")
 
-    if QRUNTIME in engines:
-        row = [f"**{QRUNTIME} vs fastest peer**"]
-        for b, t in columns:
-            column = [cells[(e, b, t)] for e in engines if (e, b, t) in cells]
-            peer, peer_ms = fastest_peer(column)
-            qr = cells.get((QRUNTIME, b, t), {})
-            row.append(f"{peer_ms / qr['median_ms']:.2f}x ({peer})" if peer and "median_ms" in qr else "-")
-        lines.append("| " + " | ".join(row + [""] * 6) + " |")
+    # Under --cap-isa only capped peers make the comparison; the uncapped ones get their own row, as information.
+    comparisons = [(True, "fastest capped peer"), (False, "fastest uncapped peer (info)")] if cap else [
+        (None, "fastest peer")]
+    for qr_engine in [e for e in engines if e.startswith(QRUNTIME)]:
+        for capped, what in comparisons:
+            row = []
+            for b, t in columns:
+                column = [cells[(e, b, t)] for e in engines if (e, b, t) in cells]
+                peer, peer_ms = fastest_peer(column, capped)
+                qr = cells.get((qr_engine, b, t), {})
+                row.append(f"{peer_ms / qr['median_ms']:.2f}x ({peer})" if peer and "median_ms" in qr else "-")
+            if capped is not False or any(v != "-" for v in row):
+                lines.append("| " + " | ".join([f"**{qr_engine} vs {what}**"] + row + [""] * 6) + " |")
     return lines
 
 
@@ -417,32 +474,45 @@ def verdict(ok):
     return "n/a" if ok is None else "MET" if ok else "MISSED"
 
 
-def targets(model, records, columns):
+def targets(model, records, columns, cap=None):
     """The issue's targets for one model as lines 'MET/MISSED: what (numbers)', from the measured records."""
     cells = records_by(records, model)
     out = []
 
-    def ratio(engine, b, t):
-        qr, ref = cells.get((QRUNTIME, b, t), {}), cells.get((engine, b, t), {})
+    def ratio(engine, b, t, qr_engine=QRUNTIME):
+        qr, ref = cells.get((qr_engine, b, t), {}), cells.get((engine, b, t), {})
         return ref["median_ms"] / qr["median_ms"] if "median_ms" in qr and "median_ms" in ref else None
+
+    def cap_tag(engine, b, t):
+        """Under --cap-isa, '; <engine> <status>' when that cell did not stay within the cap."""
+        status = cells.get((engine, b, t), {}).get("isa_status", "not measured")
+        return f"; {engine} {status}" if cap and status != "capped" else ""
+
+    def peer_targets(qr_engine, goal, source=""):
+        """One line per batch 1 and 16 column: qr_engine >= goal x the fastest peer (under --cap-isa: capped peer)."""
+        for b, t in columns:
+            if b not in (1, 16):
+                continue
+            column = [cells[(e, bb, tt)] for e, bb, tt in cells if (bb, tt) == (b, t)]
+            peer, _ = fastest_peer(column, True if cap else None)
+            # A qruntime cell beyond the cap says nothing about the capped ISA.
+            r = ratio(peer, b, t, qr_engine) if peer and not cap_tag(qr_engine, b, t) else None
+            failed = [c["engine"] for c in column if not c["engine"].startswith(QRUNTIME) and "median_ms" not in c]
+            out.append(f"{verdict(None if r is None else r >= goal)}: batch {b}, {t} thread(s): "
+                       f"{qr_engine} >= {goal}x the fastest {'capped ' if cap else ''}peer{source} "
+                       f"({'-' if r is None else f'{r:.2f}x over {peer}'}{cap_tag(qr_engine, b, t)}"
+                       + (f"; not measured: {', '.join(failed)}" if failed else "") + ")")
 
     if model == "seed_cnn":
         for b, goal in ((1, TARGET_SEED_B1_TORCH_INT8), (256, TARGET_SEED_B256_TORCH_INT8)):
             for t in sorted({t for bb, t in columns if bb == b}):
                 r = ratio("torch-int8", b, t)
                 out.append(f"{verdict(None if r is None else r >= goal)}: batch {b}, {t} thread(s): "
-                           f"qruntime >= {goal}x torch int8 ({'-' if r is None else f'{r:.2f}x'})")
-    for b, t in columns:
-        if b not in (1, 16):
-            continue
-        column = [cells[(e, bb, tt)] for e, bb, tt in cells if (bb, tt) == (b, t)]
-        peer, _ = fastest_peer(column)
-        r = ratio(peer, b, t) if peer else None
-        failed = [c["engine"] for c in column if not c["engine"].startswith(QRUNTIME) and "median_ms" not in c]
-        out.append(f"{verdict(None if r is None else r >= TARGET_SPEEDUP_PEER)}: batch {b}, {t} thread(s): "
-                   f"qruntime >= {TARGET_SPEEDUP_PEER}x the fastest peer "
-                   f"({'-' if r is None else f'{r:.2f}x over {peer}'}"
-                   + (f"; not measured: {', '.join(failed)}" if failed else "") + ")")
+                           f"qruntime >= {goal}x torch int8 ({'-' if r is None else f'{r:.2f}x'}"
+                           f"{cap_tag(QRUNTIME, b, t)}{cap_tag('torch-int8', b, t)})")
+    peer_targets(QRUNTIME, TARGET_SPEEDUP_PEER)
+    if cap and model in TARGET_W7_AVX2:
+        peer_targets("qruntime-w7", TARGET_W7_AVX2[model], f" (issue 8, {cap} proxy)")
 
     qr_recs = [r for (e, _, _), r in cells.items() if e == QRUNTIME]
     fp32_recs = [r for (e, _, _), r in cells.items() if e == "torch-fp32"]
@@ -475,7 +545,7 @@ def targets(model, records, columns):
     return out
 
 
-def speedup_chart(records, models, engines, threads, path, title):
+def speedup_chart(records, models, engines, threads, path, title, names=None):
     """Bar chart: speed-up over torch fp32 at batch 1 per model and engine, one panel per thread count."""
     import matplotlib
 
@@ -493,7 +563,7 @@ def speedup_chart(records, models, engines, threads, path, title):
                 ok = "median_ms" in ref and "median_ms" in rec
                 heights.append(ref["median_ms"] / rec["median_ms"] if ok else 0)
             bars = ax.bar([m + (i - (len(engines) - 1) / 2) * width for m in range(len(models))], heights, width,
-                          label=engine)
+                          label=(names or {}).get(engine, engine))
             ax.bar_label(bars, labels=[f"{h:.1f}" if h else "n/a" for h in heights], fontsize=6)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(models)), models)
@@ -501,8 +571,9 @@ def speedup_chart(records, models, engines, threads, path, title):
     axes[0][0].set_ylabel("speed-up over torch fp32 (median latency)")
     fig.suptitle(title, fontsize=10)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(engines), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    rows = -(-len(engines) // 4) if names else 1  # engine names with their cap status need more room
+    fig.legend(handles, labels, loc="lower center", ncol=-(-len(engines) // rows), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 * rows, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -516,6 +587,7 @@ def main(argv=None):
     args = parse_args(argv)
 
     import bench_gemm
+    import model_engines
 
     start_busy, start_own, start_wall = bench_gemm.cpu_busy_seconds(), sum(os.times()[:4]), time.perf_counter()
     host = host_info()
@@ -523,6 +595,10 @@ def main(argv=None):
           f"qruntime isa {host['isa']}; " + ", ".join(f"{k} {v}" for k, v in host["versions"].items()))
     print(f"each cell: a fresh process, warm-up, then >= {args.min_runs} runs and >= {args.min_time} s; "
           "median ms per batch")
+    if args.cap_isa:
+        isa = args.cap_isa.upper()
+        print(f"ISA cap {args.cap_isa}: an {isa} proxy on this CPU, not an {isa}-only host; each cell records what its "
+              "engine actually ran")
 
     records, tables, verdicts, errors, notes_by_model, columns_by_model = [], [], {}, [], {}, {}
     for model in args.models:
@@ -544,8 +620,11 @@ def main(argv=None):
                     spec = {"engine": engine, "model": model, "root": str(files.root), "batch": b, "threads": t,
                             "artifact": prepared[engine]["artifact"], "output": str(output),
                             "min_time": args.min_time, "min_runs": args.min_runs,
-                            "accuracy": (b, t) == accuracy_cell}
-                    rec.update(run_child(spec, args.child_timeout))
+                            "accuracy": (b, t) == accuracy_cell, "isa_cap": args.cap_isa}
+                    cap_env = model_engines.ENGINES[engine]().cap_env(args.cap_isa) if args.cap_isa else {}
+                    if args.cap_isa:
+                        rec["isa_cap_env"] = cap_env
+                    rec.update(run_child(spec, args.child_timeout, cap_env))
                     rec["rel_err_vs_torch_fp32"] = relative_error(
                         output, files.root / "outputs" / f"torch-fp32-b{b}-t{t}.npy")
                 records.append(rec)
@@ -554,12 +633,18 @@ def main(argv=None):
                     f"RSS {rec['rss_mb']:.0f} MB, import {rec['import_ms']:.0f} ms, load {rec['load_ms']:.0f} ms"
                     + (f", top-1 {rec['accuracy']:.1f} %" if rec.get("accuracy") is not None else "")
                     + (f", {rec['error']}" if "error" in rec else "")
-                    if "median_ms" in rec else rec["error"]), flush=True)
-        tables.append(model_table(model, records, columns, args.engines, notes, errors))
-        verdicts[model] = targets(model, records, columns)
+                    if "median_ms" in rec else rec["error"])
+                    + (f" [{rec['isa_status']}: {', '.join(rec['isa_used'])}]" if "isa_status" in rec else ""),
+                    flush=True)
+        tables.append(model_table(model, records, columns, args.engines, notes, errors, args.cap_isa))
+        verdicts[model] = targets(model, records, columns, args.cap_isa)
 
-    md = ["# Model benchmarks (bench_models.py)", "",
-          f"Host: {host['cpu']['brand']}, {host['cpu']['affinity_cpus']} CPUs, qruntime ISA `{host['isa']}`. "
+    # A capped run says so before anything else, so that nobody takes it for an AVX2-only host's figures.
+    banner = cap_banner(host, records, args.engines, args.cap_isa) if args.cap_isa else []
+    md = ["# Model benchmarks (bench_models.py" + (f" --cap-isa {args.cap_isa}: a proxy" if args.cap_isa else "")
+          + ")", "", *banner,
+          f"Host: {host['cpu']['brand']}, {host['cpu']['affinity_cpus']} CPUs, qruntime ISA `{host['isa']}`"
+          + (f" (capped to `{args.cap_isa}` in the cells)" if args.cap_isa else "") + ". "
           + ", ".join(f"{k} {v}" for k, v in host["versions"].items()) + ".",
           "Command: `" + " ".join(["python3 benchmarks/bench_models.py", *argv]) + "`",
           "",
@@ -579,7 +664,8 @@ def main(argv=None):
     for model, lines in verdicts.items():
         md += [f"- {model}: {line}" for line in lines]
 
-    print("\n" + "\n".join(md[md.index(tables[0][0]) if tables else 0:]))
+    first = banner[:1] or [lines[0] for lines in tables[:1]]
+    print("\n" + "\n".join(md[md.index(first[0]) if first else 0:]))
 
     wall = time.perf_counter() - start_wall
     idle_note = None
@@ -593,13 +679,18 @@ def main(argv=None):
     md += ["", f"Total wall time {wall:.0f} s." + (f" {idle_note[0].upper()}{idle_note[1:]}." if idle_note else "")]
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"host": host, "wall_s": wall, "idle_note": idle_note, "notes": notes_by_model,
-                                     "targets": verdicts, "records": records}, indent=1) + "\n")
+    args.json.write_text(json.dumps({"host": host, "isa_cap": args.cap_isa, "wall_s": wall, "idle_note": idle_note,
+                                     "notes": notes_by_model, "targets": verdicts, "records": records},
+                                    indent=1) + "\n")
     md_path, png_path = args.json.with_suffix(".md"), args.json.with_suffix(".png")
     md_path.write_text("\n".join(md) + "\n")
     try:
-        speedup_chart(records, args.models, args.engines, args.threads, png_path,
-                      f"{host['cpu']['brand']}, qruntime ISA {host['isa']}")
+        title = f"{host['cpu']['brand']}, qruntime ISA {host['isa']}"
+        names = None
+        if args.cap_isa:
+            title = f"{args.cap_isa.upper()} proxy, not an {args.cap_isa.upper()}-only host: {host['cpu']['brand']}"
+            names = {e: cap_label(e, [r for r in records if r["engine"] == e], detail=False) for e in args.engines}
+        speedup_chart(records, args.models, args.engines, args.threads, png_path, title, names)
     except Exception as e:  # the chart is a convenience: the tables and JSON stand without it
         print(f"chart not written: {type(e).__name__}: {first_line(e)}")
     print(f"wrote {len(records)} records to {args.json}, tables to {md_path}, chart to {png_path}")

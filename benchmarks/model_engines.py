@@ -16,6 +16,11 @@ from pathlib import Path
 import numpy as np
 
 ONNX_OPSET = 17
+# Kernel-name fragments of ISAs above AVX2, as oneDNN and OpenVINO name their kernels (jit_avx512_I8,
+# brgconv_avx512_core_vnni_I8, brgemm_avx512_amx...); avx2_vnni is AVX-VNNI, which an AVX2-only host lacks too.
+ABOVE_AVX2 = ("avx512", "vnni", "amx")
+# OpenVINO layer types that carry a model's MACs: a cap that misses one of these misses the point.
+OPENVINO_HEAVY_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,27 @@ def load_zoo():
     return zoo
 
 
+def above_cap(kernel, cap):
+    """Whether a kernel or ISA name denotes instructions beyond the ISA cap (only "avx2" is known)."""
+    if cap != "avx2":
+        raise ValueError(f"unknown ISA cap {cap!r}")
+    return any(fragment in kernel.lower() for fragment in ABOVE_AVX2)
+
+
+def cpu_isa():
+    """The best int8 ISA tier in /proc/cpuinfo's flags (what a CPUID dispatcher picks), named as qruntime's paths."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return "unknown"
+    for isa, needs in (("amx", {"amx_tile", "amx_int8"}), ("avx512_vnni", {"avx512bw", "avx512_vnni"}),
+                       ("avx512", {"avx512bw"}), ("avx2", {"avx2"})):
+        if needs <= flags:
+            return isa
+    return "sse"
+
+
 def export_onnx_fp32(files, model):
     """The fp32 ONNX file (dynamic batch, input "x", output "y"), exported once and shared by the ONNX-based engines."""
     if files.onnx_fp32.exists():
@@ -96,6 +122,24 @@ class Engine:
     """One engine: `name` is its key on the command line and in the results."""
 
     name = ""
+    # What --cap-isa can do to this engine, for the report's notes.
+    cap_note = "no known control: runs the best ISA the CPU has"
+
+    def cap_env(self, isa):
+        """Environment variables that restrict the engine's kernels to `isa`, set before the child imports it."""
+        return {}
+
+    def isa_report(self, cap):
+        """What this process can observe of the ISA the engine ran, for the cell's record: isa_used (names), and
+        under a cap isa_above_cap (what ran beyond it) and isa_status: "capped" (verified), "mostly capped" (the
+        MAC-carrying kernels verified, the exceptions in isa_above_cap), "partly capped" (told, not verifiable) or
+        "not capped"."""
+        isa = cpu_isa()
+        report = {"isa_used": [f"{isa} (CPUID)"]}
+        if cap:
+            above = above_cap(isa, cap)
+            report.update(isa_above_cap=[isa] if above else [], isa_status="not capped" if above else "capped")
+        return report
 
     def prepare(self, files, model):
         """Writes this engine's artifact for `model` (a float torch module in eval mode); returns its path."""
@@ -118,6 +162,22 @@ class TorchFP32(Engine):
     """PyTorch eager fp32."""
 
     name = "torch-fp32"
+    cap_note = ("ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, FBGEMM_ENABLE_INSTRUCTIONS and MKL_ENABLE_INSTRUCTIONS are "
+                "set, but only ATen's capability can be read back: the oneDNN and MKL kernels stay unverified")
+
+    def cap_env(self, isa):
+        upper = isa.upper()
+        return {"ATEN_CPU_CAPABILITY": isa, "ONEDNN_MAX_CPU_ISA": upper, "FBGEMM_ENABLE_INSTRUCTIONS": upper,
+                "MKL_ENABLE_INSTRUCTIONS": upper}
+
+    def isa_report(self, cap):
+        aten = self.torch.backends.cpu.get_cpu_capability()
+        report = {"isa_used": [f"ATen {aten}"]}
+        if cap:
+            # ATen capped is all this process can show: oneDNN, FBGEMM and MKL kernels stay unverified.
+            report.update(isa_above_cap=[] if aten.lower() == cap else [f"ATen {aten}"],
+                          isa_status="partly capped" if aten.lower() == cap else "not capped")
+        return report
 
     def prepare(self, files, model):
         return save_state_dict(files, model)
@@ -146,6 +206,9 @@ class TorchInt8(TorchFP32):
     """PyTorch FX post-training quantization, x86 engine."""
 
     name = "torch-int8"
+    cap_note = (TorchFP32.cap_note + "; FBGEMM's groupwise and 1-D conv kernels pick AVX-512 VNNI from CPUID "
+                "regardless of FBGEMM_ENABLE_INSTRUCTIONS, and the x86 engine sends convs with <= 100 groups to oneDNN "
+                "instead of FBGEMM because the CPU has AVX-512 VNNI (an AVX2-only host runs FBGEMM there)")
 
     @staticmethod
     def _quantize(torch, model, batches):
@@ -187,6 +250,8 @@ class OrtFP32(Engine):
     """ONNX Runtime fp32 (CPU provider)."""
 
     name = "ort-fp32"
+    cap_note = ("MLAS picks its kernels from CPUID alone (onnxruntime/core/mlas/lib/platform.cpp): no environment "
+                "variable or session option caps it, so it ran the CPU's best ISA")
 
     def prepare(self, files, model):
         return export_onnx_fp32(files, model)
@@ -245,6 +310,27 @@ class OpenVINOInt8(Engine):
     """OpenVINO int8 (NNCF post-training quantization of the fp32 ONNX model)."""
 
     name = "openvino-int8"
+    cap_note = ("ONEDNN_MAX_CPU_ISA caps the oneDNN kernels (conv, FC); the plugin's own JIT nodes (e.g. Reduce) "
+                "may still pick AVX-512, and are listed per cell")
+
+    def cap_env(self, isa):
+        return {"ONEDNN_MAX_CPU_ISA": isa.upper()}
+
+    def isa_report(self, cap):
+        kernels = {}  # primitive type -> the layer types that ran it
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            rt = op.get_rt_info()
+            kind = rt["primitiveType"].astype(str) if "primitiveType" in rt else "unknown"
+            if not kind.startswith("unknown"):  # inputs, constants, reshapes: no kernel
+                kernels.setdefault(kind, set()).add(rt["layerType"].astype(str))
+        report = {"isa_used": sorted(kernels)}
+        if cap:
+            above = sorted(f"{layer}:{kind}" for kind, layers in kernels.items() if above_cap(kind, cap)
+                           for layer in layers)
+            heavy = any(entry.split(":")[0] in OPENVINO_HEAVY_LAYERS for entry in above)
+            report.update(isa_above_cap=above,
+                          isa_status="capped" if not above else "not capped" if heavy else "mostly capped")
+        return report
 
     def prepare(self, files, model):
         import logging
@@ -289,6 +375,18 @@ class QruntimeInt8(Engine):
     name = "qruntime"
     weight_bits = 8
     file_name = "model.qnn"
+    cap_note = "QRUNTIME_ISA caps every kernel; qruntime.isa() reports the path taken"
+
+    def cap_env(self, isa):
+        return {"QRUNTIME_ISA": isa}
+
+    def isa_report(self, cap):
+        isa = self.qruntime.isa()
+        report = {"isa_used": [isa]}
+        if cap:
+            above = above_cap(isa, cap)
+            report.update(isa_above_cap=[isa] if above else [], isa_status="not capped" if above else "capped")
+        return report
 
     def prepare(self, files, model):
         import qruntime
