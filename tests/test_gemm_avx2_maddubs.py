@@ -161,7 +161,7 @@ def test_engine_reports_the_kernel_choice(rng):
     assert kernels["c1"] == f"gemm avx2 ({FAST_ALL})"
     over = f"{_pairs_over(fc)} of {_total_pairs(fc)} weight pairs have |w1|+|w2| > 128"
     assert kernels["fc"] == f"gemm avx2 (vpmaddwd: {over})"
-    assert kernels["d1"] == "dwconv avx2"
+    assert kernels["d1"] == "dwconv avx2 (vpmaddwd: fewer than 32 channels)"  # 8 channels
     assert f"gemm avx2 ({FAST_ALL})" in model.summary()
     # The first output is the dequantized end of the int8 chain: exact, so equal to scalar's.
     np.testing.assert_array_equal(model.run(x)[0], Model(graph, tensors, isa="scalar").run(x)[0])
@@ -172,3 +172,4 @@ def test_other_paths_have_no_kernel_choice():
     for isa in qruntime.available_isas(emulated=True):
         if isa != "avx2":
             assert ops.pack_weights(b, isa=isa).kernel_choice == ""
+            assert ops.pack_conv2d(np.ones((32, 1, 3, 3), np.int8), groups=32, isa=isa).dw_kernel_choice == ""

@@ -144,7 +144,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("in_channels_per_group", [](const qr::ops::PackedConv2d& p) { return p.icg; })
       .def_property_readonly("kernel_size", [](const qr::ops::PackedConv2d& p) { return py::make_tuple(p.kh, p.kw); })
       .def_property_readonly("groups", [](const qr::ops::PackedConv2d& p) { return p.groups; })
-      .def_property_readonly("depthwise", [](const qr::ops::PackedConv2d& p) { return p.depthwise; });
+      .def_property_readonly("depthwise", [](const qr::ops::PackedConv2d& p) { return p.depthwise; })
+      .def_property_readonly("dw_kernel_choice", [](const qr::ops::PackedConv2d& p) { return p.dw_kernel_choice; });
 
   m.def(
       "pack_conv2d",

@@ -99,7 +99,9 @@ class Conv2dNode : public Node {
   }
 
   std::string kernel() const override {
-    if (packed_->depthwise) return std::string("dwconv ") + packed_->table->isa;
+    if (packed_->depthwise)
+      return std::string("dwconv ") + packed_->table->isa +
+             (packed_->dw_kernel_choice.empty() ? "" : " (" + packed_->dw_kernel_choice + ")");
     return std::string("gemm ") + packed_->table->isa + kernel_choice(packed_->group_gemm);
   }
 

@@ -73,11 +73,11 @@ class DwTaps {
 };
 
 // The loop every ISA's depthwise kernel shares, over the output pixels of rows [oh_begin, oh_end).
-// Runs of kRun pixels of one row whose windows lie inside the image go to run(corner, step, out):
-// tap t of the run's pixel j reads at corner + j * step + tap_offsets[t], and its output is at
-// out + j * c. Every other pixel goes to single(taps, out). A run shares each weight load among
-// its pixels and gives the kernel kRun independent accumulator chains.
-template <int kRun, class Run, class Single>
+// Each row's pixels whose windows lie inside the image go to run(corner, step, count, out) as one run:
+// tap t of the run's pixel j (j < count) reads at corner + j * step + tap_offsets[t], and its output
+// is at out + j * c. Every other pixel goes to single(taps, out). Within a run a kernel can share
+// each weight load among several pixels and give them independent accumulator chains.
+template <class Run, class Single>
 void for_each_pixel_run(const qr::DwConvArgs& a, Run&& run, Single&& single) {
   DwTaps window(a);
   const ptrdiff_t step = static_cast<ptrdiff_t>(a.stride_w) * a.c;
@@ -86,7 +86,10 @@ void for_each_pixel_run(const qr::DwConvArgs& a, Run&& run, Single&& single) {
     int ox = 0;
     if (window.rows_inside(oy)) {
       for (; ox < window.ox_begin(); ++ox) single(window.at(oy, ox), row + static_cast<size_t>(ox) * a.c);
-      for (; ox + kRun <= window.ox_end(); ox += kRun) run(window.corner(oy, ox), step, row + static_cast<size_t>(ox) * a.c);
+      if (ox < window.ox_end()) {
+        run(window.corner(oy, ox), step, window.ox_end() - ox, row + static_cast<size_t>(ox) * a.c);
+        ox = window.ox_end();
+      }
     }
     for (; ox < a.ow; ++ox) single(window.at(oy, ox), row + static_cast<size_t>(ox) * a.c);
   }

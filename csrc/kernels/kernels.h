@@ -71,12 +71,21 @@ struct DwConvArgs {
   uintptr_t* tap_scratch;
   Epilogue ep;             // requantize = true; bias and mult hold c_stride entries
   uint8_t* y;              // [oh][ow][c]
+  // The path's second weight layout (DwConvKernels::pack_extra_weights) when it accepted these
+  // weights, else null.
+  const int8_t* extra_weights;
 };
 
 // One ISA path's depthwise convolution.
 struct DwConvKernels {
   const char* isa;
   void (*dwconv)(const DwConvArgs& args);
+  // Null for a path with one kernel. Otherwise the bytes of its second weight layout (AVX2: tap
+  // quads for vpmaddubsw) for c channels and `taps` taps, and its packer: w is [c][taps] int8; it
+  // returns false when the weights do not allow that kernel, and writes to note (NUL terminated)
+  // which kernel runs and why.
+  size_t (*extra_weights_bytes)(int c, int taps);
+  bool (*pack_extra_weights)(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size);
 };
 
 }  // namespace qr

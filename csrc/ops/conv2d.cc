@@ -195,6 +195,7 @@ void run_depthwise(const PackedConv2d& p, const uint8_t* x, int n, int h, int w,
           static_cast<uintptr_t>((static_cast<ptrdiff_t>(ky) * g.dil_h * w + static_cast<ptrdiff_t>(kx) * g.dil_w) * p.oc);
   base.tap_offsets = offsets.data();
   base.ep = rq.epilogue();
+  base.extra_weights = p.dw_extra_weights.empty() ? nullptr : p.dw_extra_weights.data();
   // Tasks of a few output rows: enough of them to balance two threads on one image.
   const int rows_per_task = std::max(1, oh / 8);
   const int tasks_per_image = (oh + rows_per_task - 1) / rows_per_task;
@@ -263,6 +264,13 @@ std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int 
     p->dw_weights.assign(static_cast<size_t>(taps) * p->c_stride, 0);
     for (int o = 0; o < oc; ++o)
       for (int t = 0; t < taps; ++t) p->dw_weights[static_cast<size_t>(t) * p->c_stride + o] = w[o * taps + t];
+    const DwConvKernels& dw = *p->table->dwconv;
+    if (dw.pack_extra_weights) {
+      p->dw_extra_weights.assign(dw.extra_weights_bytes(oc, taps), 0);
+      char note[256];
+      if (!dw.pack_extra_weights(w, oc, taps, p->dw_extra_weights.data(), note, sizeof note)) p->dw_extra_weights.clear();
+      p->dw_kernel_choice = note;
+    }
     return p;
   }
   // torch's (oc, icg, kh, kw) to the GEMM's rows of K ordered (ky, kx, ic), like the NHWC input.

@@ -21,6 +21,8 @@ struct PackedConv2d {
   std::vector<PackedWeights> group_gemm;  // GEMM path: B of group g is (oc/groups) x (kh*kw*icg), K ordered (ky, kx, ic)
   std::vector<int32_t> dw_weights;        // depthwise: [kh*kw][c_stride] int32
   int c_stride = 0;
+  std::vector<int8_t> dw_extra_weights;   // depthwise: the path's second layout, if it took these weights
+  std::string dw_kernel_choice;           // depthwise: which of the path's kernels runs and why (empty: one kernel)
   std::vector<int32_t> colsum;            // per output channel, over all its K products
   int k() const { return kh * kw * icg; }
 };

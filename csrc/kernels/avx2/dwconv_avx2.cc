@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "kernels/avx2/avx2.h"
+#include "kernels/avx2/dwconv_avx2_maddubs.h"
 #include "kernels/avx2/epilogue_avx2.h"
 #include "kernels/dwconv_taps.h"
 
@@ -51,6 +52,11 @@ void dwconv_taps(const DwConvArgs& a) {
   const float* mult = a.ep.mult;
   const uintptr_t* offsets = a.tap_offsets;
   const RequantConsts consts(a.ep);
+  // Blocks of 32 channels go to the tap-quad kernel when the weights allow it (quads non-null).
+  const int8_t* quads = a.extra_weights;
+  const int quad_channels = quads ? channels / dw_maddubs::kBlock * dw_maddubs::kBlock : 0;
+  const size_t quad_block_bytes = dw_maddubs::quads_bytes(dw_maddubs::kBlock, taps);
+  const Epilogue ep = a.ep;
 
   // Channels [c0, c0 + count) of one pixel, count <= 16.
   auto pixel = [&](const PixelTaps& px, uint8_t* out, int c0, int count) {
@@ -74,10 +80,15 @@ void dwconv_taps(const DwConvArgs& a) {
     }
   };
   auto single = [&](const PixelTaps& px, uint8_t* out) {
-    for (int c0 = 0; c0 < channels; c0 += kCB) pixel(px, out, c0, channels - c0 < kCB ? channels - c0 : kCB);
+    for (int c0 = 0; c0 < quad_channels; c0 += dw_maddubs::kBlock)
+      dw_maddubs::block32(1, px.base, 0, px.offset, taps, c0, quads + c0 / dw_maddubs::kBlock * quad_block_bytes, ep,
+                          out, 0);
+    for (int c0 = quad_channels; c0 < channels; c0 += kCB)
+      pixel(px, out, c0, channels - c0 < kCB ? channels - c0 : kCB);
   };
-  auto run = [&](const uint8_t* corner, ptrdiff_t step, uint8_t* out) {
-    for (int c0 = 0; c0 < full; c0 += kCB) {
+  // Runs of kRun pixels, 16 channels at a time, from channel c0.
+  auto run_madd = [&](const uint8_t* corner, ptrdiff_t step, uint8_t* out, int c0) {
+    for (; c0 < full; c0 += kCB) {
       __m256i acc[kRun][2];
       for (int j = 0; j < kRun; ++j) acc[j][0] = acc[j][1] = _mm256_setzero_si256();
 #pragma GCC unroll 9
@@ -104,12 +115,26 @@ void dwconv_taps(const DwConvArgs& a) {
         pixel(PixelTaps{reinterpret_cast<uintptr_t>(corner + j * step), offsets}, out + j * channels, full,
               channels - full);
   };
-  for_each_pixel_run<kRun>(a, run, single);
+  auto run = [&](const uint8_t* corner, ptrdiff_t step, int count, uint8_t* out) {
+    const uintptr_t base = reinterpret_cast<uintptr_t>(corner);
+    // The tap-quad kernel takes the whole run per block of 32 channels (its weights stay in L1).
+    for (int c0 = 0; c0 < quad_channels; c0 += dw_maddubs::kBlock)
+      dw_maddubs::block32(count, base, step, offsets, taps, c0, quads + c0 / dw_maddubs::kBlock * quad_block_bytes,
+                          ep, out, channels);
+    int j = 0;
+    for (; j + kRun <= count; j += kRun) run_madd(corner + j * step, step, out + j * channels, quad_channels);
+    for (; j < count; ++j) {
+      const PixelTaps px{base + j * step, offsets};
+      for (int c0 = quad_channels; c0 < channels; c0 += kCB)
+        pixel(px, out + j * channels, c0, channels - c0 < kCB ? channels - c0 : kCB);
+    }
+  };
+  for_each_pixel_run(a, run, single);
 }
 
 void dwconv(const DwConvArgs& a) { a.kh * a.kw == 9 ? dwconv_taps<9>(a) : dwconv_taps<0>(a); }
 
-constexpr DwConvKernels kKernels = {"avx2", dwconv};
+constexpr DwConvKernels kKernels = {"avx2", dwconv, dw_maddubs::quads_bytes, dw_maddubs::pack_quads};
 
 }  // namespace
 

@@ -82,17 +82,20 @@ void dwconv_taps(const DwConvArgs& a) {
     for (; c0 + 2 * kCB <= channels; c0 += 2 * kCB) block(kP, Two{}, base, step, off, out, c0, kCB);
     for (; c0 < channels; c0 += kCB) block(kP, One{}, base, step, off, out, c0, channels - c0 < kCB ? channels - c0 : kCB);
   };
-  for_each_pixel_run<kRun>(
+  for_each_pixel_run(
       a,
-      [&](const uint8_t* corner, ptrdiff_t step, uint8_t* out) {
-        channels_of(Run{}, reinterpret_cast<uintptr_t>(corner), step, offsets, out);
+      [&](const uint8_t* corner, ptrdiff_t step, int count, uint8_t* out) {
+        const uintptr_t base = reinterpret_cast<uintptr_t>(corner);
+        int j = 0;
+        for (; j + kRun <= count; j += kRun) channels_of(Run{}, base + j * step, step, offsets, out + j * channels);
+        for (; j < count; ++j) channels_of(One{}, base + j * step, 0, offsets, out + j * channels);
       },
       [&](const PixelTaps& px, uint8_t* out) { channels_of(One{}, px.base, 0, px.offset, out); });
 }
 
 void dwconv(const DwConvArgs& a) { a.kh * a.kw == 9 ? dwconv_taps<9>(a) : dwconv_taps<0>(a); }
 
-constexpr DwConvKernels kKernels = {QR_ISA_NAME, dwconv};
+constexpr DwConvKernels kKernels = {QR_ISA_NAME, dwconv, nullptr, nullptr};
 
 }  // namespace
 

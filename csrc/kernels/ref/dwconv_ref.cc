@@ -25,7 +25,7 @@ void dwconv(const DwConvArgs& a) {
   }
 }
 
-constexpr DwConvKernels kKernels = {"scalar", dwconv};
+constexpr DwConvKernels kKernels = {"scalar", dwconv, nullptr, nullptr};
 
 }  // namespace
 

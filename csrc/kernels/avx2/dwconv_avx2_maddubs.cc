@@ -1,0 +1,135 @@
+// Depthwise convolution for AVX2 on tap quads: vpmaddubsw on pairs of taps, vpmaddwd by ones on pairs
+// of pairs (layout: docs/kernels.md, "depthwise"). Exact only under the bound in
+// dwconv_avx2_maddubs.h, which pack_quads checks.
+//
+// Per quad of taps (t0..t3) and 32 channels of one pixel: the four taps' 32 input bytes are
+// interleaved in pairs (vpunpck{l,h}bw: t0 with t1, t2 with t3), vpmaddubsw gives x0 w0 + x1 w1 and
+// x2 w2 + x3 w3 per channel as int16, vpunpck{l,h}wd puts each channel's two sums side by side and
+// vpmaddwd by ones adds them into int32. 128 MACs in 20 instructions, where the vpmaddwd kernel
+// needs 48. The in-lane unpacks leave the accumulators' channels in the order
+//   acc0 [0-3 | 16-19], acc1 [4-7 | 20-23], acc2 [8-11 | 24-27], acc3 [12-15 | 28-31]
+// (| separates the two 128-bit lanes), which the packed weights follow and vperm2i128 undoes once
+// per block before the epilogue.
+// Registers for 2 pixels: 8 accumulators, 4 input vectors, ones, 2 temporaries.
+#include "kernels/avx2/dwconv_avx2_maddubs.h"
+
+#include <immintrin.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "kernels/avx2/epilogue_avx2.h"
+
+namespace qr::avx2::dw_maddubs {
+namespace {
+
+constexpr int kQuadBytes = 4 * 32;  // per quad of taps and block: 4 vectors of 32 bytes
+constexpr int kPairBound = 128;
+
+int quads(int taps) { return (taps + 3) / 4; }
+
+// The byte of the layout holding weight (tap t of the quad, channel ch of the block), per the
+// unpack order above: vector (t / 2) * 2 + (ch / 8) % 2, lane ch / 16, pair ch % 8, byte t % 2.
+size_t quad_offset(int t, int ch) {
+  const int vec = (t / 2) * 2 + (ch / 8) % 2;
+  return static_cast<size_t>(vec) * 32 + (ch / 16) * 16 + (ch % 8) * 2 + t % 2;
+}
+
+inline __m256i loadu(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline __m256i load_w(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+// Writes 32 requantized channels, given the accumulators in the quad order above.
+inline void finish(__m256i a0, __m256i a1, __m256i a2, __m256i a3, const int32_t* bias, const float* mult,
+                   const RequantConsts& k, uint8_t* out) {
+  const __m256i* b = reinterpret_cast<const __m256i*>(bias);
+  const __m256i c0 = _mm256_add_epi32(_mm256_permute2x128_si256(a0, a1, 0x20), _mm256_loadu_si256(b));
+  const __m256i c8 = _mm256_add_epi32(_mm256_permute2x128_si256(a2, a3, 0x20), _mm256_loadu_si256(b + 1));
+  const __m256i c16 = _mm256_add_epi32(_mm256_permute2x128_si256(a0, a1, 0x31), _mm256_loadu_si256(b + 2));
+  const __m256i c24 = _mm256_add_epi32(_mm256_permute2x128_si256(a2, a3, 0x31), _mm256_loadu_si256(b + 3));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                   narrow16(requantize8(c0, mult, k), requantize8(c8, mult + 8, k)));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16),
+                   narrow16(requantize8(c16, mult + 16, k), requantize8(c24, mult + 24, k)));
+}
+
+// P pixels (pixel j at base + j * step, output at out + j * out_step).
+template <int P>
+inline void block(uintptr_t base, ptrdiff_t step, const uintptr_t* off, int taps, int c0, const int8_t* w,
+                  const int32_t* bias, const float* mult, const RequantConsts& k, uint8_t* out, ptrdiff_t out_step) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[P][4];
+  for (int j = 0; j < P; ++j)
+    for (int v = 0; v < 4; ++v) acc[j][v] = _mm256_setzero_si256();
+  const int nq = quads(taps);
+  for (int q = 0; q < nq; ++q, w += kQuadBytes) {
+    // Taps past the last one have zero weights; they read the last tap again (a valid address).
+    const uint8_t* tap[4];
+    for (int i = 0; i < 4; ++i) {
+      const int t = 4 * q + i < taps ? 4 * q + i : taps - 1;
+      tap[i] = reinterpret_cast<const uint8_t*>(base + off[t]) + c0;
+    }
+#pragma GCC unroll 2
+    for (int j = 0; j < P; ++j) {
+      const __m256i x0 = loadu(tap[0] + j * step), x1 = loadu(tap[1] + j * step);
+      const __m256i x2 = loadu(tap[2] + j * step), x3 = loadu(tap[3] + j * step);
+      const __m256i p01lo = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x0, x1), load_w(w));
+      const __m256i p01hi = _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x0, x1), load_w(w + 32));
+      const __m256i p23lo = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x2, x3), load_w(w + 64));
+      const __m256i p23hi = _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x2, x3), load_w(w + 96));
+      acc[j][0] = _mm256_add_epi32(acc[j][0], _mm256_madd_epi16(_mm256_unpacklo_epi16(p01lo, p23lo), ones));
+      acc[j][1] = _mm256_add_epi32(acc[j][1], _mm256_madd_epi16(_mm256_unpackhi_epi16(p01lo, p23lo), ones));
+      acc[j][2] = _mm256_add_epi32(acc[j][2], _mm256_madd_epi16(_mm256_unpacklo_epi16(p01hi, p23hi), ones));
+      acc[j][3] = _mm256_add_epi32(acc[j][3], _mm256_madd_epi16(_mm256_unpackhi_epi16(p01hi, p23hi), ones));
+    }
+  }
+  for (int j = 0; j < P; ++j) finish(acc[j][0], acc[j][1], acc[j][2], acc[j][3], bias, mult, k, out + j * out_step);
+}
+
+}  // namespace
+
+size_t quads_bytes(int c, int taps) { return static_cast<size_t>(c / kBlock) * quads(taps) * kQuadBytes; }
+
+bool pack_quads(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size) {
+  const int blocks = c / kBlock, nq = quads(taps);
+  // The pairs the kernel multiplies: taps (4q, 4q + 1) and (4q + 2, 4q + 3) of each channel (a tap
+  // past the last has weight 0). Channels of a tail block never run here.
+  long over = 0, pairs = 0;
+  for (int ch = 0; ch < blocks * kBlock; ++ch)
+    for (int t = 0; t < taps; t += 2, ++pairs)
+      over += std::abs(w[ch * taps + t]) + (t + 1 < taps ? std::abs(w[ch * taps + t + 1]) : 0) > kPairBound;
+  if (blocks == 0 || over > 0) {
+    if (blocks == 0)
+      std::snprintf(note, note_size, "vpmaddwd: fewer than %d channels", kBlock);
+    else
+      std::snprintf(note, note_size, "vpmaddwd: %ld of %ld tap pairs have |w1|+|w2| > %d", over, pairs, kPairBound);
+    return false;
+  }
+  for (int b = 0; b < blocks; ++b)
+    for (int q = 0; q < nq; ++q) {
+      int8_t* quad = dst + (static_cast<size_t>(b) * nq + q) * kQuadBytes;
+      for (int i = 0; i < 4; ++i)
+        for (int ch = 0; ch < kBlock; ++ch) {
+          const int t = 4 * q + i;
+          quad[quad_offset(i, ch)] = t < taps ? w[(b * kBlock + ch) * taps + t] : 0;
+        }
+    }
+  if (c % kBlock)
+    std::snprintf(note, note_size, "vpmaddubsw tap quads: every tap pair has |w1|+|w2| <= %d; %d tail channels on vpmaddwd",
+                  kPairBound, c % kBlock);
+  else
+    std::snprintf(note, note_size, "vpmaddubsw tap quads: every tap pair has |w1|+|w2| <= %d", kPairBound);
+  return true;
+}
+
+void block32(int pixels, uintptr_t base, ptrdiff_t step, const uintptr_t* off, int taps, int c0,
+             const int8_t* quads, const Epilogue& ep, uint8_t* out, ptrdiff_t out_step) {
+  const RequantConsts k(ep);
+  const int32_t* bias = ep.bias + c0;
+  const float* mult = ep.mult + c0;
+  out += c0;
+  int j = 0;
+  for (; j + 2 <= pixels; j += 2) block<2>(base + j * step, step, off, taps, c0, quads, bias, mult, k, out + j * out_step, out_step);
+  if (j < pixels) block<1>(base + j * step, step, off, taps, c0, quads, bias, mult, k, out + j * out_step, out_step);
+}
+
+}  // namespace qr::avx2::dw_maddubs
