@@ -73,10 +73,11 @@ class Im2colRows : public RowSource {
     // the window lies inside the row and 16 bytes are readable: the bytes past the run land in the
     // next tap's or row's place, which is written after, or in the 32 bytes of slack at the end.
     const bool short_runs = contiguous && run <= 16;
-    // A window wholly inside the input takes one fixed-size move per tap row when its runs are this
-    // short (RGB 3x3 and 7x7 first layers), with the same overwrite-or-slack argument.
-    const size_t window_move = run <= 16 ? 16 : 32;
-    const bool window_moves = contiguous && run <= 32;
+    // A window wholly inside the input copies each tap row as whole 16-byte moves, with no per-tap
+    // checks and the same overwrite-or-slack argument: the bytes past a run (< 16) land in the next
+    // tap's place, the row's padding or the next row, all written after, or in the slack.
+    const size_t window_move = (run + 15) / 16 * 16;
+    const bool window_moves = contiguous && run <= 512;
     const uint8_t* const x_end = x_end_;
     const ptrdiff_t tap_row_step = static_cast<ptrdiff_t>(dh) * w * c;  // from tap row ky to ky + 1
     buf.ensure(count * stride + 32);
@@ -98,10 +99,11 @@ class Im2colRows : public RowSource {
         // The whole window inside: no per-tap checks.
         const uint8_t* src = image + (static_cast<ptrdiff_t>(iy0) * w + ix0) * c;
         if (src + (kh - 1) * tap_row_step + window_move <= x_end) {
-          if (window_move == 16) {
+          if (window_move == 16) {  // RGB 3x3: one move, unrolled
             for (int ky = 0; ky < kh; ++ky) std::memcpy(row + ky * run, src + ky * tap_row_step, 16);
           } else {
-            for (int ky = 0; ky < kh; ++ky) std::memcpy(row + ky * run, src + ky * tap_row_step, 32);
+            for (int ky = 0; ky < kh; ++ky)
+              for (size_t b = 0; b < window_move; b += 16) std::memcpy(row + ky * run + b, src + ky * tap_row_step + b, 16);
           }
           for (size_t p = k; p < stride; ++p) row[p] = 0;
           continue;
