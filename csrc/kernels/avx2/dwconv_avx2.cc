@@ -1,4 +1,6 @@
-// Depthwise convolution for AVX2, 16 channels per step (layout: docs/kernels.md, "depthwise").
+// Depthwise convolution for AVX2, 16 channels per step (layout: docs/kernels.md, "depthwise"). Blocks
+// of 32 channels whose weights pass the pair bound go to the tap-quad kernel instead
+// (dwconv_avx2_maddubs.cc); this file keeps the exact-for-any-weights vpmaddwd kernel.
 //
 // Register map of a run (4 pixels of one output row, 16 channels): 8 ymm accumulators (pixel j,
 // channels c0..c0+7 and c0+8..c0+15), the tap's two ymm of int32 weights, loaded once and shared by
