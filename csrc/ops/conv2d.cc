@@ -105,7 +105,7 @@ class Im2colRows : public RowSource {
             for (int ky = 0; ky < kh; ++ky)
               for (size_t b = 0; b < window_move; b += 16) std::memcpy(row + ky * run + b, src + ky * tap_row_step + b, 16);
           }
-          for (size_t p = k; p < stride; ++p) row[p] = 0;
+          pad_row_end(row, k, stride);
           continue;
         }
       }
@@ -136,7 +136,7 @@ class Im2colRows : public RowSource {
           }
         }
       }
-      for (size_t p = k; p < stride; ++p) out[i * stride + p] = 0;
+      pad_row_end(out + i * stride, k, stride);
     }
     *lda = static_cast<ptrdiff_t>(stride);
     return out;
@@ -145,6 +145,13 @@ class Im2colRows : public RowSource {
   // Rows are padded to a multiple of 4 bytes (zeros): kernels that read K in groups of 4 can then
   // read them in place rather than copy each row to pad it.
   static size_t row_stride(size_t k) { return (k + 3) / 4 * 4; }
+  // Zeroes the padding [k, stride) of a row with one 4-byte store; the bytes past it land in the
+  // next row's place (written after) or in the slack.
+  static void pad_row_end(uint8_t* row, size_t k, size_t stride) {
+    if (k == stride) return;
+    const uint32_t zero = 0;
+    std::memcpy(row + k, &zero, 4);
+  }
   int readable_row_bytes(int k) const override { return static_cast<int>(row_stride(static_cast<size_t>(k))); }
 
   bool gathers() const override { return true; }
