@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import qruntime
-from qruntime import ops
+from qruntime import ops, reference
 from qruntime.model import Model
 
 from test_engine import every_op_graph
@@ -173,3 +173,38 @@ def test_other_paths_have_no_kernel_choice():
         if isa != "avx2":
             assert ops.pack_weights(b, isa=isa).kernel_choice == ""
             assert ops.pack_conv2d(np.ones((32, 1, 3, 3), np.int8), groups=32, isa=isa).dw_kernel_choice == ""
+
+
+# A conv whose group spans every channel, with dilation 1 across and kw * channels a multiple of 4,
+# hands the avx2 path its rows as segments (one per tap row, read from the input in place; windows
+# that meet the padding are gathered); other convs, and layers with a vpmaddwd panel, take whole rows.
+@pytest.mark.parametrize("c,k,stride,pad,dil", [
+    (4, 3, 1, 1, 1), (8, 3, 2, 1, 1), (32, 3, 1, 0, 1), (32, 3, 1, 1, 1), (12, 5, 2, 2, 1), (8, 1, 1, 0, 1),
+    (16, 3, 1, 2, (2, 1)),  # dilated down only: segments still contiguous
+    (8, 3, 1, 2, (1, 2)),   # dilated across: whole rows
+    (3, 3, 1, 1, 1),        # 9 bytes per tap row: whole rows
+    (4, 2, 1, (0, 1, 1, 0), 1),
+])
+@pytest.mark.parametrize("limit", [64, 127])
+def test_conv_rows_as_segments_equal_scalar(c, k, stride, pad, dil, limit, rng):
+    n_out = 40
+    x = rng.integers(0, 256, (2, c, 13, 17), dtype=np.uint8)
+    w = rng.integers(-limit, limit + 1, (n_out, c, k, k), dtype=np.int8)
+    w_scale = rng.uniform(0.002, 0.01, n_out).astype(np.float32)
+    bias = rng.normal(0, 1, n_out).astype(np.float32)
+    args = (x, 0.03, 7, w, w_scale, bias, 0.4, 3)
+    kw = dict(stride=stride, padding=pad, dilation=dil)
+    got = ops.conv2d(*args, **kw, isa="avx2")
+    np.testing.assert_array_equal(got, ops.conv2d(*args, **kw, isa="scalar"))
+    np.testing.assert_array_equal(got, reference.conv2d(*args, **kw))
+
+
+def test_conv_segments_with_a_vpmaddwd_panel_equal_scalar(rng):
+    """One panel over the bound: the block's rows are put together from the segments for it."""
+    x = rng.integers(0, 256, (1, 16, 12, 12), dtype=np.uint8)
+    w = rng.integers(-64, 65, (40, 16, 3, 3), dtype=np.int8)
+    w[35, 0, 0, 0], w[35, 1, 0, 0] = 64, 65   # column 35 (third panel): K 0 and 1 (tap 0, channels 0, 1)
+    b = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(40, -1))  # the conv's B: K ordered (ky, kx, ic)
+    assert ops.pack_weights(b, isa="avx2").kernel_choice.startswith("vpmaddubsw on 2 of 3 panels, vpmaddwd on 1")
+    args = (x, 0.03, 7, w, np.full(40, 0.004, np.float32), None, 0.4, 3)
+    np.testing.assert_array_equal(ops.conv2d(*args, padding=1, isa="avx2"), ops.conv2d(*args, padding=1, isa="scalar"))

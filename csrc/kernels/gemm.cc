@@ -101,7 +101,14 @@ void gemm(const PackedWeights& w, const RowSource& a, int m, const Epilogue& ep,
     const int n0 = nc * panels_per_chunk * kern.nr;
     GemmBlock blk;
     blk.m = blocks[mb].second;
-    blk.a = a.rows(m0, blk.m, rows_buf, &blk.lda);
+    blk.seg = nullptr;
+    blk.nseg = blk.seg_bytes = 0;
+    if (kern.reads_segments && a.segments(m0, blk.m, rows_buf, &blk.seg, &blk.nseg, &blk.seg_bytes)) {
+      blk.a = nullptr;
+      blk.lda = 0;
+    } else {
+      blk.a = a.rows(m0, blk.m, rows_buf, &blk.lda);
+    }
     blk.b_panel = w.data.as<int8_t>() + static_cast<size_t>(n0 / kern.nr) * panel_bytes;
     blk.n = std::min(panels_per_chunk * kern.nr, w.n - n0);
     blk.k = w.k;

@@ -42,6 +42,12 @@ class RowSource {
   // Bytes readable from the start of every row rows() returns, for K = k: at least k. Bytes past k
   // meet B's zero padding in the kernels, so their values do not matter.
   virtual int readable_row_bytes(int k) const { return k; }
+  // Rows [m0, m0 + count) as segments (GemmBlock::seg), for paths that read them: false when this
+  // source has none, else *seg gets count * *nseg pointers built in `buf` (this thread's).
+  virtual bool segments(int /*m0*/, int /*count*/, AlignedBuffer& /*buf*/, const uint8_t* const** /*seg*/,
+                        int* /*nseg*/, int* /*seg_bytes*/) const {
+    return false;
+  }
 };
 
 class MatrixRows : public RowSource {

@@ -28,6 +28,10 @@ struct GemmBlock {
   int n;                  // columns in the block, starting at n0; may end mid-panel
   int k;                  // logical K (before padding)
   int a_readable;         // bytes readable in every row of a, >= k (RowSource::readable_row_bytes)
+  // Rows given as segments instead of at a (only to a path with reads_segments): row i's K bytes
+  // are the nseg runs seg[i * nseg + s] of seg_bytes each (a multiple of 4), in order. Null: rows at a.
+  const uint8_t* const* seg;
+  int nseg, seg_bytes;
   Epilogue ep;            // bias/mult already offset to column n0
   void* c;                // output element (0, n0); row stride ldc elements
   ptrdiff_t ldc;
@@ -50,6 +54,9 @@ struct GemmKernels {
   // terminated) which micro-kernel(s) gemm_block will run on B as pack_b packed it into `packed`,
   // and why. A char buffer, not std::string: an ISA unit must not instantiate library templates.
   void (*describe_packing)(const int8_t* packed, int n, int k, char* note, size_t note_size);
+  // Whether gemm_block reads rows given as segments (GemmBlock::seg): a convolution's A rows
+  // straight from the input, without unfolding them first.
+  bool reads_segments;
 };
 
 // Depthwise convolution over one image, NHWC, one output channel per input channel (a channel

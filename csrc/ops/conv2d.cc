@@ -65,17 +65,12 @@ class Im2colRows : public RowSource {
     // otherwise make the compiler reload every member after every store.
     const uint8_t* const x = x_;
     const int h = h_, w = w_, c = c_, icg = icg_, kh = kh_, kw = kw_, oh = oh_, ow = ow_;
-    const int sh = g_.stride_h, sw = g_.stride_w, dh = g_.dil_h, dw = g_.dil_w, pt = g_.pad_t, pl = g_.pad_l;
-    const uint8_t zp = zp_;
+    const int sh = g_.stride_h, sw = g_.stride_w, dh = g_.dil_h, pt = g_.pad_t, pl = g_.pad_l;
     const bool contiguous = contiguous_taps_;
     const size_t run = static_cast<size_t>(kw) * icg, k = run * kh, stride = row_stride(k);
-    // Runs of at most 16 bytes (a first layer: 1 or 3 channels) are copied as one 16-byte move when
-    // the window lies inside the row and 16 bytes are readable: the bytes past the run land in the
-    // next tap's or row's place, which is written after, or in the 32 bytes of slack at the end.
-    const bool short_runs = contiguous && run <= 16;
     // A window wholly inside the input copies each tap row as whole 16-byte moves, with no per-tap
-    // checks and the same overwrite-or-slack argument: the bytes past a run (< 16) land in the next
-    // tap's place, the row's padding or the next row, all written after, or in the slack.
+    // checks: the bytes past a run (< 16) land in the next tap's place, the row's padding or the
+    // next row, all written after, or in the 32 bytes of slack at the end.
     const size_t window_move = (run + 15) / 16 * 16;
     const bool window_moves = contiguous && run <= 512;
     const uint8_t* const x_end = x_end_;
@@ -109,37 +104,102 @@ class Im2colRows : public RowSource {
           continue;
         }
       }
-      for (int ky = 0; ky < kh; ++ky, row += run) {
-        const int iy = iy0 + ky * dh;
-        if (iy < 0 || iy >= h) {
-          fill_run(row, zp, run);
-          continue;
-        }
-        const uint8_t* in_row = image + static_cast<size_t>(iy) * w * c;
-        if (short_runs && ix0 >= 0 && ix0 + kw <= w && in_row + ix0 * c + 16 <= x_end) {
-          std::memcpy(row, in_row + static_cast<ptrdiff_t>(ix0) * c, 16);
-        } else if (contiguous) {
-          // All channels, dilation 1: the kw taps are one run of the input row; copy it whole.
-          const int kx_begin = std::clamp(-ix0, 0, kw), kx_end = std::clamp(w - ix0, kx_begin, kw);
-          fill_run(row, zp, static_cast<size_t>(kx_begin) * icg);
-          if (kx_end > kx_begin)
-            copy_run(row + kx_begin * icg, in_row + static_cast<ptrdiff_t>(ix0 + kx_begin) * c,
-                     static_cast<size_t>(kx_end - kx_begin) * icg);
-          fill_run(row + kx_end * icg, zp, static_cast<size_t>(kw - kx_end) * icg);
-        } else {
-          for (int kx = 0; kx < kw; ++kx) {
-            const int ix = ix0 + kx * dw;
-            if (ix >= 0 && ix < w)
-              copy_run(row + kx * icg, in_row + static_cast<size_t>(ix) * c, icg);
-            else
-              fill_run(row + kx * icg, zp, icg);
-          }
-        }
-      }
+      gather_row(image, iy0, ix0, row);
       pad_row_end(out + i * stride, k, stride);
     }
     *lda = static_cast<ptrdiff_t>(stride);
     return out;
+  }
+
+  // The row of the output pixel whose window's corner is (iy0, ix0) in `image` (the group's channel
+  // 0), tap row by tap row with bounds checks: k bytes at row, plus up to 15 past it (see below).
+  void gather_row(const uint8_t* image, int iy0, int ix0, uint8_t* row) const {
+    // Locals: the byte stores may alias any member.
+    const int h = h_, w = w_, c = c_, icg = icg_, kh = kh_, kw = kw_, dh = g_.dil_h, dw = g_.dil_w;
+    const uint8_t zp = zp_;
+    const bool contiguous = contiguous_taps_;
+    const size_t run = static_cast<size_t>(kw) * icg;
+    // Runs of at most 16 bytes (a first layer: 1 or 3 channels) are copied as one 16-byte move when
+    // the taps lie inside the row and 16 bytes are readable: the bytes past the run land in the
+    // next tap's or row's place, which is written after, or in the caller's slack.
+    const bool short_runs = contiguous && run <= 16;
+    const uint8_t* const x_end = x_end_;
+    for (int ky = 0; ky < kh; ++ky, row += run) {
+      const int iy = iy0 + ky * dh;
+      if (iy < 0 || iy >= h) {
+        fill_run(row, zp, run);
+        continue;
+      }
+      const uint8_t* in_row = image + static_cast<size_t>(iy) * w * c;
+      if (short_runs && ix0 >= 0 && ix0 + kw <= w && in_row + ix0 * c + 16 <= x_end) {
+        std::memcpy(row, in_row + static_cast<ptrdiff_t>(ix0) * c, 16);
+      } else if (contiguous) {
+        // All channels, dilation 1: the kw taps are one run of the input row; copy it whole.
+        const int kx_begin = std::clamp(-ix0, 0, kw), kx_end = std::clamp(w - ix0, kx_begin, kw);
+        fill_run(row, zp, static_cast<size_t>(kx_begin) * icg);
+        if (kx_end > kx_begin)
+          copy_run(row + kx_begin * icg, in_row + static_cast<ptrdiff_t>(ix0 + kx_begin) * c,
+                   static_cast<size_t>(kx_end - kx_begin) * icg);
+        fill_run(row + kx_end * icg, zp, static_cast<size_t>(kw - kx_end) * icg);
+      } else {
+        for (int kx = 0; kx < kw; ++kx) {
+          const int ix = ix0 + kx * dw;
+          if (ix >= 0 && ix < w)
+            copy_run(row + kx * icg, in_row + static_cast<size_t>(ix) * c, icg);
+          else
+            fill_run(row + kx * icg, zp, icg);
+        }
+      }
+    }
+  }
+
+  // Segments: one per tap row (kw taps x all channels, contiguous in the input when the group
+  // spans every channel and the dilation across is 1), pointing into the input for a window inside
+  // it; a window that meets the padding is gathered into `buf` and its segments point there.
+  // Needs runs of a multiple of 4 bytes, so that no K group of 4 straddles two segments.
+  bool segments(int m0, int count, AlignedBuffer& buf, const uint8_t* const** seg, int* nseg,
+                int* seg_bytes) const override {
+    const int h = h_, w = w_, c = c_, kh = kh_, kw = kw_, oh = oh_, ow = ow_;
+    const int sh = g_.stride_h, sw = g_.stride_w, dh = g_.dil_h, pt = g_.pad_t, pl = g_.pad_l;
+    const size_t run = static_cast<size_t>(kw) * c;
+    if (!contiguous_taps_ || run % 4 != 0) return false;
+    const size_t ptr_bytes = (static_cast<size_t>(count) * kh * sizeof(const uint8_t*) + 63) / 64 * 64;
+    const size_t k = run * kh;
+    // Gathered rows need their k bytes plus 16 of slack past the last (gather_row's short moves).
+    int gathered = 0;
+    auto window = [&](int i, int& img, int& iy0, int& ix0) {
+      const int m = m0 + i;
+      img = m / (oh * ow);
+      iy0 = (m / ow) % oh * sh - pt;
+      ix0 = m % ow * sw - pl;
+    };
+    for (int i = 0; i < count; ++i) {
+      int img, iy0, ix0;
+      window(i, img, iy0, ix0);
+      gathered += !(iy0 >= 0 && iy0 + (kh - 1) * dh < h && ix0 >= 0 && ix0 + kw <= w);
+    }
+    buf.ensure(ptr_bytes + gathered * k + 16);
+    const uint8_t** ptrs = buf.as<const uint8_t*>();
+    uint8_t* rows = buf.as<uint8_t>() + ptr_bytes;
+    const ptrdiff_t tap_row_step = static_cast<ptrdiff_t>(dh) * w * c;
+    for (int i = 0; i < count; ++i) {
+      int img, iy0, ix0;
+      window(i, img, iy0, ix0);
+      const uint8_t* image = x_ + static_cast<size_t>(img) * h * w * c;
+      const uint8_t** row_segs = ptrs + static_cast<size_t>(i) * kh;
+      if (iy0 >= 0 && iy0 + (kh - 1) * dh < h && ix0 >= 0 && ix0 + kw <= w) {
+        const uint8_t* corner = image + (static_cast<ptrdiff_t>(iy0) * w + ix0) * c;
+        for (int ky = 0; ky < kh; ++ky) row_segs[ky] = corner + ky * tap_row_step;
+      } else {
+        gather_row(image, iy0, ix0, rows);
+        for (int ky = 0; ky < kh; ++ky) row_segs[ky] = rows + ky * run;
+        rows += k;
+      }
+    }
+    *seg = ptrs;
+    *nseg = kh;
+    *seg_bytes = static_cast<int>(run);
+    return true;
   }
 
   // Rows are padded to a multiple of 4 bytes (zeros): kernels that read K in groups of 4 can then

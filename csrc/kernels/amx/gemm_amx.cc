@@ -129,7 +129,7 @@ void gemm_block(const GemmBlock& blk) {
   _tile_release();
 }
 
-constexpr GemmKernels kKernels = {QR_ISA_NAME, kNR, 16, kMC, packed_b_bytes, pack_b, scratch_bytes, gemm_block, nullptr};
+constexpr GemmKernels kKernels = {QR_ISA_NAME, kNR, 16, kMC, packed_b_bytes, pack_b, scratch_bytes, gemm_block, nullptr, false};
 
 }  // namespace
 

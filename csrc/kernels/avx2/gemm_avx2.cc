@@ -116,9 +116,11 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
   }
 }
 
+// The K loop on its own, for the same reason as the vpmaddubsw kernel's (gemm_avx2_maddubs.cc):
+// inlined next to the epilogue, GCC's register allocation of the loop gets worse (256x1024x1024,
+// 1 thread: ~49 GMAC/s inlined with the two-row epilogue, ~75-89 on its own).
 template <int R>
-void micro_kernel(const uint8_t* a, const int8_t* b, int kp, const Epilogue& ep, int col, uint8_t* c,
-                  size_t c_row_bytes, int valid) {
+__attribute__((noinline)) void accumulate(const uint8_t* a, const int8_t* b, int kp, __m256i (&out)[R][2]) {
   __m256i acc[R][2];
 #pragma GCC unroll 5
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
@@ -136,24 +138,57 @@ void micro_kernel(const uint8_t* a, const int8_t* b, int kp, const Epilogue& ep,
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
     }
   }
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) out[r][0] = acc[r][0], out[r][1] = acc[r][1];
+}
+
+template <int R>
+void micro_kernel(const uint8_t* a, const int8_t* b, int kp, const Epilogue& ep, int col, uint8_t* c,
+                  size_t c_row_bytes, int valid) {
+  __m256i acc[R][2];
+  accumulate<R>(a, b, kp, acc);
   store_rows16<R>(acc, ep, col, c, c_row_bytes, valid);
 }
 
 using MicroKernel = void (*)(const uint8_t*, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int);
 constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr, micro_kernel<1>, micro_kernel<2>, micro_kernel<3>, micro_kernel<4>, micro_kernel<5>};
 
+// Whether every panel of the block runs the vpmaddubsw kernel.
+bool all_vpmaddubsw(const GemmBlock& blk) {
+  for (int j = 0; j < blk.n; j += kNR) {
+    PanelHeader h;
+    std::memcpy(&h, blk.b_panel + static_cast<size_t>(j / kNR) * panel_bytes(blk.k), sizeof h);
+    if (h.kernel != kVpmaddubsw) return false;
+  }
+  return true;
+}
+
 void gemm_block(const GemmBlock& blk) {
   const size_t esize = blk.ep.requantize ? 1 : 4;
   const size_t c_row_bytes = blk.ldc * esize;
   const int kp = pairs(blk.k);
+  // Rows given as segments: the vpmaddubsw kernel reads them in place; a vpmaddwd panel needs
+  // whole rows, so then they are put together once, where that kernel's padded copy would go.
+  const bool segments = blk.seg && all_vpmaddubsw(blk);
+  const uint8_t* a = blk.a;
+  ptrdiff_t lda = blk.lda;
+  int a_readable = blk.a_readable;
+  if (blk.seg && !segments) {
+    uint8_t* dst = static_cast<uint8_t*>(blk.scratch) + wd_a_bytes(blk.k);
+    for (int i = 0; i < blk.m; ++i)
+      for (int s = 0; s < blk.nseg; ++s)
+        std::memcpy(dst + static_cast<size_t>(i) * blk.k + s * blk.seg_bytes, blk.seg[i * blk.nseg + s], blk.seg_bytes);
+    a = dst;
+    lda = a_readable = blk.k;  // a multiple of 4: segments are
+  }
   // Each kernel's A is prepared the first time one of its panels comes up. The vpmaddubsw kernel
   // reads A in place when its rows are readable up to K rounded to 4 (padding meets zero weights).
   uint8_t* wd_a = static_cast<uint8_t*>(blk.scratch);
   const size_t wd_arow = a_row_bytes(blk.k);
   bool wd_a_ready = false;
-  const uint8_t* ub_a = blk.a;
-  ptrdiff_t ub_lda = blk.lda;
-  bool ub_a_ready = blk.a_readable >= static_cast<int>(maddubs::a_row_bytes(blk.k));
+  const uint8_t* ub_a = a;
+  ptrdiff_t ub_lda = lda;
+  bool ub_a_ready = segments || a_readable >= static_cast<int>(maddubs::a_row_bytes(blk.k));
   // Panel-outer: one B panel stays in cache while every row strip of the block passes over it.
   for (int j = 0; j < blk.n; j += kNR) {
     const int8_t* panel = blk.b_panel + static_cast<size_t>(j / kNR) * panel_bytes(blk.k);
@@ -162,9 +197,14 @@ void gemm_block(const GemmBlock& blk) {
     PanelHeader h;
     std::memcpy(&h, panel, sizeof h);
     if (h.kernel == kVpmaddubsw) {
+      if (segments) {
+        maddubs::run_panel_segments(blk.seg, blk.nseg, blk.seg_bytes, blk.m, panel + kHeaderBytes, blk.ep, j, c_col,
+                                    c_row_bytes, valid);
+        continue;
+      }
       if (!ub_a_ready) {
         uint8_t* dst = static_cast<uint8_t*>(blk.scratch) + wd_a_bytes(blk.k);
-        maddubs::pack_a(blk.a, blk.lda, blk.m, blk.k, dst);
+        maddubs::pack_a(a, lda, blk.m, blk.k, dst);
         ub_a = dst;
         ub_lda = static_cast<ptrdiff_t>(maddubs::a_row_bytes(blk.k));
         ub_a_ready = true;
@@ -173,7 +213,7 @@ void gemm_block(const GemmBlock& blk) {
       continue;
     }
     if (!wd_a_ready) {
-      pack_a(blk.a, blk.lda, blk.m, blk.k, wd_a);
+      pack_a(a, lda, blk.m, blk.k, wd_a);
       wd_a_ready = true;
     }
     for (int i = 0; i < blk.m; i += kMR) {
@@ -185,7 +225,7 @@ void gemm_block(const GemmBlock& blk) {
 }
 
 constexpr GemmKernels kKernels = {"avx2", kNR, kMR, kMC, packed_b_bytes, pack_b,
-                                  scratch_bytes, gemm_block, describe_packing};
+                                  scratch_bytes, gemm_block, describe_packing, true};
 
 }  // namespace
 

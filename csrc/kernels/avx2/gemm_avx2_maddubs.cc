@@ -32,26 +32,30 @@ int groups(int k) { return (k + 3) / 4; }
 
 // The K loop on its own: inlined into the epilogue's code, GCC keeps two broadcasts in flight and
 // spills an accumulator every group (256x1024x1024, 1 thread: 104 GMAC/s inlined, 111 on its own).
+// Row r's K bytes are the nseg runs rows[r * nseg + s] of kg groups each (a plain row: nseg = 1),
+// against the panel's groups in the same order.
 template <int R>
-__attribute__((noinline)) void accumulate(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg,
+__attribute__((noinline)) void accumulate(const uint8_t* const* rows, int nseg, const int8_t* b, int kg,
                                           __m256i (&out)[R][2]) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[R][2];
 #pragma GCC unroll 5
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  const uint8_t* arow[R];
+  for (int s = 0; s < nseg; ++s, b += static_cast<size_t>(kg) * kNR * 4) {
+    const uint8_t* arow[R];
 #pragma GCC unroll 5
-  for (int r = 0; r < R; ++r) arow[r] = a + r * lda;
-  for (int g = 0; g < kg; ++g) {
-    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + g * 64));
-    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + g * 64 + 32));
+    for (int r = 0; r < R; ++r) arow[r] = rows[r * nseg + s];
+    for (int g = 0; g < kg; ++g) {
+      const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + g * 64));
+      const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + g * 64 + 32));
 #pragma GCC unroll 5
-    for (int r = 0; r < R; ++r) {
-      int32_t quad;
-      std::memcpy(&quad, arow[r] + g * 4, 4);
-      const __m256i av = _mm256_set1_epi32(quad);
-      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones));
-      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones));
+      for (int r = 0; r < R; ++r) {
+        int32_t quad;
+        std::memcpy(&quad, arow[r] + g * 4, 4);
+        const __m256i av = _mm256_set1_epi32(quad);
+        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones));
+      }
     }
   }
 #pragma GCC unroll 5
@@ -61,8 +65,20 @@ __attribute__((noinline)) void accumulate(const uint8_t* a, ptrdiff_t lda, const
 template <int R>
 void micro_kernel(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg, const Epilogue& ep, int col, uint8_t* c,
                   size_t c_row_bytes, int valid) {
+  const uint8_t* rows[R];
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) rows[r] = a + r * lda;
   __m256i acc[R][2];
-  accumulate<R>(a, lda, b, kg, acc);
+  accumulate<R>(rows, 1, b, kg, acc);
+  store_rows16<R>(acc, ep, col, c, c_row_bytes, valid);
+}
+
+// Rows as segments (GemmBlock::seg), seg_groups K groups each.
+template <int R>
+void micro_kernel_segments(const uint8_t* const* seg, int nseg, int seg_groups, const int8_t* b, const Epilogue& ep,
+                           int col, uint8_t* c, size_t c_row_bytes, int valid) {
+  __m256i acc[R][2];
+  accumulate<R>(seg, nseg, b, seg_groups, acc);
   store_rows16<R>(acc, ep, col, c, c_row_bytes, valid);
 }
 
@@ -70,6 +86,11 @@ using MicroKernel = void (*)(const uint8_t*, ptrdiff_t, const int8_t*, int, cons
                              int);
 constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr, micro_kernel<1>, micro_kernel<2>,
                                                 micro_kernel<3>, micro_kernel<4>, micro_kernel<5>};
+using SegmentKernel = void (*)(const uint8_t* const*, int, int, const int8_t*, const Epilogue&, int, uint8_t*, size_t,
+                               int);
+constexpr SegmentKernel kSegmentKernels[kMR + 1] = {nullptr, micro_kernel_segments<1>, micro_kernel_segments<2>,
+                                                    micro_kernel_segments<3>, micro_kernel_segments<4>,
+                                                    micro_kernel_segments<5>};
 
 }  // namespace
 
@@ -108,6 +129,16 @@ void run_panel(const uint8_t* a, ptrdiff_t lda, int m, const int8_t* panel, int 
   for (int i = 0; i < m; i += kMR) {
     const int rows = m - i < kMR ? m - i : kMR;
     kMicroKernels[rows](a + i * lda, lda, panel, kg, ep, col, c + i * c_row_bytes, c_row_bytes, valid);
+  }
+}
+
+void run_panel_segments(const uint8_t* const* seg, int nseg, int seg_bytes, int m, const int8_t* panel,
+                        const Epilogue& ep, int col, uint8_t* c, size_t c_row_bytes, int valid) {
+  const int seg_groups = seg_bytes / 4;
+  for (int i = 0; i < m; i += kMR) {
+    const int rows = m - i < kMR ? m - i : kMR;
+    kSegmentKernels[rows](seg + static_cast<size_t>(i) * nseg, nseg, seg_groups, panel, ep, col, c + i * c_row_bytes,
+                          c_row_bytes, valid);
   }
 }
 

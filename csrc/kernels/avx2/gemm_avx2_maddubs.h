@@ -36,4 +36,9 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst);
 void run_panel(const uint8_t* a, ptrdiff_t lda, int m, const int8_t* panel, int k, const Epilogue& ep, int col,
                uint8_t* c, size_t c_row_bytes, int valid);
 
+// run_panel on rows given as segments (GemmBlock::seg): row i's K bytes are the nseg runs
+// seg[i * nseg + s] of seg_bytes each (a multiple of 4), read in place.
+void run_panel_segments(const uint8_t* const* seg, int nseg, int seg_bytes, int m, const int8_t* panel,
+                        const Epilogue& ep, int col, uint8_t* c, size_t c_row_bytes, int valid);
+
 }  // namespace qr::avx2::maddubs

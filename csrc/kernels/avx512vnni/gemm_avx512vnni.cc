@@ -158,7 +158,7 @@ void gemm_block_panels(const GemmBlock& blk, size_t pbytes) {
 }
 
 namespace {
-constexpr GemmKernels kKernels = {QR_ISA_NAME, kNR, kMR, kMC, packed_b_bytes, pack_b, vnni_scratch_bytes, gemm_block, nullptr};
+constexpr GemmKernels kKernels = {QR_ISA_NAME, kNR, kMR, kMC, packed_b_bytes, pack_b, vnni_scratch_bytes, gemm_block, nullptr, false};
 }
 
 const GemmKernels* gemm_kernels() { return &kKernels; }

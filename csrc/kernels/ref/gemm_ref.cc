@@ -44,7 +44,7 @@ void gemm_block(const GemmBlock& blk) {
   }
 }
 
-constexpr GemmKernels kKernels = {"scalar", 1, 1, 64, packed_b_bytes, pack_b, scratch_bytes, gemm_block, nullptr};
+constexpr GemmKernels kKernels = {"scalar", 1, 1, 64, packed_b_bytes, pack_b, scratch_bytes, gemm_block, nullptr, false};
 
 }  // namespace
 
