@@ -50,6 +50,20 @@ inline void fill_run(uint8_t* dst, uint8_t value, size_t n) {
   }
 }
 
+// The output pixel (image, oy, ox) of GEMM row m0, then of each next row: no divisions per row.
+struct PixelCursor {
+  int img, oy, ox;
+  const int oh, ow;
+  PixelCursor(int m0, int oh_, int ow_) : img(m0 / (oh_ * ow_)), oy((m0 / ow_) % oh_), ox(m0 % ow_), oh(oh_), ow(ow_) {}
+  void next() {
+    if (++ox < ow) return;
+    ox = 0;
+    if (++oy < oh) return;
+    oy = 0;
+    ++img;
+  }
+};
+
 // Rows of the unfolded input for one group: row m is output pixel m (image, oy, ox), its K bytes
 // the taps (ky, kx) in order, each holding the group's icg input channels; taps outside the input
 // hold the input zero point, which contributes what zero contributes in real numbers.
@@ -77,20 +91,12 @@ class Im2colRows : public RowSource {
     const ptrdiff_t tap_row_step = static_cast<ptrdiff_t>(dh) * w * c;  // from tap row ky to ky + 1
     buf.ensure(count * stride + 32);
     uint8_t* out = buf.as<uint8_t>();
-    // Output pixel of row m0, then stepped along (ox, oy, image): no divisions per row.
-    int img = m0 / (oh * ow), oy = (m0 / ow) % oh, ox = m0 % ow;
-    for (int i = 0; i < count; ++i, ++ox) {
-      if (ox == ow) {
-        ox = 0;
-        if (++oy == oh) {
-          oy = 0;
-          ++img;
-        }
-      }
+    PixelCursor px(m0, oh, ow);
+    for (int i = 0; i < count; ++i, px.next()) {
       uint8_t* row = out + i * stride;
-      const uint8_t* image = x + static_cast<size_t>(img) * h * w * c + c0_;
-      const int ix0 = ox * sw - pl, iy0 = oy * sh - pt;
-      if (window_moves && iy0 >= 0 && iy0 + (kh - 1) * dh < h && ix0 >= 0 && ix0 + kw <= w) {
+      const uint8_t* image = x + static_cast<size_t>(px.img) * h * w * c + c0_;
+      const int ix0 = px.ox * sw - pl, iy0 = px.oy * sh - pt;
+      if (window_moves && window_inside(iy0, ix0, kh, kw, dh, h, w)) {
         // The whole window inside: no per-tap checks.
         const uint8_t* src = image + (static_cast<ptrdiff_t>(iy0) * w + ix0) * c;
         if (src + (kh - 1) * tap_row_step + window_move <= x_end) {
@@ -165,41 +171,34 @@ class Im2colRows : public RowSource {
     if (!contiguous_taps_ || run % 4 != 0) return false;
     const size_t ptr_bytes = (static_cast<size_t>(count) * kh * sizeof(const uint8_t*) + 63) / 64 * 64;
     const size_t k = run * kh;
-    // Gathered rows need their k bytes plus 16 of slack past the last (gather_row's short moves).
-    int gathered = 0;
-    auto window = [&](int i, int& img, int& iy0, int& ix0) {
-      const int m = m0 + i;
-      img = m / (oh * ow);
-      iy0 = (m / ow) % oh * sh - pt;
-      ix0 = m % ow * sw - pl;
-    };
-    for (int i = 0; i < count; ++i) {
-      int img, iy0, ix0;
-      window(i, img, iy0, ix0);
-      gathered += !(iy0 >= 0 && iy0 + (kh - 1) * dh < h && ix0 >= 0 && ix0 + kw <= w);
-    }
-    buf.ensure(ptr_bytes + gathered * k + 16);
+    // Room for every row to be gathered, plus gather_row's 16 bytes of slack past the last.
+    buf.ensure(ptr_bytes + count * k + 16);
     const uint8_t** ptrs = buf.as<const uint8_t*>();
-    uint8_t* rows = buf.as<uint8_t>() + ptr_bytes;
+    uint8_t* gathered = buf.as<uint8_t>() + ptr_bytes;
     const ptrdiff_t tap_row_step = static_cast<ptrdiff_t>(dh) * w * c;
-    for (int i = 0; i < count; ++i) {
-      int img, iy0, ix0;
-      window(i, img, iy0, ix0);
-      const uint8_t* image = x_ + static_cast<size_t>(img) * h * w * c;
+    PixelCursor px(m0, oh, ow);
+    for (int i = 0; i < count; ++i, px.next()) {
+      const uint8_t* image = x_ + static_cast<size_t>(px.img) * h * w * c;
+      const int ix0 = px.ox * sw - pl, iy0 = px.oy * sh - pt;
       const uint8_t** row_segs = ptrs + static_cast<size_t>(i) * kh;
-      if (iy0 >= 0 && iy0 + (kh - 1) * dh < h && ix0 >= 0 && ix0 + kw <= w) {
+      if (window_inside(iy0, ix0, kh, kw, dh, h, w)) {
         const uint8_t* corner = image + (static_cast<ptrdiff_t>(iy0) * w + ix0) * c;
         for (int ky = 0; ky < kh; ++ky) row_segs[ky] = corner + ky * tap_row_step;
       } else {
-        gather_row(image, iy0, ix0, rows);
-        for (int ky = 0; ky < kh; ++ky) row_segs[ky] = rows + ky * run;
-        rows += k;
+        gather_row(image, iy0, ix0, gathered);
+        for (int ky = 0; ky < kh; ++ky) row_segs[ky] = gathered + ky * run;
+        gathered += k;
       }
     }
     *seg = ptrs;
     *nseg = kh;
     *seg_bytes = static_cast<int>(run);
     return true;
+  }
+
+  // Whether the window with corner (iy0, ix0) lies inside the image (dilation 1 across).
+  static bool window_inside(int iy0, int ix0, int kh, int kw, int dh, int h, int w) {
+    return iy0 >= 0 && iy0 + (kh - 1) * dh < h && ix0 >= 0 && ix0 + kw <= w;
   }
 
   // Rows are padded to a multiple of 4 bytes (zeros): kernels that read K in groups of 4 can then
