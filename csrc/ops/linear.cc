@@ -64,19 +64,18 @@ void quantize_planes(const float* x, int64_t images, int64_t channels, int64_t h
   constexpr int64_t kPixels = 512;
   const int64_t blocks = (hw + kPixels - 1) / kPixels;
   parallel_chunks(images * blocks, kPixels * channels * 5, [&](int64_t begin, int64_t end) {
-    // Locals: the byte stores could alias anything the closure reaches, forcing reloads per byte.
-    const int64_t channels_ = channels, hw_ = hw, blocks_ = blocks;
-    const float* const x_ = x;
-    uint8_t* const out_ = out;
-    std::vector<uint8_t> planes(static_cast<size_t>(channels_ * kPixels));
+    // Local copies: the byte stores could alias anything the closure reaches, forcing reloads per byte.
+    const int64_t nc = channels, npix = hw, nblocks = blocks;
+    const float* const xs = x;
+    uint8_t* const ys = out;
+    std::vector<uint8_t> planes(static_cast<size_t>(nc * kPixels));
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t img = t / blocks_, p0 = (t % blocks_) * kPixels, n = std::min(kPixels, hw_ - p0);
-      const float* src = x_ + img * channels_ * hw_ + p0;
-      for (int64_t ch = 0; ch < channels_; ++ch)
-        quantize_run(src + ch * hw_, n, scale, zp, lo, hi, &planes[ch * kPixels]);
-      uint8_t* __restrict dst = out_ + (img * hw_ + p0) * channels_;
+      const int64_t img = t / nblocks, p0 = (t % nblocks) * kPixels, n = std::min(kPixels, npix - p0);
+      const float* src = xs + img * nc * npix + p0;
+      for (int64_t ch = 0; ch < nc; ++ch) quantize_run(src + ch * npix, n, scale, zp, lo, hi, &planes[ch * kPixels]);
+      uint8_t* __restrict dst = ys + (img * npix + p0) * nc;
       const uint8_t* __restrict from = planes.data();
-      if (channels_ == 3) {  // RGB, the common case: a fixed interleave the compiler vectorises
+      if (nc == 3) {  // RGB, the common case: a fixed interleave the compiler vectorises
         const uint8_t *r = from, *g = from + kPixels, *b = from + 2 * kPixels;
         for (int64_t p = 0; p < n; ++p) {
           dst[3 * p] = r[p];
@@ -85,7 +84,7 @@ void quantize_planes(const float* x, int64_t images, int64_t channels, int64_t h
         }
       } else {
         for (int64_t p = 0; p < n; ++p)
-          for (int64_t ch = 0; ch < channels_; ++ch) dst[p * channels_ + ch] = from[ch * kPixels + p];
+          for (int64_t ch = 0; ch < nc; ++ch) dst[p * nc + ch] = from[ch * kPixels + p];
       }
     }
   });
