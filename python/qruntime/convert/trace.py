@@ -441,12 +441,17 @@ def _pool_input(ctx, node):
     return ctx.tensor(x)
 
 
+def _pool_stride(ctx, stride, kernel):
+    """The pools' stride as a pair; torch's default (None or empty) is the kernel size."""
+    stride = ctx.const(stride, "stride")
+    return ctx.pair(stride, "stride") if stride not in (None, (), []) else kernel
+
+
 def _max_pool2d(ctx, node, kernel, stride, padding, dilation, ceil_mode, return_indices):
     if ctx.const(return_indices, "return_indices"):
         raise _Unsupported("return_indices=True")
     kernel = ctx.pair(kernel, "kernel_size")
-    stride = ctx.const(stride, "stride")
-    attrs = {"kernel": kernel, "stride": ctx.pair(stride, "stride") if stride not in (None, (), []) else kernel,
+    attrs = {"kernel": kernel, "stride": _pool_stride(ctx, stride, kernel),
              "padding": ctx.pair(padding, "padding"), "dilation": ctx.pair(dilation, "dilation"),
              "ceil_mode": bool(ctx.const(ceil_mode, "ceil_mode"))}
     return [ctx.ir_node("max_pool2d", node, [_pool_input(ctx, node)], attrs)]
@@ -465,9 +470,8 @@ def _max_pool2d_function(ctx, node):
 
 def _avg_pool2d(ctx, node, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
     kernel = ctx.pair(kernel, "kernel_size")
-    stride = ctx.const(stride, "stride")
     divisor_override = ctx.const(divisor_override, "divisor_override")
-    attrs = {"kernel": kernel, "stride": ctx.pair(stride, "stride") if stride not in (None, (), []) else kernel,
+    attrs = {"kernel": kernel, "stride": _pool_stride(ctx, stride, kernel),
              "padding": ctx.pair(padding, "padding"), "ceil_mode": bool(ctx.const(ceil_mode, "ceil_mode")),
              "count_include_pad": bool(ctx.const(count_include_pad, "count_include_pad")),
              "divisor_override": int(divisor_override or 0)}
