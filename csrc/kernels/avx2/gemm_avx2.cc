@@ -118,9 +118,10 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
 
 // The K loop on its own, for the same reason as the vpmaddubsw kernel's (gemm_avx2_maddubs.cc):
 // inlined next to the epilogue, GCC's register allocation of the loop gets worse (256x1024x1024,
-// 1 thread: ~49 GMAC/s inlined with the two-row epilogue, ~75-89 on its own).
+// 1 thread: ~49 GMAC/s inlined with the two-row epilogue, ~75-89 on its own). pf: the line to
+// prefetch beside each pair's, as in the vpmaddubsw kernel.
 template <int R>
-__attribute__((noinline)) void accumulate(const uint8_t* a, const int8_t* b, int kp, __m256i (&out)[R][2]) {
+__attribute__((noinline)) void accumulate(const uint8_t* a, const int8_t* b, int kp, ptrdiff_t pf, __m256i (&out)[R][2]) {
   __m256i acc[R][2];
 #pragma GCC unroll 5
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
@@ -131,6 +132,7 @@ __attribute__((noinline)) void accumulate(const uint8_t* a, const int8_t* b, int
   for (int p = 0; p < kp; ++p) {
     const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 64));
     const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 64 + 32));
+    __builtin_prefetch(b + p * 64 + pf, 0, 2);
 #pragma GCC unroll 5
     for (int r = 0; r < R; ++r) {
       const __m256i av = _mm256_set1_epi32(arow[r][p]);
@@ -144,13 +146,14 @@ __attribute__((noinline)) void accumulate(const uint8_t* a, const int8_t* b, int
 
 template <int R>
 void micro_kernel(const uint8_t* a, const int8_t* b, int kp, const Epilogue& ep, int col, uint8_t* c,
-                  size_t c_row_bytes, int valid) {
+                  size_t c_row_bytes, int valid, ptrdiff_t pf) {
   __m256i acc[R][2];
-  accumulate<R>(a, b, kp, acc);
+  accumulate<R>(a, b, kp, pf, acc);
   store_rows16<R>(acc, ep, col, c, c_row_bytes, valid);
 }
 
-using MicroKernel = void (*)(const uint8_t*, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int);
+using MicroKernel = void (*)(const uint8_t*, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int,
+                             ptrdiff_t);
 constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr, micro_kernel<1>, micro_kernel<2>, micro_kernel<3>, micro_kernel<4>, micro_kernel<5>};
 
 // Whether every panel of the block runs the vpmaddubsw kernel.
@@ -192,6 +195,7 @@ void gemm_block(const GemmBlock& blk) {
   // Panel-outer: one B panel stays in cache while every row strip of the block passes over it.
   for (int j = 0; j < blk.n; j += kNR) {
     const int8_t* panel = blk.b_panel + static_cast<size_t>(j / kNR) * panel_bytes(blk.k);
+    const int8_t* next_body = j + kNR < blk.n ? panel + panel_bytes(blk.k) + kHeaderBytes : nullptr;
     const int valid = blk.n - j < kNR ? blk.n - j : kNR;
     uint8_t* c_col = static_cast<uint8_t*>(blk.c) + j * esize;
     PanelHeader h;
@@ -199,7 +203,7 @@ void gemm_block(const GemmBlock& blk) {
     if (h.kernel == kVpmaddubsw) {
       if (segments) {
         maddubs::run_panel_segments(blk.seg, blk.nseg, blk.seg_bytes, blk.m, panel + kHeaderBytes, blk.ep, j, c_col,
-                                    c_row_bytes, valid);
+                                    c_row_bytes, valid, next_body);
         continue;
       }
       if (!ub_a_ready) {
@@ -209,7 +213,8 @@ void gemm_block(const GemmBlock& blk) {
         ub_lda = static_cast<ptrdiff_t>(maddubs::a_row_bytes(blk.k));
         ub_a_ready = true;
       }
-      maddubs::run_panel(ub_a, ub_lda, blk.m, panel + kHeaderBytes, blk.k, blk.ep, j, c_col, c_row_bytes, valid);
+      maddubs::run_panel(ub_a, ub_lda, blk.m, panel + kHeaderBytes, blk.k, blk.ep, j, c_col, c_row_bytes, valid,
+                        next_body);
       continue;
     }
     if (!wd_a_ready) {
@@ -218,8 +223,9 @@ void gemm_block(const GemmBlock& blk) {
     }
     for (int i = 0; i < blk.m; i += kMR) {
       const int rows = blk.m - i < kMR ? blk.m - i : kMR;
+      const ptrdiff_t pf = i == 0 && next_body ? next_body - (panel + kHeaderBytes) : 0;  // as maddubs::run_panel
       kMicroKernels[rows](wd_a + i * wd_arow, panel + kHeaderBytes, kp, blk.ep, j, c_col + i * c_row_bytes, c_row_bytes,
-                          valid);
+                          valid, pf);
     }
   }
 }

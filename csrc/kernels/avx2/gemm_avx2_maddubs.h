@@ -32,13 +32,15 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst);
 
 // Rows [0, m) of A (row i at a + i * lda; each row readable for a_row_bytes(k) bytes) times one
 // packed panel: the first `valid` of its 16 columns, global column `col` (for the epilogue arrays),
-// written at c (row stride c_row_bytes).
+// written at c (row stride c_row_bytes). next_panel (or null) is the panel that runs after this
+// one: it is prefetched while this one runs.
 void run_panel(const uint8_t* a, ptrdiff_t lda, int m, const int8_t* panel, int k, const Epilogue& ep, int col,
-               uint8_t* c, size_t c_row_bytes, int valid);
+               uint8_t* c, size_t c_row_bytes, int valid, const int8_t* next_panel);
 
 // run_panel on rows given as segments (GemmBlock::seg): row i's K bytes are the nseg runs
 // seg[i * nseg + s] of seg_bytes each (a multiple of 4), read in place.
 void run_panel_segments(const uint8_t* const* seg, int nseg, int seg_bytes, int m, const int8_t* panel,
-                        const Epilogue& ep, int col, uint8_t* c, size_t c_row_bytes, int valid);
+                        const Epilogue& ep, int col, uint8_t* c, size_t c_row_bytes, int valid,
+                        const int8_t* next_panel);
 
 }  // namespace qr::avx2::maddubs
