@@ -36,8 +36,8 @@ int groups(int k) { return (k + 3) / 4; }
 // against the panel's groups in the same order. Each group also prefetches the line pf bytes on
 // (run_panel's next panel, or 0: a line already read).
 template <int R>
-__attribute__((noinline)) void accumulate(const uint8_t* const* rows, int nseg, const int8_t* b, int kg,
-                                          ptrdiff_t pf, __m256i (&out)[R][2]) {
+__attribute__((always_inline)) inline void k_loop(const uint8_t* const* rows, int nseg, const int8_t* b, int kg,
+                                                  ptrdiff_t pf, __m256i (&out)[R][2]) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[R][2];
 #pragma GCC unroll 5
@@ -65,6 +65,25 @@ __attribute__((noinline)) void accumulate(const uint8_t* const* rows, int nseg, 
 }
 
 template <int R>
+__attribute__((noinline)) void accumulate(const uint8_t* const* rows, int nseg, const int8_t* b, int kg,
+                                          ptrdiff_t pf, __m256i (&out)[R][2]) {
+  k_loop<R>(rows, nseg, b, kg, pf, out);
+}
+
+// Short K (a few groups): the call and the accumulators' trip through memory cost more than GCC's
+// allocation of the loop next to the epilogue, so the loop is inlined.
+template <int R>
+void micro_kernel_short(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg, const Epilogue& ep, int col,
+                        uint8_t* c, size_t c_row_bytes, int valid, ptrdiff_t pf) {
+  const uint8_t* rows[R];
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) rows[r] = a + r * lda;
+  __m256i acc[R][2];
+  k_loop<R>(rows, 1, b, kg, pf, acc);
+  store_rows16<R>(acc, ep, col, c, c_row_bytes, valid);
+}
+
+template <int R>
 void micro_kernel(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg, const Epilogue& ep, int col, uint8_t* c,
                   size_t c_row_bytes, int valid, ptrdiff_t pf) {
   const uint8_t* rows[R];
@@ -88,6 +107,9 @@ using MicroKernel = void (*)(const uint8_t*, ptrdiff_t, const int8_t*, int, cons
                              int, ptrdiff_t);
 constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr, micro_kernel<1>, micro_kernel<2>,
                                                 micro_kernel<3>, micro_kernel<4>, micro_kernel<5>};
+constexpr MicroKernel kShortKernels[kMR + 1] = {nullptr, micro_kernel_short<1>, micro_kernel_short<2>,
+                                                micro_kernel_short<3>, micro_kernel_short<4>, micro_kernel_short<5>};
+constexpr int kShortGroups = 8;
 using SegmentKernel = void (*)(const uint8_t* const*, int, int, const int8_t*, const Epilogue&, int, uint8_t*, size_t,
                                int, ptrdiff_t);
 constexpr SegmentKernel kSegmentKernels[kMR + 1] = {nullptr, micro_kernel_segments<1>, micro_kernel_segments<2>,
@@ -134,7 +156,7 @@ void run_panel(const uint8_t* a, ptrdiff_t lda, int m, const int8_t* panel, int 
   for (int i = 0; i < m; i += kMR) {
     const int rows = m - i < kMR ? m - i : kMR;
     const ptrdiff_t pf = i == 0 && next_panel ? next_panel - panel : 0;
-    kMicroKernels[rows](a + i * lda, lda, panel, kg, ep, col, c + i * c_row_bytes, c_row_bytes, valid, pf);
+    (kg <= kShortGroups ? kShortKernels : kMicroKernels)[rows](a + i * lda, lda, panel, kg, ep, col, c + i * c_row_bytes, c_row_bytes, valid, pf);
   }
 }
 
