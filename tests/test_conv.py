@@ -154,6 +154,25 @@ def test_depthwise_runs_and_channel_tails(any_path, c, w, k, stride, pad, dilati
     assert len(np.unique(got)) > min(30, got.size // 8)   # not saturated
 
 
+@pytest.mark.parametrize("wmax", [64, 127])  # 64: AVX2 tap quads; 127: the vpmaddwd kernel
+@pytest.mark.parametrize("act", ["none", "relu", "relu6"])
+def test_depthwise_far_outside_the_output_range(any_path, wmax, act):
+    """Per-channel scales from 1e-3 to 1e4 times the usual step: most outputs clamp, low and high,
+    and the low clamp must hold however far below it a value lands (the depthwise epilogues)."""
+    rng = np.random.default_rng(wmax)
+    c = 96
+    x = rng.integers(0, 256, (1, c, 9, 9), dtype=np.uint8)
+    wq = rng.integers(-wmax, wmax + 1, (c, 1, 3, 3), dtype=np.int8)
+    w_scale = np.geomspace(1e-3, 1e4, c).astype(np.float32) * 1e-2
+    bias = rng.normal(0, 10.0, c).astype(np.float32)
+    args = (x, 0.02, 128, wq, w_scale, bias, 0.05, 37)
+    kw = dict(padding=1, groups=c, relu=act == "relu", relu6=act == "relu6")
+    got = ops.conv2d(*args, **kw, isa=any_path)
+    np.testing.assert_array_equal(got, reference.conv2d(*args, padding=1, groups=c, act=act))
+    lo = 37 if act != "none" else 0
+    assert np.mean(got == lo) > 0.2 and np.mean(got == got.max()) > 0.2 and np.mean((got > lo) & (got < got.max())) > 0.02
+
+
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 def test_thread_counts(any_path, rng, threads, n_threads):
     x = rng.integers(0, 256, (2, 16, 20, 20), dtype=np.uint8)

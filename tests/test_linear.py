@@ -82,6 +82,38 @@ def test_linear_thread_counts(any_path, rng, threads, n_threads):
     np.testing.assert_array_equal(got, reference.linear(*args))
 
 
+@pytest.mark.parametrize("wmax", [64, 127])  # 64: the AVX2 vpmaddubsw kernel; 127: vpmaddwd
+@pytest.mark.parametrize("act", ["none", "relu", "relu6"])
+@pytest.mark.parametrize("out_zp", [0, 37, 255])
+def test_requantize_far_outside_the_output_range(any_path, rng, wmax, act, out_zp):
+    """Scaled values from about -1e7 to 1e7 around every clamp bound: the low clamp must hold
+    however far below it a value lands, not wrap round to a high code."""
+    m, k, n = 23, 200, 48
+    x_q = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w_q = rng.integers(-wmax, wmax + 1, (n, k), dtype=np.int8)
+    # Per channel from 1e-3 to 1e4 times the usual output step: most of each row clamps.
+    w_scale = np.geomspace(1e-3, 1e4, n).astype(np.float32) * 1e-2
+    bias = rng.normal(0, 10.0, n).astype(np.float32)
+    args = (x_q, 0.02, 128, w_q, w_scale, bias, 0.05, out_zp)
+    got = ops.linear(*args, relu=act == "relu", relu6=act == "relu6", isa=any_path)
+    want = reference.linear(*args, act=act)
+    np.testing.assert_array_equal(got, want)
+    lo = out_zp if act != "none" else 0
+    assert np.mean(got == lo) > 0.2  # the low clamp ran
+    if lo < 255:  # and, unless relu leaves nothing above the floor, the high clamp and the middle
+        assert np.mean(got == got.max()) > 0.2 and np.mean((got > lo) & (got < got.max())) > 0.02
+
+
+def test_negative_ties_at_the_low_clamp(any_path):
+    # acc * m lands on -0.5, -1.5, -2.5: half to even gives -0, -2, -2, then zp 10 or the relu floor.
+    x_q = np.array([[1], [3], [5], [0]], dtype=np.uint8)
+    w_q = np.array([[-1]], dtype=np.int8)
+    plain = ops.linear(x_q, 0.5, 0, w_q, 1.0, None, 1.0, 10, isa=any_path)
+    np.testing.assert_array_equal(plain[:, 0], [10, 8, 8, 10])
+    relu = ops.linear(x_q, 0.5, 0, w_q, 1.0, None, 1.0, 10, relu=True, isa=any_path)
+    np.testing.assert_array_equal(relu[:, 0], [10, 10, 10, 10])
+
+
 torch = pytest.importorskip("torch")
 
 

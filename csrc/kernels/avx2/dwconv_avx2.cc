@@ -72,7 +72,7 @@ void dwconv_taps(const DwConvArgs& a) {
     }
     acc0 = _mm256_add_epi32(acc0, load_epi32(bias + c0));
     acc1 = _mm256_add_epi32(acc1, load_epi32(bias + c0 + 8));
-    const __m128i q = narrow16(requantize8(acc0, mult + c0, consts), requantize8(acc1, mult + c0 + 8, consts));
+    const __m128i q = requantize16(acc0, acc1, mult + c0, consts);
     if (count == kCB) {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c0), q);
     } else {
@@ -107,8 +107,8 @@ void dwconv_taps(const DwConvArgs& a) {
       const __m256i b0 = load_epi32(bias + c0), b1 = load_epi32(bias + c0 + 8);
 #pragma GCC unroll 4
       for (int j = 0; j < kRun; ++j) {
-        const __m128i q = narrow16(requantize8(_mm256_add_epi32(acc[j][0], b0), mult + c0, consts),
-                                   requantize8(_mm256_add_epi32(acc[j][1], b1), mult + c0 + 8, consts));
+        const __m128i q =
+            requantize16(_mm256_add_epi32(acc[j][0], b0), _mm256_add_epi32(acc[j][1], b1), mult + c0, consts);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j * channels + c0), q);
       }
     }

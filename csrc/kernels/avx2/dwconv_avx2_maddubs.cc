@@ -46,10 +46,9 @@ inline void finish(__m256i a0, __m256i a1, __m256i a2, __m256i a3, const int32_t
   const __m256i c8 = _mm256_add_epi32(_mm256_permute2x128_si256(a2, a3, 0x20), _mm256_loadu_si256(b + 1));
   const __m256i c16 = _mm256_add_epi32(_mm256_permute2x128_si256(a0, a1, 0x31), _mm256_loadu_si256(b + 2));
   const __m256i c24 = _mm256_add_epi32(_mm256_permute2x128_si256(a2, a3, 0x31), _mm256_loadu_si256(b + 3));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
-                   narrow16(requantize8(c0, mult, k), requantize8(c8, mult + 8, k)));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16),
-                   narrow16(requantize8(c16, mult + 16, k), requantize8(c24, mult + 24, k)));
+  const __m256i p0 = pack16(scale_round8(c0, mult, k), scale_round8(c8, mult + 8, k), k);
+  const __m256i p1 = pack16(scale_round8(c16, mult + 16, k), scale_round8(c24, mult + 24, k), k);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), to_bytes32(p0, p1, k));
 }
 
 // P pixels (pixel j at base + j * step, output at out + j * out_step).

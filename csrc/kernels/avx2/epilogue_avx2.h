@@ -1,4 +1,4 @@
-// The AVX2 requantization of 8 int32 lanes and the GEMM kernels' 16-column row store, shared by
+// The AVX2 requantization of int32 lanes to bytes and the GEMM kernels' 16-column row store, shared by
 // the AVX2 units (internal linkage: each unit that includes it keeps its own copy, compiled with
 // its own flags).
 #pragma once
@@ -10,32 +10,49 @@
 
 namespace {
 
-// The epilogue's broadcast constants, for loops that build them once rather than once per vector.
+// The requantization of ref::requantize, zp + round(min(max(f, lo - zp), hi - zp)) with f =
+// float(acc + bias) * mult, in this order:
+//   scale_round8  f, the upper clamp in float, cvtps2dq (MXCSR: half to even);
+//   pack16        packs to int16 and the zero point added there;
+//   to_bytes32    packus to bytes, then the lower clamp as a byte max.
+// Moving the lower clamp after the rounding keeps every value: rounding is monotone and lo - zp is
+// an integer, so max(round(f), lo - zp) = round(max(f, lo - zp)). A value far below it stays below
+// it on the way: packs saturates it to -32768, the zero point leaves it negative, packus makes it
+// 0 (cvtps2dq's out-of-range result, INT32_MIN, is just as negative). No value above hi - zp gets
+// that far, so no int16 add can wrap. The byte max does 32 outputs where a float max did 8.
+
+// The broadcast constants, for loops that build them once rather than once per vector.
 struct RequantConsts {
-  __m256 lo, hi;
-  __m256i zp;
+  __m256 hi;      // hi - zp, the upper clamp
+  __m256i zp16;   // the zero point in int16 lanes
+  __m256i lo8;    // lo, the lower clamp, in bytes
+  __m256i order;  // the dword order that undoes packs and packus' per-128-bit-lane interleaving
   explicit RequantConsts(const qr::Epilogue& ep)
-      : lo(_mm256_set1_ps(static_cast<float>(ep.lo - ep.out_zp))),
-        hi(_mm256_set1_ps(static_cast<float>(ep.hi - ep.out_zp))),
-        zp(_mm256_set1_epi32(ep.out_zp)) {}
+      : hi(_mm256_set1_ps(static_cast<float>(ep.hi - ep.out_zp))),
+        zp16(_mm256_set1_epi16(static_cast<int16_t>(ep.out_zp))),
+        lo8(_mm256_set1_epi8(static_cast<char>(ep.lo))),
+        order(_mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)) {}
 };
 
-// Same float operations, in the same order, as qr::ref::requantize; the bias is already added.
-inline __m256i requantize8(__m256i acc, const float* mult, const RequantConsts& k) {
-  __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(mult));
-  f = _mm256_min_ps(_mm256_max_ps(f, k.lo), k.hi);
-  return _mm256_add_epi32(_mm256_cvtps_epi32(f), k.zp);  // MXCSR: half to even
+// 8 lanes (bias already added), scaled, clamped above and rounded; no zero point yet.
+inline __m256i scale_round8(__m256i acc, const float* mult, const RequantConsts& k) {
+  return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(mult)), k.hi));
 }
 
-inline __m256i requantize8(__m256i acc, const float* mult, const qr::Epilogue& ep) {
-  return requantize8(acc, mult, RequantConsts(ep));
+// Two scale_round8 results (outputs 0-7 and 8-15) as int16 with the zero point added.
+inline __m256i pack16(__m256i q0, __m256i q1, const RequantConsts& k) {
+  return _mm256_add_epi16(_mm256_packs_epi32(q0, q1), k.zp16);
 }
 
-// Narrows two vectors of results in [0, 255] to 16 bytes in order. The saturating packs only
-// narrow; the permutes undo their per-128-bit-lane interleaving.
-inline __m128i narrow16(__m256i q0, __m256i q1) {
-  __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
-  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0x08));
+// Two pack16 results as 32 bytes: p0's 16 outputs in order, then p1's.
+inline __m256i to_bytes32(__m256i p0, __m256i p1, const RequantConsts& k) {
+  return _mm256_permutevar8x32_epi32(_mm256_max_epu8(_mm256_packus_epi16(p0, p1), k.lo8), k.order);
+}
+
+// 16 outputs (v0 outputs 0-7, v1 8-15, bias added) requantized to 16 bytes in order.
+inline __m128i requantize16(__m256i v0, __m256i v1, const float* mult, const RequantConsts& k) {
+  const __m256i p = pack16(scale_round8(v0, mult, k), scale_round8(v1, mult + 8, k), k);
+  return _mm256_castsi256_si128(to_bytes32(p, p, k));
 }
 
 // Adds the bias and stores one row of 16 GEMM outputs (the first `valid` of them): int32, or
@@ -59,7 +76,7 @@ inline void store_row16(__m256i v0, __m256i v1, const qr::Epilogue& ep, int col,
     }
     return;
   }
-  const __m128i row = narrow16(requantize8(v0, ep.mult + col, ep), requantize8(v1, ep.mult + col + 8, ep));
+  const __m128i row = requantize16(v0, v1, ep.mult + col, RequantConsts(ep));
   if (valid == 16) {
     _mm_storeu_si128(static_cast<__m128i*>(c_row), row);
   } else {
@@ -84,13 +101,12 @@ inline void store_rows16(__m256i (&acc)[R][2], const qr::Epilogue& ep, int col, 
   const RequantConsts k(ep);
   const int32_t* bias = ep.bias ? ep.bias + col : nullptr;
   const float* mult = ep.mult + col;
-  const __m256i zp16 = _mm256_set1_epi16(static_cast<int16_t>(ep.out_zp));
-  // The float steps of requantize8 without its zero-point add: values in [lo - zp, hi - zp].
-  auto scaled = [&](__m256i v, int half) {
-    if (bias) v = _mm256_add_epi32(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8 * half)));
-    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(mult + 8 * half));
-    f = _mm256_min_ps(_mm256_max_ps(f, k.lo), k.hi);
-    return _mm256_cvtps_epi32(f);  // MXCSR: half to even
+  auto row16 = [&](__m256i v0, __m256i v1) {
+    if (bias) {
+      v0 = _mm256_add_epi32(v0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias)));
+      v1 = _mm256_add_epi32(v1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8)));
+    }
+    return pack16(scale_round8(v0, mult, k), scale_round8(v1, mult + 8, k), k);
   };
   auto store = [&](uint8_t* out, __m128i row) {
     if (valid == 16) {
@@ -101,23 +117,17 @@ inline void store_rows16(__m256i (&acc)[R][2], const qr::Epilogue& ep, int col, 
       std::memcpy(out, tmp, valid);
     }
   };
-  // Two rows at a time share the narrowing: packs to int16, the zero point added there (exact:
-  // every value ends in [lo, hi]), one packus for both rows, whose 4-byte groups one vpermd puts
-  // in order (row r in the low half, row r + 1 in the high half). 5 shuffles per pair of rows
-  // where narrow16 takes 4 per row.
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  // Two rows at a time share the narrowing (to_bytes32): row r in the low half, row r + 1 in the high.
   int r = 0;
 #pragma GCC unroll 2
   for (; r + 2 <= R; r += 2) {
-    const __m256i p0 = _mm256_add_epi16(_mm256_packs_epi32(scaled(acc[r][0], 0), scaled(acc[r][1], 1)), zp16);
-    const __m256i p1 = _mm256_add_epi16(_mm256_packs_epi32(scaled(acc[r + 1][0], 0), scaled(acc[r + 1][1], 1)), zp16);
-    const __m256i both = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p0, p1), order);
+    const __m256i both = to_bytes32(row16(acc[r][0], acc[r][1]), row16(acc[r + 1][0], acc[r + 1][1]), k);
     store(c + r * c_row_bytes, _mm256_castsi256_si128(both));
     store(c + (r + 1) * c_row_bytes, _mm256_extracti128_si256(both, 1));
   }
   if (r < R) {
-    const __m256i p = _mm256_add_epi16(_mm256_packs_epi32(scaled(acc[r][0], 0), scaled(acc[r][1], 1)), zp16);
-    store(c + r * c_row_bytes, _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_packus_epi16(p, p), order)));
+    const __m256i p = row16(acc[r][0], acc[r][1]);
+    store(c + r * c_row_bytes, _mm256_castsi256_si128(to_bytes32(p, p, k)));
   }
 }
 
