@@ -55,13 +55,14 @@ inline __m128i requantize16(__m256i v0, __m256i v1, const float* mult, const Req
   return _mm256_castsi256_si128(to_bytes32(p, p, k));
 }
 
-// Adds the bias and stores one row of 16 GEMM outputs (the first `valid` of them): int32, or
-// requantized to uint8 with the same float operations, in the same order, as ref::requantize.
-// v0 holds columns col..col+7, v1 col+8..col+15.
-inline void store_row16(__m256i v0, __m256i v1, const qr::Epilogue& ep, int col, void* c_row, int valid) {
-  if (ep.bias) {
-    v0 = _mm256_add_epi32(v0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ep.bias + col)));
-    v1 = _mm256_add_epi32(v1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ep.bias + col + 8)));
+// Adds the bias (16 values, or null) and stores one row of 16 GEMM outputs (the first `valid` of
+// them): int32, or requantized to uint8 with the same float operations, in the same order, as
+// ref::requantize. v0 holds columns col..col+7, v1 col+8..col+15.
+inline void store_row16(__m256i v0, __m256i v1, const qr::Epilogue& ep, const int32_t* bias, int col, void* c_row,
+                        int valid) {
+  if (bias) {
+    v0 = _mm256_add_epi32(v0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias)));
+    v1 = _mm256_add_epi32(v1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8)));
   }
   if (!ep.requantize) {
     int32_t* out = static_cast<int32_t*>(c_row);
@@ -86,20 +87,32 @@ inline void store_row16(__m256i v0, __m256i v1, const qr::Epilogue& ep, int col,
   }
 }
 
+// The first value of the tile's accumulators: the bias of its 16 columns (col..col+15), or zero.
+// A kernel that starts from it gives store_rows16 kBiasAdded, which then adds no bias. Exact: the
+// int32 adds wrap, and the bias limit of requant.cc keeps the final sum in range.
+inline void init_acc16(const qr::Epilogue& ep, int col, __m256i& v0, __m256i& v1) {
+  if (ep.bias) {
+    v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ep.bias + col));
+    v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ep.bias + col + 8));
+  } else {
+    v0 = v1 = _mm256_setzero_si256();
+  }
+}
+
 // store_row16 for the R rows of a micro-kernel's tile (acc[r][0] columns col..col+7, acc[r][1]
 // col+8..col+15; rows c_row_bytes apart). The requantizing path reads the epilogue once into
 // locals and builds its constants once per tile: through the reference, every byte store could
 // alias the epilogue's fields and force them to be reloaded and re-broadcast per row.
-template <int R>
+template <int R, bool kBiasAdded = false>
 inline void store_rows16(__m256i (&acc)[R][2], const qr::Epilogue& ep, int col, uint8_t* c, size_t c_row_bytes,
                          int valid) {
+  const int32_t* bias = !kBiasAdded && ep.bias ? ep.bias + col : nullptr;
   if (!ep.requantize) {
 #pragma GCC unroll 5
-    for (int r = 0; r < R; ++r) store_row16(acc[r][0], acc[r][1], ep, col, c + r * c_row_bytes, valid);
+    for (int r = 0; r < R; ++r) store_row16(acc[r][0], acc[r][1], ep, bias, col, c + r * c_row_bytes, valid);
     return;
   }
   const RequantConsts k(ep);
-  const int32_t* bias = ep.bias ? ep.bias + col : nullptr;
   const float* mult = ep.mult + col;
   auto row16 = [&](__m256i v0, __m256i v1) {
     if (bias) {

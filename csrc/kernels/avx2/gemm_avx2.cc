@@ -121,10 +121,11 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
 // 1 thread: ~49 GMAC/s inlined with the two-row epilogue, ~75-89 on its own). pf: the line to
 // prefetch beside each pair's, as in the vpmaddubsw kernel.
 template <int R>
-__attribute__((noinline)) void accumulate(const uint8_t* a, const int8_t* b, int kp, ptrdiff_t pf, __m256i (&out)[R][2]) {
+__attribute__((noinline)) void accumulate(const uint8_t* a, const int8_t* b, int kp, ptrdiff_t pf, __m256i init0,
+                                          __m256i init1, __m256i (&out)[R][2]) {
   __m256i acc[R][2];
 #pragma GCC unroll 5
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int r = 0; r < R; ++r) acc[r][0] = init0, acc[r][1] = init1;
   // One pointer per row (5 general registers): rows of packed A are kp words apart.
   const int32_t* arow[R];
 #pragma GCC unroll 5
@@ -147,9 +148,10 @@ __attribute__((noinline)) void accumulate(const uint8_t* a, const int8_t* b, int
 template <int R>
 void micro_kernel(const uint8_t* a, const int8_t* b, int kp, const Epilogue& ep, int col, uint8_t* c,
                   size_t c_row_bytes, int valid, ptrdiff_t pf) {
-  __m256i acc[R][2];
-  accumulate<R>(a, b, kp, pf, acc);
-  store_rows16<R>(acc, ep, col, c, c_row_bytes, valid);
+  __m256i acc[R][2], init0, init1;
+  init_acc16(ep, col, init0, init1);  // the bias starts the sum (epilogue_avx2.h)
+  accumulate<R>(a, b, kp, pf, init0, init1, acc);
+  store_rows16<R, true>(acc, ep, col, c, c_row_bytes, valid);
 }
 
 using MicroKernel = void (*)(const uint8_t*, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t, int,

@@ -33,15 +33,15 @@ int groups(int k) { return (k + 3) / 4; }
 // The K loop on its own: inlined into the epilogue's code, GCC keeps two broadcasts in flight and
 // spills an accumulator every group (256x1024x1024, 1 thread: 104 GMAC/s inlined, 111 on its own).
 // Row r's K bytes are the nseg runs rows[r * nseg + s] of kg groups each (a plain row: nseg = 1),
-// against the panel's groups in the same order. Each group also prefetches the line pf bytes on
-// (run_panel's next panel, or 0: a line already read).
+// against the panel's groups in the same order, starting from init0/init1 (init_acc16: the bias).
+// Each group also prefetches the line pf bytes on (run_panel's next panel, or 0: a line already read).
 template <int R>
 __attribute__((always_inline)) inline void k_loop(const uint8_t* const* rows, int nseg, const int8_t* b, int kg,
-                                                  ptrdiff_t pf, __m256i (&out)[R][2]) {
+                                                  ptrdiff_t pf, __m256i init0, __m256i init1, __m256i (&out)[R][2]) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[R][2];
 #pragma GCC unroll 5
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int r = 0; r < R; ++r) acc[r][0] = init0, acc[r][1] = init1;
   for (int s = 0; s < nseg; ++s, b += static_cast<size_t>(kg) * kNR * 4) {
     const uint8_t* arow[R];
 #pragma GCC unroll 5
@@ -66,8 +66,8 @@ __attribute__((always_inline)) inline void k_loop(const uint8_t* const* rows, in
 
 template <int R>
 __attribute__((noinline)) void accumulate(const uint8_t* const* rows, int nseg, const int8_t* b, int kg,
-                                          ptrdiff_t pf, __m256i (&out)[R][2]) {
-  k_loop<R>(rows, nseg, b, kg, pf, out);
+                                          ptrdiff_t pf, __m256i init0, __m256i init1, __m256i (&out)[R][2]) {
+  k_loop<R>(rows, nseg, b, kg, pf, init0, init1, out);
 }
 
 // Short K (a few groups): the call and the accumulators' trip through memory cost more than GCC's
@@ -78,9 +78,10 @@ void micro_kernel_short(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg
   const uint8_t* rows[R];
 #pragma GCC unroll 5
   for (int r = 0; r < R; ++r) rows[r] = a + r * lda;
-  __m256i acc[R][2];
-  k_loop<R>(rows, 1, b, kg, pf, acc);
-  store_rows16<R>(acc, ep, col, c, c_row_bytes, valid);
+  __m256i acc[R][2], init0, init1;
+  init_acc16(ep, col, init0, init1);
+  k_loop<R>(rows, 1, b, kg, pf, init0, init1, acc);
+  store_rows16<R, true>(acc, ep, col, c, c_row_bytes, valid);
 }
 
 template <int R>
@@ -89,18 +90,20 @@ void micro_kernel(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg, cons
   const uint8_t* rows[R];
 #pragma GCC unroll 5
   for (int r = 0; r < R; ++r) rows[r] = a + r * lda;
-  __m256i acc[R][2];
-  accumulate<R>(rows, 1, b, kg, pf, acc);
-  store_rows16<R>(acc, ep, col, c, c_row_bytes, valid);
+  __m256i acc[R][2], init0, init1;
+  init_acc16(ep, col, init0, init1);
+  accumulate<R>(rows, 1, b, kg, pf, init0, init1, acc);
+  store_rows16<R, true>(acc, ep, col, c, c_row_bytes, valid);
 }
 
 // Rows as segments (GemmBlock::seg), seg_groups K groups each.
 template <int R>
 void micro_kernel_segments(const uint8_t* const* seg, int nseg, int seg_groups, const int8_t* b, const Epilogue& ep,
                            int col, uint8_t* c, size_t c_row_bytes, int valid, ptrdiff_t pf) {
-  __m256i acc[R][2];
-  accumulate<R>(seg, nseg, b, seg_groups, pf, acc);
-  store_rows16<R>(acc, ep, col, c, c_row_bytes, valid);
+  __m256i acc[R][2], init0, init1;
+  init_acc16(ep, col, init0, init1);
+  accumulate<R>(seg, nseg, b, seg_groups, pf, init0, init1, acc);
+  store_rows16<R, true>(acc, ep, col, c, c_row_bytes, valid);
 }
 
 using MicroKernel = void (*)(const uint8_t*, ptrdiff_t, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t,
