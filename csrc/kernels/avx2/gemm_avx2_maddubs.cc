@@ -30,11 +30,10 @@ constexpr int kNR = 16;
 
 int groups(int k) { return (k + 3) / 4; }
 
-// The K loop on its own: inlined into the epilogue's code, GCC keeps two broadcasts in flight and
-// spills an accumulator every group (256x1024x1024, 1 thread: 104 GMAC/s inlined, 111 on its own).
-// Row r's K bytes are the nseg runs rows[r * nseg + s] of kg groups each (a plain row: nseg = 1),
-// against the panel's groups in the same order, starting from init0/init1 (init_acc16: the bias).
-// Each group also prefetches the line pf bytes on (run_panel's next panel, or 0: a line already read).
+// The K loop. Row r's K bytes are the nseg runs rows[r * nseg + s] of kg groups each (a plain
+// row: nseg = 1), against the panel's groups in the same order, starting from init0/init1
+// (init_acc16: the bias). Each group also prefetches the line pf bytes on (run_panel's next
+// panel, or 0: a line already read).
 template <int R>
 __attribute__((always_inline)) inline void k_loop(const uint8_t* const* rows, int nseg, const int8_t* b, int kg,
                                                   ptrdiff_t pf, __m256i init0, __m256i init1, __m256i (&out)[R][2]) {
@@ -64,27 +63,17 @@ __attribute__((always_inline)) inline void k_loop(const uint8_t* const* rows, in
   for (int r = 0; r < R; ++r) out[r][0] = acc[r][0], out[r][1] = acc[r][1];
 }
 
+// The K loop on its own: inlined into the epilogue's code, GCC keeps two broadcasts in flight and
+// spills an accumulator every group (256x1024x1024, 1 thread: 104 GMAC/s inlined, 111 on its own).
 template <int R>
 __attribute__((noinline)) void accumulate(const uint8_t* const* rows, int nseg, const int8_t* b, int kg,
                                           ptrdiff_t pf, __m256i init0, __m256i init1, __m256i (&out)[R][2]) {
   k_loop<R>(rows, nseg, b, kg, pf, init0, init1, out);
 }
 
-// Short K (a few groups): the call and the accumulators' trip through memory cost more than GCC's
-// allocation of the loop next to the epilogue, so the loop is inlined.
-template <int R>
-void micro_kernel_short(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg, const Epilogue& ep, int col,
-                        uint8_t* c, size_t c_row_bytes, int valid, ptrdiff_t pf) {
-  const uint8_t* rows[R];
-#pragma GCC unroll 5
-  for (int r = 0; r < R; ++r) rows[r] = a + r * lda;
-  __m256i acc[R][2], init0, init1;
-  init_acc16(ep, col, init0, init1);
-  k_loop<R>(rows, 1, b, kg, pf, init0, init1, acc);
-  store_rows16<R, true>(acc, ep, col, c, c_row_bytes, valid);
-}
-
-template <int R>
+// kShort: the K loop inlined, for a few groups (K <= 4 * kShortGroups), where the call and the
+// accumulators' trip through memory cost more than GCC's allocation of the loop beside the epilogue.
+template <int R, bool kShort>
 void micro_kernel(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg, const Epilogue& ep, int col, uint8_t* c,
                   size_t c_row_bytes, int valid, ptrdiff_t pf) {
   const uint8_t* rows[R];
@@ -92,7 +81,10 @@ void micro_kernel(const uint8_t* a, ptrdiff_t lda, const int8_t* b, int kg, cons
   for (int r = 0; r < R; ++r) rows[r] = a + r * lda;
   __m256i acc[R][2], init0, init1;
   init_acc16(ep, col, init0, init1);
-  accumulate<R>(rows, 1, b, kg, pf, init0, init1, acc);
+  if constexpr (kShort)
+    k_loop<R>(rows, 1, b, kg, pf, init0, init1, acc);
+  else
+    accumulate<R>(rows, 1, b, kg, pf, init0, init1, acc);
   store_rows16<R, true>(acc, ep, col, c, c_row_bytes, valid);
 }
 
@@ -108,11 +100,11 @@ void micro_kernel_segments(const uint8_t* const* seg, int nseg, int seg_groups, 
 
 using MicroKernel = void (*)(const uint8_t*, ptrdiff_t, const int8_t*, int, const Epilogue&, int, uint8_t*, size_t,
                              int, ptrdiff_t);
-constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr, micro_kernel<1>, micro_kernel<2>,
-                                                micro_kernel<3>, micro_kernel<4>, micro_kernel<5>};
-constexpr MicroKernel kShortKernels[kMR + 1] = {nullptr, micro_kernel_short<1>, micro_kernel_short<2>,
-                                                micro_kernel_short<3>, micro_kernel_short<4>, micro_kernel_short<5>};
-constexpr int kShortGroups = 8;
+template <bool kShort>
+constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr, micro_kernel<1, kShort>, micro_kernel<2, kShort>,
+                                                micro_kernel<3, kShort>, micro_kernel<4, kShort>,
+                                                micro_kernel<5, kShort>};
+constexpr int kShortGroups = 8;  // at 16 (K = 64) the inlined loop was slower
 using SegmentKernel = void (*)(const uint8_t* const*, int, int, const int8_t*, const Epilogue&, int, uint8_t*, size_t,
                                int, ptrdiff_t);
 constexpr SegmentKernel kSegmentKernels[kMR + 1] = {nullptr, micro_kernel_segments<1>, micro_kernel_segments<2>,
@@ -153,13 +145,14 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
 void run_panel(const uint8_t* a, ptrdiff_t lda, int m, const int8_t* panel, int k, const Epilogue& ep, int col,
                uint8_t* c, size_t c_row_bytes, int valid, const int8_t* next_panel) {
   const int kg = groups(k);
+  const MicroKernel* kernels = kg <= kShortGroups ? kMicroKernels<true> : kMicroKernels<false>;
   // The first row tile fetches the next panel, line by line beside this one's: a layer whose
   // weights outgrow the caches (ResNet-18's last convs, 2.4 MB each) then does not wait on memory
   // at the start of every panel (512x7x7 3x3 conv, 1 thread: 1.17 -> 1.06 ms).
   for (int i = 0; i < m; i += kMR) {
     const int rows = m - i < kMR ? m - i : kMR;
     const ptrdiff_t pf = i == 0 && next_panel ? next_panel - panel : 0;
-    (kg <= kShortGroups ? kShortKernels : kMicroKernels)[rows](a + i * lda, lda, panel, kg, ep, col, c + i * c_row_bytes, c_row_bytes, valid, pf);
+    kernels[rows](a + i * lda, lda, panel, kg, ep, col, c + i * c_row_bytes, c_row_bytes, valid, pf);
   }
 }
 
