@@ -14,7 +14,7 @@ FAST_ALL = "vpmaddubsw: every packed weight pair has |w1|+|w2| <= 128"
 # The pairs the kernel multiplies are (k, k + 1) for even k; these sit exactly at the bound.
 AT_BOUND = [(64, 64), (-64, -64), (127, 1), (-1, -127), (127, -1), (1, 127), (0, 127), (-127, 0)]
 M_SIZES = [1, 2, 4, 5, 6, 9, 17, 40, 41]
-N_SIZES = [1, 15, 16, 17, 33, 50]
+N_SIZES = [1, 8, 9, 15, 16, 17, 24, 25, 33, 50]  # tails of 8 or fewer columns take the one-vector kernel
 K_SIZES = [1, 2, 3, 4, 5, 7, 8, 9, 31, 63, 64, 65, 129]
 
 
@@ -186,8 +186,8 @@ def test_other_paths_have_no_kernel_choice():
     (4, 2, 1, (0, 1, 1, 0), 1),
 ])
 @pytest.mark.parametrize("limit", [64, 127])
-def test_conv_rows_as_segments_equal_scalar(c, k, stride, pad, dil, limit, rng):
-    n_out = 40
+@pytest.mark.parametrize("n_out", [40, 41])  # a last panel of 8 columns (one vector) and of 9 (two)
+def test_conv_rows_as_segments_equal_scalar(c, k, stride, pad, dil, limit, n_out, rng):
     x = rng.integers(0, 256, (2, c, 13, 17), dtype=np.uint8)
     w = rng.integers(-limit, limit + 1, (n_out, c, k, k), dtype=np.int8)
     w_scale = rng.uniform(0.002, 0.01, n_out).astype(np.float32)
