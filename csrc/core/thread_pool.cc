@@ -42,9 +42,21 @@ bool spin_until(Done done) {
 // counters, and it finds no task left to run: fn (on the caller's stack) is only called for
 // indices below size, all of which finish before the caller returns.
 struct ThreadPool::Job {
+  // Thread t's range of indices: [next, end), next counting up as tasks are taken.
+  struct alignas(64) Range {
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
+  Job(const std::function<void(int64_t)>* f, int64_t n, int threads) : fn(f), size(n), parts(threads), ranges(threads) {
+    for (int t = 0; t < threads; ++t) {
+      ranges[t].next = n * t / threads;
+      ranges[t].end = n * (t + 1) / threads;
+    }
+  }
   const std::function<void(int64_t)>* fn;
   int64_t size;
-  std::atomic<int64_t> next{0};
+  int parts;
+  std::vector<Range> ranges;
   std::atomic<int64_t> done{0};
   std::atomic<bool> failed{false};
   std::mutex mutex;
@@ -90,7 +102,7 @@ void ThreadPool::start_workers(int threads) {
   // Each worker starts from the generation current now, so a job published before the thread
   // first runs is still seen as new.
   const uint64_t start = generation_.load();
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, start] { worker_loop(start); });
+  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, start, i] { worker_loop(start, i); });
 }
 
 void ThreadPool::stop_workers() {
@@ -104,27 +116,34 @@ void ThreadPool::stop_workers() {
   workers_.clear();
 }
 
-void ThreadPool::run_tasks(Job& job) {
-  for (;;) {
-    const int64_t i = job.next.fetch_add(1);
-    if (i >= job.size) return;
-    if (!job.failed.load(std::memory_order_relaxed)) {
-      try {
-        (*job.fn)(i);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(job.mutex);
-        if (!job.error) job.error = std::current_exception();
-        job.failed = true;
-      }
-    }
-    if (job.done.fetch_add(1, std::memory_order_acq_rel) + 1 == job.size) {
-      std::lock_guard<std::mutex> lock(job.mutex);
-      job.all_done.notify_all();
+void ThreadPool::run_tasks(Job& job, int self) {
+  for (int r = 0; r < job.parts; ++r) {
+    Job::Range& range = job.ranges[(self + r) % job.parts];
+    for (;;) {
+      const int64_t i = range.next.fetch_add(1);
+      if (i >= range.end) break;
+      run_task(job, i);
     }
   }
 }
 
-void ThreadPool::worker_loop(uint64_t seen) {
+void ThreadPool::run_task(Job& job, int64_t i) {
+  if (!job.failed.load(std::memory_order_relaxed)) {
+    try {
+      (*job.fn)(i);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(job.mutex);
+      if (!job.error) job.error = std::current_exception();
+      job.failed = true;
+    }
+  }
+  if (job.done.fetch_add(1, std::memory_order_acq_rel) + 1 == job.size) {
+    std::lock_guard<std::mutex> lock(job.mutex);
+    job.all_done.notify_all();
+  }
+}
+
+void ThreadPool::worker_loop(uint64_t seen, int self) {
   for (;;) {
     spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
     std::shared_ptr<Job> job;
@@ -135,7 +154,7 @@ void ThreadPool::worker_loop(uint64_t seen) {
       if (stopping_) return;
       job = current_;
     }
-    if (job) run_tasks(*job);
+    if (job) run_tasks(*job, self);
   }
 }
 
@@ -146,16 +165,14 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  auto job = std::make_shared<Job>();
-  job->fn = &fn;
-  job->size = n;
+  auto job = std::make_shared<Job>(&fn, n, static_cast<int>(workers_.size()) + 1);
   {
     std::lock_guard<std::mutex> lock(wake_mutex_);
     current_ = job;
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_cv_.notify_all();
-  run_tasks(*job);
+  run_tasks(*job, 0);
   spin_until([&] { return job->done.load(std::memory_order_acquire) == n; });
   if (job->done.load(std::memory_order_acquire) != n) {
     std::unique_lock<std::mutex> lock(job->mutex);

@@ -1,8 +1,11 @@
 // A persistent pool of std::threads (no OpenMP, so it can live beside torch's pool in one process).
 //
-// parallel_for hands out task indices from an atomic counter and the calling thread works too.
-// The caller waits only for tasks, never for workers to check in: when a worker is descheduled
-// (another process on the core), the caller simply runs every task itself. A second caller that
+// parallel_for splits the task indices into one contiguous range per thread (the calling thread
+// is thread 0 and works too). Each thread runs its own range first, then takes what is left of
+// the others'. The same thread thus gets the same part of consecutive ops' outputs (the first
+// rows of a conv and of the op that reads it), which stay in its core's cache. The caller waits
+// only for tasks, never for workers to check in: when a worker is descheduled (another process
+// on the core), the caller simply runs every task itself. A second caller that
 // arrives while the pool is busy (Model.run from several Python threads) runs its tasks inline.
 // Results never depend on the thread count because callers make each task own whole outputs.
 #pragma once
@@ -39,8 +42,10 @@ class ThreadPool {
   struct Job;
   void start_workers(int threads);
   void stop_workers();
-  void worker_loop(uint64_t start_generation);
-  static void run_tasks(Job& job);
+  void worker_loop(uint64_t start_generation, int self);
+  // Thread `self` runs its own range of the job's tasks, then what is left of the others'.
+  static void run_tasks(Job& job, int self);
+  static void run_task(Job& job, int64_t i);
 
   std::atomic<int> threads_{1};
   std::vector<std::thread> workers_;
