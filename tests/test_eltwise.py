@@ -44,6 +44,27 @@ def test_add_equals_reference(shape, how, sa, za, sb, zb, sy, zy, relu, seed):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("relu", [False, True])
+def test_add_equals_reference_on_every_path(any_path, rng, relu):
+    """The full add on each ISA path's kernel: every length's tail (the AVX2 kernel takes 32 values
+    a step), zero points at both ends, decimal scales with many exact .5 results, and multipliers
+    from tiny to large enough that most outputs clamp."""
+    qparams = DECIMAL_QPARAMS + [(1e-4, 0), (3.0, 255), (0.9, 128)]
+    for i, n in enumerate([1, 7, 31, 32, 33, 64, 95, 1000, 4099]):
+        a = rng.integers(0, 256, (n,), dtype=np.uint8)
+        b = rng.integers(0, 256, (n,), dtype=np.uint8)
+        (sa, za), (sb, zb), (sy, zy) = (qparams[(i + j) % len(qparams)] for j in (0, 3, 7))
+        got = ops.add(a, sa, za, b, sb, zb, sy, zy, relu=relu, isa=any_path)
+        np.testing.assert_array_equal(got, ref.add(a, sa, za, b, sb, zb, sy, zy, relu=relu), err_msg=f"n={n}")
+        np.testing.assert_array_equal(got, ops.add(a, sa, za, b, sb, zb, sy, zy, relu=relu, isa="scalar"))
+    # One large case whose outputs spread over the whole range.
+    a = rng.integers(0, 256, (3, 64, 17, 19), dtype=np.uint8)
+    b = rng.integers(0, 256, a.shape, dtype=np.uint8)
+    got = ops.add(a, 0.05, 128, b, 0.0123, 7, 0.03, 100, relu=relu, isa=any_path)
+    np.testing.assert_array_equal(got, ref.add(a, 0.05, 128, b, 0.0123, 7, 0.03, 100, relu=relu))
+    assert len(np.unique(got)) > 100 and np.mean(got == (100 if relu else 0)) > 0.05 and np.mean(got == 255) > 0.05
+
+
 @SETTINGS
 @given(st.integers(1, 4), st.integers(1, 4), st.integers(-4, 3), st.data())
 def test_concat_equals_reference(count, ndim, axis_draw, data):

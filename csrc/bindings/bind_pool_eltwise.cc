@@ -102,7 +102,7 @@ void bind_pool_eltwise(py::module_& m) {
   m.def(
       "add",
       [](const CArray<uint8_t>& a, float a_scale, int a_zp, const CArray<uint8_t>& b, float b_scale, int b_zp,
-         float out_scale, int out_zp, bool relu, bool per_channel) {
+         float out_scale, int out_zp, bool relu, bool per_channel, const std::string& isa) {
         // a is (rows, channels) with channels its last axis; b must hold exactly what the mode reads.
         const int64_t count = a.size();
         const int64_t channels = a.ndim() > 0 ? a.shape(a.ndim() - 1) : 1;
@@ -125,13 +125,13 @@ void bind_pool_eltwise(py::module_& m) {
         {
           py::gil_scoped_release nogil;
           qr::ops::add(ap, {a_scale, a_zp}, bp, {b_scale, b_zp}, mode, mode == qr::ops::Broadcast::kPerChannel ? rows : count,
-                       mode == qr::ops::Broadcast::kPerChannel ? channels : 1, {out_scale, out_zp}, relu, yp);
+                       mode == qr::ops::Broadcast::kPerChannel ? channels : 1, {out_scale, out_zp}, relu, yp, isa);
         }
         return y;
       },
       py::arg("a").noconvert(), py::arg("a_scale"), py::arg("a_zp"), py::arg("b").noconvert(), py::arg("b_scale"),
       py::arg("b_zp"), py::arg("out_scale"), py::arg("out_zp"), py::arg("relu"), py::arg("per_channel"),
-      "quantized add; per_channel: b holds one value per channel of a's last axis");
+      py::arg("isa") = "", "quantized add; per_channel: b holds one value per channel of a's last axis");
 
   m.def(
       "concat",

@@ -24,7 +24,7 @@ struct Registry {
 
 Registry build_registry() {
   Registry r;
-  KernelTable t{"scalar", ref::gemm_kernels(), ref::dwconv_kernels()};
+  KernelTable t{"scalar", ref::gemm_kernels(), ref::dwconv_kernels(), ref::eltwise_kernels()};
   r.tables["scalar"] = t;
   std::vector<std::string> ascending = {"scalar"};
 #if defined(QR_WITH_X86)
@@ -36,6 +36,7 @@ Registry build_registry() {
     t.isa = "avx2";
     t.gemm = avx2::gemm_kernels();
     t.dwconv = avx2::dwconv_kernels();
+    t.eltwise = avx2::eltwise_kernels();  // the AVX-512 tables keep it
     r.tables["avx2"] = t;
     ascending.push_back("avx2");
 #if defined(QR_WITH_EMULATED)

@@ -16,6 +16,7 @@ struct KernelTable {
   std::string isa;
   const GemmKernels* gemm;
   const DwConvKernels* dwconv;
+  const EltwiseKernels* eltwise;
 };
 
 // Real paths best first; with emulated, the emulated paths of this build follow.

@@ -1,6 +1,7 @@
 // The elementwise and layout ops of the engine: add, concat, lookup tables, and flatten (the one
 // place NHWC memory is reordered to the NCHW order the model's Linear layers expect).
 #include <cstring>
+#include <string>
 
 #include "core/error.h"
 #include "engine/transpose.h"
@@ -18,6 +19,7 @@ class AddNode : public Node {
     b_ = qparams(graph, spec.inputs[1]);
     out_ = qparams(graph, spec.outputs[0]);
     relu_ = activation(spec, false) == Activation::kRelu;
+    isa_ = graph.isa;
     ops::requant_table(a_, out_, "input 0 scale");  // checks s_a / s_y and s_b / s_y are usable at load
     ops::requant_table(b_, out_, "input 1 scale");
   }
@@ -29,12 +31,13 @@ class AddNode : public Node {
     const Shape& s = io.out_shape;
     const int64_t c = s.c();
     ops::add(static_cast<const uint8_t*>(io.in[0]), a_, static_cast<const uint8_t*>(io.in[1]), b_,
-             ops::Broadcast::kNone, s.elements() / c, c, out_, relu_, static_cast<uint8_t*>(io.out));
+             ops::Broadcast::kNone, s.elements() / c, c, out_, relu_, static_cast<uint8_t*>(io.out), isa_);
   }
 
  private:
   QParams a_{}, b_{}, out_{};
   bool relu_ = false;
+  std::string isa_;  // the graph's ISA path ("" = the active one)
 };
 
 // NCHW axis -> NHWC memory: the output is `outer` rows, each the inputs' `inner` runs side by side.

@@ -95,4 +95,19 @@ struct DwConvKernels {
   bool (*pack_extra_weights)(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size);
 };
 
+// The quantized add of two uint8 tensors of one shape (docs/quantization.md, "Add"):
+//   y = zy + round_half_even(clamp(float32(a - za) * ma + float32(b - zb) * mb, lo, hi))
+// with lo and hi relative to zy (-zy, or 0 under ReLU; 255 - zy), the products rounded to float32
+// one at a time (no FMA) and summed in that order.
+struct AddParams {
+  int32_t za, zb, zy;
+  float ma, mb, lo, hi;
+};
+
+// One ISA path's elementwise ops.
+struct EltwiseKernels {
+  const char* isa;
+  void (*add)(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const AddParams& p);
+};
+
 }  // namespace qr

@@ -1,6 +1,7 @@
-// Quantized add, concat and lookup tables on uint8: one plain C++ implementation each. These ops
-// are memory-bound; the add loops run over contiguous values (channels innermost) so the compiler
-// vectorises them, and concat and lut are byte copies and table lookups.
+// Quantized add, concat and lookup tables on uint8. The add of two full tensors (the engine's
+// residual add) runs the kernel table's (kernels/*/eltwise_*.cc); the broadcast adds are plain C++
+// loops over contiguous values (channels innermost) that the compiler vectorises, and concat and
+// lut are byte copies and table lookups.
 #include "ops/eltwise.h"
 
 #include <cmath>
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "dispatch/dispatch.h"
 #include "ops/u8_common.h"
 
 namespace qr::ops {
@@ -30,16 +32,6 @@ inline uint8_t add_out(float v, float lo, float hi, int32_t zp_y) {
   return static_cast<uint8_t>(static_cast<int32_t>(round_half_even_small(clamp_f(v, lo, hi))) + zp_y);
 }
 
-struct AddParams {
-  int32_t za, zb, zy;
-  float ma, mb, lo, hi;
-};
-
-void add_full(const uint8_t* __restrict a, const uint8_t* __restrict b, uint8_t* __restrict y, int64_t n,
-              const AddParams p) {
-  for (int64_t i = 0; i < n; ++i) y[i] = add_out(term(a[i], p.za, p.ma) + term(b[i], p.zb, p.mb), p.lo, p.hi, p.zy);  // vectorised
-}
-
 // b's terms precomputed: vb[i * vb_step] (step 1: per channel, step 0: one scalar).
 void add_terms(const uint8_t* __restrict a, const float* __restrict vb, int64_t vb_step, uint8_t* __restrict y,
                int64_t n, const AddParams p) {
@@ -54,7 +46,7 @@ void add_terms(const uint8_t* __restrict a, const float* __restrict vb, int64_t 
 }  // namespace
 
 void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast bcast, int64_t rows, int64_t channels,
-         QParams out, bool relu, uint8_t* y) {
+         QParams out, bool relu, uint8_t* y, const std::string& isa) {
   check_qparams(qa, "a");
   check_qparams(qb, "b");
   check_qparams(out, "out");
@@ -70,11 +62,11 @@ void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast b
 
   const AddParams ap{za, zb, zy, ma, mb, lo, hi};
   switch (bcast) {
-    case Broadcast::kNone:
-      parallel_chunks(count, 3, [&](int64_t begin, int64_t end) {
-        add_full(a + begin, b + begin, y + begin, end - begin, ap);
-      });
+    case Broadcast::kNone: {
+      const EltwiseKernels& k = *(isa.empty() ? active_kernels() : kernel_table(isa)).eltwise;
+      parallel_chunks(count, 3, [&](int64_t begin, int64_t end) { k.add(a + begin, b + begin, y + begin, end - begin, ap); });
       break;
+    }
     case Broadcast::kScalar: {
       const float vb = term(b[0], zb, mb);
       parallel_chunks(count, 2, [&](int64_t begin, int64_t end) {

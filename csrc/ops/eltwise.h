@@ -4,6 +4,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kernels/requant.h"
@@ -18,9 +19,10 @@ enum class Broadcast {
 };
 
 // y = clamp(zp_y + round_half_even(float32(a - zp_a) * m_a + float32(b - zp_b) * m_b), lo, 255)
-// with m_* = float32(s_* / s_y) and lo = zp_y under ReLU, else 0.
+// with m_* = float32(s_* / s_y) and lo = zp_y under ReLU, else 0. isa: the kernel table's path
+// for a full b ("" = the active one); the broadcasts run plain C++.
 void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast bcast, int64_t rows, int64_t channels,
-         QParams out, bool relu, uint8_t* y);
+         QParams out, bool relu, uint8_t* y, const std::string& isa = "");
 
 // table[q] = clamp(zp_out + round_half_even(float32(q - zp_in) * float32(s_in / s_out)), 0, 255):
 // requantization of every code from `in` to `out` (the identity when in == out). `what` names the

@@ -116,3 +116,16 @@ def int_pair(value, name, minimum):
         return (values[0], values[-1])
     v = _int(value, name, minimum)
     return (v, v)
+
+
+def isa(value):
+    """An ISA path's name for the C++ side: "" for None (the active path), else a path of this machine."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"isa must be a str or None, got {type(value).__name__}")
+    from . import _core
+    known = _core.available_isas(True)
+    if value not in known:
+        raise ValueError(f"isa must be one of {known} on this machine, got {value!r}")
+    return value

@@ -99,10 +99,11 @@ def _is_per_channel(a_shape, b_shape):
     return b_shape == (c,) or b_shape == (1, c) + (1,) * (len(a_shape) - 2)
 
 
-def add(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, relu=False):
+def add(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, relu=False, *, isa=None):
     """uint8 y = requantized a + b (torch.ops.quantized.add / add_relu); y has a's shape.
 
-    b has a's shape, or holds one value per channel (axis 1 of a): shape (1, C, 1, 1) or (C,) for
+    isa= runs a particular ISA path's add (default: the active one; b of a's shape only, the
+    broadcasts are plain C++ on every path). b has a's shape, or holds one value per channel (axis 1 of a): shape (1, C, 1, 1) or (C,) for
     an NCHW a (a 1-D b of length C is always per channel here, not numpy's broadcast over the last
     axis), or one value (shape (1,) or ()). docs/quantization.md gives the formula.
     """
@@ -114,9 +115,10 @@ def add(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, relu=False):
         _checks.scale(out_scale, "out_scale"), _checks.zero_point(out_zp, "out_zp"),
     )
     relu = _checks.flag(relu, "relu")
+    isa = _checks.isa(isa)
     sa, za, sb, zb, sy, zy = args
     if b.shape == a.shape:
-        return _core.add(a, sa, za, b, sb, zb, sy, zy, relu, False)
+        return _core.add(a, sa, za, b, sb, zb, sy, zy, relu, False, isa)
     if b.size == 1 and b.ndim <= a.ndim:
         return _core.add(a, sa, za, b.reshape(1), sb, zb, sy, zy, relu, False)
     if _is_per_channel(a.shape, b.shape):

@@ -34,15 +34,7 @@ MAX_K = 65536  # int32 accumulation is exact up to here: 255 * 127 * 65536 < 2**
 _ACTIVATIONS = {"none": 0, "relu": 1, "relu6": 2}
 
 
-def _isa(isa):
-    if isa is None:
-        return ""
-    if not isinstance(isa, str):
-        raise TypeError(f"isa must be a str or None, got {type(isa).__name__}")
-    known = _core.available_isas(True)
-    if isa not in known:
-        raise ValueError(f"isa must be one of {known} on this machine, got {isa!r}")
-    return isa
+_isa = _checks.isa
 
 
 def quantize(x, scale, zero_point):

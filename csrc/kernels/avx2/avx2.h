@@ -6,4 +6,5 @@
 namespace qr::avx2 {
 const GemmKernels* gemm_kernels();
 const DwConvKernels* dwconv_kernels();
+const EltwiseKernels* eltwise_kernels();
 }
