@@ -55,6 +55,17 @@ inline __m128i requantize16(__m256i v0, __m256i v1, const float* mult, const Req
   return _mm256_castsi256_si128(to_bytes32(p, p, k));
 }
 
+// Stores the first `valid` (<= 16) bytes of row at out.
+inline void store_bytes16(void* out, __m128i row, int valid) {
+  if (valid == 16) {
+    _mm_storeu_si128(static_cast<__m128i*>(out), row);
+  } else {
+    alignas(16) uint8_t tmp[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), row);
+    std::memcpy(out, tmp, valid);
+  }
+}
+
 // Adds the bias (16 values, or null) and stores one row of 16 GEMM outputs (the first `valid` of
 // them): int32, or requantized to uint8 with the same float operations, in the same order, as
 // ref::requantize. v0 holds columns col..col+7, v1 col+8..col+15.
@@ -77,14 +88,7 @@ inline void store_row16(__m256i v0, __m256i v1, const qr::Epilogue& ep, const in
     }
     return;
   }
-  const __m128i row = requantize16(v0, v1, ep.mult + col, RequantConsts(ep));
-  if (valid == 16) {
-    _mm_storeu_si128(static_cast<__m128i*>(c_row), row);
-  } else {
-    alignas(16) uint8_t tmp[16];
-    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), row);
-    std::memcpy(c_row, tmp, valid);
-  }
+  store_bytes16(c_row, requantize16(v0, v1, ep.mult + col, RequantConsts(ep)), valid);
 }
 
 // The first value of the tile's accumulators: the bias of its 16 columns (col..col+15), or zero.
@@ -121,26 +125,17 @@ inline void store_rows16(__m256i (&acc)[R][2], const qr::Epilogue& ep, int col, 
     }
     return pack16(scale_round8(v0, mult, k), scale_round8(v1, mult + 8, k), k);
   };
-  auto store = [&](uint8_t* out, __m128i row) {
-    if (valid == 16) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out), row);
-    } else {
-      alignas(16) uint8_t tmp[16];
-      _mm_store_si128(reinterpret_cast<__m128i*>(tmp), row);
-      std::memcpy(out, tmp, valid);
-    }
-  };
   // Two rows at a time share the narrowing (to_bytes32): row r in the low half, row r + 1 in the high.
   int r = 0;
 #pragma GCC unroll 2
   for (; r + 2 <= R; r += 2) {
     const __m256i both = to_bytes32(row16(acc[r][0], acc[r][1]), row16(acc[r + 1][0], acc[r + 1][1]), k);
-    store(c + r * c_row_bytes, _mm256_castsi256_si128(both));
-    store(c + (r + 1) * c_row_bytes, _mm256_extracti128_si256(both, 1));
+    store_bytes16(c + r * c_row_bytes, _mm256_castsi256_si128(both), valid);
+    store_bytes16(c + (r + 1) * c_row_bytes, _mm256_extracti128_si256(both, 1), valid);
   }
   if (r < R) {
     const __m256i p = row16(acc[r][0], acc[r][1]);
-    store(c + r * c_row_bytes, _mm256_castsi256_si128(to_bytes32(p, p, k)));
+    store_bytes16(c + r * c_row_bytes, _mm256_castsi256_si128(to_bytes32(p, p, k)), valid);
   }
 }
 
