@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "dispatch/dispatch.h"
+#include "kernels/ref/ref.h"
 #include "ops/u8_common.h"
 
 namespace qr::ops {
@@ -24,22 +25,17 @@ float ratio(QParams in, QParams out, const std::string& what, double limit) {
   return m;
 }
 
-// One term of the add: float32(q - zp) * m.
-inline float term(uint8_t q, int32_t zp, float m) { return static_cast<float>(static_cast<int32_t>(q) - zp) * m; }
-
-// The add's output step: zp_y + round_half_even(clamp(v, lo - zp_y, 255 - zp_y)).
-inline uint8_t add_out(float v, float lo, float hi, int32_t zp_y) {
-  return static_cast<uint8_t>(static_cast<int32_t>(round_half_even_small(clamp_f(v, lo, hi))) + zp_y);
-}
+using ref::add_output;
+using ref::add_term;
 
 // b's terms precomputed: vb[i * vb_step] (step 1: per channel, step 0: one scalar).
 void add_terms(const uint8_t* __restrict a, const float* __restrict vb, int64_t vb_step, uint8_t* __restrict y,
                int64_t n, const AddParams p) {
   if (vb_step == 0) {
     const float v = vb[0];
-    for (int64_t i = 0; i < n; ++i) y[i] = add_out(term(a[i], p.za, p.ma) + v, p.lo, p.hi, p.zy);  // vectorised
+    for (int64_t i = 0; i < n; ++i) y[i] = add_output(add_term(a[i], p.za, p.ma) + v, p.lo, p.hi, p.zy);  // vectorised
   } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = add_out(term(a[i], p.za, p.ma) + vb[i], p.lo, p.hi, p.zy);  // vectorised
+    for (int64_t i = 0; i < n; ++i) y[i] = add_output(add_term(a[i], p.za, p.ma) + vb[i], p.lo, p.hi, p.zy);  // vectorised
   }
 }
 
@@ -68,7 +64,7 @@ void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast b
       break;
     }
     case Broadcast::kScalar: {
-      const float vb = term(b[0], zb, mb);
+      const float vb = add_term(b[0], zb, mb);
       parallel_chunks(count, 2, [&](int64_t begin, int64_t end) {
         add_terms(a + begin, &vb, 0, y + begin, end - begin, ap);
       });
@@ -77,7 +73,7 @@ void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast b
     case Broadcast::kPerChannel: {
       // b's terms once per call: the same float32 values the elementwise loop would compute.
       std::vector<float> vb(static_cast<size_t>(channels));
-      for (int64_t ch = 0; ch < channels; ++ch) vb[ch] = term(b[ch], zb, mb);
+      for (int64_t ch = 0; ch < channels; ++ch) vb[ch] = add_term(b[ch], zb, mb);
       parallel_chunks(rows, 2 * channels, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) add_terms(a + r * channels, vb.data(), 1, y + r * channels, channels, ap);
       });
