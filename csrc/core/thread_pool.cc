@@ -47,7 +47,7 @@ struct ThreadPool::Job {
     std::atomic<int64_t> next{0};
     int64_t end = 0;
   };
-  Job(const std::function<void(int64_t)>* f, int64_t n, int threads) : fn(f), size(n), parts(threads), ranges(threads) {
+  Job(const std::function<void(int64_t)>* f, int64_t n, int threads) : fn(f), size(n), ranges(threads) {
     for (int t = 0; t < threads; ++t) {
       ranges[t].next = n * t / threads;
       ranges[t].end = n * (t + 1) / threads;
@@ -55,8 +55,7 @@ struct ThreadPool::Job {
   }
   const std::function<void(int64_t)>* fn;
   int64_t size;
-  int parts;
-  std::vector<Range> ranges;
+  std::vector<Range> ranges;  // one per thread
   std::atomic<int64_t> done{0};
   std::atomic<bool> failed{false};
   std::mutex mutex;
@@ -117,8 +116,9 @@ void ThreadPool::stop_workers() {
 }
 
 void ThreadPool::run_tasks(Job& job, int self) {
-  for (int r = 0; r < job.parts; ++r) {
-    Job::Range& range = job.ranges[(self + r) % job.parts];
+  const size_t parts = job.ranges.size();
+  for (size_t r = 0; r < parts; ++r) {
+    Job::Range& range = job.ranges[(self + r) % parts];
     for (;;) {
       const int64_t i = range.next.fetch_add(1);
       if (i >= range.end) break;
