@@ -49,6 +49,16 @@ def test_seven_bit_weights_take_tap_quads(rng, c, k, stride, pad, dilation):
     assert note == QUADS + (f"; {tail} tail channels on vpmaddwd" if tail else "")
 
 
+# The last quad of taps holds 1, 2, 3 or 4 taps; 9 taps (3x3) has its own compiled loop.
+@pytest.mark.parametrize("kh,kw", [(1, 2), (1, 3), (3, 1), (2, 3), (1, 5), (7, 1), (3, 5), (2, 4), (3, 3)])
+def test_every_size_of_the_last_quad(rng, kh, kw):
+    c = 64
+    x = rng.integers(0, 256, (2, c, 9, 11), dtype=np.uint8)
+    w = rng.integers(-64, 65, (c, 1, kh, kw), dtype=np.int8)
+    w[:, 0, -1, -1] = np.where(np.arange(c) % 2, 64, -64)  # the last tap at its extremes
+    assert _check(x, w, padding=(kh // 2, kw // 2)) == QUADS
+
+
 @pytest.mark.parametrize("pair", AT_BOUND)
 def test_every_pair_at_the_bound_is_exact(rng, pair):
     """Every pair at the bound and every activation 255 (and 0 around it): the int16 sums peak at +-32640."""

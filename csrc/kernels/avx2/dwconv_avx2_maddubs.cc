@@ -38,50 +38,110 @@ size_t quad_offset(int t, int ch) {
 inline __m256i loadu(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 inline __m256i load_w(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 
-// Writes 32 requantized channels, given the accumulators in the quad order above.
-inline void finish(__m256i a0, __m256i a1, __m256i a2, __m256i a3, const int32_t* bias, const float* mult,
-                   const RequantConsts& k, uint8_t* out) {
-  const __m256i* b = reinterpret_cast<const __m256i*>(bias);
-  const __m256i c0 = _mm256_add_epi32(_mm256_permute2x128_si256(a0, a1, 0x20), _mm256_loadu_si256(b));
-  const __m256i c8 = _mm256_add_epi32(_mm256_permute2x128_si256(a2, a3, 0x20), _mm256_loadu_si256(b + 1));
-  const __m256i c16 = _mm256_add_epi32(_mm256_permute2x128_si256(a0, a1, 0x31), _mm256_loadu_si256(b + 2));
-  const __m256i c24 = _mm256_add_epi32(_mm256_permute2x128_si256(a2, a3, 0x31), _mm256_loadu_si256(b + 3));
+// The bias of 32 channels in the quad order above, to start the accumulators from.
+struct QuadBias {
+  __m256i v[4];
+  explicit QuadBias(const int32_t* bias) {
+    const __m256i* b = reinterpret_cast<const __m256i*>(bias);
+    const __m256i b0 = _mm256_loadu_si256(b), b8 = _mm256_loadu_si256(b + 1);
+    const __m256i b16 = _mm256_loadu_si256(b + 2), b24 = _mm256_loadu_si256(b + 3);
+    v[0] = _mm256_permute2x128_si256(b0, b16, 0x20);
+    v[1] = _mm256_permute2x128_si256(b0, b16, 0x31);
+    v[2] = _mm256_permute2x128_si256(b8, b24, 0x20);
+    v[3] = _mm256_permute2x128_si256(b8, b24, 0x31);
+  }
+};
+
+// Writes 32 requantized channels, given the accumulators (bias included) in the quad order above.
+inline void finish(__m256i a0, __m256i a1, __m256i a2, __m256i a3, const float* mult, const RequantConsts& k,
+                   uint8_t* out) {
+  const __m256i c0 = _mm256_permute2x128_si256(a0, a1, 0x20), c8 = _mm256_permute2x128_si256(a2, a3, 0x20);
+  const __m256i c16 = _mm256_permute2x128_si256(a0, a1, 0x31), c24 = _mm256_permute2x128_si256(a2, a3, 0x31);
   const __m256i p0 = pack16(scale_round8(c0, mult, k), scale_round8(c8, mult + 8, k), k);
   const __m256i p1 = pack16(scale_round8(c16, mult + 16, k), scale_round8(c24, mult + 24, k), k);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), to_bytes32(p0, p1, k));
 }
 
-// P pixels (pixel j at base + j * step, output at out + j * out_step).
-template <int P>
-inline void block(uintptr_t base, ptrdiff_t step, const uintptr_t* off, int taps, int c0, const int8_t* w,
-                  const int32_t* bias, const float* mult, const RequantConsts& k, uint8_t* out, ptrdiff_t out_step) {
+// Adds int16 sums in the unpacked order (lo: channels 0-7 | 16-23, hi: 8-15 | 24-31) into the four
+// accumulators: pairs (p01, p23) of int16 summed into int32 by vpmaddwd with ones, or a lone p01
+// (p23 would be zero) sign-extended by a shift, which spares a multiply.
+template <bool kLone>
+inline void add_sums(__m256i (&acc)[4], __m256i p01lo, __m256i p01hi, __m256i p23lo, __m256i p23hi, __m256i ones) {
+  if constexpr (kLone) {
+    const __m256i z = _mm256_setzero_si256();
+    acc[0] = _mm256_add_epi32(acc[0], _mm256_srai_epi32(_mm256_unpacklo_epi16(z, p01lo), 16));
+    acc[1] = _mm256_add_epi32(acc[1], _mm256_srai_epi32(_mm256_unpackhi_epi16(z, p01lo), 16));
+    acc[2] = _mm256_add_epi32(acc[2], _mm256_srai_epi32(_mm256_unpacklo_epi16(z, p01hi), 16));
+    acc[3] = _mm256_add_epi32(acc[3], _mm256_srai_epi32(_mm256_unpackhi_epi16(z, p01hi), 16));
+  } else {
+    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(_mm256_unpacklo_epi16(p01lo, p23lo), ones));
+    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(_mm256_unpackhi_epi16(p01lo, p23lo), ones));
+    acc[2] = _mm256_add_epi32(acc[2], _mm256_madd_epi16(_mm256_unpacklo_epi16(p01hi, p23hi), ones));
+    acc[3] = _mm256_add_epi32(acc[3], _mm256_madd_epi16(_mm256_unpackhi_epi16(p01hi, p23hi), ones));
+  }
+}
+
+// One quad of taps for P pixels (pixel j's tap i at tap[i] + j * step). kValid: the quad's taps that
+// exist (1-4). The others have zero weights: a third and fourth are not computed (p23 = 0), and a
+// lone tap pairs with itself.
+template <int P, int kValid>
+inline void quad(const uint8_t* const (&tap)[4], ptrdiff_t step, const int8_t* w, __m256i ones, __m256i (&acc)[P][4]) {
+#pragma GCC unroll 2
+  for (int j = 0; j < P; ++j) {
+    const __m256i x0 = loadu(tap[0] + j * step), x1 = kValid > 1 ? loadu(tap[1] + j * step) : x0;
+    const __m256i p01lo = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x0, x1), load_w(w));
+    const __m256i p01hi = _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x0, x1), load_w(w + 32));
+    if constexpr (kValid > 2) {
+      const __m256i x2 = loadu(tap[2] + j * step), x3 = kValid > 3 ? loadu(tap[3] + j * step) : x2;
+      const __m256i p23lo = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x2, x3), load_w(w + 64));
+      const __m256i p23hi = _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x2, x3), load_w(w + 96));
+      add_sums<false>(acc[j], p01lo, p01hi, p23lo, p23hi, ones);
+    } else {
+      add_sums<true>(acc[j], p01lo, p01hi, p01lo, p01hi, ones);
+    }
+  }
+}
+
+// P pixels (pixel j at base + j * step, output at out + j * out_step). kTaps > 0 fixes the tap
+// count at compile time (3x3: two quads and a lone tap), so the quad loop unrolls.
+template <int P, int kTaps>
+inline void block(uintptr_t base, ptrdiff_t step, const uintptr_t* off, int taps_rt, int c0, const int8_t* w,
+                  const QuadBias& bias, const float* mult, const RequantConsts& k, uint8_t* out, ptrdiff_t out_step) {
+  const int taps = kTaps > 0 ? kTaps : taps_rt;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[P][4];
   for (int j = 0; j < P; ++j)
-    for (int v = 0; v < 4; ++v) acc[j][v] = _mm256_setzero_si256();
+    for (int v = 0; v < 4; ++v) acc[j][v] = bias.v[v];
   const int nq = quads(taps);
+#pragma GCC unroll 4
   for (int q = 0; q < nq; ++q, w += kQuadBytes) {
-    // Taps past the last one have zero weights; they read the last tap again (a valid address).
+    // Taps past the last one (zero weights) read the last tap again: a valid address.
     const uint8_t* tap[4];
     for (int i = 0; i < 4; ++i) {
       const int t = 4 * q + i < taps ? 4 * q + i : taps - 1;
       tap[i] = reinterpret_cast<const uint8_t*>(base + off[t]) + c0;
     }
-#pragma GCC unroll 2
-    for (int j = 0; j < P; ++j) {
-      const __m256i x0 = loadu(tap[0] + j * step), x1 = loadu(tap[1] + j * step);
-      const __m256i x2 = loadu(tap[2] + j * step), x3 = loadu(tap[3] + j * step);
-      const __m256i p01lo = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x0, x1), load_w(w));
-      const __m256i p01hi = _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x0, x1), load_w(w + 32));
-      const __m256i p23lo = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x2, x3), load_w(w + 64));
-      const __m256i p23hi = _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x2, x3), load_w(w + 96));
-      acc[j][0] = _mm256_add_epi32(acc[j][0], _mm256_madd_epi16(_mm256_unpacklo_epi16(p01lo, p23lo), ones));
-      acc[j][1] = _mm256_add_epi32(acc[j][1], _mm256_madd_epi16(_mm256_unpackhi_epi16(p01lo, p23lo), ones));
-      acc[j][2] = _mm256_add_epi32(acc[j][2], _mm256_madd_epi16(_mm256_unpacklo_epi16(p01hi, p23hi), ones));
-      acc[j][3] = _mm256_add_epi32(acc[j][3], _mm256_madd_epi16(_mm256_unpackhi_epi16(p01hi, p23hi), ones));
+    switch (taps - 4 * q) {
+      case 1: quad<P, 1>(tap, step, w, ones, acc); break;
+      case 2: quad<P, 2>(tap, step, w, ones, acc); break;
+      case 3: quad<P, 3>(tap, step, w, ones, acc); break;
+      default: quad<P, 4>(tap, step, w, ones, acc); break;
     }
   }
-  for (int j = 0; j < P; ++j) finish(acc[j][0], acc[j][1], acc[j][2], acc[j][3], bias, mult, k, out + j * out_step);
+  for (int j = 0; j < P; ++j) finish(acc[j][0], acc[j][1], acc[j][2], acc[j][3], mult, k, out + j * out_step);
+}
+
+template <int kTaps>
+void block32_taps(int pixels, uintptr_t base, ptrdiff_t step, const uintptr_t* off, int taps, int c0,
+                  const int8_t* quads, const Epilogue& ep, uint8_t* out, ptrdiff_t out_step) {
+  const RequantConsts k(ep);
+  const QuadBias bias(ep.bias + c0);
+  const float* mult = ep.mult + c0;
+  out += c0;
+  int j = 0;
+  for (; j + 2 <= pixels; j += 2)
+    block<2, kTaps>(base + j * step, step, off, taps, c0, quads, bias, mult, k, out + j * out_step, out_step);
+  if (j < pixels) block<1, kTaps>(base + j * step, step, off, taps, c0, quads, bias, mult, k, out + j * out_step, out_step);
 }
 
 }  // namespace
@@ -122,13 +182,10 @@ bool pack_quads(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_
 
 void block32(int pixels, uintptr_t base, ptrdiff_t step, const uintptr_t* off, int taps, int c0,
              const int8_t* quads, const Epilogue& ep, uint8_t* out, ptrdiff_t out_step) {
-  const RequantConsts k(ep);
-  const int32_t* bias = ep.bias + c0;
-  const float* mult = ep.mult + c0;
-  out += c0;
-  int j = 0;
-  for (; j + 2 <= pixels; j += 2) block<2>(base + j * step, step, off, taps, c0, quads, bias, mult, k, out + j * out_step, out_step);
-  if (j < pixels) block<1>(base + j * step, step, off, taps, c0, quads, bias, mult, k, out + j * out_step, out_step);
+  if (taps == 9)
+    block32_taps<9>(pixels, base, step, off, taps, c0, quads, ep, out, out_step);
+  else
+    block32_taps<0>(pixels, base, step, off, taps, c0, quads, ep, out, out_step);
 }
 
 }  // namespace qr::avx2::dw_maddubs
