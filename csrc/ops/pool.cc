@@ -135,25 +135,44 @@ Pool2dShape pool2d_shape(int64_t n, int64_t h, int64_t w, int64_t c, const Pool2
 void max_pool2d(const uint8_t* x, const Pool2dShape& s, const Pool2dParams& p, uint8_t* y) {
   const Pool2dShape chk = pool2d_shape(s.n, s.h, s.w, s.c, p);
   if (chk.oh != s.oh || chk.ow != s.ow) throw InternalError("max_pool2d: output shape does not match the arguments");
-  const int64_t c = s.c;
+  const int64_t c = s.c, row_bytes = s.w * c;
+  // Per output row, the max over the window's input rows first (long contiguous runs), then per
+  // output pixel the max over its columns of that row: each input byte is read once per window
+  // row that covers it, not once per window.
   parallel_chunks(s.n * s.oh, s.ow * p.kh * p.kw * std::max<int64_t>(c, 1), [&](int64_t begin, int64_t end) {
+    std::vector<uint8_t> column_max(static_cast<size_t>(row_bytes));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / s.oh, oy = row % s.oh;
-      const uint8_t* img = x + n * s.h * s.w * c;
+      const uint8_t* img = x + n * s.h * row_bytes;
       const int64_t h0 = oy * p.sh - p.ph;
+      const uint8_t* rows_max = nullptr;  // max over the window's rows inside the input, or none
+      for (int64_t i = 0; i < p.kh; ++i) {
+        const int64_t ih = h0 + i * p.dh;
+        if (ih < 0 || ih >= s.h) continue;
+        const uint8_t* in_row = img + ih * row_bytes;
+        if (!rows_max) {
+          rows_max = in_row;  // one row: read in place
+        } else {
+          if (rows_max != column_max.data()) std::memcpy(column_max.data(), rows_max, static_cast<size_t>(row_bytes));
+          max_into(column_max.data(), in_row, row_bytes);
+          rows_max = column_max.data();
+        }
+      }
       for (int64_t ox = 0; ox < s.ow; ++ox) {
         const int64_t w0 = ox * p.sw - p.pw;
         uint8_t* o = y + (row * s.ow + ox) * c;
-        std::memset(o, 0, static_cast<size_t>(c));  // the lowest code: what an all-padding window gives
-        for (int64_t i = 0; i < p.kh; ++i) {
-          const int64_t ih = h0 + i * p.dh;
-          if (ih < 0 || ih >= s.h) continue;
-          for (int64_t j = 0; j < p.kw; ++j) {
-            const int64_t iw = w0 + j * p.dw;
-            if (iw < 0 || iw >= s.w) continue;
-            max_into(o, img + (ih * s.w + iw) * c, c);
+        bool any = false;
+        for (int64_t j = 0; rows_max && j < p.kw; ++j) {
+          const int64_t iw = w0 + j * p.dw;
+          if (iw < 0 || iw >= s.w) continue;
+          if (any) {
+            max_into(o, rows_max + iw * c, c);
+          } else {
+            std::memcpy(o, rows_max + iw * c, static_cast<size_t>(c));
+            any = true;
           }
         }
+        if (!any) std::memset(o, 0, static_cast<size_t>(c));  // the lowest code: what an all-padding window gives
       }
     }
   });
