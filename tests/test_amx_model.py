@@ -123,34 +123,62 @@ def test_array_smaller_than_tile_is_refused():
 
 
 # Packed layouts (docs/kernels.md), rebuilt here from the description.
-def _expected_packed(isa, b):
+def _expected_avx2(b, packed):
+    """Per panel: a 64-byte header (int32 kernel, int32 pairs over the bound, int32 groups paired),
+    then the body of the kernel the panel takes, in a slot sized for the larger body. The
+    vpmaddubsw body's group order comes from the step table read back from `packed`; the table
+    itself is checked against its rules (a permutation of the groups, runs, pairs under the bound)."""
+    n, k = b.shape
+    nr, kp, g_all = 16, (k + 1) // 2, (k + 3) // 4
+    table = -(-(8 + 6 * g_all) // 64) * 64
+    slot = 64 + max(kp * nr * 4, g_all * nr * 4 + table)
+    got = packed.view(np.uint8).reshape(-1, slot)
+    out = np.zeros((-(-n // nr), slot), np.uint8)
+    for j0 in range(0, n, nr):
+        cols = np.zeros((nr, g_all * 4), np.int8)
+        cols[:min(nr, n - j0), :k] = b[j0:j0 + nr]
+        w = np.abs(cols.astype(np.int64))
+        over = int((w[:, 0:k - 1:2] + w[:, 1:k:2] > 128).sum())
+        panel = out[j0 // nr]
+        if over:  # vpmaddwd: [pairs][16 columns][2 x int16]
+            body = np.zeros((kp, nr, 2), np.int16)
+            for p in range(k):
+                body[p // 2, :, p % 2] = cols[:, p]
+            paired = 0
+        else:  # vpmaddubsw: groups in step order, then the step table
+            t = got[j0 // nr, 64 + g_all * 64:]
+            run_groups, runs = t[:8].view("<i4")
+            counts = t[8:8 + 4 * runs].view("<u2").reshape(runs, 2)
+            order = t[8 + 4 * runs:8 + 4 * runs + 2 * g_all].view("<u2").astype(np.int64)
+            assert sorted(order) == list(range(g_all)) and counts.sum() + counts[:, 0].sum() == g_all
+            half = w.reshape(nr, g_all, 2, 2).sum(axis=3)  # [column][group][half]
+            u = 0
+            for s_, (pairs, singles) in enumerate(counts):
+                steps = order[u:u + 2 * pairs + singles]
+                assert ((steps >= s_ * run_groups) & (steps < (s_ + 1) * run_groups)).all()
+                assert (np.diff(steps[2 * pairs:]) > 0).all()
+                for g1, g2 in steps[:2 * pairs].reshape(-1, 2):
+                    assert (half[:, g1] + half[:, g2] <= 128).all()
+                u += 2 * pairs + singles
+            paired = int(2 * counts[:, 0].sum())
+            if not paired:
+                assert (order == np.arange(g_all)).all()
+            body = cols.reshape(nr, g_all, 4).transpose(1, 0, 2)[order]
+            tail = np.concatenate([np.array([run_groups, runs], "<i4").view(np.uint8), counts.reshape(-1).view(np.uint8),
+                                   order.astype("<u2").view(np.uint8)])
+            panel[64 + g_all * 64:64 + g_all * 64 + tail.size] = tail
+        panel[:12] = np.array([0 if over else 1, over, paired], "<i4").view(np.uint8)
+        raw = body.reshape(-1).view(np.uint8)
+        panel[64:64 + raw.size] = raw
+    return out.reshape(-1).view(np.int8)
+
+
+def _expected_packed(isa, b, packed):
     n, k = b.shape
     if isa == "scalar":
         return b.reshape(-1)
     if isa == "avx2":
-        # Per panel: a 64-byte header (int32 kernel, int32 pairs over the bound), then the body of
-        # the kernel the panel takes, in a slot sized for the vpmaddwd body.
-        nr, kp = 16, (k + 1) // 2
-        out = np.zeros((-(-n // nr), 64 + kp * nr * 4), np.uint8)
-        for j0 in range(0, n, nr):
-            cols = b[j0:j0 + nr]
-            w = np.abs(cols.astype(np.int64))
-            over = int((w[:, 0:k - 1:2] + w[:, 1::2] > 128).sum())
-            if over:  # vpmaddwd: [pairs][16 columns][2 x int16]
-                body = np.zeros((kp, nr, 2), np.int16)
-                for jj, row in enumerate(cols):
-                    for p in range(k):
-                        body[p // 2, jj, p % 2] = row[p]
-            else:  # vpmaddubsw: [groups of 4 K][16 columns][4 x int8]
-                body = np.zeros(((k + 3) // 4, nr, 4), np.int8)
-                for jj, row in enumerate(cols):
-                    for p in range(k):
-                        body[p // 4, jj, p % 4] = row[p]
-            panel = out[j0 // nr]
-            panel[:8] = np.array([0 if over else 1, over], "<i4").view(np.uint8)
-            raw = body.reshape(-1).view(np.uint8)
-            panel[64:64 + raw.size] = raw
-        return out.reshape(-1).view(np.int8)
+        return _expected_avx2(b, packed)
     nr = 32
     groups = (k + 3) // 4 if isa.startswith("avx512") else -(-k // 64) * 16
     out = np.zeros((-(-n // nr), groups, nr, 4), np.int8)
@@ -160,11 +188,12 @@ def _expected_packed(isa, b):
     return out.reshape(-1)
 
 
-@pytest.mark.parametrize("limit", [127, 64])  # avx2: 64 keeps every panel on its vpmaddubsw layout
-@pytest.mark.parametrize("n,k", [(1, 1), (3, 5), (33, 63), (17, 65), (64, 130)])
+# avx2: 64 keeps every panel on its vpmaddubsw layout; 16 also pairs the groups of K >= 96
+@pytest.mark.parametrize("limit", [127, 64, 16])
+@pytest.mark.parametrize("n,k", [(1, 1), (3, 5), (33, 63), (17, 65), (64, 130), (20, 203)])
 def test_packed_layouts_match_the_docs(any_path, n, k, limit):
     rng = np.random.default_rng(n * 1000 + k)
     b = rng.integers(-limit, limit + 1, (n, k), dtype=np.int8)
     w = ops.pack_weights(b, isa=any_path)
-    np.testing.assert_array_equal(w.packed, _expected_packed(any_path.replace("_emulated", ""), b))
+    np.testing.assert_array_equal(w.packed, _expected_packed(any_path.replace("_emulated", ""), b, w.packed))
     np.testing.assert_array_equal(w.colsum, b.astype(np.int64).sum(axis=1))

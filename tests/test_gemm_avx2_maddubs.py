@@ -1,4 +1,6 @@
 """The avx2 path's two GEMM kernels: per-panel routing by the weight-pair bound, and bits equal to scalar."""
+import re
+
 import numpy as np
 import pytest
 
@@ -48,7 +50,7 @@ def test_random_small_weights_take_vpmaddubsw(rng):
             n = N_SIZES[(m + k) % len(N_SIZES)]
             a = rng.integers(0, 256, (m, k), dtype=np.uint8)
             b = rng.integers(-64, 65, (n, k), dtype=np.int8)
-            assert _check(a, b) == FAST_ALL, (m, k, n)
+            assert _check(a, b).startswith(FAST_ALL), (m, k, n)
 
 
 def test_random_full_range_weights_take_vpmaddwd(rng):
@@ -64,7 +66,7 @@ def test_random_full_range_weights_take_vpmaddwd(rng):
 def test_large_shapes_on_both_kernels(rng):
     for m, k, n in [(256, 1024, 1024), (300, 515, 200), (4096, 64, 64)]:
         a = rng.integers(0, 256, (m, k), dtype=np.uint8)
-        assert _check(a, rng.integers(-64, 65, (n, k), dtype=np.int8)) == FAST_ALL
+        assert _check(a, rng.integers(-64, 65, (n, k), dtype=np.int8)).startswith(FAST_ALL)
         assert _check(a, rng.integers(-127, 128, (n, k), dtype=np.int8)).startswith("vpmaddwd: ")
 
 
@@ -75,8 +77,8 @@ def test_every_pair_at_the_bound_is_exact(pair, rng):
         for m, n in [(1, 1), (5, 16), (6, 17), (41, 33)]:
             b = np.resize(np.array(pair, np.int8), (n, k))  # pairs start at even k: (w1, w2) each time
             a = np.full((m, k), 255, np.uint8)
-            assert _check(a, b) == FAST_ALL, (pair, k)
-            assert _check(rng.integers(0, 256, (m, k), dtype=np.uint8), b) == FAST_ALL
+            assert _check(a, b).startswith(FAST_ALL), (pair, k)
+            assert _check(rng.integers(0, 256, (m, k), dtype=np.uint8), b).startswith(FAST_ALL)
 
 
 def test_pairs_at_the_bound_mixed_per_column(rng):
@@ -85,9 +87,9 @@ def test_pairs_at_the_bound_mixed_per_column(rng):
         n = 37
         b = pairs[rng.integers(0, len(pairs), (n, (k + 1) // 2))].reshape(n, -1)[:, :k]
         a = np.full((9, k), 255, np.uint8)
-        assert _check(a, b) == FAST_ALL
+        assert _check(a, b).startswith(FAST_ALL)
         a[:, ::3] = 0
-        assert _check(a, b) == FAST_ALL
+        assert _check(a, b).startswith(FAST_ALL)
 
 
 @pytest.mark.parametrize("k", [2, 3, 5, 64, 65, 1000])
@@ -103,10 +105,10 @@ def test_one_over_the_bound_routes_the_layer_to_vpmaddwd(k):
 def test_odd_k_last_weight_pairs_with_padding():
     # K = 3: pairs (64, 64) and (127, padding 0): both within the bound.
     b = np.array([[64, 64, 127]] * 20, np.int8)
-    assert _check(np.full((6, 3), 255, np.uint8), b) == FAST_ALL
+    assert _check(np.full((6, 3), 255, np.uint8), b).startswith(FAST_ALL)
     # The (64, 65) pair sits between two pairs, not inside one: (0, 64), (65, 0) are fine.
     b = np.array([[0, 64, 65, 0]] * 20, np.int8)
-    assert _check(np.full((6, 4), 255, np.uint8), b) == FAST_ALL
+    assert _check(np.full((6, 4), 255, np.uint8), b).startswith(FAST_ALL)
 
 
 def test_panels_of_one_layer_take_different_kernels(rng):
@@ -116,13 +118,13 @@ def test_panels_of_one_layer_take_different_kernels(rng):
     b[20, 40:42] = (-64, -65)
     a = np.full((45, k), 255, np.uint8)
     note = _check(a, b)
-    assert note == f"vpmaddubsw on 3 of 4 panels, vpmaddwd on 1: 1 of {n * 65} weight pairs have |w1|+|w2| > 128"
+    assert note.startswith(f"vpmaddubsw on 3 of 4 panels, vpmaddwd on 1: 1 of {n * 65} weight pairs have |w1|+|w2| > 128")
     a = rng.integers(0, 256, (45, k), dtype=np.uint8)
     assert _check(a, b) == note
     # Dropping leading columns moves the offending column to other panel positions, then out.
     for n0 in [1, 5, 16, 20, 21, 33]:
         note = _check(a, b[n0:])
-        assert note == FAST_ALL if n0 > 20 else "vpmaddwd on 1: 1 of" in note, n0
+        assert note.startswith(FAST_ALL) if n0 > 20 else "vpmaddwd on 1: 1 of" in note, n0
 
 
 @pytest.mark.parametrize("limit", [64, 127])
@@ -158,11 +160,11 @@ def test_engine_reports_the_kernel_choice(rng):
     model = Model(graph, tensors, isa="avx2")
     x = rng.normal(0, 1.5, (2, 3, 9, 9)).astype(np.float32)
     kernels = {r["name"]: r["kernel"] for r in model.profile(x, repeat=1)}
-    assert kernels["c1"] == f"gemm avx2 ({FAST_ALL})"
+    assert kernels["c1"].startswith(f"gemm avx2 ({FAST_ALL}")
     over = f"{_pairs_over(fc)} of {_total_pairs(fc)} weight pairs have |w1|+|w2| > 128"
     assert kernels["fc"] == f"gemm avx2 (vpmaddwd: {over})"
     assert kernels["d1"] == "dwconv avx2 (vpmaddwd: fewer than 32 channels)"  # 8 channels
-    assert f"gemm avx2 ({FAST_ALL})" in model.summary()
+    assert f"gemm avx2 ({FAST_ALL}" in model.summary()
     # The first output is the dequantized end of the int8 chain: exact, so equal to scalar's.
     np.testing.assert_array_equal(model.run(x)[0], Model(graph, tensors, isa="scalar").run(x)[0])
 
@@ -182,10 +184,11 @@ def test_other_paths_have_no_kernel_choice():
     (4, 3, 1, 1, 1), (8, 3, 2, 1, 1), (32, 3, 1, 0, 1), (32, 3, 1, 1, 1), (12, 5, 2, 2, 1), (8, 1, 1, 0, 1),
     (16, 3, 1, 2, (2, 1)),  # dilated down only: segments still contiguous
     (8, 3, 1, 2, (1, 2)),   # dilated across: whole rows
+    (32, 3, 1, 2, (1, 2)),  # whole rows, B packed in runs of 96 bytes (limit 16: pairs in runs)
     (3, 3, 1, 1, 1),        # 9 bytes per tap row: whole rows
     (4, 2, 1, (0, 1, 1, 0), 1),
 ])
-@pytest.mark.parametrize("limit", [64, 127])
+@pytest.mark.parametrize("limit", [64, 127, 16])  # 16: K >= 96 pairs its groups (all but a few)
 @pytest.mark.parametrize("n_out", [40, 41])  # a last panel of 8 columns (one vector) and of 9 (two)
 def test_conv_rows_as_segments_equal_scalar(c, k, stride, pad, dil, limit, n_out, rng):
     x = rng.integers(0, 256, (2, c, 13, 17), dtype=np.uint8)
@@ -208,3 +211,75 @@ def test_conv_segments_with_a_vpmaddwd_panel_equal_scalar(rng):
     assert ops.pack_weights(b, isa="avx2").kernel_choice.startswith("vpmaddubsw on 2 of 3 panels, vpmaddwd on 1")
     args = (x, 0.03, 7, w, np.full(40, 0.004, np.float32), None, 0.4, 3)
     np.testing.assert_array_equal(ops.conv2d(*args, padding=1, isa="avx2"), ops.conv2d(*args, padding=1, isa="scalar"))
+
+
+# Pairs of groups of 4 K (gemm_avx2_maddubs.h, kQuadBound): their int16 sums are added before one
+# vpmaddwd, exact when every column's 4 weights of each half of the two groups sum to |w| <= 128.
+def _paired(note):
+    """(groups paired, groups in vpmaddubsw panels) from a kernel note; (0, 0) without pairs."""
+    m = re.search(r"; (\d+) of (\d+) groups of 4 K summed in int16 pairs \(sum of 4 \|w\| <= 128\)$", note)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def _halves_at(value, n, groups, signs=(1, 1, 1, 1)):
+    """Weights whose every half group (K 2h, 2h + 1) has |w1| + |w2| = value, split many ways."""
+    splits = [(value, 0), (0, value), (value // 2, value - value // 2), (1, value - 1), (value - 1, 1)]
+    b = np.zeros((n, 4 * groups), np.int8)
+    for j in range(n):
+        for p in range(0, 4 * groups, 2):
+            w1, w2 = splits[(j + p // 2) % len(splits)]
+            b[j, p], b[j, p + 1] = w1 * signs[p % 4], w2 * signs[(p + 1) % 4]
+    return b
+
+
+@pytest.mark.parametrize("signs", [(1, 1, 1, 1), (-1, -1, -1, -1), (1, -1, 1, -1), (1, 1, -1, -1)])
+def test_pairs_at_the_quad_bound_are_exact(signs, rng):
+    """Any two groups sit exactly at the bound (64 + 64 per half); activations of 255 make the int16
+    sums +-255 * 128, the largest the bound allows."""
+    g, n = 30, 33
+    b = _halves_at(64, n, g, signs)
+    note = _check(np.full((11, 4 * g), 255, np.uint8), b)
+    assert note.startswith(FAST_ALL) and _paired(note) == (3 * g, 3 * g)
+    assert _check(rng.integers(0, 256, (11, 4 * g), dtype=np.uint8), b) == note
+
+
+def test_a_group_over_the_quad_bound_by_one_stays_single(rng):
+    g = 30
+    b = _halves_at(64, 16, g)
+    b[5, 28:30] = (64, 1)  # group 7, column 5: a half of 65 fits no partner (65 + 64 > 128)
+    note = _check(np.full((9, 4 * g), 255, np.uint8), b)
+    assert note.startswith(FAST_ALL) and _paired(note) == (g - 2, g)  # group 7 and one of the other 29
+    _check(rng.integers(0, 256, (9, 4 * g), dtype=np.uint8), b)
+
+
+@pytest.mark.parametrize("k", [96, 97, 130, 203, 1000])
+def test_pairs_with_row_and_column_tails_equal_scalar(k, rng):
+    """Small weights pair (nearly) every group; every tile height (1-5 rows) and both column
+    kernels (<= 8 valid columns: one vector)."""
+    for m in [1, 2, 3, 4, 5, 6, 11, 40, 41]:
+        n = [1, 8, 9, 16, 17, 24, 33][m % 7]
+        b = rng.integers(-16, 17, (n, k), dtype=np.int8)
+        paired, total = _paired(_check(rng.integers(0, 256, (m, k), dtype=np.uint8), b))
+        assert paired >= total - 2 * ((n + 15) // 16) and total == (n + 15) // 16 * ((k + 3) // 4), (m, n, k)
+
+
+def test_few_groups_or_few_pairs_keep_k_order(rng):
+    # Under 24 groups the kernel without the table runs; uniform weights of +-64 rarely pair at all.
+    assert _paired(_check(rng.integers(0, 256, (7, 92), dtype=np.uint8), rng.integers(-16, 17, (20, 92), dtype=np.int8))) == (0, 0)
+    assert _paired(_check(rng.integers(0, 256, (7, 200), dtype=np.uint8), rng.integers(-64, 65, (20, 200), dtype=np.int8))) == (0, 0)
+
+
+def test_paired_conv_segments_and_threads_equal_scalar(rng, threads):
+    """A 3x3 conv of 32 channels: runs of 24 groups (its segments), pairs inside each; at 2 threads a
+    batch of few rows splits the panels and gathers the segments into rows once."""
+    w = rng.integers(-16, 17, (48, 32, 3, 3), dtype=np.int8)
+    b = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(48, -1))
+    assert _paired(ops.pack_weights(b, isa="avx2").kernel_choice)[0] > 0
+    w_scale = rng.uniform(0.002, 0.01, 48).astype(np.float32)
+    for shape in [(2, 32, 12, 12), (1, 32, 3, 3)]:
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        args = (x, 0.03, 7, w, w_scale, None, 0.4, 3)
+        want = ops.conv2d(*args, padding=1, isa="scalar")
+        for t in (1, 2, 3):
+            qruntime.set_num_threads(t)
+            np.testing.assert_array_equal(ops.conv2d(*args, padding=1, isa="avx2"), want)

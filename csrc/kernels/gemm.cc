@@ -12,7 +12,7 @@
 
 namespace qr {
 
-PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_t ldb, int n, int k) {
+PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_t ldb, int n, int k, int run_bytes) {
   QR_CHECK_ARG(n >= 1, "weights must have at least one output column");
   QR_CHECK_ARG(k >= 1 && k <= kMaxK, "K must be in [1, " + std::to_string(kMaxK) + "], got " + std::to_string(k));
   PackedWeights w;
@@ -30,7 +30,7 @@ PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_
     w.colsum[j] = s;
   }
   w.data.reset(kernels.packed_b_bytes(n, k));
-  kernels.pack_b(b, ldb, n, k, w.data.as<int8_t>());
+  kernels.pack_b(b, ldb, n, k, run_bytes, w.data.as<int8_t>());
   if (kernels.describe_packing) {
     char note[256];
     kernels.describe_packing(w.data.as<int8_t>(), n, k, note, sizeof note);

@@ -27,7 +27,8 @@ struct PackedWeights {
   std::string kernel_choice;
 };
 
-PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_t ldb, int n, int k);
+// run_bytes: GemmKernels::pack_b's (0: A rows come whole).
+PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_t ldb, int n, int k, int run_bytes = 0);
 
 // Where the rows of A come from: a plain matrix, or rows gathered on the fly (a convolution's
 // im2col, one block of rows at a time, so the whole unfolded input never exists).

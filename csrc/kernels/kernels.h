@@ -47,7 +47,9 @@ struct GemmKernels {
   int mc;  // most rows per gemm_block call
   size_t (*packed_b_bytes)(int n, int k);
   // Packs b (n rows of k int8, row stride ldb) into dst (packed_b_bytes(n, k) zeroed bytes).
-  void (*pack_b)(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst);
+  // run_bytes > 0: A rows may come as segments of that many bytes (GemmBlock::seg; a conv's
+  // kw * in_channels), which a path may use to lay out B; 0: rows come whole.
+  void (*pack_b)(const int8_t* b, ptrdiff_t ldb, int n, int k, int run_bytes, int8_t* dst);
   size_t (*scratch_bytes)(int k);
   void (*gemm_block)(const GemmBlock& blk);
   // Null for a path with one micro-kernel. Otherwise writes to note (note_size bytes, NUL

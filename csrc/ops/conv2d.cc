@@ -350,7 +350,8 @@ std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int 
       for (int ic = 0; ic < icg; ++ic)
         for (int t = 0; t < taps; ++t) b[static_cast<size_t>(o) * k + t * icg + ic] = wo[ic * taps + t];
     }
-    p->group_gemm.push_back(pack_weights(*p->table->gemm, b.data(), k, ocg, static_cast<int>(k)));
+    // A conv's rows may come as segments of kw * icg bytes, one per kernel row (Im2colRows::segments).
+    p->group_gemm.push_back(pack_weights(*p->table->gemm, b.data(), k, ocg, static_cast<int>(k), kw * icg));
   }
   return p;
 }

@@ -35,14 +35,18 @@ int pairs(int k) { return (k + 1) / 2; }
 struct PanelHeader {
   int32_t kernel;            // kVpmaddwd or kVpmaddubsw
   int32_t pairs_over_bound;  // K pairs with |w1| + |w2| > maddubs::kPairBound in this panel
+  int32_t groups_paired;     // vpmaddubsw: groups of 4 K whose int16 sums go in pairs (kQuadBound)
 };
 constexpr int32_t kVpmaddwd = 0, kVpmaddubsw = 1;
 constexpr size_t kHeaderBytes = 64;  // keeps the body 64-byte aligned
 
 size_t wd_body_bytes(int k) { return static_cast<size_t>(pairs(k)) * kNR * 4; }
 
-// Every panel gets the vpmaddwd body's room (the larger), so panel j starts at j * panel_bytes(k).
-size_t panel_bytes(int k) { return kHeaderBytes + wd_body_bytes(k); }
+// Every panel gets the larger body's room, so panel j starts at j * panel_bytes(k).
+size_t panel_bytes(int k) {
+  const size_t wd = wd_body_bytes(k), ub = maddubs::panel_bytes(k);
+  return kHeaderBytes + (wd > ub ? wd : ub);
+}
 
 size_t packed_b_bytes(int n, int k) { return static_cast<size_t>((n + kNR - 1) / kNR) * panel_bytes(k); }
 
@@ -54,7 +58,7 @@ void pack_wd_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int8_t* dst)
   }
 }
 
-void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst) {
+void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int run_bytes, int8_t* dst) {
   for (int j0 = 0; j0 < n; j0 += kNR) {
     int8_t* panel = dst + static_cast<size_t>(j0 / kNR) * panel_bytes(k);
     const int cols = n - j0 < kNR ? n - j0 : kNR;
@@ -63,12 +67,13 @@ void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst) {
     const int64_t over = maddubs::pairs_over_bound(src, ldb, cols, k);
     h.pairs_over_bound = static_cast<int32_t>(over);  // at most 16 * 32768 pairs
     h.kernel = over == 0 ? kVpmaddubsw : kVpmaddwd;
-    std::memcpy(panel, &h, sizeof h);
+    h.groups_paired = 0;
     if (h.kernel == kVpmaddubsw) {
-      maddubs::pack_panel(src, ldb, cols, k, panel + kHeaderBytes);
+      h.groups_paired = maddubs::pack_panel(src, ldb, cols, k, run_bytes, panel + kHeaderBytes);
     } else {
       pack_wd_panel(src, ldb, cols, k, panel + kHeaderBytes);
     }
+    std::memcpy(panel, &h, sizeof h);
   }
 }
 
@@ -76,23 +81,28 @@ void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst) {
 void describe_packing(const int8_t* packed, int n, int k, char* note, size_t note_size) {
   const int panels = (n + kNR - 1) / kNR;
   int fast = 0;
-  int64_t over = 0;
+  int64_t over = 0, paired = 0;
   for (int j = 0; j < panels; ++j) {
     PanelHeader h;
     std::memcpy(&h, packed + static_cast<size_t>(j) * panel_bytes(k), sizeof h);
     fast += h.kernel == kVpmaddubsw;
     over += h.pairs_over_bound;
+    paired += h.groups_paired;
   }
   const long long total = static_cast<long long>(n) * pairs(k), bad = over;
   const int bound = maddubs::kPairBound;
+  int used = 0;
   if (fast == panels) {
-    std::snprintf(note, note_size, "vpmaddubsw: every packed weight pair has |w1|+|w2| <= %d", bound);
+    used = std::snprintf(note, note_size, "vpmaddubsw: every packed weight pair has |w1|+|w2| <= %d", bound);
   } else if (fast == 0) {
-    std::snprintf(note, note_size, "vpmaddwd: %lld of %lld weight pairs have |w1|+|w2| > %d", bad, total, bound);
+    used = std::snprintf(note, note_size, "vpmaddwd: %lld of %lld weight pairs have |w1|+|w2| > %d", bad, total, bound);
   } else {
-    std::snprintf(note, note_size, "vpmaddubsw on %d of %d panels, vpmaddwd on %d: %lld of %lld weight pairs have "
-                  "|w1|+|w2| > %d", fast, panels, panels - fast, bad, total, bound);
+    used = std::snprintf(note, note_size, "vpmaddubsw on %d of %d panels, vpmaddwd on %d: %lld of %lld weight pairs "
+                         "have |w1|+|w2| > %d", fast, panels, panels - fast, bad, total, bound);
   }
+  if (paired > 0 && used > 0 && static_cast<size_t>(used) < note_size)
+    std::snprintf(note + used, note_size - used, "; %lld of %lld groups of 4 K summed in int16 pairs (sum of 4 |w| <= %d)",
+                  static_cast<long long>(paired), static_cast<long long>(fast) * ((k + 3) / 4), maddubs::kQuadBound);
 }
 
 size_t a_row_bytes(int k) { return static_cast<size_t>(pairs(k)) * 4; }
@@ -158,12 +168,15 @@ using MicroKernel = void (*)(const uint8_t*, const int8_t*, int, const Epilogue&
                              ptrdiff_t);
 constexpr MicroKernel kMicroKernels[kMR + 1] = {nullptr, micro_kernel<1>, micro_kernel<2>, micro_kernel<3>, micro_kernel<4>, micro_kernel<5>};
 
-// Whether every panel of the block runs the vpmaddubsw kernel.
-bool all_vpmaddubsw(const GemmBlock& blk) {
+// Whether every panel of the block runs the vpmaddubsw kernel, with its pairs of groups inside
+// segments of the block's length (or a single segment).
+bool segments_readable(const GemmBlock& blk) {
   for (int j = 0; j < blk.n; j += kNR) {
+    const int8_t* panel = blk.b_panel + static_cast<size_t>(j / kNR) * panel_bytes(blk.k);
     PanelHeader h;
-    std::memcpy(&h, blk.b_panel + static_cast<size_t>(j / kNR) * panel_bytes(blk.k), sizeof h);
+    std::memcpy(&h, panel, sizeof h);
     if (h.kernel != kVpmaddubsw) return false;
+    if (blk.nseg > 1 && maddubs::panel_run_bytes(panel + kHeaderBytes, blk.k) != blk.seg_bytes) return false;
   }
   return true;
 }
@@ -173,8 +186,9 @@ void gemm_block(const GemmBlock& blk) {
   const size_t c_row_bytes = blk.ldc * esize;
   const int kp = pairs(blk.k);
   // Rows given as segments: the vpmaddubsw kernel reads them in place; a vpmaddwd panel needs
-  // whole rows, so then they are put together once, where that kernel's padded copy would go.
-  const bool segments = blk.seg && all_vpmaddubsw(blk);
+  // whole rows (and so do pairs packed for other segments), so then they are put together once,
+  // where that kernel's padded copy would go.
+  const bool segments = blk.seg && segments_readable(blk);
   const uint8_t* a = blk.a;
   ptrdiff_t lda = blk.lda;
   int a_readable = blk.a_readable;
@@ -204,7 +218,7 @@ void gemm_block(const GemmBlock& blk) {
     std::memcpy(&h, panel, sizeof h);
     if (h.kernel == kVpmaddubsw) {
       if (segments) {
-        maddubs::run_panel_segments(blk.seg, blk.nseg, blk.seg_bytes, blk.m, panel + kHeaderBytes, blk.ep, j, c_col,
+        maddubs::run_panel_segments(blk.seg, blk.nseg, blk.m, panel + kHeaderBytes, blk.k, blk.ep, j, c_col,
                                     c_row_bytes, valid, next_body);
         continue;
       }

@@ -20,10 +20,22 @@ constexpr int kPairBound = 128;  // |w1| + |w2| <= kPairBound for every pair the
 // |w1| + |w2| exceeds kPairBound: the panel may take this kernel only when there are none.
 int64_t pairs_over_bound(const int8_t* b, ptrdiff_t ldb, int cols, int k);
 
-// Bytes of one packed panel (16 columns): [ceil(K/4) groups][16 columns][4 bytes], K zero padded.
+// Two groups of 4 K (g1, g2) can share one vpmaddwd: their vpmaddubsw int16 sums, added with
+// vpaddw first, stay exact when for every column and each half h of the group (K 2h, 2h + 1)
+// |w(4 g1 + 2h)| + |w(4 g1 + 2h + 1)| + |w(4 g2 + 2h)| + |w(4 g2 + 2h + 1)| <= 128: then the int16
+// sum of four products is at most 255 * 128 in size. 3 multiplies per 64 MACs instead of 4. The
+// packer pairs groups where every column of the panel allows it (docs/kernels.md, "avx2").
+constexpr int kQuadBound = 128;
+
+// Bytes of one packed panel (16 columns) of K rows: the groups in step order, then the step table
+// (docs/kernels.md, "avx2"). At most body_bytes(k) + table_bytes(k).
 size_t panel_bytes(int k);
-// Packs `cols` (<= 16) rows of b into one zeroed panel; the rest of the panel stays zero.
-void pack_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int8_t* dst);
+// Packs `cols` (<= 16) rows of b into one zeroed panel (the rest of the panel stays zero).
+// run_bytes > 0: A rows may come as segments of run_bytes (GemmBlock::seg); pairs then stay within
+// one. Returns the number of groups packed in pairs.
+int pack_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int run_bytes, int8_t* dst);
+// The run length (bytes) a packed panel's pairs respect: segments of any other size cannot be read.
+int panel_run_bytes(const int8_t* panel, int k);
 
 // Bytes of A rows as the kernel reads them: K padded to a multiple of 4 (zeros).
 size_t a_row_bytes(int k);
@@ -38,9 +50,8 @@ void run_panel(const uint8_t* a, ptrdiff_t lda, int m, const int8_t* panel, int 
                uint8_t* c, size_t c_row_bytes, int valid, const int8_t* next_panel);
 
 // run_panel on rows given as segments (GemmBlock::seg): row i's K bytes are the nseg runs
-// seg[i * nseg + s] of seg_bytes each (a multiple of 4), read in place.
-void run_panel_segments(const uint8_t* const* seg, int nseg, int seg_bytes, int m, const int8_t* panel,
-                        const Epilogue& ep, int col, uint8_t* c, size_t c_row_bytes, int valid,
-                        const int8_t* next_panel);
+// seg[i * nseg + s] of panel_run_bytes(panel, k) each (nseg > 1), read in place.
+void run_panel_segments(const uint8_t* const* seg, int nseg, int m, const int8_t* panel, int k, const Epilogue& ep,
+                        int col, uint8_t* c, size_t c_row_bytes, int valid, const int8_t* next_panel);
 
 }  // namespace qr::avx2::maddubs

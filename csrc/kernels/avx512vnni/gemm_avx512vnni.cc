@@ -27,7 +27,7 @@ size_t panel_bytes(int k) { return static_cast<size_t>(groups(k)) * kNR * 4; }
 
 size_t packed_b_bytes(int n, int k) { return static_cast<size_t>((n + kNR - 1) / kNR) * panel_bytes(k); }
 
-void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst) { pack_b_groups(b, ldb, n, k, groups(k), dst); }
+void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int /*run_bytes*/, int8_t* dst) { pack_b_groups(b, ldb, n, k, groups(k), dst); }
 
 size_t a_strip_bytes(int k) { return static_cast<size_t>(groups(k)) * kMR * 4; }
 

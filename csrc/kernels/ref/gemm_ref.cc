@@ -20,7 +20,7 @@ namespace {
 // Packed B for the reference path is B itself: one column (one row of B) per panel, k bytes each.
 size_t packed_b_bytes(int n, int k) { return static_cast<size_t>(n) * static_cast<size_t>(k); }
 
-void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int8_t* dst) {
+void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int /*run_bytes*/, int8_t* dst) {
   for (int j = 0; j < n; ++j) std::memcpy(dst + static_cast<size_t>(j) * k, b + j * ldb, k);
 }
 
