@@ -25,7 +25,8 @@ DEFAULT_SHAPES = [
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_gemm.json"
 DEFAULT_PEAK = Path(__file__).resolve().parents[2] / "shared" / "tools" / "peak"  # beside the repo (DESIGN.md §9)
 # The avx2 path's two kernels, each fed weights that route every panel to it (docs/kernels.md, "avx2").
-AVX2_KERNELS = [("vpmaddubsw", 64), ("vpmaddwd", 127)]
+# Weights that route every panel: [-16, 16] also pairs every group of 4 K (3 multiplies per 64 MACs).
+AVX2_KERNELS = [("vpmaddubsw", 64), ("vpmaddwd", 127), ("paired", 16)]
 PEERS = ["numpy-fp32", "torch-fp32", "torch-int8-x86", "torch-int8-onednn"]
 OPENBLAS_ENV = ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"]
 # Column labels (two header lines) for the engines that have no ISA of their own.
@@ -230,9 +231,9 @@ def avx2_kernel_rows(args, threads, peaks, records):
                  for path in ("int8_avx2_saturating", "int8_avx2_exact")]
         print(f"avx2 kernels against the peak tool: {', '.join(rates)} GMAC/s at "
               f"{' / '.join(map(str, counts))} threads")
-    print("weights in [-64, 64] route every panel to vpmaddubsw, full-range ones to vpmaddwd; "
-          "'ran' is what PackedWeights.kernel_choice reports")
-    print(f"{'M x K x N':>16} {'thr':>3} {'kernel':>11} {'weights':>11} {'ran':>11} {'GMAC/s':>8} "
+    print("weights in [-64, 64] route every panel to vpmaddubsw, full-range ones to vpmaddwd, [-16, 16] pair the "
+          "groups of 4 K on vpmaddubsw; 'ran' is what PackedWeights.kernel_choice reports")
+    print(f"{'M x K x N':>16} {'thr':>3} {'kernel':>11} {'weights':>11} {'ran':>16} {'GMAC/s':>8} "
           f"{'% saturating':>13} {'% exact':>8}")
     rng = np.random.default_rng(1)
     for m, k, n in args.shapes:
@@ -242,6 +243,7 @@ def avx2_kernel_rows(args, threads, peaks, records):
             w = qruntime.ops.pack_weights(rng.integers(-limit, limit + 1, (n, k), dtype=np.int8), isa="avx2")
             ran = w.kernel_choice.split(":")[0]
             ran = "mixed" if " on " in ran else ran  # "vpmaddubsw on 3 of 4 panels, vpmaddwd on 1: ..."
+            ran += "+pairs" if "summed in int16 pairs" in w.kernel_choice else ""
             packed[kernel] = (w, limit, ran)
         for nt in args.threads:
             threads.set(nt)
@@ -254,7 +256,7 @@ def avx2_kernel_rows(args, threads, peaks, records):
                                 "pct_of_peak_saturating": pct["int8_avx2_saturating"],
                                 "pct_of_peak_exact": pct["int8_avx2_exact"]})
                 text = [f"{p:.0f} %" if p is not None else "-" for p in pct.values()]
-                print(f"{f'{m}x{k}x{n}':>16} {nt:>3} {kernel:>11} {f'[-{limit}, {limit}]':>11} {ran:>11} "
+                print(f"{f'{m}x{k}x{n}':>16} {nt:>3} {kernel:>11} {f'[-{limit}, {limit}]':>11} {ran:>16} "
                       f"{fmt(gmacs):>8} {text[0]:>13} {text[1]:>8}", flush=True)
 
 
