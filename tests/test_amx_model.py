@@ -124,7 +124,7 @@ def test_array_smaller_than_tile_is_refused():
 
 # Packed layouts (docs/kernels.md), rebuilt here from the description.
 def _expected_avx2(b, packed):
-    """Per panel: a 64-byte header (int32 kernel, int32 pairs over the bound, int32 groups paired),
+    """Per panel: a 64-byte header (int32 kernel, int32 pairs over the bound),
     then the body of the kernel the panel takes, in a slot sized for the larger body. The
     vpmaddubsw body's group order comes from the step table read back from `packed`; the table
     itself is checked against its rules (a permutation of the groups, runs, pairs under the bound)."""
@@ -144,7 +144,6 @@ def _expected_avx2(b, packed):
             body = np.zeros((kp, nr, 2), np.int16)
             for p in range(k):
                 body[p // 2, :, p % 2] = cols[:, p]
-            paired = 0
         else:  # vpmaddubsw: groups in step order, then the step table
             t = got[j0 // nr, 64 + g_all * 64:]
             run_groups, runs = t[:8].view("<i4")
@@ -160,14 +159,13 @@ def _expected_avx2(b, packed):
                 for g1, g2 in steps[:2 * pairs].reshape(-1, 2):
                     assert (half[:, g1] + half[:, g2] <= 128).all()
                 u += 2 * pairs + singles
-            paired = int(2 * counts[:, 0].sum())
-            if not paired:
+            if not counts[:, 0].any():
                 assert (order == np.arange(g_all)).all()
             body = cols.reshape(nr, g_all, 4).transpose(1, 0, 2)[order]
             tail = np.concatenate([np.array([run_groups, runs], "<i4").view(np.uint8), counts.reshape(-1).view(np.uint8),
                                    order.astype("<u2").view(np.uint8)])
             panel[64 + g_all * 64:64 + g_all * 64 + tail.size] = tail
-        panel[:12] = np.array([0 if over else 1, over, paired], "<i4").view(np.uint8)
+        panel[:8] = np.array([0 if over else 1, over], "<i4").view(np.uint8)
         raw = body.reshape(-1).view(np.uint8)
         panel[64:64 + raw.size] = raw
     return out.reshape(-1).view(np.int8)

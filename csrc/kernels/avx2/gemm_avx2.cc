@@ -35,7 +35,6 @@ int pairs(int k) { return (k + 1) / 2; }
 struct PanelHeader {
   int32_t kernel;            // kVpmaddwd or kVpmaddubsw
   int32_t pairs_over_bound;  // K pairs with |w1| + |w2| > maddubs::kPairBound in this panel
-  int32_t groups_paired;     // vpmaddubsw: groups of 4 K whose int16 sums go in pairs (kQuadBound)
 };
 constexpr int32_t kVpmaddwd = 0, kVpmaddubsw = 1;
 constexpr size_t kHeaderBytes = 64;  // keeps the body 64-byte aligned
@@ -67,13 +66,12 @@ void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int run_bytes, int8_t*
     const int64_t over = maddubs::pairs_over_bound(src, ldb, cols, k);
     h.pairs_over_bound = static_cast<int32_t>(over);  // at most 16 * 32768 pairs
     h.kernel = over == 0 ? kVpmaddubsw : kVpmaddwd;
-    h.groups_paired = 0;
+    std::memcpy(panel, &h, sizeof h);
     if (h.kernel == kVpmaddubsw) {
-      h.groups_paired = maddubs::pack_panel(src, ldb, cols, k, run_bytes, panel + kHeaderBytes);
+      maddubs::pack_panel(src, ldb, cols, k, run_bytes, panel + kHeaderBytes);
     } else {
       pack_wd_panel(src, ldb, cols, k, panel + kHeaderBytes);
     }
-    std::memcpy(panel, &h, sizeof h);
   }
 }
 
@@ -83,11 +81,12 @@ void describe_packing(const int8_t* packed, int n, int k, char* note, size_t not
   int fast = 0;
   int64_t over = 0, paired = 0;
   for (int j = 0; j < panels; ++j) {
+    const int8_t* panel = packed + static_cast<size_t>(j) * panel_bytes(k);
     PanelHeader h;
-    std::memcpy(&h, packed + static_cast<size_t>(j) * panel_bytes(k), sizeof h);
+    std::memcpy(&h, panel, sizeof h);
     fast += h.kernel == kVpmaddubsw;
     over += h.pairs_over_bound;
-    paired += h.groups_paired;
+    if (h.kernel == kVpmaddubsw) paired += maddubs::panel_groups_paired(panel + kHeaderBytes, k);
   }
   const long long total = static_cast<long long>(n) * pairs(k), bad = over;
   const int bound = maddubs::kPairBound;

@@ -296,7 +296,7 @@ int pair_run(const uint8_t* half, int g0, int n, uint16_t* order, int* by_size, 
 
 }  // namespace
 
-int pack_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int run_bytes, int8_t* dst) {
+void pack_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int run_bytes, int8_t* dst) {
   const int kg = groups(k);
   const int run_groups = run_bytes > 0 && run_bytes % 4 == 0 && k % run_bytes == 0 ? run_bytes / 4 : kg;
   const int runs = (kg + run_groups - 1) / run_groups;
@@ -313,11 +313,12 @@ int pack_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int run_bytes, i
   uint16_t* counts = reinterpret_cast<uint16_t*>(table + 8);
   uint16_t* order = counts + 2 * runs;
   int* by_size = new int[run_groups];
-  uint8_t* key = new uint8_t[2 * static_cast<size_t>(run_groups)];
+  uint8_t* key = new uint8_t[run_groups];
+  uint8_t* state = new uint8_t[run_groups];
   int paired = 0;
   for (int s = 0, g0 = 0; s < runs && kg >= kMinPairGroups; ++s, g0 += run_groups) {
     const int n = kg - g0 < run_groups ? kg - g0 : run_groups;
-    const int pairs = pair_run(half, g0, n, order + g0, by_size, key, key + run_groups);
+    const int pairs = pair_run(half, g0, n, order + g0, by_size, key, state);
     counts[2 * s] = static_cast<uint16_t>(pairs);
     counts[2 * s + 1] = static_cast<uint16_t>(n - 2 * pairs);
     paired += 2 * pairs;
@@ -334,15 +335,22 @@ int pack_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int run_bytes, i
   for (int u = 0; u < kg; ++u)
     for (int jj = 0; jj < cols; ++jj)
       for (int q = 0; q < 4; ++q) dst[static_cast<size_t>(u) * kNR * 4 + jj * 4 + q] = weight(jj, 4 * order[u] + q);
+  delete[] state;
   delete[] key;
   delete[] by_size;
   delete[] half;
-  return paired;
 }
 
 int panel_run_bytes(const int8_t* panel, int k) {
   const Steps st = steps_of(panel, k);
   return st.runs > 1 ? 4 * st.run_groups : 0;
+}
+
+int panel_groups_paired(const int8_t* panel, int k) {
+  const Steps st = steps_of(panel, k);
+  int paired = 0;
+  for (int s = 0; s < st.runs; ++s) paired += 2 * st.counts[2 * s];
+  return paired;
 }
 
 size_t a_row_bytes(int k) { return static_cast<size_t>(groups(k)) * 4; }

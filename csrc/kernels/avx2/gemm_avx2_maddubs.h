@@ -27,15 +27,17 @@ int64_t pairs_over_bound(const int8_t* b, ptrdiff_t ldb, int cols, int k);
 // packer pairs groups where every column of the panel allows it (docs/kernels.md, "avx2").
 constexpr int kQuadBound = 128;
 
-// Bytes of one packed panel (16 columns) of K rows: the groups in step order, then the step table
-// (docs/kernels.md, "avx2"). At most body_bytes(k) + table_bytes(k).
+// Bytes of one packed panel (16 columns) of K rows: the groups in step order, 64 bytes each, then
+// the step table (docs/kernels.md, "avx2").
 size_t panel_bytes(int k);
 // Packs `cols` (<= 16) rows of b into one zeroed panel (the rest of the panel stays zero).
 // run_bytes > 0: A rows may come as segments of run_bytes (GemmBlock::seg); pairs then stay within
-// one. Returns the number of groups packed in pairs.
-int pack_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int run_bytes, int8_t* dst);
-// The run length (bytes) a packed panel's pairs respect: segments of any other size cannot be read.
+// one.
+void pack_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int run_bytes, int8_t* dst);
+// From a packed panel's step table: the run length (bytes) its pairs respect, 0 for one run
+// (segments of any other size cannot be read), and the groups it packed in pairs.
 int panel_run_bytes(const int8_t* panel, int k);
+int panel_groups_paired(const int8_t* panel, int k);
 
 // Bytes of A rows as the kernel reads them: K padded to a multiple of 4 (zeros).
 size_t a_row_bytes(int k);
