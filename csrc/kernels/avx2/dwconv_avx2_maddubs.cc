@@ -63,22 +63,23 @@ inline void finish(__m256i a0, __m256i a1, __m256i a2, __m256i a3, const float* 
 }
 
 // Adds int16 sums in the unpacked order (lo: channels 0-7 | 16-23, hi: 8-15 | 24-31) into the four
-// accumulators: pairs (p01, p23) of int16 summed into int32 by vpmaddwd with ones, or a lone p01
-// (p23 would be zero) sign-extended by a shift, which spares a multiply.
-template <bool kLone>
+// accumulators: each channel's two sums (p01, p23) side by side, added into int32 by vpmaddwd with
+// ones.
 inline void add_sums(__m256i (&acc)[4], __m256i p01lo, __m256i p01hi, __m256i p23lo, __m256i p23hi, __m256i ones) {
-  if constexpr (kLone) {
-    const __m256i z = _mm256_setzero_si256();
-    acc[0] = _mm256_add_epi32(acc[0], _mm256_srai_epi32(_mm256_unpacklo_epi16(z, p01lo), 16));
-    acc[1] = _mm256_add_epi32(acc[1], _mm256_srai_epi32(_mm256_unpackhi_epi16(z, p01lo), 16));
-    acc[2] = _mm256_add_epi32(acc[2], _mm256_srai_epi32(_mm256_unpacklo_epi16(z, p01hi), 16));
-    acc[3] = _mm256_add_epi32(acc[3], _mm256_srai_epi32(_mm256_unpackhi_epi16(z, p01hi), 16));
-  } else {
-    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(_mm256_unpacklo_epi16(p01lo, p23lo), ones));
-    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(_mm256_unpackhi_epi16(p01lo, p23lo), ones));
-    acc[2] = _mm256_add_epi32(acc[2], _mm256_madd_epi16(_mm256_unpacklo_epi16(p01hi, p23hi), ones));
-    acc[3] = _mm256_add_epi32(acc[3], _mm256_madd_epi16(_mm256_unpackhi_epi16(p01hi, p23hi), ones));
-  }
+  acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(_mm256_unpacklo_epi16(p01lo, p23lo), ones));
+  acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(_mm256_unpackhi_epi16(p01lo, p23lo), ones));
+  acc[2] = _mm256_add_epi32(acc[2], _mm256_madd_epi16(_mm256_unpacklo_epi16(p01hi, p23hi), ones));
+  acc[3] = _mm256_add_epi32(acc[3], _mm256_madd_epi16(_mm256_unpackhi_epi16(p01hi, p23hi), ones));
+}
+
+// add_sums with no p23 (a quad of one or two taps): each int16 sign-extended by a shift, which
+// spares the multiply.
+inline void add_sums(__m256i (&acc)[4], __m256i p01lo, __m256i p01hi) {
+  const __m256i z = _mm256_setzero_si256();
+  acc[0] = _mm256_add_epi32(acc[0], _mm256_srai_epi32(_mm256_unpacklo_epi16(z, p01lo), 16));
+  acc[1] = _mm256_add_epi32(acc[1], _mm256_srai_epi32(_mm256_unpackhi_epi16(z, p01lo), 16));
+  acc[2] = _mm256_add_epi32(acc[2], _mm256_srai_epi32(_mm256_unpacklo_epi16(z, p01hi), 16));
+  acc[3] = _mm256_add_epi32(acc[3], _mm256_srai_epi32(_mm256_unpackhi_epi16(z, p01hi), 16));
 }
 
 // One quad of taps for P pixels (pixel j's tap i at tap[i] + j * step). kValid: the quad's taps that
@@ -95,9 +96,9 @@ inline void quad(const uint8_t* const (&tap)[4], ptrdiff_t step, const int8_t* w
       const __m256i x2 = loadu(tap[2] + j * step), x3 = kValid > 3 ? loadu(tap[3] + j * step) : x2;
       const __m256i p23lo = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x2, x3), load_w(w + 64));
       const __m256i p23hi = _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x2, x3), load_w(w + 96));
-      add_sums<false>(acc[j], p01lo, p01hi, p23lo, p23hi, ones);
+      add_sums(acc[j], p01lo, p01hi, p23lo, p23hi, ones);
     } else {
-      add_sums<true>(acc[j], p01lo, p01hi, p01lo, p01hi, ones);
+      add_sums(acc[j], p01lo, p01hi);
     }
   }
 }
