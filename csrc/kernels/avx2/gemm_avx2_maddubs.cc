@@ -301,30 +301,35 @@ void pack_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int run_bytes, 
   const int run_groups = run_bytes > 0 && run_bytes % 4 == 0 && k % run_bytes == 0 ? run_bytes / 4 : kg;
   const int runs = (kg + run_groups - 1) / run_groups;
   auto weight = [&](int jj, int p) -> int8_t { return jj < cols && p < k ? b[jj * ldb + p] : 0; };
-  uint8_t* half = new uint8_t[static_cast<size_t>(kg) * 32];
-  for (int g = 0; g < kg; ++g)
-    for (int jj = 0; jj < kNR; ++jj)
-      for (int h = 0; h < 2; ++h)
-        half[g * 32 + 2 * jj + h] =
-            static_cast<uint8_t>(std::abs(weight(jj, 4 * g + 2 * h)) + std::abs(weight(jj, 4 * g + 2 * h + 1)));
   int8_t* table = dst + static_cast<size_t>(kg) * kNR * 4;
   std::memcpy(table, &run_groups, 4);
   std::memcpy(table + 4, &runs, 4);
   uint16_t* counts = reinterpret_cast<uint16_t*>(table + 8);
   uint16_t* order = counts + 2 * runs;
-  int* by_size = new int[run_groups];
-  uint8_t* key = new uint8_t[run_groups];
-  uint8_t* state = new uint8_t[run_groups];
   int paired = 0;
-  for (int s = 0, g0 = 0; s < runs && kg >= kMinPairGroups; ++s, g0 += run_groups) {
-    const int n = kg - g0 < run_groups ? kg - g0 : run_groups;
-    const int pairs = pair_run(half, g0, n, order + g0, by_size, key, state);
-    counts[2 * s] = static_cast<uint16_t>(pairs);
-    counts[2 * s + 1] = static_cast<uint16_t>(n - 2 * pairs);
-    paired += 2 * pairs;
+  if (kg >= kMinPairGroups) {
+    uint8_t* half = new uint8_t[static_cast<size_t>(kg) * 32];
+    for (int g = 0; g < kg; ++g)
+      for (int jj = 0; jj < kNR; ++jj)
+        for (int h = 0; h < 2; ++h)
+          half[g * 32 + 2 * jj + h] =
+              static_cast<uint8_t>(std::abs(weight(jj, 4 * g + 2 * h)) + std::abs(weight(jj, 4 * g + 2 * h + 1)));
+    int* by_size = new int[run_groups];
+    uint8_t* key = new uint8_t[run_groups];
+    uint8_t* state = new uint8_t[run_groups];
+    for (int s = 0, g0 = 0; s < runs; ++s, g0 += run_groups) {
+      const int n = kg - g0 < run_groups ? kg - g0 : run_groups;
+      const int pairs = pair_run(half, g0, n, order + g0, by_size, key, state);
+      counts[2 * s] = static_cast<uint16_t>(pairs);
+      counts[2 * s + 1] = static_cast<uint16_t>(n - 2 * pairs);
+      paired += 2 * pairs;
+    }
+    delete[] state;
+    delete[] key;
+    delete[] by_size;
+    delete[] half;
   }
   if (2 * paired < kg) {  // few pairs: the groups in K order, for the kernel without the table
-    paired = 0;
     for (int s = 0, g0 = 0; s < runs; ++s, g0 += run_groups) {
       counts[2 * s] = 0;
       counts[2 * s + 1] = static_cast<uint16_t>(kg - g0 < run_groups ? kg - g0 : run_groups);
@@ -335,10 +340,6 @@ void pack_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int run_bytes, 
   for (int u = 0; u < kg; ++u)
     for (int jj = 0; jj < cols; ++jj)
       for (int q = 0; q < 4; ++q) dst[static_cast<size_t>(u) * kNR * 4 + jj * 4 + q] = weight(jj, 4 * order[u] + q);
-  delete[] state;
-  delete[] key;
-  delete[] by_size;
-  delete[] half;
 }
 
 int panel_run_bytes(const int8_t* panel, int k) {
