@@ -59,17 +59,28 @@ def small_model():
     return graph, tensors
 
 
+def whole_file_sha256(data):
+    """docs/format.md's format-2 hash, written out here independently of format.py: SHA-256 of the
+    header without __metadata__.sha256 as canonical JSON, then the data section."""
+    header, start = header_of(data)
+    header["__metadata__"].pop("sha256", None)
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical + bytes(data[start:])).hexdigest()
+
+
 def foreign_qnn(graph, tensors, /, **metadata):
     """A .qnn built by the safetensors package itself, without qruntime's checks (so it can be bad):
-    `metadata` overrides the default keys (None drops one); the sha256 is made right unless given."""
-    meta = {"qnn_format": "1", "producer": "test", "graph": json.dumps(graph), "sha256": "0" * 64}
+    `metadata` overrides the default keys (None drops one); the sha256 is made right unless given
+    (format 1's over the data section, format 2's over the header and the data)."""
+    meta = {"qnn_format": "2", "producer": "test", "graph": json.dumps(graph), "sha256": "0" * 64}
     meta.update(metadata)
     meta = {k: v for k, v in meta.items() if v is not None}
     data = bytearray(safetensors.numpy.save(tensors, metadata=meta))
     if meta.get("sha256") == "0" * 64 and "sha256" not in metadata:
         start = 8 + struct.unpack("<Q", data[:8])[0]
         at = data.index(b"0" * 64, 8, start)
-        data[at:at + 64] = hashlib.sha256(data[start:]).hexdigest().encode()
+        digest = hashlib.sha256(data[start:]) if meta.get("qnn_format") == "1" else None
+        data[at:at + 64] = (digest.hexdigest() if digest else whole_file_sha256(data)).encode()
     return bytes(data)
 
 
@@ -118,7 +129,7 @@ def test_file_is_a_valid_safetensors_file(tmp_path):
         assert loaded[name].dtype == array.dtype
     with safetensors.safe_open(str(path), framework="numpy") as f:
         metadata = f.metadata()
-    assert metadata["qnn_format"] == "1"
+    assert metadata["qnn_format"] == "2"
     assert metadata["producer"] == f"qruntime {qruntime.__version__}"
     assert json.loads(metadata["graph"]) == graph
 
@@ -133,7 +144,7 @@ def test_header_layout():
     assert names == sorted(tensors)  # data in sorted name order
     assert header["conv1.bias"] == {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}
     assert header["conv1.weight"] == {"dtype": "I8", "shape": [4, 3, 3, 3], "data_offsets": [32, 140]}
-    assert header_of(data)[0]["__metadata__"]["sha256"] == hashlib.sha256(data[data_start:]).hexdigest()
+    assert header_of(data)[0]["__metadata__"]["sha256"] == whole_file_sha256(data)
 
 
 def test_reads_a_file_written_by_the_safetensors_package():
@@ -204,8 +215,8 @@ def test_duplicate_json_keys_are_rejected():
 
 def test_unknown_format_version():
     graph, tensors = small_model()
-    with pytest.raises(FormatError, match=r"__metadata__\.qnn_format: unknown version '2'.*supports '1'"):
-        qnn.from_bytes(foreign_qnn(graph, tensors, qnn_format="2"))
+    with pytest.raises(FormatError, match=r"__metadata__\.qnn_format: unknown version '3'.*supports '1', '2'"):
+        qnn.from_bytes(foreign_qnn(graph, tensors, qnn_format="3"))
 
 
 def test_metadata_keys():
@@ -219,6 +230,46 @@ def test_sha256_mismatch():
     data = bytearray(qnn.to_bytes(*small_model()))
     data[-1] ^= 0x01
     raises_naming("sha256", bytes(data))
+
+
+def edit_header(data, old, new):
+    """`data` with one header edit (same length, so the layout stays valid) and the old hash kept."""
+    header_end = header_of(data)[1]
+    assert len(old) == len(new) and data.count(old, 8, header_end) == 1
+    return data[:header_end].replace(old, new) + data[header_end:]
+
+
+def test_graph_edit_breaks_the_hash():
+    # Format 1 hashed only the data: this edit of the graph (a stride) went unnoticed.
+    data = qnn.to_bytes(*small_model())
+    edited = edit_header(data, b'\\"stride\\":[1,1]', b'\\"stride\\":[2,1]')
+    raises_naming("sha256: the header and tensor data hash to", edited)
+    # A tensor entry's shape too (fc.weight (5, 4) read as (4, 5): the same bytes).
+    edited = edit_header(data, b'"shape":[5,4]', b'"shape":[4,5]')
+    raises_naming("sha256", edited)
+
+
+def test_header_padding_is_not_content():
+    # Re-padding the header changes no field: the canonical header hashes the same.
+    data = qnn.to_bytes(*small_model())
+    header, start = header_of(data)
+    text = data[8:start].rstrip(b" ") + b" " * (16 + (-len(data[8:start].rstrip(b" ")) % 8))
+    graph_back, _ = qnn.from_bytes(struct.pack("<Q", len(text)) + text + data[start:])
+    assert graph_back == small_model()[0]
+
+
+def test_format_1_file_loads_with_a_warning():
+    graph, tensors = small_model()
+    old = foreign_qnn(graph, tensors, qnn_format="1")
+    with pytest.warns(qruntime.FormatWarning, match="format 1: its sha256 covers the tensor data only"):
+        graph_back, _ = qnn.from_bytes(old)
+    assert graph_back == graph
+    # Its hash is still checked, over the data section.
+    broken = bytearray(old)
+    broken[-1] ^= 0x01
+    raises_naming("sha256: the tensor data hash to", bytes(broken))
+    # Written again, it is format 2.
+    assert header_of(qnn.to_bytes(graph_back, tensors))[0]["__metadata__"]["qnn_format"] == "2"
 
 
 @pytest.mark.parametrize("entry, field", [

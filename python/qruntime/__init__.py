@@ -2,7 +2,7 @@
 from . import ops
 from ._core import get_num_threads
 from .dispatch import available_isas, cpu_info, isa, set_num_threads
-from .errors import FormatError, UnsupportedOpError
+from .errors import FormatError, FormatWarning, UnsupportedOpError
 from .model import Model, load
 
 __version__ = "0.1.0"
@@ -26,6 +26,7 @@ __all__ = [
     "quantize",
     "Model",
     "FormatError",
+    "FormatWarning",
     "UnsupportedOpError",
     "ops",
     "cpu_info",

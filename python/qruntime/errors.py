@@ -7,3 +7,7 @@ class FormatError(ValueError):
 
 class UnsupportedOpError(ValueError):
     """The converter met modules or functions it cannot map; the message lists every one and where it sits."""
+
+
+class FormatWarning(UserWarning):
+    """A .qnn file that loads but deserves attention (an old format whose hash leaves the header unprotected)."""

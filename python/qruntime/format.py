@@ -5,7 +5,13 @@ endian); the next N bytes are a JSON object (padded with spaces so that N is a m
 maps each tensor name to {"dtype", "shape", "data_offsets"} and holds "__metadata__", a flat
 object of strings; the rest of the file is the tensors' raw little-endian bytes, back to back. The
 metadata says what the file is: `qnn_format` (the schema version), `producer`, `graph` (the op
-list as JSON) and `sha256` (of the data section). docs/format.md is the reference.
+list as JSON) and `sha256`. docs/format.md is the reference.
+
+The integrity hash (format 2) covers the whole file's meaning: it is the SHA-256 of the header in
+canonical form (the header object without `__metadata__.sha256`, as JSON with sorted keys and no
+whitespace) followed by the data section. Editing the graph, a tensor entry or the data breaks it;
+re-padding the header does not, as it changes nothing the file says. Format 1 files (whose hash
+covers the data section alone) still load, with a warning that their header is unprotected.
 
 Reading trusts nothing: the header length is checked against the file before anything is read or
 allocated from it, every tensor entry must tile the data section exactly (no overlap, no gap, no
@@ -22,15 +28,16 @@ import json
 import math
 import os
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import FormatError
+from .errors import FormatError, FormatWarning
 
-FORMAT_VERSION = "1"
-SUPPORTED_VERSIONS = ("1",)
+FORMAT_VERSION = "2"
+SUPPORTED_VERSIONS = ("1", "2")  # "1": the same schema, with a hash of the data section only
 
 # safetensors dtype codes and the numpy dtypes they hold (little endian in the file).
 _DTYPES = {"I8": np.dtype("<i1"), "U8": np.dtype("<u1"), "F32": np.dtype("<f4"), "I32": np.dtype("<i4")}
@@ -182,9 +189,15 @@ def read(path):
 
 def to_bytes(graph, tensors):
     """The .qnn file for `graph` and `tensors`, after validate(); the same inputs give the same bytes."""
+    validate(graph, tensors)
+    return _encode(graph, tensors)
+
+
+def _encode(graph, tensors):
+    """The bytes of a .qnn file holding `graph` and `tensors`, sealed with its hash but NOT validated
+    (to_bytes validates first; the fuzzer uses this to make well-sealed bad files)."""
     from . import __version__  # lazily: qruntime/__init__.py imports this module
 
-    validate(graph, tensors)
     entries, chunks, offset = {}, [], 0
     for name in sorted(tensors):
         array = tensors[name]
@@ -194,12 +207,9 @@ def to_bytes(graph, tensors):
         chunks.append(chunk)
         offset += len(chunk)
     data = b"".join(chunks)
-    entries["__metadata__"] = {
-        "qnn_format": FORMAT_VERSION,
-        "producer": f"qruntime {__version__}",
-        "graph": _dumps(graph),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    entries["__metadata__"] = {"qnn_format": FORMAT_VERSION, "producer": f"qruntime {__version__}",
+                               "graph": _dumps(graph)}
+    entries["__metadata__"]["sha256"] = _digest(entries, data)
     header = _dumps(entries).encode("utf-8")
     header += b" " * (-len(header) % 8)  # as safetensors pads: the data section starts 8-byte aligned
     return struct.pack("<Q", len(header)) + header + data
@@ -225,13 +235,20 @@ def _parse(data, copy):
     header = _loads(header_text, "header")
     if not isinstance(header, dict):
         raise FormatError(f"header: must be a JSON object, got {type(header).__name__}")
-    metadata = _metadata(header.pop("__metadata__", None))
+    metadata = _metadata(header.get("__metadata__"))
     data_start = 8 + header_length
-    layout = _layout(header, len(view) - data_start)
-    digest = hashlib.sha256(view[data_start:]).hexdigest()
+    layout = _layout({k: v for k, v in header.items() if k != "__metadata__"}, len(view) - data_start)
+    if metadata["qnn_format"] == "1":
+        digest, covered = hashlib.sha256(view[data_start:]).hexdigest(), "the tensor data"
+    else:
+        digest, covered = _digest(header, view[data_start:]), "the header and tensor data"
     if digest != metadata["sha256"]:
-        raise FormatError(f"sha256: the tensor data hashes to {digest}, the header says {metadata['sha256']} "
-                          "(the file is corrupt)")
+        raise FormatError(f"sha256: {covered} hash to {digest}, the header says {metadata['sha256']} "
+                          "(the file is corrupt or was edited)")
+    if metadata["qnn_format"] == "1":
+        warnings.warn("this .qnn file is format 1: its sha256 covers the tensor data only, so an edit of its "
+                      "graph would go unnoticed; Model.save() rewrites it as format 2, which covers both",
+                      FormatWarning, stacklevel=3)
     graph = _loads(metadata["graph"], "__metadata__.graph")
     tensors = {name: np.frombuffer(view[data_start + begin:data_start + end], dtype=dtype).reshape(shape)
                for name, (dtype, shape, begin, end) in layout.items()}
@@ -239,6 +256,15 @@ def _parse(data, copy):
         tensors = {name: t.copy() for name, t in tensors.items()}
     validate(graph, tensors)
     return graph, tensors
+
+
+def _digest(header, data):
+    """The format-2 hash: SHA-256 of the canonical header (without __metadata__.sha256), then the data."""
+    canonical = dict(header)
+    canonical["__metadata__"] = {k: v for k, v in header["__metadata__"].items() if k != "sha256"}
+    h = hashlib.sha256(_dumps(canonical).encode("utf-8"))
+    h.update(data)
+    return h.hexdigest()
 
 
 def _header_length(first8, size):
