@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/limits.h"
 #include "ops/u8_common.h"
 
 namespace qr::ops {
@@ -27,6 +28,14 @@ int64_t pooled_extent(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bo
   // The last window must start inside the input or its left padding.
   if (ceil_mode && out > 0 && (out - 1) * s >= in + p) --out;
   return out;
+}
+
+// The taps i in [0, k) of a window starting at `start` (step d) that land inside [0, in): [*first, *last).
+// Loops visit only these, so a huge kernel that is mostly padding costs nothing.
+void taps_inside(int64_t start, int64_t k, int64_t d, int64_t in, int64_t* first, int64_t* last) {
+  *first = start >= 0 ? 0 : (-start + d - 1) / d;
+  *last = start >= in ? 0 : std::min(k, (in - 1 - start) / d + 1);
+  if (*last < *first) *last = *first;
 }
 
 void check_input(int64_t n, int64_t h, int64_t w, int64_t c) {
@@ -49,6 +58,11 @@ void check_multipliers(QParams in, QParams out, int64_t d_min, int64_t d_max) {
     QR_CHECK_ARG(std::isfinite(m) && m > 0.0f, "x_scale / out_scale / divisor must be a finite float32 > 0 (divisor " +
                                                    std::to_string(d) + ")");
   }
+}
+
+// The work of one output row for parallel_chunks: its windows' taps inside the input times the channels.
+int64_t window_cost(const Pool2dShape& s, const Pool2dParams& p) {
+  return saturating_mul(saturating_mul(s.ow, std::min(p.kh, s.h) * std::min(p.kw, s.w)), std::max<int64_t>(s.c, 1));
 }
 
 // o[ch] = max(o[ch], q[ch])
@@ -129,6 +143,8 @@ Pool2dShape pool2d_shape(int64_t n, int64_t h, int64_t w, int64_t c, const Pool2
                                            ") is larger than the padded input " +
                                            pair_str(h + 2 * p.ph, w + 2 * p.pw) + ": the output would be " +
                                            pair_str(s.oh, s.ow));
+  QR_CHECK_ARG(s.oh <= kMaxArg && s.ow <= kMaxArg,
+               "the output " + pair_str(s.oh, s.ow) + " has a size beyond " + std::to_string(kMaxArg));
   return s;
 }
 
@@ -139,16 +155,17 @@ void max_pool2d(const uint8_t* x, const Pool2dShape& s, const Pool2dParams& p, u
   // Per output row, the max over the window's input rows first (long contiguous runs), then per
   // output pixel the max over its columns of that row: each input byte is read once per window
   // row that covers it, not once per window.
-  parallel_chunks(s.n * s.oh, s.ow * p.kh * p.kw * std::max<int64_t>(c, 1), [&](int64_t begin, int64_t end) {
+  parallel_chunks(s.n * s.oh, window_cost(s, p), [&](int64_t begin, int64_t end) {
     std::vector<uint8_t> column_max(static_cast<size_t>(row_bytes));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / s.oh, oy = row % s.oh;
       const uint8_t* img = x + n * s.h * row_bytes;
       const int64_t h0 = oy * p.sh - p.ph;
       const uint8_t* rows_max = nullptr;  // max over the window's rows inside the input, or none
-      for (int64_t i = 0; i < p.kh; ++i) {
+      int64_t i_first, i_last;
+      taps_inside(h0, p.kh, p.dh, s.h, &i_first, &i_last);
+      for (int64_t i = i_first; i < i_last; ++i) {
         const int64_t ih = h0 + i * p.dh;
-        if (ih < 0 || ih >= s.h) continue;
         const uint8_t* in_row = img + ih * row_bytes;
         if (!rows_max) {
           rows_max = in_row;  // one row: read in place
@@ -162,9 +179,10 @@ void max_pool2d(const uint8_t* x, const Pool2dShape& s, const Pool2dParams& p, u
         const int64_t w0 = ox * p.sw - p.pw;
         uint8_t* o = y + (row * s.ow + ox) * c;
         bool any = false;
-        for (int64_t j = 0; rows_max && j < p.kw; ++j) {
+        int64_t j_first, j_last;
+        taps_inside(w0, p.kw, p.dw, s.w, &j_first, &j_last);
+        for (int64_t j = j_first; rows_max && j < j_last; ++j) {
           const int64_t iw = w0 + j * p.dw;
-          if (iw < 0 || iw >= s.w) continue;
           if (any) {
             max_into(o, rows_max + iw * c, c);
           } else {
@@ -192,7 +210,7 @@ void avg_pool2d(const uint8_t* x, const Pool2dShape& s, const Pool2dParams& p, b
   }
   const int64_t c = s.c;
   const float zp_y = static_cast<float>(out.zero_point);
-  parallel_chunks(s.n * s.oh, s.ow * p.kh * p.kw * std::max<int64_t>(c, 1), [&](int64_t begin, int64_t end) {
+  parallel_chunks(s.n * s.oh, window_cost(s, p), [&](int64_t begin, int64_t end) {
     std::vector<int32_t> acc(static_cast<size_t>(c));
     MultiplierCache mult{in, out};
     for (int64_t row = begin; row < end; ++row) {
@@ -223,9 +241,13 @@ namespace {
 int64_t adaptive_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
 int64_t adaptive_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
 
-// The longest adaptive window along one dimension.
+// The longest adaptive window along one dimension (an upper bound of it when `out` is large).
 int64_t adaptive_max_extent(int64_t in, int64_t out) {
   if (out >= in) return 2;  // windows of 1 or 2 (never more when out >= in)
+  if (in % out == 0) return in / out;  // every window is in / out long
+  // A window [floor(i*in/out), ceil((i+1)*in/out)) spans less than in/out + 2: the bound, without a
+  // loop over an output size that a file may set to 2^31 (measuring the longest would take seconds).
+  if (out > 4096) return in / out + 2;
   int64_t m = 0;
   for (int64_t i = 0; i < out; ++i) m = std::max(m, adaptive_end(i, in, out) - adaptive_start(i, in, out));
   return m;
@@ -249,7 +271,7 @@ void adaptive_avg_pool2d(const uint8_t* x, const Pool2dShape& s, QParams in, QPa
   check_multipliers(in, out, 1, max_area);
   const int64_t c = s.c;
   const float zp_y = static_cast<float>(out.zero_point);
-  const int64_t row_cost = (s.h / s.oh + 1) * (s.w + s.ow) * std::max<int64_t>(c, 1);
+  const int64_t row_cost = saturating_mul(saturating_mul(s.h / s.oh + 1, s.w + s.ow), std::max<int64_t>(c, 1));
   parallel_chunks(s.n * s.oh, row_cost, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> acc(static_cast<size_t>(c));
     MultiplierCache mult{in, out};
