@@ -36,6 +36,10 @@ def conv_cases(draw):
     else:
         icg = draw(st.integers(1, max(1, 70 // groups)))
         ocg = draw(st.integers(1, max(1, 70 // groups)))
+    k = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    # Padding is smaller than the kernel's dilated extent (docs/format.md, "Limits"); (top, left, bottom, right).
+    extent = [d * (kk - 1) + 1 for d, kk in zip(dilation, k)]
     return dict(
         n=draw(st.integers(1, 3)),
         c=icg * groups,
@@ -43,10 +47,10 @@ def conv_cases(draw):
         groups=groups,
         h=draw(st.integers(1, 40)),
         w=draw(st.integers(1, 40)),
-        k=(draw(st.integers(1, 7)), draw(st.integers(1, 7))),
+        k=k,
         stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-        dilation=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-        padding=tuple(draw(st.integers(0, 3)) for _ in range(4)),
+        dilation=dilation,
+        padding=tuple(draw(st.integers(0, min(3, extent[side % 2] - 1))) for side in range(4)),
         x_zp=draw(st.sampled_from([0, 1, 127, 128, 255])),
         act=draw(st.sampled_from(["none", "relu", "relu6"])),
         seed=draw(st.integers(0, 2**31)),
@@ -98,6 +102,19 @@ def test_kernel_larger_than_padded_input_is_rejected(cs):
     with pytest.raises(ValueError, match="larger than the padded input"):
         ops.conv2d(x, 0.1, 0, w, 0.1, None, 0.1, 0, stride=cs["stride"], padding=cs["padding"],
                    dilation=cs["dilation"], groups=cs["groups"])
+
+
+@pytest.mark.parametrize("k, dilation, padding, side", [
+    (1, 1, (0, 0, 0, 1), "width"),           # a 1x1 kernel takes no padding
+    (3, 1, (3, 0, 0, 0), "height"),          # a whole extent of padding
+    (3, 2, (0, 0, 0, 5), "width"),           # dilated extent 5
+    (3, 1, (2**31 - 1, 0, 2**31 - 1, 0), "height"),  # once returned shape (1, 4, 6, 8): a wrapped int
+])
+def test_padding_of_a_whole_kernel_extent_is_rejected(k, dilation, padding, side):
+    x = np.zeros((1, 8, 10, 10), np.uint8)
+    w = np.ones((4, 8, k, k), np.int8)
+    with pytest.raises(ValueError, match=rf"padding.*{side}.*not smaller than the kernel's dilated {side} extent"):
+        ops.conv2d(x, 0.1, 0, w, 0.1, None, 0.1, 0, padding=padding, dilation=dilation)
 
 
 def _layers(name):

@@ -353,9 +353,10 @@ def test_every_unsupported_op_is_listed_in_one_error():
     (lambda m, x: m.l(x), {"l": nn.Linear(6, 3)}, IMAGE, "input of rank 4"),
     (lambda m, x: x[:, :2], {}, IMAGE, "indexing"),
     (lambda m, x: m.c(x), {"c": nn.Conv2d(4, 4, 3, padding_mode="circular")}, IMAGE, "padding_mode='circular'"),
+    (lambda m, x: m.c(x), {"c": nn.Conv2d(4, 4, 1, padding=1)}, IMAGE, "padding [1, 1] not smaller than the kernel's"),
 ], ids=["adaptive_none", "mean_dim1", "flatten2", "view_constant_batch", "view_rank3", "add_scalar",
         "add_constant_tensor", "add_broadcast", "add_alpha", "cat_batch", "softmax_batch", "dropout_training",
-        "bn_batch_stats", "linear_rank4", "slice", "conv_circular"])
+        "bn_batch_stats", "linear_rank4", "slice", "conv_circular", "conv_padding_past_kernel"])
 def test_unsupported_arguments_are_named(fn, modules, shape, reason):
     model = Wrap(fn, **modules)
     with pytest.raises(UnsupportedOpError, match="keep_float") as info:

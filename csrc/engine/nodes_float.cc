@@ -126,6 +126,13 @@ class Conv2dFloatNode : public Node {
     QR_CHECK_ARG(sh_ >= 1 && sw_ >= 1 && dh_ >= 1 && dw_ >= 1 && pt_ >= 0 && pl_ >= 0 && pb_ >= 0 && pr_ >= 0,
                  where(spec) + ": stride/dilation must be >= 1 and padding >= 0");
     QR_CHECK_ARG(groups_ >= 1 && oc_ % groups_ == 0, where(spec) + ": groups must divide the output channels");
+    span_h_ = dh_ * (kh_ - 1) + 1;
+    span_w_ = dw_ * (kw_ - 1) + 1;
+    // As the int8 conv (ops/conv2d.cc): padding of a whole kernel extent or more is refused.
+    QR_CHECK_ARG(std::max(pt_, pb_) < span_h_ && std::max(pl_, pr_) < span_w_,
+                 where(spec) + ": padding " + std::to_string(std::max({pt_, pl_, pb_, pr_})) +
+                     " is not smaller than the kernel's dilated extent (" + std::to_string(span_h_) + ", " +
+                     std::to_string(span_w_) + ")");
     const auto* wd = static_cast<const float*>(w->data);
     w_.resize(oc_ * kh_ * kw_ * icg_);
     for (int64_t o = 0; o < oc_; ++o)
@@ -142,10 +149,9 @@ class Conv2dFloatNode : public Node {
     const Shape& s = in[0];
     check_shape(s.rank == 4 && s.c() == icg_ * groups_, *this,
                 "expects a 4-D input with " + std::to_string(icg_ * groups_) + " channels, got " + s.str());
-    const int64_t span_h = dh_ * (kh_ - 1) + 1, span_w = dw_ * (kw_ - 1) + 1;
-    check_shape(s.h() + pt_ + pb_ >= span_h && s.w() + pl_ + pr_ >= span_w, *this,
+    check_shape(s.h() + pt_ + pb_ >= span_h_ && s.w() + pl_ + pr_ >= span_w_, *this,
                 "kernel is larger than the padded input " + s.str());
-    return Shape{4, {s.n(), oc_, (s.h() + pt_ + pb_ - span_h) / sh_ + 1, (s.w() + pl_ + pr_ - span_w) / sw_ + 1}};
+    return Shape{4, {s.n(), oc_, (s.h() + pt_ + pb_ - span_h_) / sh_ + 1, (s.w() + pl_ + pr_ - span_w_) / sw_ + 1}};
   }
 
   void run(const NodeIo& io) const override {
@@ -183,7 +189,7 @@ class Conv2dFloatNode : public Node {
 
  private:
   int64_t oc_ = 0, icg_ = 0, kh_ = 0, kw_ = 0, sh_ = 1, sw_ = 1, pt_ = 0, pl_ = 0, pb_ = 0, pr_ = 0, dh_ = 1, dw_ = 1,
-          groups_ = 1;
+          groups_ = 1, span_h_ = 1, span_w_ = 1;
   std::vector<float> w_, bias_;
   Activation act_ = Activation::kNone;
 };

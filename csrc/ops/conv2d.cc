@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/limits.h"
 #include "core/thread_pool.h"
 
 namespace qr::ops {
@@ -288,9 +289,17 @@ namespace {
 int output_size(int in, int pad_before, int pad_after, int k, int stride, int dilation, const char* axis) {
   const int64_t span = static_cast<int64_t>(dilation) * (k - 1) + 1;
   const int64_t padded = static_cast<int64_t>(in) + pad_before + pad_after;
+  // Padding of a whole kernel extent or more only adds outputs that see no input at all: refused,
+  // which also keeps a tiny file from asking for an output of any size it likes.
+  QR_CHECK_ARG(pad_before < span && pad_after < span,
+               std::string("padding (") + axis + ") " + std::to_string(std::max(pad_before, pad_after)) +
+                   " is not smaller than the kernel's dilated " + axis + " extent " + std::to_string(span));
   QR_CHECK_ARG(span <= padded, std::string("kernel (dilated ") + axis + " extent " + std::to_string(span) +
                                    ") is larger than the padded input (" + std::to_string(padded) + ")");
-  return static_cast<int>((padded - span) / stride + 1);
+  const int64_t out = (padded - span) / stride + 1;
+  QR_CHECK_ARG(out <= kMaxDim, std::string("the output ") + axis + " " + std::to_string(out) + " is beyond " +
+                                   std::to_string(kMaxDim));
+  return static_cast<int>(out);
 }
 
 }  // namespace

@@ -595,7 +595,20 @@ def _check_op_tensors(op, spec, where, label, tensors):
     if "groups" in spec.attrs and dims["oc"] % op["attrs"]["groups"]:
         raise FormatError(f"{where}.attrs.groups: {op['attrs']['groups']} does not divide the weight's "
                           f"{dims['oc']} output channels {label}")
+    if "padding" in spec.attrs and "dilation" in spec.attrs and "weight" in roles:
+        _check_conv_padding(op["attrs"], tensors[roles["weight"]].shape[2:], where, label)
     return set(roles.values())
+
+
+def _check_conv_padding(attrs, kernel, where, label):
+    """A conv's padding is smaller than its kernel's dilated extent on every side (docs/format.md,
+    "Limits"): more only adds outputs that see no input, and would let a tiny file ask for any size."""
+    for side, pad in zip(("top", "left", "bottom", "right"), attrs["padding"]):
+        axis = 0 if side in ("top", "bottom") else 1
+        extent = attrs["dilation"][axis] * (kernel[axis] - 1) + 1
+        if pad >= extent:
+            raise FormatError(f"{where}.attrs.padding: {pad} on the {side} is not smaller than the kernel's dilated "
+                              f"extent {extent} (kernel {tuple(kernel)}, dilation {attrs['dilation']}) {label}")
 
 
 def _keys(obj, where, keys, label=""):

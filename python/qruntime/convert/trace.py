@@ -349,6 +349,10 @@ def _conv2d(ctx, node, x, weight, bias, stride, padding, dilation, groups):
     else:
         ph, pw = ctx.pair(padding, "padding")
         pad = [ph, pw, ph, pw]
+    extent = [d * (k - 1) + 1 for d, k in zip(dilation, weight.shape[2:])]
+    if any(p >= extent[i % 2] for i, p in enumerate(pad)):
+        # The .qnn format's limit (docs/format.md, "Limits"): such padding only adds outputs that see no input.
+        raise _Unsupported(f"padding {pad[:2]} not smaller than the kernel's dilated extent {extent}")
     groups = ctx.const(groups, "groups")
     params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
     return [ctx.ir_node("conv2d", node, [ctx.tensor(x)],
