@@ -51,7 +51,7 @@ py::object dims(const Shape& s) {
 std::unique_ptr<Engine> make_engine(const std::vector<std::tuple<std::string, float, int>>& values,
                                     const std::vector<int>& inputs, const std::vector<std::vector<int64_t>>& input_shapes,
                                     const std::vector<int>& outputs, const std::vector<OpTuple>& ops,
-                                    const std::string& isa) {
+                                    const std::string& isa, int64_t max_activation_bytes) {
   qr::engine::GraphSpec g;
   for (const auto& [dtype, scale, zp] : values) {
     if (dtype != "uint8" && dtype != "float32") throw py::value_error("value dtype must be uint8 or float32");
@@ -61,6 +61,7 @@ std::unique_ptr<Engine> make_engine(const std::vector<std::tuple<std::string, fl
   g.input_shapes = input_shapes;
   g.outputs = outputs;
   g.isa = isa;
+  g.max_activation_bytes = max_activation_bytes;
   for (const auto& [op, name, in, out, ints, strs, tensors] : ops) {
     qr::engine::OpSpec s{op, name, in, out, ints, strs, {}};
     for (const auto& [role, array] : tensors) s.tensors[role] = const_tensor(array, role);
@@ -98,7 +99,7 @@ void bind_engine(py::module_& m) {
   m.def("engine_op_names", &qr::engine::op_names);
   py::class_<Engine>(m, "Engine")
       .def(py::init(&make_engine), py::arg("values"), py::arg("inputs"), py::arg("input_shapes"), py::arg("outputs"),
-           py::arg("ops"), py::arg("isa") = "")
+           py::arg("ops"), py::arg("isa") = "", py::arg("max_activation_bytes") = qr::kDefaultMaxActivationBytes)
       .def("run", [](const Engine& e, const std::vector<py::array_t<float, py::array::c_style>>& inputs) {
         return run(e, inputs, nullptr);
       })
@@ -111,6 +112,7 @@ void bind_engine(py::module_& m) {
              for (int r = 0; r < repeat; ++r) outputs = run(e, inputs, &seconds);
              return py::make_tuple(outputs, seconds);
            })
+      .def_static("default_max_activation_bytes", [] { return qr::kDefaultMaxActivationBytes; })
       // Per value, its shape for these input shapes (None for values no op touches).
       .def("value_shapes",
            [](const Engine& e, const std::vector<std::vector<int64_t>>& input_shapes) {

@@ -4,7 +4,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 #include <utility>
+
+#include "core/limits.h"
 
 namespace qr {
 
@@ -32,7 +35,7 @@ class AlignedBuffer {
     if (bytes == 0) return;
     size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
     ptr_ = std::aligned_alloc(kAlign, rounded);
-    if (!ptr_) throw std::bad_alloc();
+    if (!ptr_) throw OutOfMemory("could not allocate " + std::to_string(rounded) + " bytes");
     std::memset(ptr_, 0, rounded);
     size_ = bytes;
   }

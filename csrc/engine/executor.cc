@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <exception>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -16,10 +17,41 @@ constexpr size_t kMaxPlans = 16;  // distinct input shapes remembered; older pla
 
 bool layouts_agree(const Shape& s) { return s.rank == 2 || s.c() == 1 || s.h() * s.w() == 1; }
 
+std::string bytes_str(int64_t bytes) { return std::to_string(bytes) + " bytes"; }
+
+// The bytes a value of shape `s` takes, after checking every dimension is in [1, kMaxDim] and the
+// bytes are at most `cap`, without wrapping: ValueError starting with `what` otherwise.
+int64_t value_bytes(const Shape& s, DType dtype, int64_t cap, const std::string& what) {
+  int64_t bytes = static_cast<int64_t>(dtype_size(dtype));
+  bool fits = true;
+  for (int r = 0; r < s.rank; ++r) {
+    QR_CHECK_ARG(s.d[r] >= 1, what + " " + s.str() + " would be empty");
+    QR_CHECK_ARG(s.d[r] <= kMaxDim, what + " " + s.str() + " has a dimension beyond " + std::to_string(kMaxDim));
+    fits = fits && checked_mul(bytes, s.d[r], &bytes);
+  }
+  QR_CHECK_ARG(fits && bytes <= cap, what + " " + s.str() + " would take " +
+                                         (fits ? bytes_str(bytes) : std::string("more than 2^63 bytes")) +
+                                         ", more than max_activation_bytes (" + bytes_str(cap) + ")");
+  return bytes;
+}
+
+std::string where_node(const Node& n) { return "op '" + n.name + "' (" + n.op + ")"; }
+
+std::string shapes_str(const std::vector<Shape>& shapes) {
+  std::string s;
+  for (const Shape& x : shapes) s += (s.empty() ? "" : ", ") + x.str();
+  return s;
+}
+
 }  // namespace
 
 Engine::Engine(const GraphSpec& spec)
-    : values_(spec.values), inputs_(spec.inputs), outputs_(spec.outputs), input_shapes_(spec.input_shapes) {
+    : values_(spec.values),
+      inputs_(spec.inputs),
+      outputs_(spec.outputs),
+      input_shapes_(spec.input_shapes),
+      max_activation_bytes_(spec.max_activation_bytes) {
+  QR_CHECK_ARG(max_activation_bytes_ >= 1, "max_activation_bytes must be >= 1");
   const int nv = static_cast<int>(values_.size());
   QR_CHECK_ARG(!inputs_.empty() && inputs_.size() == input_shapes_.size(), "graph: every input needs a shape");
   QR_CHECK_ARG(!outputs_.empty(), "graph: no outputs");
@@ -46,18 +78,20 @@ Engine::Engine(const GraphSpec& spec)
   // error of the first bad op in graph order is the one reported, whatever the thread timing.
   const size_t n_ops = spec.ops.size();
   nodes_.resize(n_ops);
-  std::vector<std::string> errors(n_ops);
+  std::vector<std::exception_ptr> errors(n_ops);
   ThreadPool::global().parallel_for(static_cast<int64_t>(n_ops), [&](int64_t i) {
     const OpSpec& op = spec.ops[i];
     try {
       nodes_[i] = make_node(op, spec);
     } catch (const ValueError& e) {
       const std::string msg = e.what();
-      errors[i] = msg.rfind("op '", 0) == 0 ? msg : where(op) + ": " + msg;
+      errors[i] = std::make_exception_ptr(ValueError(msg.rfind("op '", 0) == 0 ? msg : where(op) + ": " + msg));
+    } catch (const std::bad_alloc& e) {
+      errors[i] = std::make_exception_ptr(OutOfMemory(where(op) + ": " + e.what() + " (packing its weights)"));
     }
   });
-  for (const std::string& e : errors)
-    if (!e.empty()) throw ValueError(e);
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
   for (int v : outputs_) {
     QR_CHECK_ARG(v >= 0 && v < nv && defined[v], "graph: an output is never produced");
     QR_CHECK_ARG(values_[v].dtype == DType::kFloat32, "graph: outputs must be float32 values");
@@ -70,6 +104,17 @@ Engine::Engine(const GraphSpec& spec)
     const bool is_output = std::find(outputs_.begin(), outputs_.end(), v) != outputs_.end();
     input_quantizer_.push_back(readers == 1 && !is_output && nodes_[reader]->op == "quantize" ? reader : -1);
   }
+  // A graph whose input sizes are all fixed (but the batch) is planned here at batch 1, so that an
+  // attribute its shapes can never take fails at load rather than at the first run.
+  std::vector<Shape> batch_one;
+  for (const auto& dims : input_shapes_) {
+    Shape s;
+    s.rank = static_cast<int>(dims.size());
+    for (int d = 0; d < s.rank; ++d) s.d[d] = d == 0 ? 1 : dims[d];
+    if (std::find(dims.begin() + 1, dims.end(), -1) != dims.end()) return;
+    batch_one.push_back(s);
+  }
+  plan(batch_one);
 }
 
 std::shared_ptr<const Plan> Engine::plan(const std::vector<Shape>& input_shapes) const {
@@ -105,7 +150,9 @@ std::shared_ptr<const Plan> Engine::plan(const std::vector<Shape>& input_shapes)
     p->in_place_input.push_back(in_place);
     Lifetime& l = life[inputs_[i]];
     l.first = -1;
-    l.bytes = in_place ? 0 : static_cast<size_t>(input_shapes[i].elements()) * 4;
+    const int64_t bytes = value_bytes(input_shapes[i], DType::kFloat32, max_activation_bytes_,
+                                      "input " + std::to_string(i) + " of shape");
+    l.bytes = in_place ? 0 : static_cast<size_t>(bytes);
   }
   std::vector<Shape> in;
   for (size_t i = 0; i < nodes_.size(); ++i) {
@@ -115,15 +162,25 @@ std::shared_ptr<const Plan> Engine::plan(const std::vector<Shape>& input_shapes)
       life[v].last = static_cast<int>(i);
     }
     const Shape out = nodes_[i]->output_shape(in.data(), static_cast<int>(in.size()));
-    for (int r = 0; r < out.rank; ++r)
-      check_shape(out.d[r] >= 1, *nodes_[i], "its output " + out.str() + " would be empty");
     const int v = op_outputs_[i];
+    const Node& node = *nodes_[i];
+    const int64_t bytes =
+        value_bytes(out, values_[v].dtype, max_activation_bytes_, where_node(node) + ": its output");
     p->shapes[v] = out;
     life[v].first = life[v].last = static_cast<int>(i);
-    life[v].bytes = static_cast<size_t>(out.elements()) * dtype_size(values_[v].dtype);
+    life[v].bytes = static_cast<size_t>(bytes);
   }
   for (int v : outputs_) life[v].last = static_cast<int>(nodes_.size());
+  // The arena is at most the sum of the values' (aligned) sizes: if that sum fits, no offset wraps.
+  int64_t total = 0;
+  for (const Lifetime& l : life)
+    QR_CHECK_ARG(checked_add(total, static_cast<int64_t>(l.bytes) + 64, &total),
+                 "the activations of one run at input shape " + shapes_str(input_shapes) + " pass 2^63 bytes");
   p->memory = plan_memory(life);
+  QR_CHECK_ARG(p->memory.arena_bytes <= static_cast<size_t>(max_activation_bytes_),
+               "the activations of one run at input shape " + shapes_str(input_shapes) + " need " +
+                   bytes_str(static_cast<int64_t>(p->memory.arena_bytes)) + ", more than max_activation_bytes (" +
+                   bytes_str(max_activation_bytes_) + ")");
   std::lock_guard<std::mutex> lock(mutex_);
   if (plans_.size() >= kMaxPlans) plans_.erase(plans_.begin());
   plans_.emplace(key, p);
@@ -153,7 +210,13 @@ void Engine::run(const Plan& plan, const std::vector<const float*>& inputs, cons
                  std::vector<double>* op_seconds) const {
   if (inputs.size() != inputs_.size() || outputs.size() != outputs_.size())
     throw InternalError("Engine::run: wrong number of input or output buffers");
-  auto arena = take_arena(plan.memory.arena_bytes);
+  std::unique_ptr<Arena> arena;
+  try {
+    arena = take_arena(plan.memory.arena_bytes);
+  } catch (const std::bad_alloc&) {
+    throw OutOfMemory("the activation arena of one run (" + bytes_str(static_cast<int64_t>(plan.memory.arena_bytes)) +
+                      ") could not be allocated");
+  }
   struct Return {  // the arena goes back to the pool even when an op throws
     const Engine* e;
     std::unique_ptr<Arena>* a;
@@ -184,13 +247,13 @@ void Engine::run(const Plan& plan, const std::vector<const float*>& inputs, cons
     const int o = op_outputs_[i];
     const NodeIo io{in.data(), in_shapes.data(), static_cast<int>(in.size()), const_cast<void*>(ptr[o]), plan.shapes[o],
                     plan.op_reads_nchw[i]};
-    if (op_seconds) {
-      const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = op_seconds ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    try {
       nodes_[i]->run(io);
-      (*op_seconds)[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    } else {
-      nodes_[i]->run(io);
+    } catch (const std::bad_alloc& e) {  // a kernel's scratch memory: name the op
+      throw OutOfMemory(where_node(*nodes_[i]) + ": " + e.what());
     }
+    if (op_seconds) (*op_seconds)[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   for (size_t i = 0; i < outputs_.size(); ++i) {
     const Shape& s = plan.shapes[outputs_[i]];

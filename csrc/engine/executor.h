@@ -57,6 +57,7 @@ class Engine {
   std::vector<ValueSpec> values_;
   std::vector<int> inputs_, outputs_;
   std::vector<std::vector<int64_t>> input_shapes_;
+  int64_t max_activation_bytes_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<std::vector<int>> op_inputs_;
   std::vector<int> op_outputs_;

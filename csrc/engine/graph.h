@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/limits.h"
 #include "kernels/requant.h"
 
 namespace qr::engine {
@@ -67,6 +68,8 @@ struct GraphSpec {
   std::vector<std::vector<int64_t>> input_shapes;  // declared, -1 = any
   std::vector<OpSpec> ops;
   std::string isa;  // the ISA path to prepack for; empty = the active one
+  // The most activation memory (the arena of one run) a plan may take; larger ones are refused.
+  int64_t max_activation_bytes = kDefaultMaxActivationBytes;
 };
 
 }  // namespace qr::engine

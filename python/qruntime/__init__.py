@@ -1,6 +1,7 @@
 """qruntime: exact int8 inference on the CPU with native SIMD kernels, no PyTorch at run time."""
 from . import ops
 from ._core import get_num_threads
+from ._limits import get_max_activation_bytes, set_max_activation_bytes
 from .dispatch import available_isas, cpu_info, isa, set_num_threads
 from .errors import FormatError, FormatWarning, UnsupportedOpError
 from .model import Model, load
@@ -34,5 +35,7 @@ __all__ = [
     "available_isas",
     "set_num_threads",
     "get_num_threads",
+    "set_max_activation_bytes",
+    "get_max_activation_bytes",
     "__version__",
 ]

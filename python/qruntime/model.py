@@ -1,7 +1,9 @@
 """Model: a quantized graph bound to the C++ engine — run, inputs, outputs, summary, profile, save."""
+import math
+
 import numpy as np
 
-from . import _core, format as qnn_format
+from . import _core, _limits, format as qnn_format
 
 _INT_LIKE = (bool, int, np.integer)
 
@@ -58,14 +60,20 @@ def _as_float32(x, name):
 class Model:
     """A quantized model ready to run. Build one with qruntime.load or qruntime.quantize."""
 
-    def __init__(self, graph, tensors, *, isa=None, _validated=False):
-        """isa: run on this ISA path (qruntime.available_isas(emulated=True)); default: the active one."""
+    def __init__(self, graph, tensors, *, isa=None, max_activation_bytes=None, _validated=False):
+        """isa: run on this ISA path (qruntime.available_isas(emulated=True)); default: the active one.
+        max_activation_bytes: the most activation memory one run may take (default:
+        qruntime.get_max_activation_bytes(), 4 GiB); a run that would need more raises ValueError."""
+        if max_activation_bytes is None:
+            max_activation_bytes = _limits.get_max_activation_bytes()
+        self.max_activation_bytes = _limits.check_max_activation_bytes(max_activation_bytes)
         if not _validated:
             qnn_format.validate(graph, tensors)
         self._graph = graph
         self._tensors = tensors
         try:
-            self._engine = _core.Engine(*_engine_spec(graph, tensors), isa=_isa(isa))
+            self._engine = _core.Engine(*_engine_spec(graph, tensors), isa=_isa(isa),
+                                        max_activation_bytes=self.max_activation_bytes)
         except ValueError as e:
             raise qnn_format.FormatError(str(e)) from None
 
@@ -92,6 +100,7 @@ class Model:
         arrays = []
         for spec, xi in zip(specs, xs):
             name = f"input {spec['name']!r}"
+            self._check_input_bytes(xi, name)
             a = _as_float32(xi, name)
             want = spec["shape"]
             shown = "(" + ", ".join("N" if i == 0 else ("any" if d == -1 else str(d)) for i, d in enumerate(want)) + ")"
@@ -105,6 +114,16 @@ class Model:
                     raise ValueError(f"{name} has {got} {what} on axis {axis}; expected shape {shown}, got {a.shape}")
             arrays.append(a)
         return arrays
+
+    def _check_input_bytes(self, x, name):
+        """Refuses an input whose float32 copy alone would pass the cap, before that copy is made."""
+        shape = getattr(x, "shape", None)
+        if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
+            nbytes = 4 * math.prod(shape)
+            if nbytes > self.max_activation_bytes:
+                raise ValueError(f"{name} of shape {tuple(shape)} takes {nbytes} bytes as float32, more than "
+                                 f"max_activation_bytes ({self.max_activation_bytes} bytes); pass a larger "
+                                 "max_activation_bytes to qruntime.load, or run smaller batches")
 
     def run(self, x):
         """float32 outputs for x (numpy array or torch tensor, NCHW, or a list of them): one C++ call."""
@@ -165,12 +184,14 @@ class Model:
         return f"<qruntime.Model: {len(self._graph['ops'])} ops, inputs {[i['shape'] for i in self.inputs]}>"
 
 
-def load(path, threads=None):
+def load(path, threads=None, *, max_activation_bytes=None):
     """Reads and validates a .qnn file and prepares it for the CPU (weights prepacked for the active ISA).
 
-    threads, if given, sets qruntime's thread count (shared by every model in the process)."""
+    threads, if given, sets qruntime's thread count (shared by every model in the process).
+    max_activation_bytes: the most activation memory one run may take (default
+    qruntime.get_max_activation_bytes(), 4 GiB); a larger need raises ValueError naming the op."""
     if threads is not None:
         from .dispatch import set_num_threads
         set_num_threads(threads)
     graph, tensors = qnn_format.read(path)
-    return Model(graph, tensors, _validated=True)  # read() has validated them
+    return Model(graph, tensors, max_activation_bytes=max_activation_bytes, _validated=True)  # read() validated
