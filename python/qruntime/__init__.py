@@ -17,6 +17,11 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
     method: how activation ranges are chosen: "minmax", "percentile" (99.99), "mse" or "entropy".
     keep_float: names of Conv2d/Linear modules to run in float32 instead of int8.
     weight_bits: 8 (weights in [-127, 127]) or 7 ([-64, 64]: every layer takes the AVX2 fast path)."""
+    try:
+        import torch  # noqa: F401 - only to say what is missing; running a model never needs it
+    except ImportError:
+        raise ImportError("qruntime.quantize converts PyTorch models and needs torch: "
+                          "pip install 'qruntime[torch]'") from None
     from .convert.quantize import quantize_model
     return quantize_model(model, calibration_data, example_inputs=example_inputs, method=method,
                           per_channel=per_channel, keep_float=keep_float, progress=progress, weight_bits=weight_bits)

@@ -13,15 +13,26 @@ def _info(args):
     print(json.dumps(cpu_info(), indent=2))
 
 
+def _shape(text):
+    """--input-shape 1,3,224,224 -> (1, 3, 224, 224)."""
+    try:
+        shape = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated ints like 1,3,224,224, got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"must be sizes >= 1 like 1,3,224,224, got {text!r}")
+    return shape
+
+
 def _summary(args):
     from . import load
-    print(load(args.model).summary(batch=args.batch))
+    print(load(args.model).summary(batch=args.batch, input_shape=args.input_shape))
 
 
-def _input_for(model, batch, path=None):
+def _input_for(model, batch, input_shape=None, path=None):
     if path:
         return np.load(path)
-    shape = [batch] + [d if d is not None else 224 for d in model.inputs[0]["shape"][1:]]
+    shape = model.input_shapes(batch, input_shape)[0]
     return np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)
 
 
@@ -40,7 +51,7 @@ def _bench(args):
     t0 = time.perf_counter()
     model = load(args.model, threads=args.threads)
     load_ms = 1e3 * (time.perf_counter() - t0)
-    x = _input_for(model, args.batch, args.input)
+    x = _input_for(model, args.batch, args.input_shape, args.input)
     model.run(x)
     times = []
     for _ in range(args.repeat):
@@ -53,34 +64,18 @@ def _bench(args):
     print(f"latency median {med:.3f} ms, p90 {p90:.3f} ms; {1e3 * x.shape[0] / med:.1f} images/s")
     if args.profile:
         print()
-        print(format_profile(model.profile(x, repeat=args.repeat)))
-
-
-def format_profile(rows):
-    """The per-op profile as a table: op, name, output shape, time, share, GMAC/s or GB/s, ISA path."""
-    head = f"{'op':<20} {'name':<28} {'output shape':<20} {'ms':>9} {'share':>7} {'rate':>14}  kernel"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        if r["macs"]:
-            rate = f"{r['gmacs']:8.1f} GMAC/s"
-        else:
-            nbytes = int(np.prod(r["shape"])) * (1 if r["scale"] is not None else 4)
-            rate = f"{nbytes / (r['ms'] * 1e6):8.2f} GB/s" if r["ms"] > 0 else ""
-        lines.append(f"{r['op']:<20} {r['name'][:28]:<28} {str(r['shape']):<20} {r['ms']:9.4f} {r['share']:7.1%} "
-                     f"{rate:>14}  {r['kernel']}")
-    total = sum(r["ms"] for r in rows)
-    lines.append("-" * len(head))
-    lines.append(f"total {total:.3f} ms over {len(rows)} ops (GB/s counts output bytes)")
-    return "\n".join(lines)
+        print(model.profile(x, repeat=args.repeat))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="qruntime", description="Run and inspect quantized .qnn models.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="the CPU, its ISA paths and the one in use").set_defaults(fn=_info)
+    shape_help = "the input's N,C,H,W (needed when the model takes any height and width)"
     p = sub.add_parser("summary", help="the op table of a model")
     p.add_argument("model")
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--input-shape", type=_shape, help=shape_help)
     p.set_defaults(fn=_summary)
     p = sub.add_parser("run", help="run a model on a .npy input (float32, NCHW)")
     p.add_argument("model")
@@ -94,6 +89,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int)
     p.add_argument("--repeat", type=int, default=50)
     p.add_argument("--input", help="a .npy input instead of random data")
+    p.add_argument("--input-shape", type=_shape, help=shape_help)
     p.add_argument("--profile", action="store_true", help="print the per-op profile too")
     p.set_defaults(fn=_bench)
     args = parser.parse_args(argv)

@@ -1,5 +1,6 @@
 """Model: a quantized graph bound to the C++ engine — run, inputs, outputs, summary, profile, save."""
 import math
+import warnings
 
 import numpy as np
 
@@ -71,6 +72,7 @@ class Model:
             qnn_format.validate(graph, tensors)
         self._graph = graph
         self._tensors = tensors
+        self._warned_integer = False
         try:
             self._engine = _core.Engine(*_engine_spec(graph, tensors), isa=_isa(isa),
                                         max_activation_bytes=self.max_activation_bytes)
@@ -101,6 +103,7 @@ class Model:
         for spec, xi in zip(specs, xs):
             name = f"input {spec['name']!r}"
             self._check_input_bytes(xi, name)
+            self._warn_if_integer(xi, name)
             a = _as_float32(xi, name)
             want = spec["shape"]
             shown = "(" + ", ".join("N" if i == 0 else ("any" if d == -1 else str(d)) for i, d in enumerate(want)) + ")"
@@ -114,6 +117,17 @@ class Model:
                     raise ValueError(f"{name} has {got} {what} on axis {axis}; expected shape {shown}, got {a.shape}")
             arrays.append(a)
         return arrays
+
+    def _warn_if_integer(self, x, name):
+        """Once per model: integer images (uint8 0-255) into a model calibrated on floats (often 0-1 or
+        normalised) give wrong answers silently, as qruntime quantizes x as the floats it stands for."""
+        dtype = getattr(x, "dtype", None)
+        kind = getattr(dtype, "kind", None) or ("i" if str(dtype).startswith(("torch.int", "torch.uint")) else None)
+        if kind in ("b", "i", "u") and not self._warned_integer:
+            self._warned_integer = True
+            warnings.warn(f"{name} is an integer array ({dtype}); the model takes the float values it was calibrated "
+                          "on (e.g. images scaled to [0, 1] and normalised): convert x the same way first",
+                          UserWarning, stacklevel=4)
 
     def _check_input_bytes(self, x, name):
         """Refuses an input whose float32 copy alone would pass the cap, before that copy is made."""
@@ -131,7 +145,8 @@ class Model:
         return out[0] if len(out) == 1 else out
 
     def profile(self, x, repeat=10):
-        """Per-op time over `repeat` runs: a list of dicts (op, name, shape, kernel, ms, share, gmacs)."""
+        """Per-op time over `repeat` runs: a list of dicts (op, name, shape, kernel, ms, share, gmacs)
+        that prints as a table."""
         if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
             raise ValueError(f"repeat must be an int >= 1, got {repeat!r}")
         arrays = self._inputs(x)
@@ -143,7 +158,7 @@ class Model:
             row["ms"] = 1e3 * s / repeat
             row["share"] = s / total
             row["gmacs"] = row["macs"] * repeat / s / 1e9 if s > 0 and row["macs"] else 0.0
-        return rows
+        return Profile(rows)
 
     def _op_rows(self, input_shapes):
         shapes, _ = self._engine.value_shapes([list(s) for s in input_shapes])
@@ -160,9 +175,13 @@ class Model:
             })
         return rows
 
-    def summary(self, batch=1):
-        """The op table (op, name, output shape, output scale/zero point, MACs, weight bytes, kernel) with totals."""
-        shapes = [[batch] + [1 if d == -1 else d for d in i["shape"][1:]] for i in self._graph["inputs"]]
+    def summary(self, batch=1, input_shape=None):
+        """The op table (op, name, output shape, output scale/zero point, MACs, weight bytes, kernel) with totals.
+
+        input_shape: the (N, C, H, W) to show it for (a list of shapes for several inputs); needed
+        when the model takes any H and W, else its own size at `batch`."""
+        shapes = self.input_shapes(batch, input_shape)
+        batch = shapes[0][0]
         rows = self._op_rows(shapes)
         head = f"{'op':<20} {'name':<28} {'output shape':<18} {'scale':>10} {'zp':>4} {'MACs':>12} {'weights':>10}  kernel"
         lines = [head, "-" * len(head)]
@@ -175,6 +194,28 @@ class Model:
         lines.append(f"{len(rows)} ops, {sum(r['macs'] for r in rows):,} MACs at batch {batch}, "
                      f"{sum(t.nbytes for t in self._tensors.values()):,} bytes of constants")
         return "\n".join(lines)
+
+    def input_shapes(self, batch=1, input_shape=None):
+        """The full input shapes for `batch` (or as `input_shape` gives them, checked against the model)."""
+        specs = self._graph["inputs"]
+        if input_shape is None:
+            free = [s["name"] for s in specs if -1 in s["shape"][1:]]
+            if free:
+                raise ValueError(f"the model takes inputs of any height and width ({', '.join(map(repr, free))}): "
+                                 "give input_shape, e.g. input_shape=(1, 3, 224, 224)")
+            return [[batch] + list(s["shape"][1:]) for s in specs]
+        shapes = [input_shape] if len(specs) == 1 and not isinstance(input_shape[0], (list, tuple)) else input_shape
+        if len(shapes) != len(specs) or not all(isinstance(s, (list, tuple)) for s in shapes):
+            raise ValueError(f"input_shape must be {len(specs)} shape(s), got {input_shape!r}")
+        out = []
+        for spec, shape in zip(specs, shapes):
+            want = spec["shape"]
+            if len(shape) != len(want) or not all(isinstance(d, int) and d >= 1 for d in shape) or any(
+                    w not in (-1, d) for w, d in zip(want[1:], shape[1:])):
+                shown = tuple("N" if i == 0 else "any" if d == -1 else d for i, d in enumerate(want))
+                raise ValueError(f"input_shape {tuple(shape)} does not fit input {spec['name']!r} of shape {shown}")
+            out.append(list(shape))
+        return out
 
     def save(self, path):
         """Writes the model as a .qnn file (docs/format.md)."""
@@ -195,3 +236,22 @@ def load(path, threads=None, *, max_activation_bytes=None):
         set_num_threads(threads)
     graph, tensors = qnn_format.read(path)
     return Model(graph, tensors, max_activation_bytes=max_activation_bytes, _validated=True)  # read() validated
+
+
+class Profile(list):
+    """Model.profile's rows (dicts: op, name, shape, kernel, macs, ms, share, gmacs, ...); prints as a table."""
+
+    def __str__(self):
+        head = f"{'op':<20} {'name':<28} {'output shape':<20} {'ms':>9} {'share':>7} {'rate':>14}  kernel"
+        lines = [head, "-" * len(head)]
+        for r in self:
+            if r["macs"]:
+                rate = f"{r['gmacs']:8.1f} GMAC/s"
+            else:
+                nbytes = math.prod(r["shape"]) * (1 if r["scale"] is not None else 4)
+                rate = f"{nbytes / (r['ms'] * 1e6):8.2f} GB/s" if r["ms"] > 0 else ""
+            lines.append(f"{r['op']:<20} {r['name'][:28]:<28} {str(r['shape']):<20} {r['ms']:9.4f} {r['share']:7.1%} "
+                         f"{rate:>14}  {r['kernel']}")
+        lines.append("-" * len(head))
+        lines.append(f"total {sum(r['ms'] for r in self):.3f} ms over {len(self)} ops (GB/s counts output bytes)")
+        return "\n".join(lines)

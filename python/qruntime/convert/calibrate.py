@@ -28,10 +28,11 @@ def batches(calibration_data):
         yield item.detach().to(torch.float32)
 
 
-def calibrate(graph_module, observed, data, make_observer, progress=True):
+def calibrate(graph_module, observed, data, make_observer, progress=True, example_shape=None):
     """{value name: (lo, hi)} for every fx node named in `observed`, over the batches of `data`.
 
-    data: an iterator of input tensors (consumed once). make_observer: () -> a fresh observer."""
+    data: an iterator of input tensors (consumed once). make_observer: () -> a fresh observer.
+    example_shape: the shape the model was traced with, for the message when a batch does not fit."""
     import torch
     import torch.fx
 
@@ -55,7 +56,14 @@ def calibrate(graph_module, observed, data, make_observer, progress=True):
     try:
         with torch.no_grad():
             for x in data:
-                Recorder(graph_module).run(x)
+                try:
+                    Recorder(graph_module).run(x)
+                except (RuntimeError, ValueError, IndexError) as e:
+                    # torch's own message comes from deep inside the traced graph; say what was expected.
+                    want = "" if example_shape is None else f"; the model was traced with {tuple(example_shape)}"
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise ValueError(f"calibration batch {count} of shape {tuple(x.shape)} does not fit the model"
+                                     f"{want} (the batch size may differ; torch said: {first})") from None
                 count += 1
                 if bar is not None:
                     bar.update(1)

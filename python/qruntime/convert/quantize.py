@@ -273,7 +273,8 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
         raise ValueError(f"keep_float names {unknown} are not Conv2d/Linear layers of the model; "
                          f"its layers are {sorted(layers)}")
     observed = set(ir_graph.inputs) | {n.output for n in ir_graph.nodes}
-    ranges = calibrate(graph_module, observed, data, lambda: make_observer(method), progress=progress)
+    ranges = calibrate(graph_module, observed, data, lambda: make_observer(method), progress=progress,
+                       example_shape=example.shape)
     graph, tensors = build_quantized_graph(ir_graph, ranges, per_channel=per_channel, keep_float=keep_float,
                                            weight_bits=weight_bits, method=method)
     return Model(graph, tensors)
