@@ -99,8 +99,8 @@ setup_build_tools() {
   stage_done "done"
 }
 
-# Prints the compile steps (ninja's "[n/m]" lines) and the packages pip fetches from pip -v's
-# output, one line each, or on a terminal one line rewritten in place.
+# From pip -v's output, prints the packages pip gets, ninja's compile steps ("[n/m]" lines) and
+# the final install, one line each, or on a terminal one line rewritten in place.
 qr_progress_py='
 import re, shutil, sys
 tty = sys.stdout.isatty()
@@ -118,7 +118,11 @@ for line in sys.stdin:
         what = re.sub(r"^Building \w+ object \S+?\.dir/(\S+)\.o$", r"\1", m.group(2).strip())
         show(m.group(1) + " " + re.sub(r"^Linking .* (\S+)$", r"linking \1", what))
     elif line.startswith("Collecting "):
-        show("fetching " + line.split()[1])
+        show("getting " + line.split()[1])
+    elif re.match(r"Processing \S+\.(whl|tar\.gz|zip)\b", line):
+        show("getting " + " ".join(line.split()[1].rsplit("/", 1)[-1].split("-")[:2]))
+    elif line.startswith("Installing collected packages: "):
+        show("installing " + line.split(": ", 1)[1].strip())
 if tty:
     sys.stdout.write("\r\033[K")
 '
