@@ -131,7 +131,7 @@ if tty:
 setup_qruntime() {
   local what=$1
   shift
-  stage "qruntime, $what (C++ extension, about a minute)"
+  stage "qruntime, $what (C++ extension, 1-2 min)"
   echo
   "$py" -m pip install -v --disable-pip-version-check -c constraints.txt --no-build-isolation "$@" 2>&1 |
     tee -a "$qr_log" | "$py" -u -c "$qr_progress_py" || fail "building qruntime"
