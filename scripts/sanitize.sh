@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test suite against an AddressSanitizer + UBSan build of qruntime._core (emulated ISA paths
 # included), built in build/sanitize and loaded ahead of the installed package. Slow; not part of CI.
-# Run scripts/test.sh once first: it installs what the build and the tests need.
+# Run scripts/test.sh once first (it installs what the build and the tests need into .venv, or the
+# active virtualenv), and run this with that environment active: . .venv/bin/activate
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build/sanitize
