@@ -73,7 +73,12 @@ def _eval_node(node, xs):
     if node.op == "gelu":
         return F.gelu(x, approximate=a["approximate"])
     if node.op == "hardtanh":
-        return F.hardtanh(x, a["min_val"], a["max_val"])
+        return torch.clamp(x, a["min_val"], a["max_val"])
+    if node.op == "scale_shift":
+        return x * a["scale"] + a["shift"]
+    if node.op == "mul":
+        assert xs[0].shape == xs[1].shape or (xs[0].dim() == 4 and 1 in (xs[0].shape[2], xs[1].shape[2]))
+        return xs[0] * xs[1]
     if node.op in ("dropout", "identity"):
         return x
     unary = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
@@ -195,6 +200,29 @@ CASES = [
     ("torch.add", lambda: Wrap(lambda m, x: torch.add(x.relu(), x)), IMAGE, ["relu", "add"]),
     (".add()", lambda: Wrap(lambda m, x: x.relu().add(x)), IMAGE, ["relu", "add"]),
     (".add_()", lambda: Wrap(lambda m, x: x.relu().add_(x)), IMAGE, ["relu", "add"]),
+    ("x*y", lambda: Wrap(lambda m, x: x.relu() * x.sigmoid()), IMAGE, ["relu", "sigmoid", "mul"]),
+    ("squeeze_excitation", lambda: Wrap(lambda m, x: x * F.hardsigmoid(m.c(F.adaptive_avg_pool2d(x, 1))),
+                                        c=nn.Conv2d(4, 4, 1)), IMAGE,
+     ["adaptive_avg_pool2d", "conv2d", "hardsigmoid", "mul"]),
+    ("se_scale_first", lambda: Wrap(lambda m, x: torch.mul(x.mean((2, 3), keepdim=True).sigmoid(), x)), IMAGE,
+     ["adaptive_avg_pool2d", "sigmoid", "mul"]),
+    (".mul_()", lambda: Wrap(lambda m, x: x.relu().mul_(x)), IMAGE, ["relu", "mul"]),
+    ("x+c", lambda: Wrap(lambda m, x: x + 1.5), IMAGE, ["scale_shift"]),
+    ("c+x", lambda: Wrap(lambda m, x: 2 + x), IMAGE, ["scale_shift"]),
+    ("torch.add_alpha", lambda: Wrap(lambda m, x: torch.add(x, 2.0, alpha=3)), IMAGE, ["scale_shift"]),
+    ("x-c", lambda: Wrap(lambda m, x: x - 0.5), IMAGE, ["scale_shift"]),
+    ("c-x", lambda: Wrap(lambda m, x: 1 - x), IMAGE, ["scale_shift"]),
+    (".sub(c)", lambda: Wrap(lambda m, x: x.sub(3)), IMAGE, ["scale_shift"]),
+    ("x*c", lambda: Wrap(lambda m, x: x * 0.25), IMAGE, ["scale_shift"]),
+    ("c*x", lambda: Wrap(lambda m, x: 3 * x), IMAGE, ["scale_shift"]),
+    ("x/c", lambda: Wrap(lambda m, x: x / 6), IMAGE, ["scale_shift"]),
+    ("torch.div", lambda: Wrap(lambda m, x: torch.div(x, -2.0)), IMAGE, ["scale_shift"]),
+    ("hardsigmoid_by_hand", lambda: Wrap(lambda m, x: F.relu6(x + 3) / 6), IMAGE,
+     ["scale_shift", "relu6", "scale_shift"]),
+    ("torch.clamp", lambda: Wrap(lambda m, x: torch.clamp(x, -0.5, 2)), IMAGE, ["hardtanh"]),
+    ("clamp_min", lambda: Wrap(lambda m, x: x.clamp(min=0.1)), IMAGE, ["hardtanh"]),
+    ("clamp_max", lambda: Wrap(lambda m, x: torch.clip(x, max=1)), IMAGE, ["hardtanh"]),
+    ("clamp(0)", lambda: Wrap(lambda m, x: x.clamp(0)), IMAGE, ["relu"]),
     ("torch.cat", lambda: Wrap(lambda m, x: torch.cat([x.relu(), x.sigmoid()], 1)), IMAGE,
      ["relu", "sigmoid", "cat"]),
     ("torch.cat_negative_dim", lambda: Wrap(lambda m, x: torch.cat((x, x.relu()), dim=-1)), IMAGE,
@@ -342,7 +370,9 @@ def test_every_unsupported_op_is_listed_in_one_error():
     (lambda m, x: x.flatten(2), {}, IMAGE, "start_dim=2"),
     (lambda m, x: x.view(2, -1), {}, IMAGE, "only a flatten from dim 1"),
     (lambda m, x: x.view(x.size(0), 4, -1), {}, IMAGE, "only a flatten from dim 1"),
-    (lambda m, x: x + 1.5, {}, IMAGE, "constant 1.5"),
+    (lambda m, x: x - x.relu(), {}, IMAGE, "subtraction of two tensors"),
+    (lambda m, x: x / x.sigmoid(), {}, IMAGE, "division by a tensor"),
+    (lambda m, x: x * x.mean(1, keepdim=True), {}, IMAGE, "broadcasting mul"),
     (lambda m, x: x + m.c.weight, {"c": nn.Conv2d(4, 6, 1)}, (6, 4, 1, 1), "constant tensor"),
     (lambda m, x: x + x.mean((2, 3), keepdim=True), {}, IMAGE, "broadcasting add"),
     (lambda m, x: torch.add(x, x, alpha=2), {}, IMAGE, "alpha=2"),
@@ -354,7 +384,8 @@ def test_every_unsupported_op_is_listed_in_one_error():
     (lambda m, x: x[:, :2], {}, IMAGE, "indexing"),
     (lambda m, x: m.c(x), {"c": nn.Conv2d(4, 4, 3, padding_mode="circular")}, IMAGE, "padding_mode='circular'"),
     (lambda m, x: m.c(x), {"c": nn.Conv2d(4, 4, 1, padding=1)}, IMAGE, "padding [1, 1] not smaller than the kernel's"),
-], ids=["adaptive_none", "mean_dim1", "flatten2", "view_constant_batch", "view_rank3", "add_scalar",
+], ids=["adaptive_none", "mean_dim1", "flatten2", "view_constant_batch", "view_rank3", "sub_tensors", "div_tensor",
+        "mul_broadcast",
         "add_constant_tensor", "add_broadcast", "add_alpha", "cat_batch", "softmax_batch", "dropout_training",
         "bn_batch_stats", "linear_rank4", "slice", "conv_circular", "conv_padding_past_kernel"])
 def test_unsupported_arguments_are_named(fn, modules, shape, reason):

@@ -40,6 +40,42 @@ class AddNode : public Node {
   std::string isa_;  // the graph's ISA path ("" = the active one)
 };
 
+// The product of two activations of one shape, or of (N, C, H, W) and (N, C, 1, 1) in either order
+// (a squeeze-excitation block's x * scale): the smaller operand is broadcast over H and W.
+class MulNode : public Node {
+ public:
+  MulNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
+    check_io(spec, graph, 2, DType::kUint8, DType::kUint8);
+    q_[0] = qparams(graph, spec.inputs[0]);
+    q_[1] = qparams(graph, spec.inputs[1]);
+    out_ = qparams(graph, spec.outputs[0]);
+    const uint8_t codes[1] = {0};  // checks the scales' ratio at load, on a one-element product
+    uint8_t y[1];
+    ops::mul(codes, q_[0], codes, q_[1], false, 1, 1, 1, out_, y);
+  }
+  Shape output_shape(const Shape* in, int) const override {
+    if (in[0] == in[1]) return in[0];
+    const int big = broadcast_of(in[0], in[1]) ? 0 : broadcast_of(in[1], in[0]) ? 1 : -1;
+    check_shape(big >= 0, *this, "inputs must have the same shape, or one (N, C, H, W) and the other (N, C, 1, 1); got " +
+                                     in[0].str() + " and " + in[1].str());
+    return in[big];
+  }
+  void run(const NodeIo& io) const override {
+    const Shape& s = io.out_shape;
+    const int big = io.in_shapes[0] == s ? 0 : 1, small = 1 - big;
+    const bool per_image = !(io.in_shapes[small] == s);
+    ops::mul(static_cast<const uint8_t*>(io.in[big]), q_[big], static_cast<const uint8_t*>(io.in[small]), q_[small],
+             per_image, s.n(), s.h() * s.w(), s.c(), out_, static_cast<uint8_t*>(io.out));
+  }
+
+ private:
+  // b is (N, C, 1, 1) against a's (N, C, H, W).
+  static bool broadcast_of(const Shape& a, const Shape& b) {
+    return a.rank == 4 && b.rank == 4 && b.n() == a.n() && b.c() == a.c() && b.h() == 1 && b.w() == 1;
+  }
+  QParams q_[2]{}, out_{};
+};
+
 // NCHW axis -> NHWC memory: the output is `outer` rows, each the inputs' `inner` runs side by side.
 class ConcatNode : public Node {
  public:
@@ -143,6 +179,7 @@ class FlattenNode : public Node {
 }  // namespace
 
 std::unique_ptr<Node> make_add(const OpSpec& spec, const GraphSpec& graph) { return std::make_unique<AddNode>(spec, graph); }
+std::unique_ptr<Node> make_mul(const OpSpec& spec, const GraphSpec& graph) { return std::make_unique<MulNode>(spec, graph); }
 std::unique_ptr<Node> make_concat(const OpSpec& spec, const GraphSpec& graph) {
   return std::make_unique<ConcatNode>(spec, graph);
 }

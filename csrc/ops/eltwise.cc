@@ -82,6 +82,34 @@ void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast b
   }
 }
 
+void mul(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, bool b_per_image, int64_t images, int64_t pixels,
+         int64_t channels, QParams out, uint8_t* y) {
+  check_qparams(qa, "a");
+  check_qparams(qb, "b");
+  check_qparams(out, "out");
+  QR_CHECK_ARG(images >= 0 && pixels >= 0 && channels >= 0, "mul: negative size");
+  // The product of the codes is an exact int32 (|.| <= 255 * 255 < 2^24, so exact in float32 too);
+  // m <= 2^32 keeps every product finite.
+  const float m = static_cast<float>(static_cast<double>(qa.scale) * static_cast<double>(qb.scale) /
+                                     static_cast<double>(out.scale));
+  QR_CHECK_ARG(std::isfinite(m) && m > 0.0f && m <= 4294967296.0f,
+               "a_scale * b_scale / out_scale must be a finite float32 > 0 and at most 2^32, got " + std::to_string(m));
+  const int32_t za = qa.zero_point, zb = qb.zero_point, zy = out.zero_point;
+  const float lo = static_cast<float>(-zy), hi = static_cast<float>(255 - zy);
+  const int64_t rows = images * pixels;
+  parallel_chunks(rows, 2 * channels, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const uint8_t* __restrict pa = a + r * channels;
+      const uint8_t* __restrict pb = b + (b_per_image ? r / pixels : r) * channels;
+      uint8_t* __restrict py = y + r * channels;
+      for (int64_t ch = 0; ch < channels; ++ch) {  // vectorised: pmulld, cvtdq2ps, mulps, the rounding adds
+        const int32_t prod = (static_cast<int32_t>(pa[ch]) - za) * (static_cast<int32_t>(pb[ch]) - zb);
+        py[ch] = add_output(static_cast<float>(prod) * m, lo, hi, zy);
+      }
+    }
+  });
+}
+
 std::array<uint8_t, 256> requant_table(QParams in, QParams out, const char* what) {
   const float m = ratio(in, out, std::string(what) + " / out_scale", 1e308);
   const float lo = static_cast<float>(-out.zero_point), hi = static_cast<float>(255 - out.zero_point);

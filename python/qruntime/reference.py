@@ -198,6 +198,14 @@ def add(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, relu=False):
     return (np.rint(v) + out_zp).astype(np.uint8)
 
 
+def mul(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp):
+    """docs/quantization.md "mul": the exact integer product of the centred codes, one float32 product."""
+    m = F32(float(F32(a_scale)) * float(F32(b_scale)) / float(F32(out_scale)))
+    prod = (a.astype(np.int64) - a_zp) * (b.astype(np.int64) - b_zp)  # broadcasts (N, C, 1, 1) over H, W
+    v = np.clip((prod.astype(F32) * m).astype(np.float64), -out_zp, 255 - out_zp)
+    return (np.rint(v) + out_zp).astype(np.uint8)
+
+
 def requantize(q, scale, zp, out_scale, out_zp):
     if _f32(scale) == _f32(out_scale) and zp == out_zp:
         return q.copy()
@@ -298,6 +306,8 @@ def run_graph(graph, tensors, inputs):
         elif kind == "add":
             bsc, bzp = qp[op["inputs"][1]]
             y = add(xs[0], xsc, xzp, xs[1], bsc, bzp, osc, ozp, relu=a["act"] == "relu")
+        elif kind == "mul":
+            y = mul(xs[0], xsc, xzp, xs[1], *qp[op["inputs"][1]], osc, ozp)
         elif kind == "concat":
             y = concat(xs, [qp[v][0] for v in op["inputs"]], [qp[v][1] for v in op["inputs"]], osc, ozp, a["axis"])
         elif kind == "lut":

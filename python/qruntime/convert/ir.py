@@ -14,12 +14,14 @@ Ops and their fields (attrs are plain Python values, params float32 numpy arrays
   affine        params scale, shift (C): y = x * scale[c] + shift[c] (a BatchNorm with no conv before it)
   relu, relu6, hardswish, hardsigmoid, sigmoid, tanh, silu            no attrs
   gelu          attrs approximate "none" | "tanh"
-  hardtanh      attrs min_val, max_val
+  hardtanh      attrs min_val, max_val (either may be None: open on that side)
+  scale_shift   attrs scale, shift: y = x * scale + shift (arithmetic with constant numbers)
   max_pool2d    attrs kernel [2], stride [2], padding [2], dilation [2], ceil_mode
   avg_pool2d    attrs kernel [2], stride [2], padding [2], ceil_mode, count_include_pad, divisor_override (0 = none)
   adaptive_avg_pool2d  attrs output_size [2]
   flatten       rank-4 NCHW -> (N, C*H*W) in NCHW order; no attrs
   add           two inputs of the same shape; attrs act ("none" | "relu")
+  mul           two inputs of the same shape, or (N, C, H, W) and (N, C, 1, 1) in either order
   cat           attrs axis (>= 1, non-negative)
   softmax, log_softmax   attrs dim (>= 1, non-negative)
   dropout, identity      removed by remove_noops

@@ -31,6 +31,7 @@ _UNARY = {
     "sigmoid": lambda a: _sigmoid,
     "tanh": lambda a: np.tanh,
     "silu": lambda a: (lambda x: x * _sigmoid(x)),
+    "scale_shift": lambda a: (lambda x: x * a["scale"] + a["shift"]),
     "gelu": lambda a: ((lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))))
                        if a.get("approximate", "none") == "tanh" else (lambda x: 0.5 * x * (1.0 + _erf(x / _SQRT2)))),
 }
@@ -195,6 +196,9 @@ def _emit(em, node, graph, keep_float):
     elif kind == "add":
         xs = [em.need_u8(v, graph) for v in node.inputs]
         em.op("add", node.name, xs, em.out_u8(node, graph), {"act": a.get("act", "none")})
+    elif kind == "mul":
+        xs = [em.need_u8(v, graph) for v in node.inputs]
+        em.op("mul", node.name, xs, em.out_u8(node, graph))
     elif kind == "cat":
         xs = [em.need_u8(v, graph) for v in node.inputs]
         em.op("concat", node.name, xs, em.out_u8(node, graph), {"axis": int(a["axis"])})

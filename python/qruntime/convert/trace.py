@@ -20,6 +20,7 @@ from . import ir
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _FRAME = re.compile(r'File "(.+)", line (\d+), in ')
 _NOOP_OPS = ("dropout", "identity")
+_IN_PLACE_OPERATORS = (operator.iadd, operator.isub, operator.imul, operator.itruediv)
 
 
 class _Unsupported(Exception):
@@ -108,6 +109,12 @@ def _user_frame(stack_trace):
     """'file:line' of the innermost frame of the model's own code in an fx stack trace, or None."""
     frames = [m for m in _FRAME.finditer(stack_trace or "") if not m.group(1).startswith(_TORCH_DIR)]
     return f"{frames[-1].group(1)}:{frames[-1].group(2)}" if frames else None
+
+
+def _is_stochastic_depth(fn):
+    # torchvision wraps it for fx (a call_function node); matched by name: torchvision is not imported.
+    return (getattr(fn, "__name__", None) == "stochastic_depth"
+            and getattr(fn, "__module__", "").endswith("ops.stochastic_depth"))
 
 
 class _Mapper:
@@ -270,6 +277,8 @@ class _Mapper:
                 raise _Unsupported("tensor indexing/slicing")
             mapper = (_FUNCTION_MAPPERS.get(node.target)
                       if isinstance(node.target, collections.abc.Hashable) else None)
+            if mapper is None and _is_stochastic_depth(node.target):
+                mapper = _stochastic_depth
             if mapper is None:
                 raise _Unsupported("")
             new = mapper(self, node)
@@ -289,7 +298,7 @@ class _Mapper:
         elif node.op == "call_method":
             in_place = node.target.endswith("_") and not node.target.startswith("_")
         else:
-            in_place = (node.target is operator.iadd or node.kwargs.get("inplace") is True
+            in_place = (node.target in _IN_PLACE_OPERATORS or node.kwargs.get("inplace") is True
                         or getattr(node.target, "__name__", "").endswith("_"))
         source = node.args[0] if in_place and node.args else None
         if not isinstance(source, fx.Node):
@@ -408,11 +417,21 @@ def _batchnorm_module(ctx, node, bn):
 
 
 def _clamp(ctx, node, min_val, max_val):
-    min_val, max_val = float(ctx.const(min_val, "min_val")), float(ctx.const(max_val, "max_val"))
+    """hardtanh / clamp / clip: None leaves that side open (torch.clamp's default)."""
+    min_val, max_val = (None if v is None else _number(ctx, v, role)
+                        for v, role in ((min_val, "min"), (max_val, "max")))
     x = ctx.tensor(ctx.first_input(node))
     if (min_val, max_val) == (0.0, 6.0):
         return [ctx.ir_node("relu6", node, [x])]
+    if (min_val, max_val) == (0.0, None):
+        return [ctx.ir_node("relu", node, [x])]
+    if (min_val, max_val) == (None, None):
+        return [ctx.ir_node("identity", node, [x])]
     return [ctx.ir_node("hardtanh", node, [x], {"min_val": min_val, "max_val": max_val})]
+
+
+def _clamp_function(ctx, node):
+    return _clamp(ctx, node, _arg(node, 1, "min", None), _arg(node, 2, "max", None))
 
 
 def _hardtanh_module(ctx, node, module):
@@ -584,9 +603,35 @@ def _reshape(ctx, node):
     return _full_flatten(ctx, node, x, description)
 
 
+def _number(ctx, value, role):
+    """A Python int or float constant (not a bool, not a tensor) as a float."""
+    value = ctx.const(value, role)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _Unsupported(f"{role} is {value!r} (only a finite number is supported)")
+    return float(value)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _scale_shift(ctx, node, x, scale, shift):
+    """y = x * scale + shift with constant numbers: a lookup table once quantized."""
+    return [ctx.ir_node("scale_shift", node, [ctx.tensor(x, "operand")], {"scale": scale, "shift": shift})]
+
+
+def _operands(node, name="other"):
+    return node.args[0] if node.args else node.kwargs.get("input"), _arg(node, 1, name)
+
+
 def _add(ctx, node):
-    a, b = node.args[0], _arg(node, 1, "other")
+    a, b = _operands(node)
     alpha = ctx.const(node.kwargs.get("alpha", 1), "alpha")
+    if _is_number(a) or _is_number(b):  # x + alpha * c, or c + alpha * x
+        alpha = _number(ctx, alpha, "alpha")
+        if _is_number(b):
+            return _scale_shift(ctx, node, a, 1.0, alpha * _number(ctx, b, "the added constant"))
+        return _scale_shift(ctx, node, b, alpha, _number(ctx, a, "the added constant"))
     names = [ctx.tensor(a, "operand"), ctx.tensor(b, "operand")]
     if alpha != 1:
         raise _Unsupported(f"alpha={alpha}")
@@ -594,6 +639,51 @@ def _add(ctx, node):
         raise _Unsupported(f"broadcasting add of shapes {ctx.shape(a)} and {ctx.shape(b)} "
                            "(only operands of the same shape are supported)")
     return [ctx.ir_node("add", node, names, {"act": "none"})]
+
+
+def _sub(ctx, node):
+    a, b = _operands(node)
+    alpha = _number(ctx, node.kwargs.get("alpha", 1), "alpha")
+    if _is_number(b):  # x - c
+        return _scale_shift(ctx, node, a, 1.0, -alpha * _number(ctx, b, "the subtracted constant"))
+    if _is_number(a):  # c - x
+        return _scale_shift(ctx, node, b, -alpha, _number(ctx, a, "the constant"))
+    raise _Unsupported("subtraction of two tensors")
+
+
+def _mul(ctx, node):
+    a, b = _operands(node)
+    if _is_number(a) or _is_number(b):  # x * c, c * x
+        x, c = (b, a) if _is_number(a) else (a, b)
+        return _scale_shift(ctx, node, x, _number(ctx, c, "the factor"), 0.0)
+    names = [ctx.tensor(a, "operand"), ctx.tensor(b, "operand")]
+    sa, sb = ctx.shape(a), ctx.shape(b)
+    small, big = sorted((sa, sb), key=math.prod)
+    per_image_channel = len(big) == 4 and small == (big[0], big[1], 1, 1)
+    if sa != sb and not per_image_channel:
+        raise _Unsupported(f"broadcasting mul of shapes {sa} and {sb} (only operands of the same shape, or "
+                           "(N, C, H, W) by (N, C, 1, 1) as in squeeze-excitation, are supported)")
+    return [ctx.ir_node("mul", node, names)]
+
+
+def _div(ctx, node):
+    a, b = _operands(node)
+    mode = ctx.const(node.kwargs.get("rounding_mode"), "rounding_mode")
+    if mode is not None:
+        raise _Unsupported(f"rounding_mode={mode!r}")
+    if not _is_number(b):
+        raise _Unsupported("division by a tensor (only division by a constant number is supported)")
+    c = _number(ctx, b, "the divisor")
+    if c == 0.0:
+        raise _Unsupported("division by zero")
+    return _scale_shift(ctx, node, a, 1.0 / c, 0.0)
+
+
+def _stochastic_depth(ctx, node):
+    """torchvision.ops.stochastic_depth(input, p, mode, training): the identity in eval mode."""
+    if ctx.const(_arg(node, 3, "training", True), "training"):
+        raise _Unsupported("training=True: stochastic depth drops rows at random (pass training=self.training)")
+    return [ctx.ir_node("identity", node, [ctx.tensor(ctx.first_input(node))])]
 
 
 def _cat(ctx, node):
@@ -690,6 +780,21 @@ _FUNCTION_MAPPERS = {
     operator.add: _add,
     operator.iadd: _add,
     torch.add: _add,
+    operator.sub: _sub,
+    operator.isub: _sub,
+    torch.sub: _sub,
+    torch.subtract: _sub,
+    operator.mul: _mul,
+    operator.imul: _mul,
+    torch.mul: _mul,
+    torch.multiply: _mul,
+    operator.truediv: _div,
+    operator.itruediv: _div,
+    torch.div: _div,
+    torch.divide: _div,
+    torch.true_divide: _div,
+    torch.clamp: _clamp_function,
+    torch.clip: _clamp_function,
     torch.cat: _cat,
     torch.concat: _cat,
     torch.concatenate: _cat,
@@ -718,6 +823,16 @@ _METHOD_MAPPERS = {
     "reshape": _reshape,
     "add": _add,
     "add_": _add,
+    "sub": _sub,
+    "sub_": _sub,
+    "mul": _mul,
+    "mul_": _mul,
+    "div": _div,
+    "div_": _div,
+    "clamp": _clamp_function,
+    "clamp_": _clamp_function,
+    "clip": _clamp_function,
+    "clip_": _clamp_function,
     "softmax": _softmax_function,
     "log_softmax": _log_softmax_function,
     "contiguous": _unary("identity"),
