@@ -1,12 +1,15 @@
 // The elementwise and layout ops of the engine: add, concat, lookup tables, and flatten (the one
 // place NHWC memory is reordered to the NCHW order the model's Linear layers expect).
+#include <algorithm>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "engine/transpose.h"
 #include "engine/node.h"
 #include "ops/eltwise.h"
+#include "ops/u8_common.h"
 
 namespace qr::engine {
 namespace {
@@ -176,8 +179,65 @@ class FlattenNode : public Node {
   size_t elem_ = 1;
 };
 
+// Output channel i is input channel index[i]: ShuffleNet's channel shuffle, chunk/split and channel
+// slices (convert/layout.py). Per NHWC pixel, a gather of bytes (or floats) from the input's row.
+class GatherChannelsNode : public Node {
+ public:
+  GatherChannelsNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
+    QR_CHECK_ARG(spec.inputs.size() == 1 && spec.outputs.size() == 1, where(spec) + ": expects one input and one output");
+    const DType d = graph.values.at(spec.inputs[0]).dtype;
+    check_io(spec, graph, 1, d, d);
+    if (d == DType::kUint8) {
+      const QParams a = qparams(graph, spec.inputs[0]), b = qparams(graph, spec.outputs[0]);
+      QR_CHECK_ARG(a.scale == b.scale && a.zero_point == b.zero_point,
+                   where(spec) + ": gather_channels keeps its input's quantization; the output's differs");
+    }
+    elem_ = dtype_size(d);
+    const ConstTensor* t = tensor(spec, "index", 'i', 1, true);
+    const auto* index = static_cast<const int32_t*>(t->data);
+    index_.assign(index, index + t->shape[0]);
+    for (int32_t i : index_) QR_CHECK_ARG(i >= 0, where(spec) + ": tensor 'index' holds a negative channel");
+    max_index_ = *std::max_element(index_.begin(), index_.end());
+  }
+  Shape output_shape(const Shape* in, int) const override {
+    check_shape(in[0].rank == 4 || in[0].rank == 2, *this, "expects a 2-D or 4-D input, got " + in[0].str());
+    check_shape(max_index_ < in[0].c(), *this, "tensor 'index' names channel " + std::to_string(max_index_) +
+                                               " of an input with " + std::to_string(in[0].c()));
+    Shape out = in[0];
+    out.d[1] = static_cast<int64_t>(index_.size());
+    return out;
+  }
+  void run(const NodeIo& io) const override {
+    const Shape& s = io.in_shapes[0];
+    const int64_t c_in = s.c(), c_out = static_cast<int64_t>(index_.size()), rows = s.elements() / c_in;
+    if (elem_ == 1)
+      gather(static_cast<const uint8_t*>(io.in[0]), c_in, c_out, rows, static_cast<uint8_t*>(io.out));
+    else
+      gather(static_cast<const float*>(io.in[0]), c_in, c_out, rows, static_cast<float*>(io.out));
+  }
+
+ private:
+  template <class T>
+  void gather(const T* x, int64_t c_in, int64_t c_out, int64_t rows, T* y) const {
+    const int32_t* index = index_.data();
+    ops::parallel_chunks(rows, c_out, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const T* __restrict xr = x + r * c_in;
+        T* __restrict yr = y + r * c_out;
+        for (int64_t i = 0; i < c_out; ++i) yr[i] = xr[index[i]];
+      }
+    });
+  }
+  size_t elem_ = 1;
+  std::vector<int32_t> index_;
+  int32_t max_index_ = 0;
+};
+
 }  // namespace
 
+std::unique_ptr<Node> make_gather_channels(const OpSpec& spec, const GraphSpec& graph) {
+  return std::make_unique<GatherChannelsNode>(spec, graph);
+}
 std::unique_ptr<Node> make_add(const OpSpec& spec, const GraphSpec& graph) { return std::make_unique<AddNode>(spec, graph); }
 std::unique_ptr<Node> make_mul(const OpSpec& spec, const GraphSpec& graph) { return std::make_unique<MulNode>(spec, graph); }
 std::unique_ptr<Node> make_concat(const OpSpec& spec, const GraphSpec& graph) {

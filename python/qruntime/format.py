@@ -98,7 +98,7 @@ class Choice:
 class TensorRole:
     """A constant an op reads from the file. `shape` entries are fixed sizes (ints) or dimension
     names (any size >= 1, equal wherever the same name appears in the op's roles, e.g. "oc").
-    `values`: None, "int8_symmetric" (no -128), "finite" or "positive" (finite and > 0)."""
+    `values`: None, "int8_symmetric" (no -128), "finite", "positive" (finite and > 0) or "index" (>= 0)."""
     dtype: str
     shape: tuple
     required: bool = True
@@ -163,6 +163,9 @@ OPS = {
                   tensors={"table": TensorRole("uint8", (256,))}),
     "flatten": OpSpec("(N, C, H, W) -> (N, C*H*W) in NCHW order; keeps the dtype and quantization",
                       _U8 + _F32, same_qparams=True),
+    "gather_channels": OpSpec("output channel i is input channel index[i] (channel shuffle, chunks, slices); keeps "
+                              "the dtype and quantization", _U8 + _F32,
+                              tensors={"index": TensorRole("int32", ("c",), values="index")}, same_qparams=True),
     "softmax": OpSpec("softmax over the channels / features (dim 1), in float32", _F32, attrs={"dim": Int(1, 1)}),
     "log_softmax": OpSpec("log of softmax over dim 1, in float32", _F32, attrs={"dim": Int(1, 1)}),
 }
@@ -588,6 +591,8 @@ def _check_op_tensors(op, spec, where, label, tensors):
         if not fits:
             raise FormatError(f"{what} shape: must be ({', '.join(expected)}{',' * (len(expected) == 1)}), "
                               f"got {array.shape} {context}")
+        if rule.values == "index" and array.min() < 0:
+            raise FormatError(f"{what} values: channel indices are >= 0, this one holds {array.min()} {context}")
         if rule.values == "int8_symmetric" and array.min() < -127:
             raise FormatError(f"{what} values: int8 weights are in [-127, 127], this one holds -128 {context}")
         if rule.values in ("finite", "positive") and not np.isfinite(array).all():

@@ -314,6 +314,8 @@ def run_graph(graph, tensors, inputs):
             y = t["table"][xs[0]]
         elif kind == "flatten":
             y = xs[0].reshape(xs[0].shape[0], -1)
+        elif kind == "gather_channels":
+            y = xs[0][:, t["index"]]
         elif kind in ("softmax", "log_softmax"):
             y = softmax(xs[0], a["dim"], log=kind == "log_softmax")
         else:

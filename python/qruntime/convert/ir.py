@@ -23,6 +23,7 @@ Ops and their fields (attrs are plain Python values, params float32 numpy arrays
   add           two inputs of the same shape; attrs act ("none" | "relu")
   mul           two inputs of the same shape, or (N, C, H, W) and (N, C, 1, 1) in either order
   cat           attrs axis (>= 1, non-negative)
+  gather_channels  attrs index [C']: output channel i is input channel index[i] (layout.py's channel maps)
   softmax, log_softmax   attrs dim (>= 1, non-negative)
   dropout, identity      removed by remove_noops
 """

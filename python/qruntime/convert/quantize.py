@@ -193,6 +193,14 @@ def _emit(em, node, graph, keep_float):
             em.op("flatten", node.name, [x], em.out_u8(node, graph, same_as=x))
         else:
             em.op("flatten", node.name, [em.f32[v]], em.add_f32(node.output, node.output))
+    elif kind == "gather_channels":
+        v, index = node.inputs[0], np.asarray(a["index"], np.int32)
+        tensors = {"index": em.tensor(f"{node.name}.index", index)}
+        if v in em.u8:
+            x = em.u8[v]
+            em.op("gather_channels", node.name, [x], em.out_u8(node, graph, same_as=x), {}, tensors)
+        else:
+            em.op("gather_channels", node.name, [em.f32[v]], em.add_f32(node.output, node.output), {}, tensors)
     elif kind == "add":
         xs = [em.need_u8(v, graph) for v in node.inputs]
         em.op("add", node.name, xs, em.out_u8(node, graph), {"act": a.get("act", "none")})

@@ -16,6 +16,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from ..errors import UnsupportedOpError
 from . import ir
+from .layout import Layout, LayoutError
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _FRAME = re.compile(r'File "(.+)", line (\d+), in ')
@@ -128,6 +129,10 @@ class _Mapper:
         self.shapes = {}
         self.size_nodes = set()
         self.unsupported_nodes = set()
+        self.layouts = {}       # fx node -> Layout: a tensor that only rearranges a real value (layout.py)
+        self.layout_lists = {}  # fx node -> [Layout]: the pieces of a chunk/split, picked by getitem
+        self.materialized = {}  # fx node -> the IR value a layout became when a real op first read it
+        self.pending = []       # IR nodes those materializations need, emitted before the op that reads
 
     def graph(self):
         inputs, outputs, nodes, problems = [], [], [], []
@@ -136,7 +141,11 @@ class _Mapper:
                 inputs.append(node.name)
                 self.shapes[node.name] = self.shape(node)
             elif node.op == "output":
-                outputs = self._outputs(node)
+                try:
+                    outputs = self._outputs(node)
+                except _Unsupported as e:
+                    problems.append(f"  - the model's output: {e}")
+                nodes.extend(self.pending)  # layouts the graph outputs read
             elif node.op == "get_attr":
                 continue  # parameters and constants are read by the nodes that use them
             elif self._is_size(node):
@@ -146,8 +155,10 @@ class _Mapper:
                     new = self._map(node)
                 except _Unsupported as e:
                     self.unsupported_nodes.add(node)
+                    self.pending = []
                     problems.append(self._describe(node, str(e)))
                     continue
+                new, self.pending = self.pending + new, []
                 for n in new:
                     self.shapes.setdefault(n.output, self.shape(node))
                 nodes.extend(new)
@@ -173,7 +184,10 @@ class _Mapper:
         return len(self.shape(arg))
 
     def tensor(self, arg, role="input"):
-        """The IR value name of a tensor argument computed from the model's inputs."""
+        """The IR value name of a tensor argument computed from the model's inputs (a layout is
+        materialized first: see layout.py)."""
+        if arg in self.layouts:
+            return self.materialize(arg)
         if not isinstance(arg, fx.Node):
             raise _Unsupported(f"{role} is the constant {arg!r} (only tensors computed from the input are supported)")
         if arg.op == "get_attr":
@@ -182,6 +196,34 @@ class _Mapper:
         if not self.is_tensor(arg):
             raise _Unsupported(f"{role} '{arg.name}' is not a tensor")
         return arg.name
+
+    def layout(self, arg):
+        """The Layout of a tensor argument: its recorded one, or the identity of a real value."""
+        if arg in self.layouts:
+            return self.layouts[arg]
+        return Layout.of(self.tensor(arg), self.shape(arg))
+
+    def materialize(self, arg):
+        """The IR value holding the logical tensor `arg`, emitting the op that makes it once."""
+        if arg in self.materialized:
+            return self.materialized[arg]
+        layout = self.layouts[arg]
+        channels = layout.channel_map()
+        if layout.is_identity():
+            name = layout.source
+        elif layout.is_flatten() and len(layout.source_shape) == 3:
+            name = arg.name
+            self.pending.append(ir.Node("flatten", arg.name, [layout.source], name))
+        elif channels is not None:
+            name = arg.name
+            self.pending.append(ir.Node("gather_channels", arg.name, [layout.source], name,
+                                        {"index": [int(c) for c in channels]}))
+        else:
+            raise _Unsupported(f"'{arg.name}' rearranges the elements of '{layout.source}' in a way that is not a "
+                               "reordering or selection of channels (nor a flatten)")
+        self.shapes[name] = self.shape(arg)
+        self.materialized[arg] = name
+        return name
 
     def first_input(self, node):
         x = node.args[0] if node.args else node.kwargs.get("input")
@@ -274,7 +316,7 @@ class _Mapper:
             if node.target is operator.getitem:
                 if node.args[0] in self.unsupported_nodes:
                     return []  # picks an output of an op already reported
-                raise _Unsupported("tensor indexing/slicing")
+                return _getitem(self, node)
             mapper = (_FUNCTION_MAPPERS.get(node.target)
                       if isinstance(node.target, collections.abc.Hashable) else None)
             if mapper is None and _is_stochastic_depth(node.target):
@@ -287,7 +329,7 @@ class _Mapper:
             if mapper is None:
                 raise _Unsupported("")
             new = mapper(self, node)
-        if new[-1].op not in _NOOP_OPS:
+        if not new or new[-1].op not in _NOOP_OPS:
             self._check_in_place(node)
         return new
 
@@ -318,7 +360,7 @@ class _Mapper:
                                  f"is {getattr(what, '__name__', what)}")
             if value.op == "get_attr":
                 raise ValueError(f"model: output {i} is the constant '{value.target}', not computed from the input")
-        return [value.name for value in values]
+        return [self.tensor(value) if value in self.layouts else value.name for value in values]
 
     def _describe(self, node, reason):
         if node.op == "call_module":
@@ -552,6 +594,8 @@ def _mean(ctx, node):
 def _full_flatten(ctx, node, x, description):
     """flatten for a rank-4 value, identity for a rank-2 one (already flat)."""
     rank = ctx.rank(x)
+    if x in ctx.layouts:  # a flatten of a rearranged value: one more view of its elements
+        return _relayout(ctx, node, lambda layout: layout.reshape(ctx.shape(node)), x)
     if rank == 4:
         return [ctx.ir_node("flatten", node, [ctx.tensor(x)])]
     if rank == 2:
@@ -597,10 +641,109 @@ def _reshape(ctx, node):
                        and (is_int(shape[1], -1) or is_int(shape[1], features)))
     any_then_features = len(shape) == 2 and is_int(shape[0], -1) and is_int(shape[1], features)
     description = f"{node.target}({', '.join(str(d) for d in shape)})"
-    if not (batch_then_rest or any_then_features):
-        raise _Unsupported(f"{description} of a {ctx.shape(x)} tensor (only a flatten from dim 1, as in "
-                           "x.view(x.size(0), -1) or x.view(-1, C*H*W), is supported)")
-    return _full_flatten(ctx, node, x, description)
+    if (batch_then_rest or any_then_features) and x not in ctx.layouts:
+        return _full_flatten(ctx, node, x, description)
+    # Any other view keeps the batch first (x.size(0), or -1 with the rest per image) and becomes a layout.
+    if not (shape and (ctx.is_batch_size(shape[0]) or is_int(shape[0], -1))) or any(
+            is_int(d, -1) for d in shape[1:]) and is_int(shape[0], -1):
+        raise _Unsupported(f"{description} of a {ctx.shape(x)} tensor: the batch must stay dim 0 "
+                           "(x.size(0) or -1 first)")
+    return _relayout(ctx, node, lambda layout: layout.reshape(ctx.shape(node)))
+
+
+def _relayout(ctx, node, change, source=None):
+    """Records node's output as a rearrangement of a real value (layout.py): no IR node yet."""
+    try:
+        ctx.layouts[node] = change(ctx.layout(source if source is not None else ctx.first_input(node)))
+    except LayoutError as e:
+        raise _Unsupported(str(e)) from None
+    return []
+
+
+def _transpose(ctx, node):
+    x = ctx.first_input(node)
+    rank = ctx.rank(x)
+    d0, d1 = (ctx.const(_arg(node, i, name), name) for i, name in ((1, "dim0"), (2, "dim1")))
+    if not all(isinstance(d, int) and -rank <= d < rank for d in (d0, d1)):
+        raise _Unsupported(f"transpose({d0}, {d1}) of a rank-{rank} tensor")
+    dims = list(range(rank))
+    dims[d0 % rank], dims[d1 % rank] = dims[d1 % rank], dims[d0 % rank]
+    return _relayout(ctx, node, lambda layout: layout.permute(dims))
+
+
+def _permute(ctx, node):
+    x = ctx.first_input(node)
+    rank = ctx.rank(x)
+    dims = node.args[1:] if node.op == "call_method" else [_arg(node, 1, "dims")]
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = dims[0]
+    dims = [ctx.const(d, "dims") for d in dims]
+    if sorted(d % rank if isinstance(d, int) else d for d in dims) != list(range(rank)):
+        raise _Unsupported(f"permute{tuple(dims)} of a rank-{rank} tensor")
+    return _relayout(ctx, node, lambda layout: layout.permute([d % rank for d in dims]))
+
+
+def _contiguous(ctx, node):
+    x = ctx.first_input(node)
+    if x in ctx.layouts:
+        return _relayout(ctx, node, lambda layout: layout)
+    return [ctx.ir_node("identity", node, [ctx.tensor(x)])]
+
+
+def _pieces(ctx, node, dim, bounds):
+    """node's output is a tuple of the [start, stop) pieces of its input along dim (chunk, split)."""
+    x = ctx.first_input(node)
+    rank = ctx.rank(x)
+    dim = ctx.axis(dim, rank, "dim")
+    try:
+        layout = ctx.layout(x)
+        ctx.layout_lists[node] = [layout.take(dim, np.arange(a, b)) for a, b in bounds]
+    except LayoutError as e:
+        raise _Unsupported(str(e)) from None
+    return []
+
+
+def _chunk(ctx, node):
+    x = ctx.first_input(node)
+    chunks = ctx.const(_arg(node, 1, "chunks"), "chunks")
+    dim = _arg(node, 2, "dim", 0)
+    size = ctx.shape(x)[ctx.axis(dim, ctx.rank(x), "dim")]
+    step = -(-size // chunks)  # torch.chunk: pieces of ceil(size / chunks), the last one shorter
+    return _pieces(ctx, node, dim, [(a, min(a + step, size)) for a in range(0, size, step)])
+
+
+def _split(ctx, node):
+    x = ctx.first_input(node)
+    sizes = ctx.const(_arg(node, 1, "split_size_or_sections", node.kwargs.get("split_size")), "split_size")
+    dim = _arg(node, 2, "dim", 0)
+    size = ctx.shape(x)[ctx.axis(dim, ctx.rank(x), "dim")]
+    if isinstance(sizes, int):
+        sizes = [min(sizes, size - a) for a in range(0, size, sizes)]
+    starts = np.cumsum([0] + list(sizes))
+    return _pieces(ctx, node, dim, list(zip(starts[:-1], starts[1:])))
+
+
+def _getitem(ctx, node):
+    """A piece of a chunk/split, or x[...] with plain slices (the batch dim untouched)."""
+    source, key = node.args
+    if source in ctx.layout_lists:
+        ctx.layouts[node] = ctx.layout_lists[source][ctx.const(key, "index")]
+        return []
+    if not ctx.is_tensor(source):
+        raise _Unsupported("indexing of a value that is not a tensor")
+    key = key if isinstance(key, tuple) else (key,)
+    shape = ctx.shape(source)
+    if Ellipsis in key or len(key) > len(shape) or not all(isinstance(k, slice) for k in key):
+        raise _Unsupported(f"indexing with {key!r} (only slices, as in x[:, a:b], are supported)")
+    if key[0] != slice(None):
+        raise _Unsupported("slicing the batch dim")
+
+    def take(layout):
+        for dim, k in enumerate(key[1:], start=1):
+            if k != slice(None):
+                layout = layout.take(dim, np.arange(shape[dim])[ctx.const(k, "slice")])
+        return layout
+    return _relayout(ctx, node, take, source)
 
 
 def _number(ctx, value, role):
@@ -795,6 +938,11 @@ _FUNCTION_MAPPERS = {
     torch.true_divide: _div,
     torch.clamp: _clamp_function,
     torch.clip: _clamp_function,
+    torch.transpose: _transpose,
+    torch.swapaxes: _transpose,
+    torch.permute: _permute,
+    torch.chunk: _chunk,
+    torch.split: _split,
     torch.cat: _cat,
     torch.concat: _cat,
     torch.concatenate: _cat,
@@ -833,7 +981,12 @@ _METHOD_MAPPERS = {
     "clamp_": _clamp_function,
     "clip": _clamp_function,
     "clip_": _clamp_function,
+    "transpose": _transpose,
+    "swapaxes": _transpose,
+    "permute": _permute,
+    "chunk": _chunk,
+    "split": _split,
     "softmax": _softmax_function,
     "log_softmax": _log_softmax_function,
-    "contiguous": _unary("identity"),
+    "contiguous": _contiguous,
 }
