@@ -104,16 +104,16 @@ def test_kernel_larger_than_padded_input_is_rejected(cs):
                    dilation=cs["dilation"], groups=cs["groups"])
 
 
-@pytest.mark.parametrize("k, dilation, padding, side", [
-    (1, 1, (0, 0, 0, 1), "width"),           # a 1x1 kernel takes no padding
-    (3, 1, (3, 0, 0, 0), "height"),          # a whole extent of padding
-    (3, 2, (0, 0, 0, 5), "width"),           # dilated extent 5
-    (3, 1, (2**31 - 1, 0, 2**31 - 1, 0), "height"),  # once returned shape (1, 4, 6, 8): a wrapped int
+@pytest.mark.parametrize("k, dilation, padding, side, extent", [
+    (1, 1, (0, 0, 0, 1), "right", 1),        # a 1x1 kernel takes no padding
+    (3, 1, (3, 0, 0, 0), "top", 3),          # a whole extent of padding
+    (3, 2, (0, 0, 0, 5), "right", 5),        # dilated extent 5
+    (3, 1, (2**31 - 1, 0, 2**31 - 1, 0), "top", 3),  # once returned shape (1, 4, 6, 8): a wrapped int
 ])
-def test_padding_of_a_whole_kernel_extent_is_rejected(k, dilation, padding, side):
+def test_padding_of_a_whole_kernel_extent_is_rejected(k, dilation, padding, side, extent):
     x = np.zeros((1, 8, 10, 10), np.uint8)
     w = np.ones((4, 8, k, k), np.int8)
-    with pytest.raises(ValueError, match=rf"padding.*{side}.*not smaller than the kernel's dilated {side} extent"):
+    with pytest.raises(ValueError, match=rf"conv2d: padding \({side}\) is \d+; .*smaller than the kernel's extent {extent}"):
         ops.conv2d(x, 0.1, 0, w, 0.1, None, 0.1, 0, padding=padding, dilation=dilation)
 
 

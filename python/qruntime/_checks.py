@@ -1,25 +1,72 @@
 """Argument checks shared by the numpy front ends: each error names the argument it is about."""
+import functools
 import math
 import numbers
 
 import numpy as np
 
+from . import _limits
+
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def array(value, name, dtype, ndim=None, contiguous=True):
-    """`value` as an ndarray of exactly `dtype` (no silent casts), of rank `ndim`, made C-contiguous
-    unless the caller reorders it anyway (contiguous=False)."""
+def op(name):
+    """Decorator of a public op: its TypeError / ValueError messages start with "name: "."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (TypeError, ValueError) as e:
+                # Rewrite the message in place: the type (a pybind11 or numpy subclass too) and the
+                # traceback stay; a message that already starts with the op's name is left alone.
+                if len(e.args) == 1 and isinstance(e.args[0], str) and not _starts_with_word(e.args[0], name):
+                    e.args = (f"{name}: {e.args[0]}",)
+                raise
+        return checked
+    return decorate
+
+
+def _starts_with_word(message, word):
+    return message.startswith(word) and not message[len(word):len(word) + 1].isidentifier()
+
+
+def array(value, name, dtype, ndim=None):
+    """`value` itself, checked to be an ndarray of exactly `dtype` (no silent casts), of rank `ndim`, whose
+    dimensions fit an int32. Never copies: an op checks all its shapes before it pays for contiguous()."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray of {np.dtype(dtype).name}, got {type(value).__name__}")
     if value.dtype != np.dtype(dtype):
         raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {value.dtype}")
     if ndim is not None and value.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {value.shape}")
-    if not contiguous or value.flags.c_contiguous:
-        return value  # (np.ascontiguousarray would also turn a 0-d array into shape (1,))
-    return np.ascontiguousarray(value)
+    _dims(value.shape, name)
+    return value
+
+
+def _dims(shape, name):
+    if shape and max(shape) > _limits.MAX_DIM:  # one builtin call on the common path
+        axis, d = max(enumerate(shape), key=lambda item: item[1])
+        raise ValueError(f"{name} has dimension {axis} of size {d} (shape {shape}); at most {_limits.MAX_DIM}")
+
+
+def contiguous(x):
+    """x as a C-contiguous array: the copy an op makes once every check has passed."""
+    if x.flags.c_contiguous:
+        return x  # (np.ascontiguousarray would also turn a 0-d array into shape (1,))
+    return np.ascontiguousarray(x)
+
+
+def output(shape, dtype):
+    """Refuses an output of `shape` whose dimensions do not fit an int32 or whose bytes exceed the
+    max_activation_bytes setting, before the op allocates it (or copies any input)."""
+    _dims(shape, "the output")
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    limit = _limits.get_max_activation_bytes()
+    if nbytes > limit:
+        raise ValueError(f"the output of shape {tuple(shape)} ({np.dtype(dtype).name}) would take {nbytes} bytes; "
+                         f"at most max_activation_bytes = {limit}")
 
 
 def scale(value, name):
@@ -50,7 +97,8 @@ def zero_point(value, name):
 
 
 def scales(value, name, count):
-    """One scale, or `count` per-channel scales, as a float32 array of 1 or `count` values."""
+    """One scale (as a float32 array of 1), or `count` per-channel scales: checked here, converted by
+    float32() once every other argument has passed."""
     if not isinstance(value, np.ndarray) and isinstance(value, numbers.Real) and not isinstance(value, bool):
         return np.array([scale(value, name)], dtype=np.float32)
     if not isinstance(value, np.ndarray):
@@ -61,14 +109,12 @@ def scales(value, name, count):
         raise ValueError(f"{name} must hold 1 or {count} values (one per output channel), got shape {value.shape}")
     # The values themselves (finite, > 0, normal as float32) are checked where they are used, in
     # C++ (requant.cc), which names this argument: one pass instead of several numpy ones.
-    if value.dtype == np.float32:
-        return np.ascontiguousarray(value)
-    with np.errstate(over="ignore", under="ignore"):
-        return np.ascontiguousarray(value, dtype=np.float32)
+    return value
 
 
 def bias(value, name, count):
-    """None, or `count` finite floats as float32."""
+    """None, or `count` floats: checked here, converted by float32() (finiteness is checked in C++,
+    requant.cc, after the conversion, naming this argument)."""
     if value is None:
         return None
     if not isinstance(value, np.ndarray):
@@ -77,10 +123,14 @@ def bias(value, name, count):
         raise TypeError(f"{name} must hold floats, got dtype {value.dtype}")
     if value.shape != (count,):
         raise ValueError(f"{name} must have shape ({count},), got {value.shape}")
-    # Finiteness (after the float32 conversion) is checked in C++ (requant.cc), naming this argument.
-    if value.dtype == np.float32:
-        return np.ascontiguousarray(value)
-    with np.errstate(over="ignore"):
+    return value
+
+
+def float32(value):
+    """A float array checked by scales() or bias() (or None) as C-contiguous float32."""
+    if value is None or (value.dtype == np.float32 and value.flags.c_contiguous):
+        return value
+    with np.errstate(over="ignore", under="ignore"):  # out-of-range values are rejected in C++, by name
         return np.ascontiguousarray(value, dtype=np.float32)
 
 
@@ -95,15 +145,14 @@ def flag(value, name):
     return bool(value)
 
 
-_INT32_MAX = 2**31 - 1
-
-
-def _int(value, name, minimum):
+def int_arg(value, name, minimum, kind="an int"):
+    """An int argument (kernel, stride, padding, ...) in [minimum, 2**31 - 1]; `kind` says what the
+    argument may be in the TypeError."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {type(value).__name__}")
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
     v = int(value)
-    if not minimum <= v <= _INT32_MAX:
-        raise ValueError(f"{name} must be in [{minimum}, {_INT32_MAX}], got {v}")
+    if not minimum <= v <= _limits.MAX_ARG:
+        raise ValueError(f"{name} must be in [{minimum}, {_limits.MAX_ARG}], got {v}")
     return v
 
 
@@ -112,9 +161,9 @@ def int_pair(value, name, minimum):
     if isinstance(value, (tuple, list)):
         if len(value) not in (1, 2):
             raise ValueError(f"{name} must be an int or a pair of ints, got {len(value)} values")
-        values = [_int(v, name, minimum) for v in value]
+        values = [int_arg(v, name, minimum, "an int or a pair of ints") for v in value]
         return (values[0], values[-1])
-    v = _int(value, name, minimum)
+    v = int_arg(value, name, minimum, "an int or a pair of ints")
     return (v, v)
 
 
