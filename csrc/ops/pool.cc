@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -241,16 +242,12 @@ namespace {
 int64_t adaptive_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
 int64_t adaptive_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
 
-// The longest adaptive window along one dimension (an upper bound of it when `out` is large).
+// The longest adaptive window along one dimension, in closed form (no loop over an output size that
+// a file may set to 2^31): window i is [floor(i*in/out), ceil((i+1)*in/out)), and the largest
+// fractional start, 1 - gcd(in, out)/out, makes the longest ceil((in + out - gcd) / out) long.
 int64_t adaptive_max_extent(int64_t in, int64_t out) {
   if (out >= in) return 2;  // windows of 1 or 2 (never more when out >= in)
-  if (in % out == 0) return in / out;  // every window is in / out long
-  // A window [floor(i*in/out), ceil((i+1)*in/out)) spans less than in/out + 2: the bound, without a
-  // loop over an output size that a file may set to 2^31 (measuring the longest would take seconds).
-  if (out > 4096) return in / out + 2;
-  int64_t m = 0;
-  for (int64_t i = 0; i < out; ++i) m = std::max(m, adaptive_end(i, in, out) - adaptive_start(i, in, out));
-  return m;
+  return (in + out - std::gcd(in, out) + out - 1) / out;
 }
 
 }  // namespace
