@@ -37,6 +37,7 @@ NAMES = ("", "ü", "a b", "x" * 300, "0", "__metadata__", "inputs", "\t", "\x00"
 ACTS = ("none", "relu", "relu6", "gelu", "")
 SIZES = (1, 2, 3, 4, 5, 7, 8, 13, 16, 31, 64)  # a dynamic H/W gets the seed's default size or one of these
 MAX_INPUT_ELEMENTS = 1 << 22  # a declared input larger than this is not built (outcome "skipped")
+MAX_ACTIVATION_BYTES = 256 << 20  # the workers' qruntime.set_max_activation_bytes (see prepare_worker)
 CLEAN = (ValueError, TypeError)  # what a bad file may raise (qruntime.FormatError is a ValueError)
 FLOAT_OPS = ("conv2d_float", "linear_float", "softmax", "log_softmax")  # float32 sums vs float64
 DEFAULT_ATTRS = {
@@ -754,6 +755,12 @@ def _op_shape(op, ins, tensors):
         out = x[:a["axis"]] + (sum(s[a["axis"]] for s in ins),) + x[a["axis"] + 1:] if len(rest) == 1 else None
     elif kind == "add":
         out = x if ins[0] == ins[1] else None
+    elif kind == "mul":  # the same shape, or (N, C, H, W) and (N, C, 1, 1) in either order
+        small, big = sorted(ins, key=math.prod)
+        out = big if small == big or (rank4 and small == (big[0], big[1], 1, 1)) else None
+    elif kind == "gather_channels" and len(x) in (2, 4):
+        index = tensors[op["tensors"]["index"]]
+        out = (x[0], len(index), *x[2:]) if index.max() < x[1] else None
     elif kind in ("quantize", "dequantize", "lut", "softmax", "log_softmax"):
         out = x
     else:
@@ -868,10 +875,10 @@ def evaluate(case, stage=lambda name: None, debug=None, reference_budget=None):
     stage("reference")
     want, r_err = _attempt(lambda: _within(reference_budget, reference.run_graph, graph, tensors, xs))
     stage("compare")
-    if e_err is not None:  # the engine refused cleanly: so must the reference, in any way
-        if r_err is None:
-            return done("mismatch", "engine", _said(e_err), "the engine refused, the reference ran")
-        return done("rejected", "engine", _said(e_err), f"reference: {_said(r_err)}")
+    if e_err is not None:
+        # A clean refusal is a right answer to a bad file, even where the reference (which checks less:
+        # it is a spec of the arithmetic, not of validity) would compute something.
+        return done("rejected", "engine", _said(e_err), f"reference: {_said(r_err) if r_err else 'ran'}")
     if isinstance(r_err, OverBudget):
         return done("skipped", "reference", detail=f"the engine ran; the reference is {r_err}, so unchecked")
     if isinstance(r_err, MemoryError):
@@ -894,6 +901,9 @@ def prepare_worker(threads=1):
     warnings.simplefilter("ignore")  # FormatWarning of format-1 files, numpy's overflow warnings
     np.seterr(all="ignore")
     qruntime.set_num_threads(threads)
+    # A lower activation cap than the default 4 GiB: within it every op finishes in a fraction of the
+    # time limit, so a "hang" verdict means a loop the cap does not bound, not a big legal shape.
+    qruntime.set_max_activation_bytes(MAX_ACTIVATION_BYTES)
 
 
 def run_case(seed, index, stage=lambda name: None, debug=None, reference_budget=None):

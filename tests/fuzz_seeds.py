@@ -146,7 +146,29 @@ def _float(rng):
     return b.done("d1", "out"), 6
 
 
-_SEEDS = {"cnn": _cnn, "branches": _branches, "mlp": _mlp, "float": _float}
+def _gates(rng):
+    """Dynamic H/W: a squeeze-excitation gate (pool to 1x1, 1x1 convs, a table) times its input, a
+    channel shuffle (gather_channels on uint8 and on float32), a same-shape mul."""
+    b = _Builder([-1, 3, -1, -1], rng)
+    b.op("quantize", ["x"], "q0", (0.02, 128))
+    b.conv("q0", "c1", (0.05, 0), (8, 3, 1, 1), act="relu")
+    b.op("adaptive_avg_pool2d", ["c1"], "p", (0.03, 0), {"output_size": [1, 1]})
+    b.conv("p", "s1", (0.04, 0), (4, 8, 1, 1), act="relu")
+    b.conv("s1", "s2", (0.05, 128), (8, 4, 1, 1))
+    b.lut("s2", "gate", (1 / 255, 0))
+    b.op("mul", ["gate", "c1"], "se", (0.04, 0))
+    b.tensors["sh.index"] = np.array([0, 4, 1, 5, 2, 6, 3, 7], np.int32)
+    b.keep("gather_channels", "se", "sh")
+    b.graph["ops"][-1]["tensors"] = {"index": "sh.index"}
+    b.op("mul", ["sh", "c1"], "m2", (0.06, 3))
+    b.op("dequantize", ["m2"], "o")
+    b.tensors["fg.index"] = np.array([7, 7, 0, 2], np.int32)
+    b.keep("gather_channels", "o", "fg")
+    b.graph["ops"][-1]["tensors"] = {"index": "fg.index"}
+    return b.done("o", "fg"), 10
+
+
+_SEEDS = {"cnn": _cnn, "branches": _branches, "mlp": _mlp, "float": _float, "gates": _gates}
 _cache = {}
 
 
