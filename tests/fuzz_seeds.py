@@ -148,7 +148,7 @@ def _float(rng):
 
 def _gates(rng):
     """Dynamic H/W: a squeeze-excitation gate (pool to 1x1, 1x1 convs, a table) times its input, a
-    channel shuffle (gather_channels on uint8 and on float32), a same-shape mul."""
+    channel shuffle (gather_channels on uint8 and on float32), a same-shape mul, a table per channel."""
     b = _Builder([-1, 3, -1, -1], rng)
     b.op("quantize", ["x"], "q0", (0.02, 128))
     b.conv("q0", "c1", (0.05, 0), (8, 3, 1, 1), act="relu")
@@ -161,7 +161,9 @@ def _gates(rng):
     b.keep("gather_channels", "se", "sh")
     b.graph["ops"][-1]["tensors"] = {"index": "sh.index"}
     b.op("mul", ["sh", "c1"], "m2", (0.06, 3))
-    b.op("dequantize", ["m2"], "o")
+    b.tensors["pr.table"] = rng.integers(0, 256, (8, 256)).astype(np.uint8)
+    b.op("lut_channels", ["m2"], "pr", (0.05, 9), tensors={"table": "pr.table"})
+    b.op("dequantize", ["pr"], "o")
     b.tensors["fg.index"] = np.array([7, 7, 0, 2], np.int32)
     b.keep("gather_channels", "o", "fg")
     b.graph["ops"][-1]["tensors"] = {"index": "fg.index"}

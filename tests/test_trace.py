@@ -74,6 +74,10 @@ def _eval_node(node, xs):
         return F.gelu(x, approximate=a["approximate"])
     if node.op == "hardtanh":
         return torch.clamp(x, a["min_val"], a["max_val"])
+    if node.op == "leaky_relu":
+        return F.leaky_relu(x, a["negative_slope"])
+    if node.op == "prelu":
+        return F.prelu(x, p["weight"])
     if node.op == "scale_shift":
         return x * a["scale"] + a["shift"]
     if node.op == "mul":
@@ -96,6 +100,13 @@ def run_ir(graph, *inputs):
 
 def conv(**kwargs):
     return nn.Conv2d(4, 6, 3, **kwargs)
+
+
+def prelu(channels):
+    module = nn.PReLU(channels)
+    with torch.no_grad():
+        module.weight.copy_(torch.linspace(-0.5, 0.9, channels))
+    return module
 
 
 def batchnorm(**kwargs):
@@ -219,6 +230,12 @@ CASES = [
     ("torch.div", lambda: Wrap(lambda m, x: torch.div(x, -2.0)), IMAGE, ["scale_shift"]),
     ("hardsigmoid_by_hand", lambda: Wrap(lambda m, x: F.relu6(x + 3) / 6), IMAGE,
      ["scale_shift", "relu6", "scale_shift"]),
+    ("LeakyReLU", lambda: Wrap(lambda m, x: m.a(x), a=nn.LeakyReLU(0.2)), IMAGE, ["leaky_relu"]),
+    ("F.leaky_relu", lambda: Wrap(lambda m, x: F.leaky_relu(x)), IMAGE, ["leaky_relu"]),
+    ("PReLU_one", lambda: Wrap(lambda m, x: m.a(x), a=nn.PReLU(init=0.3)), IMAGE, ["leaky_relu"]),
+    ("PReLU_channels", lambda: Wrap(lambda m, x: m.a(x), a=prelu(4)), IMAGE, ["prelu"]),
+    ("PReLU_features", lambda: Wrap(lambda m, x: m.a(x), a=prelu(8)), FEATURES, ["prelu"]),
+    ("F.prelu", lambda: Wrap(lambda m, x: F.prelu(x, m.a.weight), a=prelu(4)), IMAGE, ["prelu"]),
     ("torch.clamp", lambda: Wrap(lambda m, x: torch.clamp(x, -0.5, 2)), IMAGE, ["hardtanh"]),
     ("clamp_min", lambda: Wrap(lambda m, x: x.clamp(min=0.1)), IMAGE, ["hardtanh"]),
     ("clamp_max", lambda: Wrap(lambda m, x: torch.clip(x, max=1)), IMAGE, ["hardtanh"]),

@@ -142,6 +142,39 @@ class LutNode : public Node {
   uint8_t table_[256];
 };
 
+// y[..., c] = table[c][x[..., c]]: a function of the code that differs per channel (PReLU's slopes).
+class LutChannelsNode : public Node {
+ public:
+  LutChannelsNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
+    check_io(spec, graph, 1, DType::kUint8, DType::kUint8);
+    const ConstTensor* t = tensor(spec, "table", 'B', 2, true);
+    QR_CHECK_ARG(t->shape[1] == 256, where(spec) + ": tensor 'table' must have 256 entries per channel");
+    const auto* data = static_cast<const uint8_t*>(t->data);
+    table_.assign(data, data + t->shape[0] * 256);
+    channels_ = t->shape[0];
+  }
+  Shape output_shape(const Shape* in, int) const override {
+    check_shape((in[0].rank == 4 || in[0].rank == 2) && in[0].c() == channels_, *this,
+                "expects a 2-D or 4-D input with " + std::to_string(channels_) + " channels (one table each), got " +
+                    in[0].str());
+    return in[0];
+  }
+  void run(const NodeIo& io) const override {
+    const auto* x = static_cast<const uint8_t*>(io.in[0]);
+    auto* y = static_cast<uint8_t*>(io.out);
+    const int64_t c = channels_, rows = io.out_shape.elements() / c;
+    const uint8_t* table = table_.data();
+    ops::parallel_chunks(rows, 2 * c, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r)
+        for (int64_t ch = 0; ch < c; ++ch) y[r * c + ch] = table[ch * 256 + x[r * c + ch]];  // byte lookups
+    });
+  }
+
+ private:
+  std::vector<uint8_t> table_;
+  int64_t channels_ = 0;
+};
+
 // (N, C, H, W) -> (N, C*H*W) in NCHW order: each image's (H*W, C) NHWC block is transposed.
 class FlattenNode : public Node {
  public:
@@ -245,6 +278,9 @@ std::unique_ptr<Node> make_concat(const OpSpec& spec, const GraphSpec& graph) {
   return std::make_unique<ConcatNode>(spec, graph);
 }
 std::unique_ptr<Node> make_lut(const OpSpec& spec, const GraphSpec& graph) { return std::make_unique<LutNode>(spec, graph); }
+std::unique_ptr<Node> make_lut_channels(const OpSpec& spec, const GraphSpec& graph) {
+  return std::make_unique<LutChannelsNode>(spec, graph);
+}
 std::unique_ptr<Node> make_flatten(const OpSpec& spec, const GraphSpec& graph) {
   return std::make_unique<FlattenNode>(spec, graph);
 }

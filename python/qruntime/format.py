@@ -161,6 +161,8 @@ OPS = {
                      attrs={"axis": Int(1, 3)}),
     "lut": OpSpec("y = table[x]: any unary function of uint8 codes (sigmoid, hardswish, ...)", _U8,
                   tensors={"table": TensorRole("uint8", (256,))}),
+    "lut_channels": OpSpec("y[..., c] = table[c][x[..., c]]: a per-channel function of uint8 codes (PReLU)", _U8,
+                           tensors={"table": TensorRole("uint8", ("c", 256))}),
     "flatten": OpSpec("(N, C, H, W) -> (N, C*H*W) in NCHW order; keeps the dtype and quantization",
                       _U8 + _F32, same_qparams=True),
     "gather_channels": OpSpec("output channel i is input channel index[i] (channel shuffle, chunks, slices); keeps "

@@ -312,6 +312,9 @@ def run_graph(graph, tensors, inputs):
             y = concat(xs, [qp[v][0] for v in op["inputs"]], [qp[v][1] for v in op["inputs"]], osc, ozp, a["axis"])
         elif kind == "lut":
             y = t["table"][xs[0]]
+        elif kind == "lut_channels":
+            channel = np.arange(xs[0].shape[1]).reshape(-1, *[1] * (xs[0].ndim - 2))
+            y = t["table"][channel, xs[0]]
         elif kind == "flatten":
             y = xs[0].reshape(xs[0].shape[0], -1)
         elif kind == "gather_channels":

@@ -15,6 +15,8 @@ Ops and their fields (attrs are plain Python values, params float32 numpy arrays
   relu, relu6, hardswish, hardsigmoid, sigmoid, tanh, silu            no attrs
   gelu          attrs approximate "none" | "tanh"
   hardtanh      attrs min_val, max_val (either may be None: open on that side)
+  leaky_relu    attrs negative_slope (also PReLU with one slope)
+  prelu         params weight (C): a slope per channel
   scale_shift   attrs scale, shift: y = x * scale + shift (arithmetic with constant numbers)
   max_pool2d    attrs kernel [2], stride [2], padding [2], dilation [2], ceil_mode
   avg_pool2d    attrs kernel [2], stride [2], padding [2], ceil_mode, count_include_pad, divisor_override (0 = none)

@@ -31,6 +31,7 @@ _UNARY = {
     "sigmoid": lambda a: _sigmoid,
     "tanh": lambda a: np.tanh,
     "silu": lambda a: (lambda x: x * _sigmoid(x)),
+    "leaky_relu": lambda a: (lambda x: np.where(x >= 0.0, x, x * a["negative_slope"])),
     "scale_shift": lambda a: (lambda x: x * a["scale"] + a["shift"]),
     "gelu": lambda a: ((lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))))
                        if a.get("approximate", "none") == "tanh" else (lambda x: 0.5 * x * (1.0 + _erf(x / _SQRT2)))),
@@ -172,6 +173,13 @@ def _emit(em, node, graph, keep_float):
         yq = em.values[y]
         table = make_lut(_UNARY[kind](a), xq["scale"], xq["zero_point"], yq["scale"], yq["zero_point"])
         em.op("lut", node.name, [x], y, {}, {"table": em.tensor(f"{node.name}.table", table)})
+    elif kind == "prelu":  # a slope per channel: a table per channel
+        x = em.need_u8(node.inputs[0], graph)
+        xq, yq = em.values[x], em.values[em.out_u8(node, graph)]
+        tables = np.stack([make_lut(_UNARY["leaky_relu"]({"negative_slope": float(s)}), xq["scale"],
+                                    xq["zero_point"], yq["scale"], yq["zero_point"])
+                           for s in np.asarray(node.params["weight"], np.float64)])
+        em.op("lut_channels", node.name, [x], node.output, {}, {"table": em.tensor(f"{node.name}.table", tables)})
     elif kind == "max_pool2d":
         x = em.need_u8(node.inputs[0], graph)
         attrs = {"kernel": _ints(a["kernel"]), "stride": _ints(a["stride"]), "padding": _ints(a["padding"]),

@@ -476,6 +476,37 @@ def _clamp_function(ctx, node):
     return _clamp(ctx, node, _arg(node, 1, "min", None), _arg(node, 2, "max", None))
 
 
+def _leaky_relu(ctx, node, slope):
+    return [ctx.ir_node("leaky_relu", node, [ctx.tensor(ctx.first_input(node))],
+                        {"negative_slope": _number(ctx, slope, "negative_slope")})]
+
+
+def _leaky_relu_module(ctx, node, module):
+    return _leaky_relu(ctx, node, module.negative_slope)
+
+
+def _leaky_relu_function(ctx, node):
+    return _leaky_relu(ctx, node, _arg(node, 1, "negative_slope", 0.01))
+
+
+def _prelu(ctx, node, weight):
+    x = ctx.first_input(node)
+    slopes = weight.reshape(-1)
+    if slopes.size == 1:
+        return _leaky_relu(ctx, node, float(slopes[0]))
+    if ctx.rank(x) not in (2, 4) or ctx.shape(x)[1] != slopes.size:
+        raise _Unsupported(f"{slopes.size} slopes for an input of shape {ctx.shape(x)} (one per channel, dim 1)")
+    return [ctx.ir_node("prelu", node, [ctx.tensor(x)], params={"weight": slopes})]
+
+
+def _prelu_module(ctx, node, module):
+    return _prelu(ctx, node, _to_numpy(module.weight))
+
+
+def _prelu_function(ctx, node):
+    return _prelu(ctx, node, ctx.param(_arg(node, 1, "weight"), "weight"))
+
+
 def _hardtanh_module(ctx, node, module):
     return _clamp(ctx, node, module.min_val, module.max_val)
 
@@ -879,6 +910,8 @@ _MODULE_MAPPERS = {
     nn.ReLU6: _unary("relu6"),
     nn.Hardtanh: _hardtanh_module,
     nn.Hardswish: _unary("hardswish"),
+    nn.LeakyReLU: _leaky_relu_module,
+    nn.PReLU: _prelu_module,
     nn.Hardsigmoid: _unary("hardsigmoid"),
     nn.Sigmoid: _unary("sigmoid"),
     nn.Tanh: _unary("tanh"),
@@ -909,6 +942,10 @@ _FUNCTION_MAPPERS = {
     F.hardtanh: _hardtanh_function,
     F.hardtanh_: _hardtanh_function,
     F.hardswish: _unary("hardswish"),
+    F.leaky_relu: _leaky_relu_function,
+    F.leaky_relu_: _leaky_relu_function,
+    F.prelu: _prelu_function,
+    torch.prelu: _prelu_function,
     F.hardsigmoid: _unary("hardsigmoid"),
     torch.sigmoid: _unary("sigmoid"),
     torch.tanh: _unary("tanh"),
