@@ -763,6 +763,8 @@ def _op_shape(op, ins, tensors):
         out = (x[0], len(index), *x[2:]) if index.max() < x[1] else None
     elif kind in ("quantize", "dequantize", "lut", "softmax", "log_softmax"):
         out = x
+    elif kind == "lut_channels" and len(x) in (2, 4):
+        out = x if tensors[op["tensors"]["table"]].shape[0] == x[1] else None
     else:
         out = None
     return out if out is not None and min(out) >= 1 else None
