@@ -18,25 +18,29 @@ from test_convert import sqnr_db, torch_int8
 # What qruntime converts today: its output SQNR against fp32 must be within 1 dB of PyTorch's FX int8
 # (x86 engine) calibrated on the same crops, or at least FX_FLOOR_DB where FX cannot convert the model
 # (none of NAMES today).
-CONVERTS = ("resnet18", "resnet50", "mobilenet_v2", "squeezenet1_1", "mnasnet0_5", "densenet121", "googlenet")
+CONVERTS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
+            "shufflenet_v2_x1_0", "squeezenet1_1", "regnet_y_400mf", "mnasnet0_5", "densenet121", "googlenet")
 FX_FLOOR_DB = 15.0
+
+# Converts, but misses the target today: the issue stays open on it. Each holds the SQNR shortfall
+# below FX measured when it was listed; the test asserts the gap has not grown past it (a regression
+# guard, not the target) and fails once the target is met, to move the model to CONVERTS.
+# mobilenet_v3_large: minmax 4.10 dB against FX's 5.36 (percentile 1.99, mse 3.10); the loss builds
+# up over the blocks, no single layer stands out (per-layer SQNR); bias correction is the next try.
+BELOW_TARGET = {"mobilenet_v3_large": 1.4}
 
 # The others, with exactly what stops them today: the kinds of op an UnsupportedOpError lists (with
 # torchvision's module path; tv_models loads it under another name), or the output forward returns.
 # When support lands, the test below fails for that architecture: move it to CONVERTS (or shrink its set).
 NOT_YET = {
-    "mobilenet_v3_small": {"operator.mul"},  # squeeze-excitation's x * scale
-    "mobilenet_v3_large": {"operator.mul"},
-    "regnet_y_400mf": {"operator.mul"},
-    "efficientnet_b0": {"operator.mul", "torchvision.ops.stochastic_depth.stochastic_depth"},  # identity in eval
-    "shufflenet_v2_x1_0": {"Tensor.view", "torch.transpose", "Tensor.chunk"},  # channel shuffle and split
-    "convnext_tiny": {"Tensor.permute", "torch.permute", "torch.nn.functional.layer_norm", "operator.mul",
-                      "torchvision.ops.stochastic_depth.stochastic_depth"},
+    # LayerNorm over channels; layer scale (a (C, 1, 1) parameter times x); the residual add of a permuted x.
+    "convnext_tiny": {"operator.add", "operator.mul", "torch.nn.functional.layer_norm"},
     # forward returns {"out": ...}. Behind that, today: F.interpolate (both) and operator.mul (lraspp).
     "lraspp_mobilenet_v3_large": {"output immutable_dict"},
     "fcn_resnet50": {"output immutable_dict"},
 }
-assert set(CONVERTS) | set(NOT_YET) == set(tv_models.NAMES) and not set(CONVERTS) & set(NOT_YET)
+assert set(CONVERTS) | set(NOT_YET) | set(BELOW_TARGET) == set(tv_models.NAMES)
+assert len(CONVERTS) + len(NOT_YET) + len(BELOW_TARGET) == len(tv_models.NAMES)
 
 CALIBRATION_BATCHES = 4  # of 8 crops each; also what sets the BatchNorm statistics (tv_models.build)
 EVALUATION_BATCHES = 4
@@ -80,8 +84,8 @@ def top1_agreement(ref, got):
     return 100 * np.mean(ref.argmax(1) == got.argmax(1))
 
 
-@pytest.mark.parametrize("name", CONVERTS)
-def test_sqnr_not_below_torch_int8(name, table):
+def compare_with_fx(name, table):
+    """(qruntime SQNR, FX SQNR or None, the floor of the target) on the evaluation photos; adds a table row."""
     start = time.perf_counter()
     size = tv_models.SIZES[name]
     calibration = photos.photo_batches("calibration", size, CALIBRATION_BATCHES)
@@ -99,7 +103,20 @@ def test_sqnr_not_below_torch_int8(name, table):
         floor, theirs = sqnr_db(ref, fx) - 1.0, f"{sqnr_db(ref, fx):6.2f}"
     agreement = f"{top1_agreement(ref, got):.0f}/" + ("-" if fx is None else f"{top1_agreement(ref, fx):.0f}")
     table.append((name, size, "yes", f"{ours:.2f}", theirs, agreement, time.perf_counter() - start))
+    return ours, theirs, floor
+
+
+@pytest.mark.parametrize("name", CONVERTS)
+def test_sqnr_not_below_torch_int8(name, table):
+    ours, theirs, floor = compare_with_fx(name, table)
     assert ours >= floor, f"{name}: qruntime {ours:.2f} dB, torch x86 int8 {theirs} dB"
+
+
+@pytest.mark.parametrize("name", sorted(BELOW_TARGET))
+def test_below_target_gap_has_not_grown(name, table):
+    ours, theirs, floor = compare_with_fx(name, table)
+    assert ours < floor, f"{name} meets the target now ({ours:.2f} dB): move it to CONVERTS"
+    assert ours >= floor + 1.0 - BELOW_TARGET[name], f"{name}: qruntime {ours:.2f} dB, torch x86 int8 {theirs} dB"
 
 
 def blockers(name):
