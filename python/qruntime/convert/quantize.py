@@ -70,8 +70,9 @@ def _ints(v):
 class _Emitter:
     """Builds the quantized graph op by op, tracking which dtype versions of each IR value exist."""
 
-    def __init__(self, ranges, per_channel, weight_bits):
+    def __init__(self, ranges, per_channel, weight_bits, min_scales=None):
         self.ranges = ranges
+        self.min_scales = min_scales or {}  # value -> the least scale its readers' biases allow
         self.per_channel = per_channel
         self.weight_bits = weight_bits
         self.values, self.ops, self.tensors = {}, [], {}
@@ -108,9 +109,21 @@ class _Emitter:
         self.f32[v] = name
         return name
 
+    def qparams_of(self, v, graph):
+        """(scale, zero_point) of value v: its calibrated range, widened where a reader's bias needs it."""
+        lo, hi = self.range_of(v, graph)
+        least = self.min_scales.get(v, 0.0)
+        if least and (max(hi, 0.0) - min(lo, 0.0)) / 255.0 < least:
+            # Tiny activations (a dying random net, GoogLeNet's last block) against a real bias: at s_x * s_w
+            # the bias would pass int32 and be clamped, zeroing the output. A coarser grid keeps it exact.
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+            grow = 255.0 * least * 1.0001 / max(hi - lo, 1e-300)
+            lo, hi = (lo * grow, hi * grow) if hi - lo > 0 else (0.0, 255.0 * least * 1.0001)
+        return qparams(lo, hi)
+
     def need_u8(self, v, graph):
         if v not in self.u8:
-            scale, zp = qparams(*self.range_of(v, graph))
+            scale, zp = self.qparams_of(v, graph)
             q = self.add_u8(v, f"{v}:q" if v in self.values else v, scale, zp)
             self.op("quantize", v, [self.f32[v]], q)
         return self.u8[v]
@@ -126,7 +139,7 @@ class _Emitter:
         if same_as is not None:
             q = self.values[same_as]
             return self.add_u8(node.output, node.output, q["scale"], q["zero_point"])
-        return self.add_u8(node.output, node.output, *qparams(*self.range_of(node.output, graph)))
+        return self.add_u8(node.output, node.output, *self.qparams_of(node.output, graph))
 
 
 def _weights(em, node, per_channel):
@@ -238,9 +251,35 @@ def _spatially_free(graph):
     return True
 
 
+_INT32_MAX = 2147483647.0
+_KEEPS_QUANTIZATION = ("max_pool2d", "flatten", "gather_channels")
+
+
+def _bias_min_scales(graph, per_channel, weight_bits, keep_float):
+    """value -> the least input scale s_x at which every int8 conv/linear reading it can hold its bias
+    in int32 at scale s_x * s_w[c] (docs/quantization.md: |b_q| <= 2^31 - 1 - 255 * 127 * K)."""
+    least = {}
+    for node in graph.nodes:
+        if node.op not in ("conv2d", "linear") or node.name in keep_float or node.params.get("bias") is None:
+            continue
+        weight = node.params["weight"]
+        _, w_scale = quantize_weight(weight, per_channel, weight_bits)
+        k = int(np.prod(weight.shape[1:]))
+        room = _INT32_MAX - 255.0 * 127.0 * k
+        need = float(np.max(np.abs(np.asarray(node.params["bias"], np.float64)) / (w_scale.astype(np.float64) * room)))
+        v = node.inputs[0]
+        while True:  # ops that keep their input's quantization pass the need on to it
+            least[v] = max(least.get(v, 0.0), need)
+            producer = graph.producer(v)
+            if producer is None or producer.op not in _KEEPS_QUANTIZATION:
+                break
+            v = producer.inputs[0]
+    return least
+
+
 def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), weight_bits=8, method="minmax"):
     """(graph dict, tensors) of the .qnn for a passed IR graph and its calibrated ranges."""
-    em = _Emitter(ranges, per_channel, weight_bits)
+    em = _Emitter(ranges, per_channel, weight_bits, _bias_min_scales(graph, per_channel, weight_bits, set(keep_float)))
     free_hw = _spatially_free(graph)
     inputs = []
     for v in graph.inputs:
