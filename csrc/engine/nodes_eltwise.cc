@@ -175,20 +175,24 @@ class LutChannelsNode : public Node {
   int64_t channels_ = 0;
 };
 
+// The element size of a layout op (one input, one output of the same dtype, uint8 or float32), after
+// checking that a uint8 output keeps the input's quantization: these ops only move values.
+size_t layout_op_element_size(const OpSpec& spec, const GraphSpec& graph) {
+  QR_CHECK_ARG(spec.inputs.size() == 1 && spec.outputs.size() == 1, where(spec) + ": expects one input and one output");
+  const DType d = graph.values.at(spec.inputs[0]).dtype;
+  check_io(spec, graph, 1, d, d);
+  if (d == DType::kUint8) {
+    const QParams a = qparams(graph, spec.inputs[0]), b = qparams(graph, spec.outputs[0]);
+    QR_CHECK_ARG(a.scale == b.scale && a.zero_point == b.zero_point,
+                 where(spec) + ": " + spec.op + " keeps its input's quantization; the output's differs");
+  }
+  return dtype_size(d);
+}
+
 // (N, C, H, W) -> (N, C*H*W) in NCHW order: each image's (H*W, C) NHWC block is transposed.
 class FlattenNode : public Node {
  public:
-  FlattenNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
-    QR_CHECK_ARG(spec.inputs.size() == 1 && spec.outputs.size() == 1, where(spec) + ": expects one input and one output");
-    const DType d = graph.values.at(spec.inputs[0]).dtype;
-    check_io(spec, graph, 1, d, d);
-    if (d == DType::kUint8) {
-      const QParams a = qparams(graph, spec.inputs[0]), b = qparams(graph, spec.outputs[0]);
-      QR_CHECK_ARG(a.scale == b.scale && a.zero_point == b.zero_point,
-                   where(spec) + ": flatten keeps its input's quantization; the output's differs");
-    }
-    elem_ = dtype_size(d);
-  }
+  FlattenNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec), elem_(layout_op_element_size(spec, graph)) {}
   Shape output_shape(const Shape* in, int) const override {
     check_shape(in[0].rank == 4, *this, "expects a 4-D input, got " + in[0].str());
     return Shape{2, {in[0].n(), in[0].c() * in[0].h() * in[0].w(), 0, 0}};
@@ -217,16 +221,8 @@ class FlattenNode : public Node {
 // slices (convert/layout.py). Per NHWC pixel, a gather of bytes (or floats) from the input's row.
 class GatherChannelsNode : public Node {
  public:
-  GatherChannelsNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
-    QR_CHECK_ARG(spec.inputs.size() == 1 && spec.outputs.size() == 1, where(spec) + ": expects one input and one output");
-    const DType d = graph.values.at(spec.inputs[0]).dtype;
-    check_io(spec, graph, 1, d, d);
-    if (d == DType::kUint8) {
-      const QParams a = qparams(graph, spec.inputs[0]), b = qparams(graph, spec.outputs[0]);
-      QR_CHECK_ARG(a.scale == b.scale && a.zero_point == b.zero_point,
-                   where(spec) + ": gather_channels keeps its input's quantization; the output's differs");
-    }
-    elem_ = dtype_size(d);
+  GatherChannelsNode(const OpSpec& spec, const GraphSpec& graph)
+      : Node(spec), elem_(layout_op_element_size(spec, graph)) {
     const ConstTensor* t = tensor(spec, "index", 'i', 1, true);
     const auto* index = static_cast<const int32_t*>(t->data);
     index_.assign(index, index + t->shape[0]);
