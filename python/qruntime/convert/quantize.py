@@ -162,6 +162,17 @@ def _conv_attrs(a):
             "groups": int(a["groups"]), "act": a.get("act", "none")}
 
 
+def _emit_layout_op(em, node, graph, tensors=None):
+    """An op that only moves values (flatten, gather_channels): on whichever dtype version of its input
+    exists, keeping a uint8 input's quantization."""
+    v = node.inputs[0]
+    if v in em.u8:
+        x = em.u8[v]
+        em.op(node.op, node.name, [x], em.out_u8(node, graph, same_as=x), {}, tensors)
+    else:
+        em.op(node.op, node.name, [em.f32[v]], em.add_f32(node.output, node.output), {}, tensors)
+
+
 def _emit(em, node, graph, keep_float):
     kind, a = node.op, node.attrs
     if kind in ("conv2d", "linear") and node.name in keep_float:
@@ -208,20 +219,9 @@ def _emit(em, node, graph, keep_float):
         x = em.need_u8(node.inputs[0], graph)
         em.op("adaptive_avg_pool2d", node.name, [x], em.out_u8(node, graph), {"output_size": _ints(a["output_size"])})
     elif kind == "flatten":
-        v = node.inputs[0]
-        if v in em.u8:
-            x = em.u8[v]
-            em.op("flatten", node.name, [x], em.out_u8(node, graph, same_as=x))
-        else:
-            em.op("flatten", node.name, [em.f32[v]], em.add_f32(node.output, node.output))
+        _emit_layout_op(em, node, graph)
     elif kind == "gather_channels":
-        v, index = node.inputs[0], np.asarray(a["index"], np.int32)
-        tensors = {"index": em.tensor(f"{node.name}.index", index)}
-        if v in em.u8:
-            x = em.u8[v]
-            em.op("gather_channels", node.name, [x], em.out_u8(node, graph, same_as=x), {}, tensors)
-        else:
-            em.op("gather_channels", node.name, [em.f32[v]], em.add_f32(node.output, node.output), {}, tensors)
+        _emit_layout_op(em, node, graph, {"index": em.tensor(f"{node.name}.index", np.asarray(a["index"], np.int32))})
     elif kind == "add":
         xs = [em.need_u8(v, graph) for v in node.inputs]
         em.op("add", node.name, xs, em.out_u8(node, graph), {"act": a.get("act", "none")})
