@@ -76,6 +76,19 @@ class IntList:
 
 
 @dataclass(frozen=True)
+class Float:
+    """A JSON number with a fraction or exponent (1e-06, 0.5; not 1) in [lo, hi]: an int attr would reach
+    the engine as an int."""
+    lo: float
+    hi: float
+
+    def error(self, value):
+        if not (isinstance(value, float) and math.isfinite(value) and self.lo <= value <= self.hi):
+            return f"must be a number written with a fraction or exponent, in [{self.lo:g}, {self.hi:g}]"
+        return None
+
+
+@dataclass(frozen=True)
 class Bool:
     """A JSON true/false (not 0/1)."""
 
