@@ -152,11 +152,23 @@ def _set_axes(rng, attrs, key, axes, values):
 def mut_window(rng, g, t):
     """A pool's kernel (its padding up to kernel // 2, as the validator allows), stride or dilation, or a
     conv's padding, stride or dilation -> valid but extreme sizes, on one axis or both."""
-    sites = _ops(g, ("max_pool2d", "avg_pool2d", "conv2d", "conv2d_float"), "attrs")
+    sites = _ops(g, ("max_pool2d", "avg_pool2d", "conv2d", "conv2d_float", "resize", "pad"), "attrs")
     if not sites:
         return None
     i = _pick(rng, sites)
     attrs = g["ops"][i]["attrs"]
+    if g["ops"][i]["op"] == "resize":  # a huge output, by size or by scale factor
+        if attrs.get("size") == [0, 0] and isinstance(attrs.get("scale_h"), float):
+            attrs["scale_h"], attrs["scale_w"] = (float(v) for v in _big_pair(rng))
+            return f"{_at(g, i)}.attrs.scale_h, scale_w = {attrs['scale_h']}, {attrs['scale_w']}"
+        if isinstance(attrs.get("size"), list) and attrs["size"] != [0, 0]:
+            attrs["size"] = list(_big_pair(rng))
+            return f"{_at(g, i)}.attrs.size = {attrs['size']}"
+        return None
+    if g["ops"][i]["op"] == "pad" and isinstance(attrs.get("padding"), list) and len(attrs["padding"]) == 4:
+        side, value = int(rng.integers(4)), _big(rng)
+        attrs["padding"][side] = value
+        return f"{_at(g, i)}.attrs.padding[{side}] = {value}"
     pool = g["ops"][i]["op"].endswith("pool2d")
     key = _pick(rng, ("kernel", "kernel", "stride", "dilation") if pool else ("padding", "padding", "stride",
                                                                               "dilation"))
@@ -735,6 +747,15 @@ def _pool_shape(x, a):
     return (n, c, *size)
 
 
+def _resize_hw(x, ins, a):
+    """A resize's output H, W: the second input's, `size`, or int(in * scale) per axis (torch's rule)."""
+    if len(ins) == 2:
+        return ins[1][2:]
+    if a["size"] != [0, 0]:
+        return tuple(a["size"])
+    return tuple(reference.resize_extent(n, f) for n, f in zip(x[2:], (a["scale_h"], a["scale_w"])))
+
+
 def _op_shape(op, ins, tensors):
     """The output shape docs/format.md gives `op` for input shapes `ins`, or None if they do not fit it."""
     kind, a, x = op["op"], op["attrs"], ins[0]
@@ -763,6 +784,11 @@ def _op_shape(op, ins, tensors):
         out = (x[0], len(index), *x[2:]) if index.max() < x[1] else None
     elif kind in ("quantize", "dequantize", "lut", "softmax", "log_softmax"):
         out = x
+    elif kind == "resize" and rank4:
+        out = (x[0], x[1], *_resize_hw(x, ins, a))
+    elif kind == "pad" and rank4:
+        (t, left, b, r) = a["padding"]
+        out = (x[0], x[1], x[2] + t + b, x[3] + left + r)
     elif kind == "lut_channels" and len(x) in (2, 4):
         out = x if tensors[op["tensors"]["table"]].shape[0] == x[1] else None
     else:

@@ -170,7 +170,23 @@ def _gates(rng):
     return b.done("o", "fg"), 10
 
 
-_SEEDS = {"cnn": _cnn, "branches": _branches, "mlp": _mlp, "float": _float, "gates": _gates}
+def _resize(rng):
+    """Dynamic H/W, a segmentation head's shape: resize bilinear by scale factors, nearest to a fixed size,
+    bilinear with align_corners back to the input's H and W (a second input), constant padding."""
+    b = _Builder([-1, 3, -1, -1], rng)
+    b.op("quantize", ["x"], "q0", (0.02, 128))
+    b.conv("q0", "c1", (0.05, 0), (4, 3, 3, 3), stride=[2, 2], padding=[1, 1, 1, 1], act="relu")
+    resize = {"mode": "bilinear", "align_corners": False, "size": [0, 0], "scale_h": 1.5, "scale_w": 2.0}
+    b.keep("resize", "c1", "up", resize)
+    b.keep("resize", "up", "fx", dict(resize, mode="nearest", size=[5, 7], scale_h=0.0, scale_w=0.0))
+    b.keep("pad", "fx", "pd", {"padding": [1, 0, 2, 3], "fill_code": 7})
+    back = b.keep("resize", "pd", "back", dict(resize, align_corners=True, scale_h=0.0, scale_w=0.0))
+    b.graph["ops"][-1]["inputs"].append("q0")
+    b.op("dequantize", [back], "o")
+    return b.done("o"), 11
+
+
+_SEEDS = {"cnn": _cnn, "branches": _branches, "mlp": _mlp, "float": _float, "gates": _gates, "resize": _resize}
 _cache = {}
 
 

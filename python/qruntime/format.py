@@ -166,6 +166,13 @@ OPS = {
                                 "ceil_mode": Bool(), "count_include_pad": Bool(), "divisor_override": Int(0)}),
     "adaptive_avg_pool2d": OpSpec("mean over PyTorch's adaptive windows to an (oh, ow) output, requantized", _U8,
                                   attrs={"output_size": IntList(2, 1)}),
+    "resize": OpSpec("F.interpolate, nearest or bilinear, to a size, by scale factors, or to the H and W of a second "
+                     "input; keeps the input's quantization", _U8, inputs=(1, 2),
+                     attrs={"mode": Choice(("nearest", "bilinear")), "align_corners": Bool(), "size": IntList(2, 0),
+                            "scale_h": Float(0.0, 2147483647.0), "scale_w": Float(0.0, 2147483647.0)},
+                     same_qparams=True),
+    "pad": OpSpec("constant padding of H and W with one code; keeps the input's quantization", _U8,
+                  attrs={"padding": IntList(4, 0), "fill_code": Int(0, 255)}, same_qparams=True),
     "add": OpSpec("elementwise sum of two same-shape inputs, requantized (+ fused ReLU)", _U8, inputs=(2, 2),
                   attrs={"act": Choice(("none", "relu"))}),
     "mul": OpSpec("elementwise product of two inputs of one shape, or of (N, C, H, W) and (N, C, 1, 1) in either "
@@ -433,6 +440,8 @@ def validate(graph, tensors):
         produced.add(output)
         used.update(op["inputs"], op["outputs"])
         _check_attrs(op["attrs"], spec, where, label)
+        if kind == "resize":
+            _check_resize_size(op, where, label)
         referenced.update(_check_op_tensors(op, spec, where, label, tensors))
 
     outputs = graph["outputs"]
@@ -572,6 +581,22 @@ def _check_attrs(attrs, spec, where, label):
             if attrs["padding"][axis] > attrs["kernel"][axis] // 2:
                 raise FormatError(f"{where}.attrs.padding: {attrs['padding']} is more than half the kernel "
                                   f"{attrs['kernel']} {label}")
+
+
+def _check_resize_size(op, where, label):
+    """A resize's output size comes from exactly one place: `size`, the scale factors, or a second input."""
+    a = op["attrs"]
+    sized, scaled = a["size"] != [0, 0], (a["scale_h"], a["scale_w"]) != (0.0, 0.0)
+    if len(op["inputs"]) == 2:
+        if sized or scaled:
+            raise FormatError(f"{where}.attrs: a resize with a second input takes that input's H and W; size must be "
+                              f"[0, 0] and scale_h, scale_w 0.0, got {a['size']}, {a['scale_h']}, {a['scale_w']} {label}")
+    elif sized == scaled or (sized and 0 in a["size"]) or (scaled and 0.0 in (a["scale_h"], a["scale_w"])):
+        raise FormatError(f"{where}.attrs: a resize needs either size [oh, ow] >= 1 (scales 0.0) or scale_h and "
+                          f"scale_w > 0 (size [0, 0]), got size {a['size']}, scales {a['scale_h']}, {a['scale_w']} "
+                          f"{label}")
+    if a["mode"] == "nearest" and a["align_corners"]:
+        raise FormatError(f"{where}.attrs.align_corners: only bilinear has it; must be false for nearest {label}")
 
 
 def _check_op_tensors(op, spec, where, label, tensors):

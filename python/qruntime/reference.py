@@ -182,6 +182,65 @@ def adaptive_avg_pool2d(x, x_scale, x_zp, output_size, out_scale=None, out_zp=No
     return _average_out(acc, np.broadcast_to(d, acc.shape), x_scale, out_scale, out_zp)
 
 
+def _axis_scale(n_in, n_out, align_corners, scale_factor):
+    """torch's area_pixel_compute_scale in float32: input pixels per output pixel."""
+    if align_corners:
+        return F32(n_in - 1) / F32(n_out - 1) if n_out > 1 else F32(0)
+    return F32(1.0 / scale_factor) if scale_factor > 0 else F32(n_in) / F32(n_out)
+
+
+def resize_extent(n_in, scale_factor):
+    """The output size for a scale factor, as torch: int64(double(in) * scale_factor)."""
+    return int(float(n_in) * scale_factor)
+
+
+def nearest_source(n_in, n_out, scale_factor):
+    """The input index each output index reads: torch's nearest_idx (its exact shortcuts, then float32)."""
+    if n_out == n_in:
+        return np.arange(n_out)
+    if n_out == 2 * n_in:
+        return np.arange(n_out) // 2
+    src = np.arange(n_out).astype(F32) * _axis_scale(n_in, n_out, False, scale_factor)
+    return np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+
+
+def linear_taps(n_in, n_out, align_corners, scale_factor):
+    """(i0, i1, w1) per output index: the two inputs it reads and the second one's 11-bit weight."""
+    if n_out == n_in:
+        return np.arange(n_out), np.arange(n_out), np.zeros(n_out, np.int64)
+    scale = _axis_scale(n_in, n_out, align_corners, scale_factor)
+    at = np.arange(n_out).astype(F32)
+    src = scale * at if align_corners else np.maximum(scale * (at + F32(0.5)) - F32(0.5), F32(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    lam = np.clip(src - i0.astype(F32), F32(0), F32(1))
+    w1 = np.rint(lam.astype(F64) * 2048.0).astype(np.int64)  # lam * 2^11 is exact
+    return i0, i0 + (i0 < n_in - 1), w1
+
+
+def resize(x, size, mode, align_corners=False, scale_factors=(0.0, 0.0)):
+    """docs/quantization.md "resize": codes copied (nearest) or interpolated with 11-bit weights and one
+    rounding, half up (bilinear). size (oh, ow); scale_factors only shape the source index, as in torch."""
+    (oh, ow), (fh, fw) = size, scale_factors
+    n, c, h, w = x.shape
+    y = np.empty((n, c, oh, ow), np.uint8)  # first: a size past the memory fails here, before its index tables
+    if mode == "nearest":
+        y[...] = x[:, :, nearest_source(h, oh, fh)][:, :, :, nearest_source(w, ow, fw)]
+        return y
+    y0, y1, wy = linear_taps(h, oh, align_corners, fh)
+    x0, x1, wx = linear_taps(w, ow, align_corners, fw)
+    q = x.astype(np.int64)
+    rows = (2048 - wy)[:, None] * q[:, :, y0] + wy[:, None] * q[:, :, y1]  # (N, C, oh, w)
+    acc = (2048 - wx) * rows[:, :, :, x0] + wx * rows[:, :, :, x1]
+    y[...] = (acc + (1 << 21)) >> 22
+    return y
+
+
+def pad(x, padding, fill_code):
+    """Constant padding [top, left, bottom, right] of H and W with one code."""
+    t, l, b, r = padding
+    return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=fill_code)
+
+
 def _term(q, zp, scale, out_scale):
     """float32(q - zp) * float32(s / s_y), one float32 product."""
     m = F32(F64(_f32(scale)) / F64(_f32(out_scale)))
@@ -303,6 +362,17 @@ def run_graph(graph, tensors, inputs):
                            a["count_include_pad"], a["divisor_override"] or None, osc, ozp)
         elif kind == "adaptive_avg_pool2d":
             y = adaptive_avg_pool2d(xs[0], xsc, xzp, tuple(a["output_size"]), osc, ozp)
+        elif kind == "resize":
+            fh, fw = a["scale_h"], a["scale_w"]
+            if len(xs) == 2:
+                size = xs[1].shape[2:]
+            elif fh > 0:
+                size = (resize_extent(xs[0].shape[2], fh), resize_extent(xs[0].shape[3], fw))
+            else:
+                size = a["size"]
+            y = resize(xs[0], size, a["mode"], a["align_corners"], (fh, fw))
+        elif kind == "pad":
+            y = pad(xs[0], a["padding"], a["fill_code"])
         elif kind == "add":
             bsc, bzp = qp[op["inputs"][1]]
             y = add(xs[0], xsc, xzp, xs[1], bsc, bzp, osc, ozp, relu=a["act"] == "relu")

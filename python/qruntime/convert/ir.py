@@ -21,6 +21,9 @@ Ops and their fields (attrs are plain Python values, params float32 numpy arrays
   max_pool2d    attrs kernel [2], stride [2], padding [2], dilation [2], ceil_mode
   avg_pool2d    attrs kernel [2], stride [2], padding [2], ceil_mode, count_include_pad, divisor_override (0 = none)
   adaptive_avg_pool2d  attrs output_size [2]
+  resize        attrs mode "nearest" | "bilinear", align_corners, size [oh, ow] or None, scale [fh, fw] or None;
+                a second input (when both are None) lends its H and W: F.interpolate(x, size=y.shape[-2:])
+  pad           attrs padding [top, left, bottom, right] >= 0, value (a number): constant padding of H, W
   flatten       rank-4 NCHW -> (N, C*H*W) in NCHW order; no attrs
   add           two inputs of the same shape; attrs act ("none" | "relu")
   mul           two inputs of the same shape, or (N, C, H, W) and (N, C, 1, 1) in either order

@@ -2,9 +2,9 @@
 
 Rules (docs/quantization.md): activations uint8 per tensor, asymmetric, with the range widened to
 hold 0; weights int8 symmetric per output channel in [-127, 127]; biases stay float32 (the engine
-quantizes them at scale s_x * s_w). Max pooling and flatten keep their input's quantization. Unary
-functions become 256-entry tables. softmax / log_softmax and the layers named in keep_float run in
-float32, with dequantize / quantize ops where the data type changes.
+quantizes them at scale s_x * s_w). Max pooling, flatten, gather_channels, resize and pad keep their
+input's quantization. Unary functions become 256-entry tables. softmax / log_softmax and the layers
+named in keep_float run in float32, with dequantize / quantize ops where the data type changes.
 """
 import math
 
@@ -218,6 +218,18 @@ def _emit(em, node, graph, keep_float):
     elif kind == "adaptive_avg_pool2d":
         x = em.need_u8(node.inputs[0], graph)
         em.op("adaptive_avg_pool2d", node.name, [x], em.out_u8(node, graph), {"output_size": _ints(a["output_size"])})
+    elif kind == "resize":  # keeps x's quantization; a second input only lends its H and W
+        xs = [em.need_u8(v, graph) for v in node.inputs]
+        size, scale = a["size"] or [0, 0], a["scale"] or [0.0, 0.0]
+        attrs = {"mode": a["mode"], "align_corners": bool(a["align_corners"]), "size": _ints(size),
+                 "scale_h": float(scale[0]), "scale_w": float(scale[1])}
+        em.op("resize", node.name, xs, em.out_u8(node, graph, same_as=xs[0]), attrs)
+    elif kind == "pad":  # keeps x's quantization: the pad value becomes one of x's codes (clamped to its range)
+        x = em.need_u8(node.inputs[0], graph)
+        xq = em.values[x]
+        code = np.rint(np.float32(a["value"]) / np.float32(xq["scale"])) + xq["zero_point"]
+        attrs = {"padding": _ints(a["padding"]), "fill_code": int(np.clip(code, 0, 255))}
+        em.op("pad", node.name, [x], em.out_u8(node, graph, same_as=x), attrs)
     elif kind == "flatten":
         _emit_layout_op(em, node, graph)
     elif kind == "gather_channels":
@@ -252,7 +264,7 @@ def _spatially_free(graph):
 
 
 _INT32_MAX = 2147483647.0
-_KEEPS_QUANTIZATION = ("max_pool2d", "flatten", "gather_channels")
+_KEEPS_QUANTIZATION = ("max_pool2d", "flatten", "gather_channels", "resize", "pad")
 
 
 def _bias_min_scales(graph, per_channel, weight_bits, keep_float):

@@ -603,6 +603,116 @@ def _adaptive_avg_pool2d_function(ctx, node):
     return _adaptive_avg_pool2d(ctx, node, _arg(node, 1, "output_size"))
 
 
+_RESIZE_MODES = ("nearest", "bilinear")
+
+
+def _shape_of(ctx, node):
+    """The tensor whose shape `node` is (x.shape, x.size()), or None."""
+    if node not in ctx.size_nodes:
+        return None
+    if node.op == "call_method" and node.target == "size" and _arg(node, 1, "dim") is None:
+        return node.args[0]
+    if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
+        return node.args[0]
+    return None
+
+
+def _dim_of(ctx, node):
+    """(tensor, dim) for a size item that is one dimension of a tensor (x.size(2), x.shape[-1]), or None."""
+    if not isinstance(node, fx.Node) or node not in ctx.size_nodes:
+        return None
+    if node.op == "call_method" and node.target == "size" and isinstance(_arg(node, 1, "dim"), int):
+        return node.args[0], _arg(node, 1, "dim")
+    if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[1], int):
+        source = _shape_of(ctx, node.args[0])
+        return None if source is None else (source, node.args[1])
+    return None
+
+
+def _hw_source(ctx, size):
+    """The tensor whose height and width `size` is (x.shape[-2:], x.size()[2:], (x.size(2), x.shape[3])),
+    or None: the resize then follows that tensor's size at run time."""
+    if isinstance(size, fx.Node) and size.op == "call_function" and size.target is operator.getitem:
+        source, key = size.args
+        tensor = _shape_of(ctx, source) if isinstance(source, fx.Node) else None
+        if tensor is not None and isinstance(key, slice) and ctx.rank(tensor) == 4 and list(range(4)[key]) == [2, 3]:
+            return tensor
+    if isinstance(size, (tuple, list)) and len(size) == 2:
+        h, w = _dim_of(ctx, size[0]), _dim_of(ctx, size[1])
+        if h and w and h[0] is w[0] and ctx.rank(h[0]) == 4 and (h[1] % 4, w[1] % 4) == (2, 3):
+            return h[0]
+    return None
+
+
+def _resize(ctx, node, size, scale_factor, mode, align_corners, recompute_scale_factor=None, antialias=False):
+    """F.interpolate / nn.Upsample: to a constant size, by constant scale factors, or to another tensor's H, W."""
+    x = ctx.first_input(node)
+    if ctx.rank(x) != 4:
+        raise _Unsupported(f"input of rank {ctx.rank(x)} (only NCHW inputs are supported)")
+    mode = ctx.const(mode, "mode")
+    if mode not in _RESIZE_MODES:
+        raise _Unsupported(f"mode={mode!r} (only 'nearest' and 'bilinear' are supported)")
+    if ctx.const(antialias, "antialias"):
+        raise _Unsupported("antialias=True")
+    if ctx.const(recompute_scale_factor, "recompute_scale_factor"):
+        raise _Unsupported("recompute_scale_factor=True (leave it unset: the scale factor then sets the sampling)")
+    attrs = {"mode": mode, "align_corners": bool(ctx.const(align_corners, "align_corners")), "size": None,
+             "scale": None}
+    inputs = [ctx.tensor(x)]
+    reference = _hw_source(ctx, size) if size is not None else None
+    if reference is not None:
+        inputs.append(ctx.tensor(reference, "the tensor whose size the output takes"))
+    elif size is not None:
+        attrs["size"] = ctx.pair(size, "size")
+        if min(attrs["size"]) < 1:
+            raise _Unsupported(f"size={size!r}")
+    else:
+        scale = ctx.const(scale_factor, "scale_factor")
+        scale = list(scale) if isinstance(scale, (tuple, list)) else [scale, scale]
+        if len(scale) != 2 or not all(_is_number(f) and math.isfinite(f) and f > 0 for f in scale):
+            raise _Unsupported(f"scale_factor={scale_factor!r}")
+        attrs["scale"] = [float(f) for f in scale]
+    return [ctx.ir_node("resize", node, inputs, attrs)]
+
+
+def _interpolate_function(ctx, node):
+    return _resize(ctx, node, _arg(node, 1, "size"), _arg(node, 2, "scale_factor"), _arg(node, 3, "mode", "nearest"),
+                   _arg(node, 4, "align_corners"), _arg(node, 5, "recompute_scale_factor"),
+                   _arg(node, 6, "antialias", False))
+
+
+def _upsample_module(ctx, node, module):
+    return _resize(ctx, node, module.size, module.scale_factor, module.mode, module.align_corners,
+                   module.recompute_scale_factor)
+
+
+def _pad(ctx, node, pad, mode, value):
+    """F.pad / nn.ConstantPad2d / nn.ZeroPad2d with a constant, on the last two dims (W, or W and H)."""
+    x = ctx.first_input(node)
+    if ctx.rank(x) != 4:
+        raise _Unsupported(f"input of rank {ctx.rank(x)} (only NCHW inputs are supported)")
+    mode = ctx.const(mode, "mode")
+    if mode != "constant":
+        raise _Unsupported(f"mode={mode!r} (only 'constant' is supported)")
+    pad = ctx.const(pad, "pad")
+    if not (isinstance(pad, (tuple, list)) and len(pad) in (2, 4)
+            and all(isinstance(p, int) and not isinstance(p, bool) for p in pad)):
+        raise _Unsupported(f"pad={pad!r} (only (left, right) or (left, right, top, bottom): the last two dims)")
+    if min(pad) < 0:
+        raise _Unsupported(f"pad={tuple(pad)} has a negative size, a crop (only padding is supported)")
+    left, right, top, bottom = list(pad) + [0] * (4 - len(pad))
+    value = 0.0 if value is None else _number(ctx, value, "value")
+    return [ctx.ir_node("pad", node, [ctx.tensor(x)], {"padding": [top, left, bottom, right], "value": value})]
+
+
+def _pad_function(ctx, node):
+    return _pad(ctx, node, _arg(node, 1, "pad"), _arg(node, 2, "mode", "constant"), _arg(node, 3, "value"))
+
+
+def _pad_module(ctx, node, module):
+    return _pad(ctx, node, module.padding, "constant", module.value)
+
+
 def _mean(ctx, node):
     x = ctx.first_input(node)
     dim = ctx.const(_arg(node, 1, "dim"), "dim")
@@ -921,6 +1031,11 @@ _MODULE_MAPPERS = {
     nn.AvgPool2d: _avg_pool2d_module,
     nn.AdaptiveAvgPool2d: _adaptive_avg_pool2d_module,
     nn.Flatten: _flatten_module,
+    nn.ZeroPad2d: _pad_module,
+    nn.ConstantPad2d: _pad_module,
+    nn.Upsample: _upsample_module,
+    nn.UpsamplingNearest2d: _upsample_module,
+    nn.UpsamplingBilinear2d: _upsample_module,
     nn.Dropout: _unary("dropout"),
     nn.Dropout1d: _unary("dropout"),
     nn.Dropout2d: _unary("dropout"),
@@ -954,6 +1069,8 @@ _FUNCTION_MAPPERS = {
     F.max_pool2d: _max_pool2d_function,
     F.avg_pool2d: _avg_pool2d_function,
     F.adaptive_avg_pool2d: _adaptive_avg_pool2d_function,
+    F.interpolate: _interpolate_function,
+    F.pad: _pad_function,
     torch.mean: _mean,
     torch.flatten: _flatten_function,
     torch.reshape: _reshape,
