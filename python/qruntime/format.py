@@ -398,9 +398,9 @@ def validate(graph, tensors):
     against the schema; FormatError naming the first bad field. Used by write and read."""
     if isinstance(graph, dict) and "quantization" in graph:
         _check_quantization(graph["quantization"])
-        _keys({k: v for k, v in graph.items() if k != "quantization"}, "graph", ("inputs", "outputs", "values", "ops"))
-    else:
-        _keys(graph, "graph", ("inputs", "outputs", "values", "ops"))
+    optional = ("quantization", "output_keys")  # records a file may hold; files without them load too
+    _keys({k: v for k, v in graph.items() if k not in optional} if isinstance(graph, dict) else graph, "graph",
+          ("inputs", "outputs", "values", "ops"))
     if not isinstance(tensors, dict):
         raise FormatError(f"tensors: must be a dict name -> numpy array, got {type(tensors).__name__}")
     for name, array in tensors.items():
@@ -455,6 +455,8 @@ def validate(graph, tensors):
                               "(end with dequantize)")
         if name in outputs[:j]:
             raise FormatError(f"outputs[{j}]: {name!r} is listed twice")
+    if "output_keys" in graph:
+        _check_output_keys(graph["output_keys"], len(outputs))
 
     bits = graph.get("quantization", {}).get("weight_bits", 8)
     if bits == 7:
@@ -483,6 +485,17 @@ def _check_quantization(q):
                           f"got {_show(q['method'])}")
     if not isinstance(q["per_channel"], bool):
         raise FormatError(f"quantization.per_channel: must be true or false, got {_show(q['per_channel'])}")
+
+
+def _check_output_keys(keys, count):
+    """The optional graph.output_keys: the model returned a dict; its keys, one per output, in order."""
+    if not (isinstance(keys, list) and len(keys) == count):
+        raise FormatError(f"output_keys: must be a list of {count} keys, one per output, got {_show(keys)}")
+    for j, key in enumerate(keys):
+        if not (isinstance(key, str) and key):
+            raise FormatError(f"output_keys[{j}]: must be a non-empty string, got {_show(key)}")
+        if key in keys[:j]:
+            raise FormatError(f"output_keys[{j}]: {key!r} is listed twice")
 
 
 def _check_value(name, value):

@@ -89,8 +89,10 @@ class Model:
 
     @property
     def outputs(self):
-        """[{"name", "dtype"}] of the graph outputs (float32, NCHW)."""
-        return [{"name": o, "dtype": "float32"} for o in self._graph["outputs"]]
+        """[{"name", "dtype"}] of the graph outputs (float32, NCHW); with "key" too when run returns a dict."""
+        keys = self._graph.get("output_keys")
+        return [{"name": o, "dtype": "float32", **({"key": keys[i]} if keys else {})}
+                for i, o in enumerate(self._graph["outputs"])]
 
     @property
     def graph(self):
@@ -142,8 +144,12 @@ class Model:
                                  "max_activation_bytes to qruntime.load, or run smaller batches")
 
     def run(self, x):
-        """float32 outputs for x (numpy array or torch tensor, NCHW, or a list of them): one C++ call."""
+        """float32 outputs for x (numpy array or torch tensor, NCHW, or a list of them): one C++ call.
+        One output is an array, several a list; a model whose forward returned a dict gives {key: array}."""
         out = self._engine.run(self._inputs(x))
+        keys = self._graph.get("output_keys")
+        if keys is not None:
+            return dict(zip(keys, out))
         return out[0] if len(out) == 1 else out
 
     def profile(self, x, repeat=10):

@@ -51,6 +51,7 @@ class Graph:
     outputs: list                  # value names of the graph outputs
     nodes: list                    # topologically ordered
     shapes: dict = field(default_factory=dict)  # value name -> shape (batch included) seen while tracing
+    output_keys: list = None       # forward returned a dict: its keys, one per output; else None
 
     def consumers(self, value):
         return [n for n in self.nodes if value in n.inputs]

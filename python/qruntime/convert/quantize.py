@@ -304,7 +304,10 @@ def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), wei
         _emit(em, node, graph, set(keep_float))
     outputs = [em.need_f32(v) for v in graph.outputs]
     record = {"weight_bits": weight_bits, "method": method, "per_channel": bool(per_channel)}
-    return {"inputs": inputs, "outputs": outputs, "values": em.values, "ops": em.ops, "quantization": record}, em.tensors
+    result = {"inputs": inputs, "outputs": outputs, "values": em.values, "ops": em.ops, "quantization": record}
+    if graph.output_keys is not None:
+        result["output_keys"] = list(graph.output_keys)
+    return result, em.tensors
 
 
 def quantize_model(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),

@@ -135,14 +135,14 @@ class _Mapper:
         self.pending = []       # IR nodes those materializations need, emitted before the op that reads
 
     def graph(self):
-        inputs, outputs, nodes, problems = [], [], [], []
+        inputs, outputs, nodes, problems, keys = [], [], [], [], None
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
                 inputs.append(node.name)
                 self.shapes[node.name] = self.shape(node)
             elif node.op == "output":
                 try:
-                    outputs = self._outputs(node)
+                    outputs, keys = self._outputs(node)
                 except _Unsupported as e:
                     problems.append(f"  - the model's output: {e}")
                 nodes.extend(self.pending)  # layouts the graph outputs read
@@ -168,7 +168,7 @@ class _Mapper:
                 ["Layers that are supported but should run in float32 can be named in "
                  "quantize(..., keep_float=[...]); the operations above must be rewritten with supported "
                  "ones (or reported as a missing feature)."]))
-        return ir.Graph(inputs=inputs, outputs=outputs, nodes=nodes, shapes=self.shapes)
+        return ir.Graph(inputs=inputs, outputs=outputs, nodes=nodes, shapes=self.shapes, output_keys=keys)
 
     # --- values -------------------------------------------------------------------------------------
 
@@ -351,16 +351,26 @@ class _Mapper:
                                f"read again afterwards (by {', '.join(later)}); use the value it returns instead")
 
     def _outputs(self, node):
+        """(value names, dict keys or None) of what forward returns: a tensor, a tuple/list of tensors, or a
+        dict of tensors with string keys (torchvision's segmentation models return {"out": ...})."""
         result = node.args[0]
-        values = list(result) if isinstance(result, (tuple, list)) else [result]
+        keys = None
+        if isinstance(result, dict):  # fx hands it over as an immutable_dict
+            keys = list(result)
+            bad = [k for k in keys if not (isinstance(k, str) and k)]
+            if bad:
+                raise ValueError(f"model: forward returns a dict whose keys must be non-empty strings, got {bad[0]!r}")
+        values = list(result.values()) if keys is not None else (
+            list(result) if isinstance(result, (tuple, list)) else [result])
         for i, value in enumerate(values):
+            label = f"output {keys[i]!r}" if keys is not None else f"output {i}"
             if not self.is_tensor(value):
                 what = type(value).__name__ if not isinstance(value, fx.Node) else value.meta.get("type")
-                raise ValueError(f"model: forward must return a tensor or a tuple/list of tensors; output {i} "
-                                 f"is {getattr(what, '__name__', what)}")
+                raise ValueError(f"model: forward must return a tensor, a tuple/list of tensors or a dict of "
+                                 f"tensors; {label} is {getattr(what, '__name__', what)}")
             if value.op == "get_attr":
-                raise ValueError(f"model: output {i} is the constant '{value.target}', not computed from the input")
-        return [self.tensor(value) if value in self.layouts else value.name for value in values]
+                raise ValueError(f"model: {label} is the constant '{value.target}', not computed from the input")
+        return [self.tensor(value) if value in self.layouts else value.name for value in values], keys
 
     def _describe(self, node, reason):
         if node.op == "call_module":

@@ -11,4 +11,4 @@ def dead_code(graph):
             kept.append(node)
             live.update(node.inputs)
     return ir.Graph(inputs=list(graph.inputs), outputs=list(graph.outputs), nodes=kept[::-1],
-                    shapes=dict(graph.shapes))
+                    shapes=dict(graph.shapes), output_keys=graph.output_keys)

@@ -40,7 +40,7 @@ def fold_bn(graph):
         elif node.op != "batchnorm":
             nodes.append(node)
     return ir.Graph(inputs=list(graph.inputs), outputs=list(graph.outputs), nodes=nodes,
-                    shapes=dict(graph.shapes))
+                    shapes=dict(graph.shapes), output_keys=graph.output_keys)
 
 
 def _folded_conv(conv, bn):

@@ -41,4 +41,4 @@ def fuse_activations(graph):
         index_of[node.output] = len(nodes)
         nodes.append(node)
     return ir.Graph(inputs=list(graph.inputs), outputs=list(graph.outputs), nodes=nodes,
-                    shapes=dict(graph.shapes))
+                    shapes=dict(graph.shapes), output_keys=graph.output_keys)

@@ -22,4 +22,4 @@ def remove_noops(graph):
             node.inputs = [source.get(v, v) for v in node.inputs]
         nodes.append(node)
     return ir.Graph(inputs=list(graph.inputs), outputs=[source.get(v, v) for v in graph.outputs],
-                    nodes=nodes, shapes=dict(graph.shapes))
+                    nodes=nodes, shapes=dict(graph.shapes), output_keys=graph.output_keys)
