@@ -99,7 +99,8 @@ def test_converts_and_tracks_float(pad, fill, any_path):
 @pytest.mark.parametrize("call, reason", [
     (lambda x: F.pad(x, (1, 1, 1, 1), mode="reflect"), r"mode='reflect'"),
     (lambda x: F.pad(x, (1, -1, 0, 0)), r"pad=\(1, -1, 0, 0\) has a negative size, a crop"),
-    (lambda x: F.pad(x, (1, 1, 1, 1, 1, 1)), r"pad=\(1, 1, 1, 1, 1, 1\) \(only \(left, right\) or \(left, right, top, bottom\)"),
+    (lambda x: F.pad(x, (1, 1, 1, 1, 1, 1)),
+     r"pad=\(1, 1, 1, 1, 1, 1\) \(only \(left, right\) or \(left, right, top, bottom\)"),
 ])
 def test_unsupported_pads_are_named(call, reason):
     class Wrap(nn.Module):

@@ -345,11 +345,17 @@ def test_bad_argument_types():
         trace(nn.ReLU(), [[1.0, 2.0]])
 
 
-@pytest.mark.parametrize("fn", [lambda m, x: (x.relu(), x.size(0)), lambda m, x: {"y": x.relu()}],
+@pytest.mark.parametrize("fn, what", [(lambda m, x: (x.relu(), x.size(0)), "output 1 is int"),
+                                       (lambda m, x: {"y": x.relu(), "n": x.size(0)}, "output 'n' is int")],
                          ids=["int", "dict"])
-def test_non_tensor_output_is_a_value_error(fn):
-    with pytest.raises(ValueError, match="tensor or a tuple/list of tensors"):
+def test_non_tensor_output_is_a_value_error(fn, what):
+    with pytest.raises(ValueError, match="a tensor, a tuple/list of tensors or a dict of tensors; " + what):
         trace(Wrap(fn), torch.randn(IMAGE))
+
+
+def test_dict_output_records_its_keys():
+    graph, _ = trace(Wrap(lambda m, x: {"out": x.relu(), "aux": x.sigmoid()}), torch.randn(IMAGE))
+    assert graph.output_keys == ["out", "aux"] and len(graph.outputs) == 2
 
 
 class Erf(nn.Module):

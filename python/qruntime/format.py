@@ -603,7 +603,8 @@ def _check_resize_size(op, where, label):
     if len(op["inputs"]) == 2:
         if sized or scaled:
             raise FormatError(f"{where}.attrs: a resize with a second input takes that input's H and W; size must be "
-                              f"[0, 0] and scale_h, scale_w 0.0, got {a['size']}, {a['scale_h']}, {a['scale_w']} {label}")
+                              f"[0, 0] and scale_h, scale_w 0.0, got {a['size']}, {a['scale_h']}, {a['scale_w']} "
+                              f"{label}")
     elif sized == scaled or (sized and 0 in a["size"]) or (scaled and 0.0 in (a["scale_h"], a["scale_w"])):
         raise FormatError(f"{where}.attrs: a resize needs either size [oh, ow] >= 1 (scales 0.0) or scale_h and "
                           f"scale_w > 0 (size [0, 0]), got size {a['size']}, scales {a['scale_h']}, {a['scale_w']} "
