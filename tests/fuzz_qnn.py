@@ -26,7 +26,7 @@ import qruntime
 from qruntime import format as qnn, reference
 
 # Values an int attr, list element or shape dimension is set to: the edges of every range and type.
-SPECIAL = (0, -1, 1, 2, 3, 2**31 - 1, 2**31, 2**62, -2**63, True, 1.5, "x", None, [])
+SPECIAL = (0, -1, 1, 2, 3, 2**31 - 1, 2**31, 2**62, -2**63, True, 1.5, 1e-30, 1e30, 1e-31, "x", None, [])
 # Ints the validator accepts (>= 1, <= 2^31 - 1) that stress the engine's size arithmetic.
 BIG = (2, 3, 7, 64, 1000, 2**16, 2**20, 2**30 - 1, 2**30, 2**31 - 1)
 SCALES = (0.0, -1.0, 1e-45, 1e-38, float(np.finfo(np.float32).tiny), 1e-10, 1e-5, 1.0, 255.0, 1e10, 1e38,
@@ -50,6 +50,7 @@ DEFAULT_ATTRS = {
     "add": {"act": "none"},
     "concat": {"axis": 1},
     "softmax": {"dim": 1},
+    "layer_norm": {"eps": 1e-5},
 }
 DEFAULT_ATTRS.update(conv2d_float=DEFAULT_ATTRS["conv2d"], linear_float=DEFAULT_ATTRS["linear"],
                      log_softmax=DEFAULT_ATTRS["softmax"])
@@ -763,6 +764,8 @@ def _op_shape(op, ins, tensors):
         out = (x[0], len(index), *x[2:]) if index.max() < x[1] else None
     elif kind in ("quantize", "dequantize", "lut", "softmax", "log_softmax"):
         out = x
+    elif kind == "layer_norm" and len(x) in (2, 4):
+        out = x if tensors[op["tensors"]["weight"]].shape[0] == x[1] else None
     elif kind == "lut_channels" and len(x) in (2, 4):
         out = x if tensors[op["tensors"]["table"]].shape[0] == x[1] else None
     else:

@@ -16,7 +16,7 @@ namespace {
 
 using OpTuple = std::tuple<std::string, std::string, std::vector<int>, std::vector<int>,
                            std::map<std::string, std::vector<int64_t>>, std::map<std::string, std::string>,
-                           std::map<std::string, py::array>>;
+                           std::map<std::string, double>, std::map<std::string, py::array>>;
 
 qr::engine::ConstTensor const_tensor(const py::array& a, const std::string& role) {
   if (!(a.flags() & py::array::c_style)) throw py::value_error("tensor '" + role + "' must be C-contiguous");
@@ -62,8 +62,8 @@ std::unique_ptr<Engine> make_engine(const std::vector<std::tuple<std::string, fl
   g.outputs = outputs;
   g.isa = isa;
   g.max_activation_bytes = max_activation_bytes;
-  for (const auto& [op, name, in, out, ints, strs, tensors] : ops) {
-    qr::engine::OpSpec s{op, name, in, out, ints, strs, {}};
+  for (const auto& [op, name, in, out, ints, strs, floats, tensors] : ops) {
+    qr::engine::OpSpec s{op, name, in, out, ints, strs, floats, {}};
     for (const auto& [role, array] : tensors) s.tensors[role] = const_tensor(array, role);
     g.ops.push_back(std::move(s));
   }

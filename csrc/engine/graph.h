@@ -59,6 +59,7 @@ struct OpSpec {
   std::vector<int> inputs, outputs;                  // value indices
   std::map<std::string, std::vector<int64_t>> ints;  // int, bool and int-list attributes
   std::map<std::string, std::string> strs;           // string attributes (act)
+  std::map<std::string, double> floats;              // number attributes (layer_norm's eps)
   std::map<std::string, ConstTensor> tensors;
 };
 

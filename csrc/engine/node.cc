@@ -45,6 +45,12 @@ const std::string& attr_str(const OpSpec& spec, const char* key) {
   return it->second;
 }
 
+double attr_float(const OpSpec& spec, const char* key) {
+  auto it = spec.floats.find(key);
+  QR_CHECK_ARG(it != spec.floats.end(), where(spec) + ": attribute '" + key + "' is missing (a number)");
+  return it->second;
+}
+
 const ConstTensor* tensor(const OpSpec& spec, const char* role, char dtype, size_t rank, bool required) {
   auto it = spec.tensors.find(role);
   if (it == spec.tensors.end()) {

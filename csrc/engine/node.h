@@ -53,6 +53,7 @@ std::string where(const OpSpec& spec);
 const std::vector<int64_t>& attr_ints(const OpSpec& spec, const char* key, size_t count);
 int64_t attr_int(const OpSpec& spec, const char* key);
 const std::string& attr_str(const OpSpec& spec, const char* key);
+double attr_float(const OpSpec& spec, const char* key);
 // The tensor for `role` with numpy dtype code `dtype` and `rank` dimensions; null if absent and optional.
 const ConstTensor* tensor(const OpSpec& spec, const char* role, char dtype, size_t rank, bool required);
 // Checks the number and dtype of the op's inputs (n_in < 0: at least one) and its one output.

@@ -76,6 +76,19 @@ class IntList:
 
 
 @dataclass(frozen=True)
+class Float:
+    """A JSON number with a fraction or exponent (1e-06, 0.5; not 1) in [lo, hi]: an int attr would reach
+    the engine as an int."""
+    lo: float
+    hi: float
+
+    def error(self, value):
+        if not (isinstance(value, float) and math.isfinite(value) and self.lo <= value <= self.hi):
+            return f"must be a number written with a fraction or exponent, in [{self.lo:g}, {self.hi:g}]"
+        return None
+
+
+@dataclass(frozen=True)
 class Bool:
     """A JSON true/false (not 0/1)."""
 
@@ -163,6 +176,10 @@ OPS = {
                   tensors={"table": TensorRole("uint8", (256,))}),
     "lut_channels": OpSpec("y[..., c] = table[c][x[..., c]]: a per-channel function of uint8 codes (PReLU)", _U8,
                            tensors={"table": TensorRole("uint8", ("c", 256))}),
+    "layer_norm": OpSpec("each pixel's channels (each row of (N, F)) normalised to mean 0, variance 1, times weight "
+                         "plus bias, requantized", _U8, attrs={"eps": Float(1e-30, 1e30)},
+                         tensors={"weight": TensorRole("float32", ("c",), values="finite"),
+                                  "bias": TensorRole("float32", ("c",), values="finite")}),
     "flatten": OpSpec("(N, C, H, W) -> (N, C*H*W) in NCHW order; keeps the dtype and quantization",
                       _U8 + _F32, same_qparams=True),
     "gather_channels": OpSpec("output channel i is input channel index[i] (channel shuffle, chunks, slices); keeps "

@@ -17,10 +17,12 @@ def _engine_spec(graph, tensors):
         values.append((v["dtype"], float(v.get("scale", 1.0)), int(v.get("zero_point", 0))))
     ops = []
     for op in graph["ops"]:
-        ints, strs = {}, {}
+        ints, strs, floats = {}, {}, {}
         for key, val in op["attrs"].items():
             if isinstance(val, str):
                 strs[key] = val
+            elif isinstance(val, (float, np.floating)):
+                floats[key] = float(val)
             elif isinstance(val, _INT_LIKE):
                 ints[key] = [int(val)]
             else:
@@ -28,7 +30,7 @@ def _engine_spec(graph, tensors):
         # Contiguous and aligned: a tensor viewed in the file's bytes may start at any offset.
         arrays = {role: np.require(tensors[name], requirements=["C", "A"]) for role, name in op["tensors"].items()}
         ops.append((op["op"], op["name"], [index[v] for v in op["inputs"]], [index[v] for v in op["outputs"]],
-                    ints, strs, arrays))
+                    ints, strs, floats, arrays))
     inputs = [index[i["name"]] for i in graph["inputs"]]
     shapes = [list(i["shape"]) for i in graph["inputs"]]
     return values, inputs, shapes, [index[o] for o in graph["outputs"]], ops

@@ -206,6 +206,21 @@ def mul(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp):
     return (np.rint(v) + out_zp).astype(np.uint8)
 
 
+def layer_norm(x, x_scale, weight, bias, eps, out_scale, out_zp):
+    """docs/quantization.md "layer_norm": over dim 1 of NCHW or (N, F); exact integer moments, then float64
+    steps in the spec's order."""
+    c = x.shape[1]
+    q = np.moveaxis(x.astype(np.int64), 1, -1)  # (..., C): one row per pixel
+    s1 = q.sum(axis=-1, keepdims=True)
+    s2 = (q * q).sum(axis=-1, keepdims=True)
+    sx, sy, count = float(F32(x_scale)), float(F32(out_scale)), float(c)
+    var = (c * s2 - s1 * s1).astype(np.float64) / (count * count) * (sx * sx)
+    a = sx * (1.0 / np.sqrt(var + eps)) / count / sy
+    shift = np.asarray(bias, F32).astype(np.float64) / sy + out_zp
+    t = (c * q - s1).astype(np.float64) * a * np.asarray(weight, F32).astype(np.float64) + shift
+    return np.moveaxis(np.rint(np.clip(t, 0.0, 255.0)).astype(np.uint8), -1, 1)
+
+
 def requantize(q, scale, zp, out_scale, out_zp):
     if _f32(scale) == _f32(out_scale) and zp == out_zp:
         return q.copy()
@@ -315,6 +330,8 @@ def run_graph(graph, tensors, inputs):
         elif kind == "lut_channels":
             channel = np.arange(xs[0].shape[1]).reshape(-1, *[1] * (xs[0].ndim - 2))
             y = t["table"][channel, xs[0]]
+        elif kind == "layer_norm":
+            y = layer_norm(xs[0], xsc, t["weight"], t["bias"], a["eps"], osc, ozp)
         elif kind == "flatten":
             y = xs[0].reshape(xs[0].shape[0], -1)
         elif kind == "gather_channels":
