@@ -19,7 +19,8 @@ from test_convert import sqnr_db, torch_int8
 # (x86 engine) calibrated on the same crops, or at least FX_FLOOR_DB where FX cannot convert the model
 # (none of NAMES today).
 CONVERTS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
-            "shufflenet_v2_x1_0", "squeezenet1_1", "regnet_y_400mf", "mnasnet0_5", "densenet121", "googlenet")
+            "shufflenet_v2_x1_0", "squeezenet1_1", "regnet_y_400mf", "mnasnet0_5", "convnext_tiny", "densenet121",
+            "googlenet")
 FX_FLOOR_DB = 15.0
 
 # Converts, but misses the target today: the issue stays open on it. Each holds the SQNR shortfall
@@ -33,8 +34,6 @@ BELOW_TARGET = {"mobilenet_v3_large": 1.4}
 # torchvision's module path; tv_models loads it under another name), or the output forward returns.
 # When support lands, the test below fails for that architecture: move it to CONVERTS (or shrink its set).
 NOT_YET = {
-    # LayerNorm over channels; layer scale (a (C, 1, 1) parameter times x); the residual add of a permuted x.
-    "convnext_tiny": {"operator.add", "operator.mul", "torch.nn.functional.layer_norm"},
     # forward returns {"out": ...}. Behind that, today: F.interpolate (both) and operator.mul (lraspp).
     "lraspp_mobilenet_v3_large": {"output immutable_dict"},
     "fcn_resnet50": {"output immutable_dict"},
