@@ -48,6 +48,7 @@ DEFAULT_ATTRS = {
                    "count_include_pad": True, "divisor_override": 0},
     "adaptive_avg_pool2d": {"output_size": [1, 1]},
     "add": {"act": "none"},
+    "sub": {"act": "none"},
     "concat": {"axis": 1},
     "softmax": {"dim": 1},
     "layer_norm": {"eps": 1e-5},
@@ -754,7 +755,7 @@ def _op_shape(op, ins, tensors):
     elif kind == "concat" and a["axis"] < len(x) and all(len(s) == len(x) for s in ins):
         rest = {s[:a["axis"]] + s[a["axis"] + 1:] for s in ins}
         out = x[:a["axis"]] + (sum(s[a["axis"]] for s in ins),) + x[a["axis"] + 1:] if len(rest) == 1 else None
-    elif kind == "add":
+    elif kind in ("add", "sub"):
         out = x if ins[0] == ins[1] else None
     elif kind == "mul":  # the same shape, or (N, C, H, W) and (N, C, 1, 1) in either order
         small, big = sorted(ins, key=math.prod)

@@ -92,7 +92,7 @@ def _cnn(rng):
 
 
 def _branches(rng):
-    """Fixed non-square input: 1x1 conv, lut, add, 3x3 conv, concat on axes 1, 2 and 3 (one input),
+    """Fixed non-square input: 1x1 conv, lut, add, sub, 3x3 conv, concat on axes 1, 2 and 3 (one input),
     dilated ceil-mode max pool, avg pool with a divisor, a grouped strided dilated float conv."""
     b = _Builder([-1, 4, 7, 9], rng)
     b.op("quantize", ["x"], "q0", (0.03, 120))
@@ -102,7 +102,8 @@ def _branches(rng):
     b.conv("s", "c", (0.05, 100), (6, 6, 3, 3), padding=[1, 1, 1, 1])
     b.op("concat", ["s", "c"], "cc", (0.06, 60), {"axis": 1})
     b.op("concat", ["c", "a"], "ch", (0.05, 90), {"axis": 2})
-    b.op("concat", ["t"], "cw", (0.03, 11), {"axis": 3})
+    b.op("sub", ["t", "a"], "d", (0.03, 128), {"act": "none"})
+    b.op("concat", ["d"], "cw", (0.03, 11), {"axis": 3})
     b.keep("max_pool2d", "cc", "mp", _pool([2, 3], [2, 1], [1, 1], True, dilation=[2, 1]))
     b.op("avg_pool2d", ["ch"], "ap", (0.04, 30),
          _pool([3, 3], [2, 2], [1, 1], count_include_pad=True, divisor_override=5))

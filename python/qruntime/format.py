@@ -168,6 +168,8 @@ OPS = {
                                   attrs={"output_size": IntList(2, 1)}),
     "add": OpSpec("elementwise sum of two same-shape inputs, requantized (+ fused ReLU)", _U8, inputs=(2, 2),
                   attrs={"act": Choice(("none", "relu"))}),
+    "sub": OpSpec("elementwise difference a - b of two same-shape inputs, requantized (+ fused ReLU)", _U8,
+                  inputs=(2, 2), attrs={"act": Choice(("none", "relu"))}),
     "mul": OpSpec("elementwise product of two inputs of one shape, or of (N, C, H, W) and (N, C, 1, 1) in either "
                   "order, requantized", _U8, inputs=(2, 2)),
     "concat": OpSpec("inputs joined along an NCHW axis, each requantized to the output", _U8, inputs=(1, None),

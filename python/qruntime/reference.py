@@ -188,10 +188,10 @@ def _term(q, zp, scale, out_scale):
     return (np.asarray(q, dtype=np.int64) - zp).astype(F32).astype(F64) * F64(m)
 
 
-def add(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, relu=False):
-    """b already broadcastable to a by numpy's rules (per-channel b as (1, C, 1, 1))."""
+def add(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, relu=False, subtract=False):
+    """b already broadcastable to a by numpy's rules (per-channel b as (1, C, 1, 1)); subtract: a - b."""
     ta = _term(a, a_zp, a_scale, out_scale).astype(F32)
-    tb = _term(b, b_zp, b_scale, out_scale).astype(F32)
+    tb = _term(b, b_zp, b_scale, out_scale).astype(F32) * F32(-1.0 if subtract else 1.0)
     v = (ta.astype(F64) + tb.astype(F64)).astype(F32)  # one float32 add
     lo = (out_zp if relu else 0) - out_zp
     v = np.clip(v.astype(F64), lo, 255 - out_zp)
@@ -318,9 +318,9 @@ def run_graph(graph, tensors, inputs):
                            a["count_include_pad"], a["divisor_override"] or None, osc, ozp)
         elif kind == "adaptive_avg_pool2d":
             y = adaptive_avg_pool2d(xs[0], xsc, xzp, tuple(a["output_size"]), osc, ozp)
-        elif kind == "add":
+        elif kind in ("add", "sub"):
             bsc, bzp = qp[op["inputs"][1]]
-            y = add(xs[0], xsc, xzp, xs[1], bsc, bzp, osc, ozp, relu=a["act"] == "relu")
+            y = add(xs[0], xsc, xzp, xs[1], bsc, bzp, osc, ozp, relu=a["act"] == "relu", subtract=kind == "sub")
         elif kind == "mul":
             y = mul(xs[0], xsc, xzp, xs[1], *qp[op["inputs"][1]], osc, ozp)
         elif kind == "concat":

@@ -24,7 +24,7 @@ Ops and their fields (attrs are plain Python values, params float32 numpy arrays
   avg_pool2d    attrs kernel [2], stride [2], padding [2], ceil_mode, count_include_pad, divisor_override (0 = none)
   adaptive_avg_pool2d  attrs output_size [2]
   flatten       rank-4 NCHW -> (N, C*H*W) in NCHW order; no attrs
-  add           two inputs of the same shape; attrs act ("none" | "relu")
+  add, sub      two inputs of the same shape (sub: the first minus the second); attrs act ("none" | "relu")
   mul           two inputs of the same shape, or (N, C, H, W) and (N, C, 1, 1) in either order
   cat           attrs axis (>= 1, non-negative)
   gather_channels  attrs index [C']: output channel i is input channel index[i] (layout.py's channel maps)

@@ -234,9 +234,9 @@ def _emit(em, node, graph, keep_float):
         _emit_layout_op(em, node, graph)
     elif kind == "gather_channels":
         _emit_layout_op(em, node, graph, {"index": em.tensor(f"{node.name}.index", np.asarray(a["index"], np.int32))})
-    elif kind == "add":
+    elif kind in ("add", "sub"):
         xs = [em.need_u8(v, graph) for v in node.inputs]
-        em.op("add", node.name, xs, em.out_u8(node, graph), {"act": a.get("act", "none")})
+        em.op(kind, node.name, xs, em.out_u8(node, graph), {"act": a.get("act", "none")})
     elif kind == "mul":
         xs = [em.need_u8(v, graph) for v in node.inputs]
         em.op("mul", node.name, xs, em.out_u8(node, graph))

@@ -939,7 +939,13 @@ def _sub(ctx, node):
         return _by_parameter(ctx, node, a, -ctx.param(b, "the subtracted tensor"), 1.0, None)
     if _is_parameter(a) and alpha == 1:  # p - x
         return _by_parameter(ctx, node, b, ctx.param(a, "the tensor"), -1.0, None)
-    raise _Unsupported("subtraction of two tensors")
+    names = [ctx.tensor(a, "operand"), ctx.tensor(b, "operand")]
+    if alpha != 1:
+        raise _Unsupported(f"alpha={alpha}")
+    if ctx.shape(a) != ctx.shape(b):
+        raise _Unsupported(f"broadcasting sub of shapes {ctx.shape(a)} and {ctx.shape(b)} "
+                           "(only operands of the same shape are supported)")
+    return [ctx.ir_node("sub", node, names, {"act": "none"})]
 
 
 def _mul(ctx, node):
