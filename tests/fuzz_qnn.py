@@ -26,7 +26,7 @@ import qruntime
 from qruntime import format as qnn, reference
 
 # Values an int attr, list element or shape dimension is set to: the edges of every range and type.
-SPECIAL = (0, -1, 1, 2, 3, 2**31 - 1, 2**31, 2**62, -2**63, True, 1.5, "x", None, [])
+SPECIAL = (0, -1, 1, 2, 3, 2**31 - 1, 2**31, 2**62, -2**63, True, 1.5, 1e-30, 1e30, 1e-31, "x", None, [])
 # Ints the validator accepts (>= 1, <= 2^31 - 1) that stress the engine's size arithmetic.
 BIG = (2, 3, 7, 64, 1000, 2**16, 2**20, 2**30 - 1, 2**30, 2**31 - 1)
 SCALES = (0.0, -1.0, 1e-45, 1e-38, float(np.finfo(np.float32).tiny), 1e-10, 1e-5, 1.0, 255.0, 1e10, 1e38,
@@ -48,8 +48,10 @@ DEFAULT_ATTRS = {
                    "count_include_pad": True, "divisor_override": 0},
     "adaptive_avg_pool2d": {"output_size": [1, 1]},
     "add": {"act": "none"},
+    "sub": {"act": "none"},
     "concat": {"axis": 1},
     "softmax": {"dim": 1},
+    "layer_norm": {"eps": 1e-5},
 }
 DEFAULT_ATTRS.update(conv2d_float=DEFAULT_ATTRS["conv2d"], linear_float=DEFAULT_ATTRS["linear"],
                      log_softmax=DEFAULT_ATTRS["softmax"])
@@ -774,7 +776,7 @@ def _op_shape(op, ins, tensors):
     elif kind == "concat" and a["axis"] < len(x) and all(len(s) == len(x) for s in ins):
         rest = {s[:a["axis"]] + s[a["axis"] + 1:] for s in ins}
         out = x[:a["axis"]] + (sum(s[a["axis"]] for s in ins),) + x[a["axis"] + 1:] if len(rest) == 1 else None
-    elif kind == "add":
+    elif kind in ("add", "sub"):
         out = x if ins[0] == ins[1] else None
     elif kind == "mul":  # the same shape, or (N, C, H, W) and (N, C, 1, 1) in either order
         small, big = sorted(ins, key=math.prod)
@@ -784,6 +786,8 @@ def _op_shape(op, ins, tensors):
         out = (x[0], len(index), *x[2:]) if index.max() < x[1] else None
     elif kind in ("quantize", "dequantize", "lut", "softmax", "log_softmax"):
         out = x
+    elif kind == "layer_norm" and len(x) in (2, 4):
+        out = x if tensors[op["tensors"]["weight"]].shape[0] == x[1] else None
     elif kind == "resize" and rank4:
         out = (x[0], x[1], *_resize_hw(x, ins, a))
     elif kind == "pad" and rank4:

@@ -92,7 +92,7 @@ def _cnn(rng):
 
 
 def _branches(rng):
-    """Fixed non-square input: 1x1 conv, lut, add, 3x3 conv, concat on axes 1, 2 and 3 (one input),
+    """Fixed non-square input: 1x1 conv, lut, add, sub, 3x3 conv, concat on axes 1, 2 and 3 (one input),
     dilated ceil-mode max pool, avg pool with a divisor, a grouped strided dilated float conv."""
     b = _Builder([-1, 4, 7, 9], rng)
     b.op("quantize", ["x"], "q0", (0.03, 120))
@@ -102,7 +102,8 @@ def _branches(rng):
     b.conv("s", "c", (0.05, 100), (6, 6, 3, 3), padding=[1, 1, 1, 1])
     b.op("concat", ["s", "c"], "cc", (0.06, 60), {"axis": 1})
     b.op("concat", ["c", "a"], "ch", (0.05, 90), {"axis": 2})
-    b.op("concat", ["t"], "cw", (0.03, 11), {"axis": 3})
+    b.op("sub", ["t", "a"], "d", (0.03, 128), {"act": "none"})
+    b.op("concat", ["d"], "cw", (0.03, 11), {"axis": 3})
     b.keep("max_pool2d", "cc", "mp", _pool([2, 3], [2, 1], [1, 1], True, dilation=[2, 1]))
     b.op("avg_pool2d", ["ch"], "ap", (0.04, 30),
          _pool([3, 3], [2, 2], [1, 1], count_include_pad=True, divisor_override=5))
@@ -148,7 +149,8 @@ def _float(rng):
 
 def _gates(rng):
     """Dynamic H/W: a squeeze-excitation gate (pool to 1x1, 1x1 convs, a table) times its input, a
-    channel shuffle (gather_channels on uint8 and on float32), a same-shape mul, a table per channel."""
+    channel shuffle (gather_channels on uint8 and on float32), a same-shape mul, a table per channel, a
+    LayerNorm over the channels."""
     b = _Builder([-1, 3, -1, -1], rng)
     b.op("quantize", ["x"], "q0", (0.02, 128))
     b.conv("q0", "c1", (0.05, 0), (8, 3, 1, 1), act="relu")
@@ -163,7 +165,10 @@ def _gates(rng):
     b.op("mul", ["sh", "c1"], "m2", (0.06, 3))
     b.tensors["pr.table"] = rng.integers(0, 256, (8, 256)).astype(np.uint8)
     b.op("lut_channels", ["m2"], "pr", (0.05, 9), tensors={"table": "pr.table"})
-    b.op("dequantize", ["pr"], "o")
+    b.tensors["ln.weight"] = rng.uniform(0.5, 2.0, 8).astype(np.float32)
+    b.tensors["ln.bias"] = rng.uniform(-1.0, 1.0, 8).astype(np.float32)
+    b.op("layer_norm", ["pr"], "ln", (0.03, 128), {"eps": 1e-5}, tensors={"weight": "ln.weight", "bias": "ln.bias"})
+    b.op("dequantize", ["ln"], "o")
     b.tensors["fg.index"] = np.array([7, 7, 0, 2], np.int32)
     b.keep("gather_channels", "o", "fg")
     b.graph["ops"][-1]["tensors"] = {"index": "fg.index"}

@@ -19,8 +19,8 @@ from test_convert import sqnr_db, torch_int8
 # (x86 engine) calibrated on the same crops, or at least FX_FLOOR_DB where FX cannot convert the model
 # (none of NAMES today).
 CONVERTS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
-            "shufflenet_v2_x1_0", "squeezenet1_1", "regnet_y_400mf", "mnasnet0_5", "densenet121", "googlenet",
-            "lraspp_mobilenet_v3_large", "fcn_resnet50")
+            "shufflenet_v2_x1_0", "squeezenet1_1", "regnet_y_400mf", "mnasnet0_5", "convnext_tiny", "densenet121",
+            "googlenet", "lraspp_mobilenet_v3_large", "fcn_resnet50")
 FX_FLOOR_DB = 15.0
 
 # Converts, but misses the target today: the issue stays open on it. Each holds the SQNR shortfall
@@ -34,8 +34,6 @@ BELOW_TARGET = {"mobilenet_v3_large": 1.4}
 # torchvision's module path; tv_models loads it under another name), or the output forward returns.
 # When support lands, the test below fails for that architecture: move it to CONVERTS (or shrink its set).
 NOT_YET = {
-    # LayerNorm over channels; layer scale (a (C, 1, 1) parameter times x); the residual add of a permuted x.
-    "convnext_tiny": {"operator.add", "operator.mul", "torch.nn.functional.layer_norm"},
 }
 assert set(CONVERTS) | set(NOT_YET) | set(BELOW_TARGET) == set(tv_models.NAMES)
 assert len(CONVERTS) + len(NOT_YET) + len(BELOW_TARGET) == len(tv_models.NAMES)

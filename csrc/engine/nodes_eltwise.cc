@@ -14,9 +14,10 @@
 namespace qr::engine {
 namespace {
 
+// add, and sub (a - b: the same kernel with b's multiplier negated).
 class AddNode : public Node {
  public:
-  AddNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
+  AddNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec), subtract_(spec.op == "sub") {
     check_io(spec, graph, 2, DType::kUint8, DType::kUint8);
     a_ = qparams(graph, spec.inputs[0]);
     b_ = qparams(graph, spec.inputs[1]);
@@ -25,7 +26,7 @@ class AddNode : public Node {
     isa_ = graph.isa;
     const uint8_t codes[1] = {0};  // checks s_a / s_y and s_b / s_y at load, as the kernel will, on one element
     uint8_t y[1];
-    ops::add(codes, a_, codes, b_, ops::Broadcast::kNone, 1, 1, out_, relu_, y, isa_);
+    ops::add(codes, a_, codes, b_, ops::Broadcast::kNone, 1, 1, out_, relu_, y, isa_, subtract_);
   }
   Shape output_shape(const Shape* in, int) const override {
     check_shape(in[0] == in[1], *this, "inputs must have the same shape, got " + in[0].str() + " and " + in[1].str());
@@ -35,10 +36,11 @@ class AddNode : public Node {
     const Shape& s = io.out_shape;
     const int64_t c = s.c();
     ops::add(static_cast<const uint8_t*>(io.in[0]), a_, static_cast<const uint8_t*>(io.in[1]), b_,
-             ops::Broadcast::kNone, s.elements() / c, c, out_, relu_, static_cast<uint8_t*>(io.out), isa_);
+             ops::Broadcast::kNone, s.elements() / c, c, out_, relu_, static_cast<uint8_t*>(io.out), isa_, subtract_);
   }
 
  private:
+  const bool subtract_;
   QParams a_{}, b_{}, out_{};
   bool relu_ = false;
   std::string isa_;  // the graph's ISA path ("" = the active one)
@@ -269,6 +271,7 @@ std::unique_ptr<Node> make_gather_channels(const OpSpec& spec, const GraphSpec& 
   return std::make_unique<GatherChannelsNode>(spec, graph);
 }
 std::unique_ptr<Node> make_add(const OpSpec& spec, const GraphSpec& graph) { return std::make_unique<AddNode>(spec, graph); }
+std::unique_ptr<Node> make_sub(const OpSpec& spec, const GraphSpec& graph) { return std::make_unique<AddNode>(spec, graph); }
 std::unique_ptr<Node> make_mul(const OpSpec& spec, const GraphSpec& graph) { return std::make_unique<MulNode>(spec, graph); }
 std::unique_ptr<Node> make_concat(const OpSpec& spec, const GraphSpec& graph) {
   return std::make_unique<ConcatNode>(spec, graph);

@@ -42,7 +42,7 @@ void add_terms(const uint8_t* __restrict a, const float* __restrict vb, int64_t 
 }  // namespace
 
 void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast bcast, int64_t rows, int64_t channels,
-         QParams out, bool relu, uint8_t* y, const std::string& isa) {
+         QParams out, bool relu, uint8_t* y, const std::string& isa, bool subtract) {
   check_qparams(qa, "a");
   check_qparams(qb, "b");
   check_qparams(out, "out");
@@ -51,7 +51,7 @@ void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast b
   // nonzero term saturates the output anyway.
   constexpr double kLimit = 4294967296.0;
   const float ma = ratio(qa, out, "a_scale / out_scale", kLimit);
-  const float mb = ratio(qb, out, "b_scale / out_scale", kLimit);
+  const float mb = (subtract ? -1.0f : 1.0f) * ratio(qb, out, "b_scale / out_scale", kLimit);
   const int32_t za = qa.zero_point, zb = qb.zero_point, zy = out.zero_point;
   const float lo = static_cast<float>((relu ? zy : 0) - zy), hi = static_cast<float>(255 - zy);
   const int64_t count = rows * channels;

@@ -20,9 +20,10 @@ enum class Broadcast {
 
 // y = clamp(zp_y + round_half_even(float32(a - zp_a) * m_a + float32(b - zp_b) * m_b), lo, 255)
 // with m_* = float32(s_* / s_y) and lo = zp_y under ReLU, else 0. isa: the kernel table's path
-// for a full b ("" = the active one); the broadcasts run plain C++.
+// for a full b ("" = the active one); the broadcasts run plain C++. subtract: a - b, m_b negated
+// (the kernels only multiply by it, and negation is exact).
 void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast bcast, int64_t rows, int64_t channels,
-         QParams out, bool relu, uint8_t* y, const std::string& isa = "");
+         QParams out, bool relu, uint8_t* y, const std::string& isa = "", bool subtract = false);
 
 // y = zp_y + round_half_even(clamp(float32((a - zp_a) * (b - zp_b)) * m, -zp_y, 255 - zp_y)) with
 // m = float32(s_a * s_b / s_y): the product of two activations (docs/quantization.md, "mul"). a is

@@ -175,6 +175,8 @@ OPS = {
                   attrs={"padding": IntList(4, 0), "fill_code": Int(0, 255)}, same_qparams=True),
     "add": OpSpec("elementwise sum of two same-shape inputs, requantized (+ fused ReLU)", _U8, inputs=(2, 2),
                   attrs={"act": Choice(("none", "relu"))}),
+    "sub": OpSpec("elementwise difference a - b of two same-shape inputs, requantized (+ fused ReLU)", _U8,
+                  inputs=(2, 2), attrs={"act": Choice(("none", "relu"))}),
     "mul": OpSpec("elementwise product of two inputs of one shape, or of (N, C, H, W) and (N, C, 1, 1) in either "
                   "order, requantized", _U8, inputs=(2, 2)),
     "concat": OpSpec("inputs joined along an NCHW axis, each requantized to the output", _U8, inputs=(1, None),
@@ -183,6 +185,10 @@ OPS = {
                   tensors={"table": TensorRole("uint8", (256,))}),
     "lut_channels": OpSpec("y[..., c] = table[c][x[..., c]]: a per-channel function of uint8 codes (PReLU)", _U8,
                            tensors={"table": TensorRole("uint8", ("c", 256))}),
+    "layer_norm": OpSpec("each pixel's channels (each row of (N, F)) normalised to mean 0, variance 1, times weight "
+                         "plus bias, requantized", _U8, attrs={"eps": Float(1e-30, 1e30)},
+                         tensors={"weight": TensorRole("float32", ("c",), values="finite"),
+                                  "bias": TensorRole("float32", ("c",), values="finite")}),
     "flatten": OpSpec("(N, C, H, W) -> (N, C*H*W) in NCHW order; keeps the dtype and quantization",
                       _U8 + _F32, same_qparams=True),
     "gather_channels": OpSpec("output channel i is input channel index[i] (channel shuffle, chunks, slices); keeps "

@@ -247,10 +247,10 @@ def _term(q, zp, scale, out_scale):
     return (np.asarray(q, dtype=np.int64) - zp).astype(F32).astype(F64) * F64(m)
 
 
-def add(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, relu=False):
-    """b already broadcastable to a by numpy's rules (per-channel b as (1, C, 1, 1))."""
+def add(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, relu=False, subtract=False):
+    """b already broadcastable to a by numpy's rules (per-channel b as (1, C, 1, 1)); subtract: a - b."""
     ta = _term(a, a_zp, a_scale, out_scale).astype(F32)
-    tb = _term(b, b_zp, b_scale, out_scale).astype(F32)
+    tb = _term(b, b_zp, b_scale, out_scale).astype(F32) * F32(-1.0 if subtract else 1.0)
     v = (ta.astype(F64) + tb.astype(F64)).astype(F32)  # one float32 add
     lo = (out_zp if relu else 0) - out_zp
     v = np.clip(v.astype(F64), lo, 255 - out_zp)
@@ -263,6 +263,21 @@ def mul(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp):
     prod = (a.astype(np.int64) - a_zp) * (b.astype(np.int64) - b_zp)  # broadcasts (N, C, 1, 1) over H, W
     v = np.clip((prod.astype(F32) * m).astype(np.float64), -out_zp, 255 - out_zp)
     return (np.rint(v) + out_zp).astype(np.uint8)
+
+
+def layer_norm(x, x_scale, weight, bias, eps, out_scale, out_zp):
+    """docs/quantization.md "layer_norm": over dim 1 of NCHW or (N, F); exact integer moments, then float64
+    steps in the spec's order."""
+    c = x.shape[1]
+    q = np.moveaxis(x.astype(np.int64), 1, -1)  # (..., C): one row per pixel
+    s1 = q.sum(axis=-1, keepdims=True)
+    s2 = (q * q).sum(axis=-1, keepdims=True)
+    sx, sy, count = float(F32(x_scale)), float(F32(out_scale)), float(c)
+    var = (c * s2 - s1 * s1).astype(np.float64) / (count * count) * (sx * sx)
+    a = sx * (1.0 / np.sqrt(var + eps)) / count / sy
+    shift = np.asarray(bias, F32).astype(np.float64) / sy + out_zp
+    t = (c * q - s1).astype(np.float64) * a * np.asarray(weight, F32).astype(np.float64) + shift
+    return np.moveaxis(np.rint(np.clip(t, 0.0, 255.0)).astype(np.uint8), -1, 1)
 
 
 def requantize(q, scale, zp, out_scale, out_zp):
@@ -373,9 +388,9 @@ def run_graph(graph, tensors, inputs):
             y = resize(xs[0], size, a["mode"], a["align_corners"], (fh, fw))
         elif kind == "pad":
             y = pad(xs[0], a["padding"], a["fill_code"])
-        elif kind == "add":
+        elif kind in ("add", "sub"):
             bsc, bzp = qp[op["inputs"][1]]
-            y = add(xs[0], xsc, xzp, xs[1], bsc, bzp, osc, ozp, relu=a["act"] == "relu")
+            y = add(xs[0], xsc, xzp, xs[1], bsc, bzp, osc, ozp, relu=a["act"] == "relu", subtract=kind == "sub")
         elif kind == "mul":
             y = mul(xs[0], xsc, xzp, xs[1], *qp[op["inputs"][1]], osc, ozp)
         elif kind == "concat":
@@ -385,6 +400,8 @@ def run_graph(graph, tensors, inputs):
         elif kind == "lut_channels":
             channel = np.arange(xs[0].shape[1]).reshape(-1, *[1] * (xs[0].ndim - 2))
             y = t["table"][channel, xs[0]]
+        elif kind == "layer_norm":
+            y = layer_norm(xs[0], xsc, t["weight"], t["bias"], a["eps"], osc, ozp)
         elif kind == "flatten":
             y = xs[0].reshape(xs[0].shape[0], -1)
         elif kind == "gather_channels":

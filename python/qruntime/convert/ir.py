@@ -11,7 +11,9 @@ Ops and their fields (attrs are plain Python values, params float32 numpy arrays
   linear        params weight (oc, k), bias optional; attrs act
   act is "none" | "relu" | "relu6" (set by the fuse pass)
   batchnorm     params mean, var, weight, bias (C); attrs eps        (removed by fold_bn)
-  affine        params scale, shift (C): y = x * scale[c] + shift[c] (a BatchNorm with no conv before it)
+  affine        params scale, shift (C): y = x * scale[c] + shift[c] (a BatchNorm with no conv before it,
+                a layer scale x * p, x + p for a parameter p with one value per channel)
+  layer_norm    params weight, bias (C); attrs eps: over dim 1 (the channels of NCHW, the features of (N, F))
   relu, relu6, hardswish, hardsigmoid, sigmoid, tanh, silu            no attrs
   gelu          attrs approximate "none" | "tanh"
   hardtanh      attrs min_val, max_val (either may be None: open on that side)
@@ -25,7 +27,7 @@ Ops and their fields (attrs are plain Python values, params float32 numpy arrays
                 a second input (when both are None) lends its H and W: F.interpolate(x, size=y.shape[-2:])
   pad           attrs padding [top, left, bottom, right] >= 0, value (a number): constant padding of H, W
   flatten       rank-4 NCHW -> (N, C*H*W) in NCHW order; no attrs
-  add           two inputs of the same shape; attrs act ("none" | "relu")
+  add, sub      two inputs of the same shape (sub: the first minus the second); attrs act ("none" | "relu")
   mul           two inputs of the same shape, or (N, C, H, W) and (N, C, 1, 1) in either order
   cat           attrs axis (>= 1, non-negative)
   gather_channels  attrs index [C']: output channel i is input channel index[i] (layout.py's channel maps)

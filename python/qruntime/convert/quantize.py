@@ -173,6 +173,14 @@ def _emit_layout_op(em, node, graph, tensors=None):
         em.op(node.op, node.name, [em.f32[v]], em.add_f32(node.output, node.output), {}, tensors)
 
 
+def _emit_channel_tables(em, node, graph, functions):
+    """lut_channels: channel c's codes through functions[c] (float64 functions of the real value)."""
+    x = em.need_u8(node.inputs[0], graph)
+    xq, yq = em.values[x], em.values[em.out_u8(node, graph)]
+    tables = np.stack([make_lut(fn, xq["scale"], xq["zero_point"], yq["scale"], yq["zero_point"]) for fn in functions])
+    em.op("lut_channels", node.name, [x], node.output, {}, {"table": em.tensor(f"{node.name}.table", tables)})
+
+
 def _emit(em, node, graph, keep_float):
     kind, a = node.op, node.attrs
     if kind in ("conv2d", "linear") and node.name in keep_float:
@@ -183,7 +191,10 @@ def _emit(em, node, graph, keep_float):
         x = em.need_u8(node.inputs[0], graph)
         attrs = _conv_attrs(a) if kind == "conv2d" else {"act": a.get("act", "none")}
         em.op(kind, node.name, [x], em.out_u8(node, graph), attrs, _weights(em, node, em.per_channel))
-    elif kind == "affine":  # a lone BatchNorm: a depthwise 1x1 conv whose weights are its scales
+    elif kind == "affine" and len(graph.shapes[node.inputs[0]]) == 2:  # per feature of (N, F): a table each
+        _emit_channel_tables(em, node, graph, [lambda v, s=float(s), t=float(t): v * s + t
+                                               for s, t in zip(node.params["scale"], node.params["shift"])])
+    elif kind == "affine":  # a lone BatchNorm, a layer scale: a depthwise 1x1 conv whose weights are its scales
         x = em.need_u8(node.inputs[0], graph)
         scale = np.asarray(node.params["scale"], np.float32)
         conv = type(node)(op="conv2d", name=node.name, inputs=node.inputs, output=node.output,
@@ -198,12 +209,8 @@ def _emit(em, node, graph, keep_float):
         table = make_lut(_UNARY[kind](a), xq["scale"], xq["zero_point"], yq["scale"], yq["zero_point"])
         em.op("lut", node.name, [x], y, {}, {"table": em.tensor(f"{node.name}.table", table)})
     elif kind == "prelu":  # a slope per channel: a table per channel
-        x = em.need_u8(node.inputs[0], graph)
-        xq, yq = em.values[x], em.values[em.out_u8(node, graph)]
-        tables = np.stack([make_lut(_UNARY["leaky_relu"]({"negative_slope": float(s)}), xq["scale"],
-                                    xq["zero_point"], yq["scale"], yq["zero_point"])
-                           for s in np.asarray(node.params["weight"], np.float64)])
-        em.op("lut_channels", node.name, [x], node.output, {}, {"table": em.tensor(f"{node.name}.table", tables)})
+        _emit_channel_tables(em, node, graph, [_UNARY["leaky_relu"]({"negative_slope": float(s)})
+                                               for s in np.asarray(node.params["weight"], np.float64)])
     elif kind == "max_pool2d":
         x = em.need_u8(node.inputs[0], graph)
         attrs = {"kernel": _ints(a["kernel"]), "stride": _ints(a["stride"]), "padding": _ints(a["padding"]),
@@ -218,6 +225,11 @@ def _emit(em, node, graph, keep_float):
     elif kind == "adaptive_avg_pool2d":
         x = em.need_u8(node.inputs[0], graph)
         em.op("adaptive_avg_pool2d", node.name, [x], em.out_u8(node, graph), {"output_size": _ints(a["output_size"])})
+    elif kind == "layer_norm":
+        x = em.need_u8(node.inputs[0], graph)
+        tensors = {role: em.tensor(f"{node.name}.{role}", np.asarray(node.params[role], np.float32))
+                   for role in ("weight", "bias")}
+        em.op("layer_norm", node.name, [x], em.out_u8(node, graph), {"eps": float(a["eps"])}, tensors)
     elif kind == "resize":  # keeps x's quantization; a second input only lends its H and W
         xs = [em.need_u8(v, graph) for v in node.inputs]
         size, scale = a["size"] or [0, 0], a["scale"] or [0.0, 0.0]
@@ -234,9 +246,9 @@ def _emit(em, node, graph, keep_float):
         _emit_layout_op(em, node, graph)
     elif kind == "gather_channels":
         _emit_layout_op(em, node, graph, {"index": em.tensor(f"{node.name}.index", np.asarray(a["index"], np.int32))})
-    elif kind == "add":
+    elif kind in ("add", "sub"):
         xs = [em.need_u8(v, graph) for v in node.inputs]
-        em.op("add", node.name, xs, em.out_u8(node, graph), {"act": a.get("act", "none")})
+        em.op(kind, node.name, xs, em.out_u8(node, graph), {"act": a.get("act", "none")})
     elif kind == "mul":
         xs = [em.need_u8(v, graph) for v in node.inputs]
         em.op("mul", node.name, xs, em.out_u8(node, graph))
@@ -253,11 +265,18 @@ def _emit(em, node, graph, keep_float):
         raise UnsupportedOpError(f"op {kind!r} at {node.name!r} has no quantized form")
 
 
+# Ops whose output pixel depends on its input's pixel alone: a 1x1 input stays 1x1 at any image size.
+_PER_PIXEL = tuple(_UNARY) + ("affine", "prelu", "layer_norm", "gather_channels", "dropout", "identity")
+
+
 def _spatially_free(graph):
-    """True when any input height and width work: every flatten follows a pool to 1x1."""
+    """True when any input height and width work: every flatten reads a pool to 1x1, directly or through
+    per-pixel ops (ConvNeXt's LayerNorm after its pool)."""
     for n in graph.nodes:
         if n.op == "flatten":
             src = graph.producer(n.inputs[0])
+            while src is not None and src.op in _PER_PIXEL:
+                src = graph.producer(src.inputs[0])
             if src is None or src.op != "adaptive_avg_pool2d" or _ints(src.attrs["output_size"]) != [1, 1]:
                 return False
     return True

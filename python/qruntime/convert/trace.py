@@ -203,6 +203,39 @@ class _Mapper:
             return self.layouts[arg]
         return Layout.of(self.tensor(arg), self.shape(arg))
 
+    def channels_last(self, arg):
+        """The real NCHW value of which `arg` is arg.permute(0, 2, 3, 1) (ConvNeXt's channels-last view,
+        which is how the engine stores activations anyway), or None."""
+        layout = self.layouts.get(arg)
+        if layout is None or len(layout.source_shape) != 3:
+            return None
+        c, h, w = layout.source_shape
+        view = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0)
+        return layout.source if np.array_equal(layout.index, view) else None
+
+    def as_channels_last(self, node, channels):
+        """Records node's output, (N, H, W, channels), as the channels-last view of the real value node.name."""
+        n, h, w = self.shape(node)[:3]
+        self.shapes[node.name] = (n, channels, h, w)
+        self.layouts[node] = Layout.of(node.name, (n, channels, h, w)).permute([0, 2, 3, 1])
+
+    def pointwise_input(self, node, arg):
+        """The IR value an elementwise op on `arg` reads. When arg rearranges all the elements of a real value
+        in a way no op materializes (channels-last), the op runs on that value and node's output is the same
+        rearrangement of its result."""
+        layout = self.layouts.get(arg)
+        if layout is None or self._materializes(layout) or not np.array_equal(
+                np.sort(layout.index, axis=None), np.arange(math.prod(layout.source_shape))):
+            return self.tensor(arg)
+        self.shapes[node.name] = (self.shape(arg)[0],) + layout.source_shape
+        self.layouts[node] = Layout(node.name, layout.source_shape, layout.index, layout.spatial)
+        return layout.source
+
+    @staticmethod
+    def _materializes(layout):
+        return (layout.is_identity() or (layout.is_flatten() and len(layout.source_shape) == 3)
+                or layout.channel_map() is not None)
+
     def materialize(self, arg):
         """The IR value holding the logical tensor `arg`, emitting the op that makes it once."""
         if arg in self.materialized:
@@ -392,7 +425,10 @@ class _Mapper:
 
 def _unary(op):
     def mapper(ctx, node, module=None):
-        return [ctx.ir_node(op, node, [ctx.tensor(ctx.first_input(node))])]
+        x = ctx.first_input(node)
+        if op in _NOOP_OPS and x in ctx.layouts:  # the same rearrangement: no op at all
+            return _relayout(ctx, node, lambda layout: layout)
+        return [ctx.ir_node(op, node, [ctx.pointwise_input(node, x)])]
     return mapper
 
 
@@ -439,9 +475,16 @@ def _conv2d_function(ctx, node):
 
 
 def _linear(ctx, node, x, weight, bias):
-    if ctx.rank(x) != 2:
-        raise _Unsupported(f"input of rank {ctx.rank(x)} (only (N, features) inputs are supported)")
     params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    source = ctx.channels_last(x)
+    if source is not None:  # over the channels of a channels-last view (ConvNeXt): a 1x1 conv of the real value
+        params["weight"] = weight.reshape(*weight.shape, 1, 1)
+        ctx.as_channels_last(node, weight.shape[0])
+        return [ctx.ir_node("conv2d", node, [source], {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1],
+                                                       "groups": 1, "act": "none"}, params)]
+    if ctx.rank(x) != 2:
+        raise _Unsupported(f"input of shape {ctx.shape(x)} (only (N, features) inputs, or an NCHW tensor permuted "
+                           "to (N, H, W, C), are supported)")
     return [ctx.ir_node("linear", node, [ctx.tensor(x)], {"act": "none"}, params)]
 
 
@@ -468,11 +511,48 @@ def _batchnorm_module(ctx, node, bn):
     return [ctx.ir_node("batchnorm", node, [ctx.tensor(x)], {"eps": float(bn.eps)}, params)]
 
 
+def _layer_norm(ctx, node, normalized_shape, weight, bias, eps):
+    """LayerNorm over the last dim: the features of (N, F), or the channels of a channels-last view."""
+    x = ctx.first_input(node)
+    shape = ctx.shape(x)
+    normalized_shape = ctx.const(normalized_shape, "normalized_shape")
+    normalized = tuple(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else (normalized_shape,)
+    if normalized != shape[-1:]:
+        raise _Unsupported(f"normalized_shape={normalized_shape!r} of a {shape} tensor (only the last dim is supported)")
+    eps = _number(ctx, eps, "eps")
+    if eps < 1e-30:
+        raise _Unsupported(f"eps={eps!r} (at least 1e-30 is supported)")
+    channels = shape[-1]
+    params = {"weight": np.ones(channels, np.float32) if weight is None else weight.reshape(-1),
+              "bias": np.zeros(channels, np.float32) if bias is None else bias.reshape(-1)}
+    source = ctx.channels_last(x)
+    if source is not None:
+        ctx.as_channels_last(node, channels)
+    elif len(shape) == 2:
+        source = ctx.tensor(x)
+    else:
+        raise _Unsupported(f"LayerNorm over the last dim of a {shape} tensor (only over the features of (N, F), or "
+                           "the channels of an NCHW tensor permuted to (N, H, W, C), are supported)")
+    return [ctx.ir_node("layer_norm", node, [source], {"eps": eps}, params)]
+
+
+def _layer_norm_module(ctx, node, module):
+    # elementwise_affine=False (or bias=False) leaves weight/bias None: ones and zeros in _layer_norm.
+    weight = None if module.weight is None else _to_numpy(module.weight)
+    bias = None if module.bias is None else _to_numpy(module.bias)
+    return _layer_norm(ctx, node, module.normalized_shape, weight, bias, module.eps)
+
+
+def _layer_norm_function(ctx, node):
+    return _layer_norm(ctx, node, _arg(node, 1, "normalized_shape"), ctx.param(_arg(node, 2, "weight"), "weight"),
+                       ctx.param(_arg(node, 3, "bias"), "bias"), _arg(node, 4, "eps", 1e-5))
+
+
 def _clamp(ctx, node, min_val, max_val):
     """hardtanh / clamp / clip: None leaves that side open (torch.clamp's default)."""
     min_val, max_val = (None if v is None else _number(ctx, v, role)
                         for v, role in ((min_val, "min"), (max_val, "max")))
-    x = ctx.tensor(ctx.first_input(node))
+    x = ctx.pointwise_input(node, ctx.first_input(node))
     if (min_val, max_val) == (0.0, 6.0):
         return [ctx.ir_node("relu6", node, [x])]
     if (min_val, max_val) == (0.0, None):
@@ -487,7 +567,7 @@ def _clamp_function(ctx, node):
 
 
 def _leaky_relu(ctx, node, slope):
-    return [ctx.ir_node("leaky_relu", node, [ctx.tensor(ctx.first_input(node))],
+    return [ctx.ir_node("leaky_relu", node, [ctx.pointwise_input(node, ctx.first_input(node))],
                         {"negative_slope": _number(ctx, slope, "negative_slope")})]
 
 
@@ -529,7 +609,8 @@ def _gelu(ctx, node, approximate):
     approximate = ctx.const(approximate, "approximate")
     if approximate not in ("none", "tanh"):
         raise _Unsupported(f"approximate={approximate!r}")
-    return [ctx.ir_node("gelu", node, [ctx.tensor(ctx.first_input(node))], {"approximate": approximate})]
+    return [ctx.ir_node("gelu", node, [ctx.pointwise_input(node, ctx.first_input(node))],
+                        {"approximate": approximate})]
 
 
 def _gelu_module(ctx, node, module):
@@ -911,16 +992,48 @@ def _is_number(value):
 
 def _scale_shift(ctx, node, x, scale, shift):
     """y = x * scale + shift with constant numbers: a lookup table once quantized."""
-    return [ctx.ir_node("scale_shift", node, [ctx.tensor(x, "operand")], {"scale": scale, "shift": shift})]
+    return [ctx.ir_node("scale_shift", node, [ctx.pointwise_input(node, x)], {"scale": scale, "shift": shift})]
 
 
 def _operands(node, name="other"):
     return node.args[0] if node.args else node.kwargs.get("input"), _arg(node, 1, name)
 
 
+def _is_parameter(arg):
+    return isinstance(arg, fx.Node) and arg.op == "get_attr"
+
+
+def _by_parameter(ctx, node, x, value, scale, shift):
+    """y = x * scale + shift where the parameter `value` is one of them (the other a number): one number is a
+    table; one value per channel (of NCHW, of (N, F), or of a channels-last view) a per-channel affine op."""
+    shape, out_shape = ctx.shape(x), ctx.shape(node)
+    if out_shape != shape:
+        raise _Unsupported(f"a parameter of shape {tuple(value.shape)} broadcast against {shape} changes its shape")
+    if value.size == 1:
+        number = float(value.reshape(()))
+        return _scale_shift(ctx, node, x, number if scale is None else scale, number if shift is None else shift)
+    channels = value.reshape(-1)
+    source = ctx.channels_last(x)
+    if source is not None and value.shape[-1:] == shape[-1:] and value.size == shape[-1]:
+        ctx.as_channels_last(node, shape[-1])
+    elif (len(shape) in (2, 4) and value.size == shape[1]
+          and value.shape[1 - len(shape):] == (shape[1],) + (1,) * (len(shape) - 2)):  # (C, 1, 1) or (F,)
+        source = ctx.tensor(x)
+    else:
+        raise _Unsupported(f"a parameter of shape {tuple(value.shape)} with an input of shape {shape} (only one number, "
+                           "or one value per channel, are supported)")
+    ones, zeros = np.ones_like(channels), np.zeros_like(channels)
+    params = {"scale": channels if scale is None else ones * np.float32(scale),
+              "shift": channels if shift is None else zeros + np.float32(shift)}
+    return [ctx.ir_node("affine", node, [source], params=params)]
+
+
 def _add(ctx, node):
     a, b = _operands(node)
     alpha = ctx.const(node.kwargs.get("alpha", 1), "alpha")
+    if (_is_parameter(a) or _is_parameter(b)) and alpha == 1:  # x + p
+        x, p = (b, a) if _is_parameter(a) else (a, b)
+        return _by_parameter(ctx, node, x, ctx.param(p, "the added tensor"), 1.0, None)
     if _is_number(a) or _is_number(b):  # x + alpha * c, or c + alpha * x
         alpha = _number(ctx, alpha, "alpha")
         if _is_number(b):
@@ -942,7 +1055,17 @@ def _sub(ctx, node):
         return _scale_shift(ctx, node, a, 1.0, -alpha * _number(ctx, b, "the subtracted constant"))
     if _is_number(a):  # c - x
         return _scale_shift(ctx, node, b, -alpha, _number(ctx, a, "the constant"))
-    raise _Unsupported("subtraction of two tensors")
+    if _is_parameter(b) and alpha == 1:  # x - p
+        return _by_parameter(ctx, node, a, -ctx.param(b, "the subtracted tensor"), 1.0, None)
+    if _is_parameter(a) and alpha == 1:  # p - x
+        return _by_parameter(ctx, node, b, ctx.param(a, "the tensor"), -1.0, None)
+    names = [ctx.tensor(a, "operand"), ctx.tensor(b, "operand")]
+    if alpha != 1:
+        raise _Unsupported(f"alpha={alpha}")
+    if ctx.shape(a) != ctx.shape(b):
+        raise _Unsupported(f"broadcasting sub of shapes {ctx.shape(a)} and {ctx.shape(b)} "
+                           "(only operands of the same shape are supported)")
+    return [ctx.ir_node("sub", node, names, {"act": "none"})]
 
 
 def _mul(ctx, node):
@@ -950,6 +1073,9 @@ def _mul(ctx, node):
     if _is_number(a) or _is_number(b):  # x * c, c * x
         x, c = (b, a) if _is_number(a) else (a, b)
         return _scale_shift(ctx, node, x, _number(ctx, c, "the factor"), 0.0)
+    if _is_parameter(a) or _is_parameter(b):  # x * p: ConvNeXt's layer scale
+        x, p = (b, a) if _is_parameter(a) else (a, b)
+        return _by_parameter(ctx, node, x, ctx.param(p, "the factor"), None, 0.0)
     names = [ctx.tensor(a, "operand"), ctx.tensor(b, "operand")]
     sa, sb = ctx.shape(a), ctx.shape(b)
     small, big = sorted((sa, sb), key=math.prod)
@@ -1026,6 +1152,7 @@ _MODULE_MAPPERS = {
     nn.Conv2d: _conv2d_module,
     nn.Linear: _linear_module,
     nn.BatchNorm2d: _batchnorm_module,
+    nn.LayerNorm: _layer_norm_module,
     nn.ReLU: _unary("relu"),
     nn.ReLU6: _unary("relu6"),
     nn.Hardtanh: _hardtanh_module,
@@ -1060,6 +1187,7 @@ _MODULE_MAPPERS = {
 _FUNCTION_MAPPERS = {
     F.conv2d: _conv2d_function,
     F.linear: _linear_function,
+    F.layer_norm: _layer_norm_function,
     F.relu: _unary("relu"),
     torch.relu: _unary("relu"),
     torch.relu_: _unary("relu"),

@@ -5,7 +5,7 @@ import copy
 from .. import ir
 
 # Which producers can absorb each activation: the int8 kernels clamp in their requantization epilogue.
-_ABSORBERS = {"relu": ("conv2d", "linear", "add"), "relu6": ("conv2d", "linear")}
+_ABSORBERS = {"relu": ("conv2d", "linear", "add", "sub"), "relu6": ("conv2d", "linear")}
 
 
 def _activation(node):
