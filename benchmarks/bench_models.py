@@ -14,9 +14,12 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CACHE = RESULTS / "cache"                     # trained weights and prepared artifacts (git-ignored)
 PEAK_TOOL = HERE.parents[1] / "shared" / "tools" / "peak"
-MODELS = ["seed_cnn", "small_resnet", "resnet18", "mobilenet_v2"]
+# The last three are torchvision's own architectures (model_engines.TORCHVISION_MODELS, via tests/tv_models.py).
+MODELS = ["seed_cnn", "small_resnet", "resnet18", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
+          "shufflenet_v2_x1_0"]
 DIGITS_MODELS = ("seed_cnn", "small_resnet")  # trained on the digits; the others are random-init ImageNet shapes
 ENGINE_ORDER = ["torch-fp32", "torch-int8", "ort-fp32", "ort-int8", "openvino-int8", "qruntime", "qruntime-w7"]
+INT8_PEERS = ("torch-int8", "ort-int8", "openvino-int8")
 QRUNTIME = "qruntime"
 CAP_ISAS = ["avx2"]                # --cap-isa choices
 # Cells that count as capped peers under --cap-isa: verified within the cap, or with every conv/matmul kernel
@@ -24,8 +27,11 @@ CAP_ISAS = ["avx2"]                # --cap-isa choices
 CAPPED = ("capped", "mostly capped")
 SEED = 0
 # Calibration: 8 batches for every model and every int8 engine. Digits: the first 8 x 32 training images.
-# 224x224 models: 8 x 4 synthetic images (smooth_random_images, seed SEED); timed inputs use seed SEED + 1,
-# the BatchNorm statistics (with_batchnorm_statistics) BN_IMAGES more with seed SEED + 2.
+# 224x224 zoo models: 8 x 4 synthetic images (smooth_random_images, seed SEED); timed inputs use seed SEED + 1,
+# the BatchNorm statistics (with_batchnorm_statistics) BN_IMAGES more with seed SEED + 2. torchvision models:
+# 8 x 4 real photo crops (tests/photos.py's calibration split), which also set the BatchNorm statistics, as
+# tests/test_tv_models.py does (synthetic fields are far from what these deeper nets see); timed inputs are
+# crops of the evaluation split.
 CALIBRATION_BATCHES = 8
 CALIBRATION_BATCH = {"digits": 32, "imagenet": 4}
 BN_IMAGES = 32
@@ -37,6 +43,7 @@ TARGET_SEED_B256_TORCH_INT8 = 1.3  # seed CNN batch 256 over torch int8
 TARGET_RSS_RATIO = 0.25            # ResNet-18 qruntime peak RSS / torch fp32's
 TARGET_SIZE_RATIO = 0.26           # .qnn / fp32 state_dict file
 TARGET_IMPORT_LOAD_MS = 100.0      # ResNet-18: import qruntime + load
+TARGET_TORCHVISION_INT8_PEER = 1.0  # issue 15: torchvision models, batch 1, qruntime over the fastest int8 peer
 # Issue 8, on an AVX2-only host (checked under --cap-isa avx2): qruntime-w7 over the fastest peer, batch 1 and 16.
 TARGET_W7_AVX2 = {"seed_cnn": 1.3, "resnet18": 1.0, "mobilenet_v2": 1.3}
 
@@ -292,7 +299,7 @@ def prepare_model(name, engines, max_batch):
     files = model_engines.ModelFiles(CACHE / name, name)
     shutil.rmtree(files.root, ignore_errors=True)
     (files.root / "outputs").mkdir(parents=True)
-    chw = zoo.MODELS[name][1]
+    chw = model_engines.TORCHVISION_INPUT_CHW if name in model_engines.TORCHVISION_MODELS else zoo.MODELS[name][1]
     if name in DIGITS_MODELS:
         data = zoo.load_digits_28(SEED)
         x_train, _, x_test, y_test = data
@@ -302,6 +309,14 @@ def prepare_model(name, engines, max_batch):
         inputs = x_test
         np.savez(files.labelled, x=x_test, y=y_test)
         notes = f"trained on the digits (seed {SEED}), fp32 top-1 {zoo.accuracy(model, x_test, y_test):.1f} %"
+    elif name in model_engines.TORCHVISION_MODELS:
+        photos = model_engines.load_tests_module("photos")
+        size = CALIBRATION_BATCH["imagenet"]
+        calibration = np.stack(photos.photo_batches("calibration", chw[1], CALIBRATION_BATCHES, size))
+        model = model_engines.load_tests_module("tv_models").build(name, bn_batches=calibration, seed=SEED)
+        inputs = photos.photo_batches("evaluation", chw[1], 1, max_batch)[0]
+        notes = (f"torchvision {name}, random init (seed {SEED}), BatchNorm statistics and calibration: "
+                 f"{CALIBRATION_BATCHES * size} photo crops")
     else:
         model = with_batchnorm_statistics(zoo.build(name, SEED), smooth_random_images(BN_IMAGES, chw, SEED + 2))
         size = CALIBRATION_BATCH["imagenet"]
@@ -364,11 +379,12 @@ def fmt_ms(ms):
     return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
 
 
-def fastest_peer(cells, capped=None):
+def fastest_peer(cells, capped=None, int8_only=False):
     """(peer name, median ms) of the fastest engine other than qruntime among one column's records; with `capped`
-    True or False, only among the peers that did or did not stay within --cap-isa."""
+    True or False, only among the peers that did or did not stay within --cap-isa; with int8_only, only INT8_PEERS."""
     peers = [(r["median_ms"], r["engine"]) for r in cells if not r["engine"].startswith(QRUNTIME) and "median_ms" in r
-             and (capped is None or (r.get("isa_status") in CAPPED) == capped)]
+             and (capped is None or (r.get("isa_status") in CAPPED) == capped)
+             and (not int8_only or r["engine"] in INT8_PEERS)]
     if not peers:
         return None, None
     ms, engine = min(peers)
@@ -455,14 +471,16 @@ def model_table(model, records, columns, engines, notes, errors, cap=None):
         lines.append("| " + " | ".join(row) + " |")
 
     # Under --cap-isa only capped peers make the comparison; the uncapped ones get their own row, as information.
-    comparisons = [(True, "fastest capped peer"), (False, "fastest uncapped peer (info)")] if cap else [
-        (None, "fastest peer")]
+    # Without a cap, a row against the int8 peers alone too: an fp32 peer can be the fastest, and issue 15's
+    # target names the int8 ones.
+    comparisons = [(True, False, "fastest capped peer"), (False, False, "fastest uncapped peer (info)")] if cap else [
+        (None, False, "fastest peer"), (None, True, "fastest int8 peer")]
     for qr_engine in [e for e in engines if e.startswith(QRUNTIME)]:
-        for capped, what in comparisons:
+        for capped, int8_only, what in comparisons:
             row = []
             for b, t in columns:
                 column = [cells[(e, b, t)] for e in engines if (e, b, t) in cells]
-                peer, peer_ms = fastest_peer(column, capped)
+                peer, peer_ms = fastest_peer(column, capped, int8_only)
                 qr = cells.get((qr_engine, b, t), {})
                 row.append(f"{peer_ms / qr['median_ms']:.2f}x ({peer})" if peer and "median_ms" in qr else "-")
             if capped is not False or any(v != "-" for v in row):
@@ -476,6 +494,8 @@ def verdict(ok):
 
 def targets(model, records, columns, cap=None):
     """The issue's targets for one model as lines 'MET/MISSED: what (numbers)', from the measured records."""
+    import model_engines
+
     cells = records_by(records, model)
     out = []
 
@@ -488,18 +508,21 @@ def targets(model, records, columns, cap=None):
         status = cells.get((engine, b, t), {}).get("isa_status", "not measured")
         return f"; {engine} {status}" if cap and status != "capped" else ""
 
-    def peer_targets(qr_engine, goal, source=""):
-        """One line per batch 1 and 16 column: qr_engine >= goal x the fastest peer (under --cap-isa: capped peer)."""
+    def peer_targets(qr_engine, goal, source="", batches=(1, 16), int8_only=False):
+        """One line per column of `batches`: qr_engine >= goal x the fastest peer (under --cap-isa: capped peer;
+        with int8_only: int8 peer)."""
         for b, t in columns:
-            if b not in (1, 16):
+            if b not in batches:
                 continue
-            column = [cells[(e, bb, tt)] for e, bb, tt in cells if (bb, tt) == (b, t)]
-            peer, _ = fastest_peer(column, True if cap else None)
+            column = [cells[(e, bb, tt)] for e, bb, tt in cells if (bb, tt) == (b, t)
+                      and (not int8_only or e.startswith(QRUNTIME) or e in INT8_PEERS)]
+            peer, _ = fastest_peer(column, True if cap else None, int8_only)
             # A qruntime cell beyond the cap says nothing about the capped ISA.
             r = ratio(peer, b, t, qr_engine) if peer and not cap_tag(qr_engine, b, t) else None
             failed = [c["engine"] for c in column if not c["engine"].startswith(QRUNTIME) and "median_ms" not in c]
             out.append(f"{verdict(None if r is None else r >= goal)}: batch {b}, {t} thread(s): "
-                       f"{qr_engine} >= {goal}x the fastest {'capped ' if cap else ''}peer{source} "
+                       f"{qr_engine} >= {goal}x the fastest {'capped ' if cap else ''}{'int8 ' if int8_only else ''}"
+                       f"peer{source} "
                        f"({'-' if r is None else f'{r:.2f}x over {peer}'}{cap_tag(qr_engine, b, t)}"
                        + (f"; not measured: {', '.join(failed)}" if failed else "") + ")")
 
@@ -510,7 +533,10 @@ def targets(model, records, columns, cap=None):
                 out.append(f"{verdict(None if r is None else r >= goal)}: batch {b}, {t} thread(s): "
                            f"qruntime >= {goal}x torch int8 ({'-' if r is None else f'{r:.2f}x'}"
                            f"{cap_tag(QRUNTIME, b, t)}{cap_tag('torch-int8', b, t)})")
-    peer_targets(QRUNTIME, TARGET_SPEEDUP_PEER)
+    if model in model_engines.TORCHVISION_MODELS:
+        peer_targets(QRUNTIME, TARGET_TORCHVISION_INT8_PEER, " (issue 15)", batches=(1,), int8_only=True)
+    else:
+        peer_targets(QRUNTIME, TARGET_SPEEDUP_PEER)
     if cap and model in TARGET_W7_AVX2:
         peer_targets("qruntime-w7", TARGET_W7_AVX2[model], f" (issue 8, {cap} proxy)")
 

@@ -8,6 +8,7 @@ library and numpy, so a child's import time and peak RSS belong to its engine al
 import copy
 import importlib.util
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -16,6 +17,11 @@ from pathlib import Path
 import numpy as np
 
 ONNX_OPSET = 17
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+# torchvision's architectures that bench_models.py times, built by tests/tv_models.py from torchvision's wheel
+# (its C extension does not load with our CPU torch); every other model comes from qruntime.zoo.
+TORCHVISION_MODELS = ("mobilenet_v3_large", "efficientnet_b0", "shufflenet_v2_x1_0")
+TORCHVISION_INPUT_CHW = (3, 224, 224)  # ImageNet classifiers at their reference resolution
 # Kernel-name fragments of ISAs above AVX2, as oneDNN and OpenVINO name their kernels (jit_avx512_I8,
 # brgconv_avx512_core_vnni_I8, brgemm_avx512_amx...); avx2_vnni is AVX-VNNI, which an AVX2-only host lacks too.
 ABOVE_AVX2 = ("avx512", "vnni", "amx")
@@ -70,6 +76,28 @@ def load_zoo():
     zoo = importlib.util.module_from_spec(zoo_spec)
     zoo_spec.loader.exec_module(zoo)
     return zoo
+
+
+def load_tests_module(name):
+    """tests/<name>.py imported by path, as module `name` (so tv_models' own `import photos` finds its sibling)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, TESTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+def build_model(name, seed=0):
+    """The float model `name` with seed's random weights, in eval mode: a torchvision architecture (its BatchNorm
+    statistics left at their defaults: the caller measures them or loads a state_dict) or a qruntime.zoo model."""
+    if name in TORCHVISION_MODELS:
+        return load_tests_module("tv_models").build(name, bn_batches=(), seed=seed)
+    return load_zoo().build(name, seed)
 
 
 def above_cap(kernel, cap):
@@ -189,7 +217,7 @@ class TorchFP32(Engine):
 
     def _build(self, files, threads):
         self.torch.set_num_threads(threads)
-        model = load_zoo().build(files.name)
+        model = build_model(files.name)
         model.load_state_dict(self.torch.load(files.state_dict, weights_only=True))
         return model.eval()
 
