@@ -52,6 +52,9 @@ DEFAULT_ATTRS = {
     "concat": {"axis": 1},
     "softmax": {"dim": 1},
     "layer_norm": {"eps": 1e-5},
+    "layer_norm_float": {"eps": 1e-5},
+    "unary_float": {"fn": "tanh", "a": 0.0, "b": 0.0},
+    "binary_float": {"fn": "add"},
 }
 DEFAULT_ATTRS.update(conv2d_float=DEFAULT_ATTRS["conv2d"], linear_float=DEFAULT_ATTRS["linear"],
                      log_softmax=DEFAULT_ATTRS["softmax"])
@@ -784,7 +787,13 @@ def _op_shape(op, ins, tensors):
     elif kind == "gather_channels" and len(x) in (2, 4):
         index = tensors[op["tensors"]["index"]]
         out = (x[0], len(index), *x[2:]) if index.max() < x[1] else None
-    elif kind in ("quantize", "dequantize", "lut", "softmax", "log_softmax"):
+    elif kind == "binary_float":
+        small, big = sorted(ins, key=math.prod)
+        gate = a["fn"] == "mul" and rank4 and small == (big[0], big[1], 1, 1)
+        out = big if small == big or gate else None
+    elif kind == "layer_norm_float" and len(x) in (2, 4):
+        out = x if tensors[op["tensors"]["weight"]].shape[0] == x[1] else None
+    elif kind in ("quantize", "dequantize", "lut", "softmax", "log_softmax", "unary_float"):
         out = x
     elif kind == "layer_norm" and len(x) in (2, 4):
         out = x if tensors[op["tensors"]["weight"]].shape[0] == x[1] else None

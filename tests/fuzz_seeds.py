@@ -133,14 +133,19 @@ def _mlp(rng):
 
 
 def _float(rng):
-    """Fixed input through float ops: uint8 and float32 flatten, float conv (ReLU6, no bias), float
-    linear (no bias), log_softmax."""
+    """Fixed input through float ops: uint8 and float32 flatten, float conv (ReLU6, no bias), GELU, sub and
+    LayerNorm in float, float linear (no bias), log_softmax."""
     b = _Builder([-1, 2, 6, 6], rng)
     b.op("quantize", ["x"], "q", (0.05, 128))
     b.keep("flatten", "q", "qf")
     b.op("dequantize", ["qf"], "d1")
     b.op("dequantize", ["q"], "d")
-    b.conv("d", "cf", None, (4, 2, 3, 3), quantized=False, bias=False, act="relu6")
+    b.conv("d", "cf0", None, (4, 2, 3, 3), quantized=False, bias=False, act="relu6")
+    b.op("unary_float", ["cf0"], "uf", attrs={"fn": "gelu", "a": 0.0, "b": 0.0})
+    b.op("binary_float", ["uf", "cf0"], "bf", attrs={"fn": "sub"})
+    b.tensors["lnf.weight"] = rng.uniform(0.5, 2.0, 4).astype(np.float32)
+    b.tensors["lnf.bias"] = rng.uniform(-1.0, 1.0, 4).astype(np.float32)
+    b.op("layer_norm_float", ["bf"], "cf", attrs={"eps": 1e-5}, tensors={"weight": "lnf.weight", "bias": "lnf.bias"})
     b.keep("flatten", "cf", "ff")
     b.linear("ff", "lf", None, (3, 64), quantized=False, bias=False)
     b.op("log_softmax", ["lf"], "out", attrs={"dim": 1})

@@ -1,5 +1,4 @@
 """qruntime.quantize on torchvision's architectures (random weights, real photos): SQNR against PyTorch's own int8, and what still blocks the rest."""
-import re
 import subprocess
 import sys
 import textwrap
@@ -30,13 +29,8 @@ FX_FLOOR_DB = 15.0
 # up over the blocks, no single layer stands out (per-layer SQNR); bias correction is the next try.
 BELOW_TARGET = {"mobilenet_v3_large": 1.4}
 
-# The others, with exactly what stops them today: the kinds of op an UnsupportedOpError lists (with
-# torchvision's module path; tv_models loads it under another name), or the output forward returns.
-# When support lands, the test below fails for that architecture: move it to CONVERTS (or shrink its set).
-NOT_YET = {
-}
-assert set(CONVERTS) | set(NOT_YET) | set(BELOW_TARGET) == set(tv_models.NAMES)
-assert len(CONVERTS) + len(NOT_YET) + len(BELOW_TARGET) == len(tv_models.NAMES)
+assert set(CONVERTS) | set(BELOW_TARGET) == set(tv_models.NAMES)  # every architecture of the issue converts
+assert len(CONVERTS) + len(BELOW_TARGET) == len(tv_models.NAMES)
 
 CALIBRATION_BATCHES = 4  # of 8 crops each; also what sets the BatchNorm statistics (tv_models.build)
 EVALUATION_BATCHES = 4
@@ -128,34 +122,6 @@ def test_segmentation_output_follows_the_input_size():
         assert got.shape == ref.shape == (len(x), 21, h, w)
         # Measured 7-13 dB at these sizes (8 dB at the calibration size): far from noise, not a target.
         assert sqnr_db(ref, got) > 3.0
-
-
-def blockers(name):
-    """What stops qruntime.quantize from converting `name` today, in NOT_YET's terms (empty: it converts)."""
-    size = tv_models.SIZES[name]
-    model = tv_models.build(name, bn_batches=())  # the statistics do not matter for tracing
-    try:
-        qruntime.quantize(model, photos.photo_batches("calibration", size, 1, 2), progress=False)
-    except qruntime.UnsupportedOpError as e:
-        names = re.findall(r"^  - (\S+) at node ", str(e), re.M)
-        assert names, f"no op listed in: {e}"
-        return {n.replace(tv_models.PACKAGE, "torchvision") for n in names}
-    except ValueError as e:
-        found = re.search(r"forward must return .*; output \d+ is (\w+)", str(e))
-        if found is None:
-            raise
-        return {f"output {found.group(1)}"}
-    return set()
-
-
-@pytest.mark.parametrize("name", sorted(NOT_YET, key=tv_models.NAMES.index))
-def test_not_yet_supported_names_what_is_missing(name, table):
-    start = time.perf_counter()
-    missing = blockers(name)
-    short = sorted({m.rsplit(".", 1)[-1] for m in missing})
-    table.append((name, tv_models.SIZES[name], "no: " + ", ".join(short), "-", "-", "-", time.perf_counter() - start))
-    assert missing, f"{name} converts now: move it from NOT_YET to CONVERTS"
-    assert missing == NOT_YET[name], f"{name}: blocked by {sorted(missing)} now; update NOT_YET"
 
 
 def test_models_are_torchvisions_own():

@@ -15,7 +15,8 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
 
     calibration_data: an iterable of batches (tensors, numpy arrays, or (x, y) tuples, of which x is used).
     method: how activation ranges are chosen: "minmax", "percentile" (99.99), "mse" or "entropy".
-    keep_float: names of Conv2d/Linear modules to run in float32 instead of int8.
+    keep_float: module paths (e.g. "features.3", every op inside) or node names to run in float32 instead of
+        int8 (float islands): conv/linear, LayerNorm, add/sub/mul, affine and elementwise functions.
     weight_bits: 8 (weights in [-127, 127]) or 7 ([-64, 64]: every layer takes the AVX2 fast path)."""
     try:
         import torch  # noqa: F401 - only to say what is missing; running a model never needs it

@@ -137,6 +137,8 @@ _CONV_ATTRS = {"stride": IntList(2, 1), "padding": IntList(4, 0), "dilation": In
 _W_SCALE = TensorRole("float32", ("oc",), values="positive")
 _BIAS = TensorRole("float32", ("oc",), required=False, values="finite")
 _U8 = (("uint8", "uint8"),)
+UNARY_FLOAT_FUNCTIONS = ("relu", "relu6", "hardtanh", "leaky_relu", "scale_shift", "sigmoid", "tanh", "hardswish",
+                         "hardsigmoid", "silu", "gelu", "gelu_tanh")
 _F32 = (("float32", "float32"),)
 
 # Op name -> spec. The engine's C++ op list (csrc/ops/op_list.inc) has exactly these names.
@@ -196,6 +198,16 @@ OPS = {
                               tensors={"index": TensorRole("int32", ("c",), values="index")}, same_qparams=True),
     "softmax": OpSpec("softmax over the channels / features (dim 1), in float32", _F32, attrs={"dim": Int(1, 1)}),
     "log_softmax": OpSpec("log of softmax over dim 1, in float32", _F32, attrs={"dim": Int(1, 1)}),
+    "unary_float": OpSpec("y = fn(x) elementwise in float32 (a function kept in float); a, b are fn's parameters "
+                          "(hardtanh: min, max; leaky_relu: slope; scale_shift: x * a + b), else 0", _F32,
+                          attrs={"fn": Choice(UNARY_FLOAT_FUNCTIONS), "a": Float(-_FLOAT32_MAX, _FLOAT32_MAX),
+                                 "b": Float(-_FLOAT32_MAX, _FLOAT32_MAX)}),
+    "binary_float": OpSpec("a + b, a - b or a * b in float32 of two inputs of one shape (mul: also (N, C, H, W) and "
+                           "(N, C, 1, 1) in either order)", _F32, inputs=(2, 2),
+                           attrs={"fn": Choice(("add", "sub", "mul"))}),
+    "layer_norm_float": OpSpec("layer_norm in float32", _F32, attrs={"eps": Float(1e-30, 1e30)},
+                               tensors={"weight": TensorRole("float32", ("c",), values="finite"),
+                                        "bias": TensorRole("float32", ("c",), values="finite")}),
 }
 
 

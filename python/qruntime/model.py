@@ -201,7 +201,17 @@ class Model:
         lines.append("-" * len(head))
         lines.append(f"{len(rows)} ops, {sum(r['macs'] for r in rows):,} MACs at batch {batch}, "
                      f"{sum(t.nbytes for t in self._tensors.values()):,} bytes of constants")
+        islands = self.float_ops()
+        if islands:
+            shown = ", ".join(islands[:8]) + (", ..." if len(islands) > 8 else "")
+            lines.append(f"float islands: {len(islands)} op(s) run in float32 ({shown})")
         return "\n".join(lines)
+
+    def float_ops(self):
+        """Names of the ops that compute in float32 (layers kept in float, softmax): the float islands."""
+        values = self._graph["values"]
+        return [op["name"] for op in self._graph["ops"] if op["op"] not in ("quantize", "dequantize")
+                and values[op["outputs"][0]]["dtype"] == "float32"]
 
     def input_shapes(self, batch=1, input_shape=None):
         """The full input shapes for `batch` (or as `input_shape` gives them, checked against the model)."""

@@ -5,6 +5,8 @@ spec done as an exact float64 operation rounded once to float32. It shares no co
 loops: pooling sums shifted strided slices of a padded copy instead of walking windows, conv unfolds
 the padded input. `run_graph` interprets a quantized graph (docs/format.md) op by op with them.
 """
+import math
+
 import numpy as np
 
 F32 = np.float32
@@ -346,6 +348,45 @@ def softmax(x, dim, log=False):
     return (v - lse if log else np.exp(v - lse)).astype(F32)
 
 
+_ERF = np.vectorize(math.erf, otypes=[F64])
+UNARY_FLOAT = {
+    "relu": lambda v, a, b: np.maximum(v, 0.0),
+    "relu6": lambda v, a, b: np.clip(v, 0.0, 6.0),
+    "hardtanh": lambda v, a, b: np.minimum(np.maximum(v, a), b),
+    "leaky_relu": lambda v, a, b: np.where(v >= 0.0, v, v * a),
+    "scale_shift": lambda v, a, b: v * a + b,
+    "sigmoid": lambda v, a, b: 1.0 / (1.0 + np.exp(-v)),
+    "tanh": lambda v, a, b: np.tanh(v),
+    "hardswish": lambda v, a, b: v * np.clip(v + 3.0, 0.0, 6.0) / 6.0,
+    "hardsigmoid": lambda v, a, b: np.clip(v + 3.0, 0.0, 6.0) / 6.0,
+    "silu": lambda v, a, b: v / (1.0 + np.exp(-v)),
+    "gelu": lambda v, a, b: 0.5 * v * (1.0 + _ERF(v / math.sqrt(2.0))),
+    "gelu_tanh": lambda v, a, b: 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v ** 3))),
+}
+
+
+def unary_float(x, fn, a, b):
+    """fn in float64 on float32 values, rounded once to float32 (the engine's double steps, up to libm)."""
+    with np.errstate(over="ignore"):
+        return UNARY_FLOAT[fn](np.asarray(x, F64), a, b).astype(F32)
+
+
+def binary_float(a, b, fn):
+    """float32 a + b, a - b or a * b; b may be (N, C, 1, 1) against a's (N, C, H, W) (either order for mul)."""
+    a, b = np.asarray(a, F32), np.asarray(b, F32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return {"add": np.add, "sub": np.subtract, "mul": np.multiply}[fn](a, b).astype(F32)
+
+
+def layer_norm_float(x, weight, bias, eps):
+    """LayerNorm over dim 1 in float64, rounded once to float32."""
+    v = np.moveaxis(np.asarray(x, F64), 1, -1)
+    mean = v.mean(axis=-1, keepdims=True)
+    var = ((v - mean) ** 2).mean(axis=-1, keepdims=True)
+    y = (v - mean) / np.sqrt(var + eps) * np.asarray(weight, F64) + np.asarray(bias, F64)
+    return np.moveaxis(y.astype(F32), -1, 1)
+
+
 def run_graph(graph, tensors, inputs):
     """Outputs (float32, NCHW) of a quantized graph for float32 NCHW inputs, op by op in numpy."""
     vals = {spec["name"]: np.asarray(x, F32) for spec, x in zip(graph["inputs"], inputs)}
@@ -408,6 +449,12 @@ def run_graph(graph, tensors, inputs):
             y = xs[0][:, t["index"]]
         elif kind in ("softmax", "log_softmax"):
             y = softmax(xs[0], a["dim"], log=kind == "log_softmax")
+        elif kind == "unary_float":
+            y = unary_float(xs[0], a["fn"], a["a"], a["b"])
+        elif kind == "binary_float":
+            y = binary_float(xs[0], xs[1], a["fn"])
+        elif kind == "layer_norm_float":
+            y = layer_norm_float(xs[0], t["weight"], t["bias"], a["eps"])
         else:
             raise ValueError(f"op {op['name']!r}: unknown op {kind!r}")
         vals[out] = y

@@ -4,7 +4,8 @@ Rules (docs/quantization.md): activations uint8 per tensor, asymmetric, with the
 hold 0; weights int8 symmetric per output channel in [-127, 127]; biases stay float32 (the engine
 quantizes them at scale s_x * s_w). Max pooling, flatten, gather_channels, resize and pad keep their
 input's quantization. Unary functions become 256-entry tables. softmax / log_softmax and the layers
-named in keep_float run in float32, with dequantize / quantize ops where the data type changes.
+keep_float selects (module paths or node names) run in float32 kernels (float islands), with dequantize /
+quantize ops where the data type changes.
 """
 import math
 
@@ -181,12 +182,74 @@ def _emit_channel_tables(em, node, graph, functions):
     em.op("lut_channels", node.name, [x], node.output, {}, {"table": em.tensor(f"{node.name}.table", tables)})
 
 
+# IR ops that have a float32 kernel, so keep_float can run them in float (a float island).
+FLOAT_FORMS = ("conv2d", "linear", "affine", "layer_norm", "add", "sub", "mul") + tuple(_UNARY)
+
+
+def _unary_float_attrs(kind, a):
+    """unary_float's fn, a, b for an IR unary op (docs/format.md)."""
+    big = float(np.finfo(np.float32).max)
+    if kind == "gelu":
+        return {"fn": "gelu_tanh" if a.get("approximate") == "tanh" else "gelu", "a": 0.0, "b": 0.0}
+    if kind == "hardtanh":
+        lo, hi = a.get("min_val"), a.get("max_val")
+        return {"fn": "hardtanh", "a": -big if lo is None else float(lo), "b": big if hi is None else float(hi)}
+    if kind == "leaky_relu":
+        return {"fn": "leaky_relu", "a": float(a["negative_slope"]), "b": 0.0}
+    if kind == "scale_shift":
+        return {"fn": "scale_shift", "a": float(a["scale"]), "b": float(a["shift"])}
+    return {"fn": kind, "a": 0.0, "b": 0.0}
+
+
+def _emit_float(em, node, graph):
+    """node in float32 between a dequantize and a quantize (each added only where the dtype changes)."""
+    kind, a = node.op, node.attrs
+    xs = [em.need_f32(v) for v in node.inputs]
+    y = em.add_f32(node.output, node.output)
+    if kind in ("conv2d", "linear"):
+        attrs = _conv_attrs(a) if kind == "conv2d" else {"act": a.get("act", "none")}
+        em.op(kind + "_float", node.name, xs, y, attrs, _float_weights(em, node))
+    elif kind == "affine":  # a depthwise 1x1 float conv
+        scale = np.asarray(node.params["scale"], np.float32)
+        tensors = {"weight": em.tensor(f"{node.name}.weight", scale.reshape(-1, 1, 1, 1)),
+                   "bias": em.tensor(f"{node.name}.bias", np.asarray(node.params["shift"], np.float32))}
+        attrs = {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": int(scale.size), "act": "none"}
+        em.op("conv2d_float", node.name, xs, y, attrs, tensors)
+    elif kind == "layer_norm":
+        tensors = {role: em.tensor(f"{node.name}.{role}", np.asarray(node.params[role], np.float32))
+                   for role in ("weight", "bias")}
+        em.op("layer_norm_float", node.name, xs, y, {"eps": float(a["eps"])}, tensors)
+    elif kind in ("add", "sub", "mul"):
+        em.op("binary_float", node.name, xs, y, {"fn": kind})
+        if a.get("act", "none") == "relu":  # a fused ReLU: its own op in float
+            relu = em.add_f32(node.output, f"{node.output}:relu")
+            em.op("unary_float", node.name, [y], relu, {"fn": "relu", "a": 0.0, "b": 0.0})
+    else:
+        em.op("unary_float", node.name, xs, y, _unary_float_attrs(kind, a))
+
+
+def keep_float_nodes(graph, keep_float):
+    """The IR node names keep_float selects: each entry is a node name or a module path, which selects every
+    node inside it. ValueError for an entry that selects nothing, or only ops without a float32 kernel."""
+    chosen = set()
+    for k in keep_float:
+        inside = [n for n in graph.nodes if n.name == k or n.name.startswith(k + ".")]
+        if not inside:
+            raise ValueError(f"keep_float: {k!r} is neither a module path nor a node name of the model's converted "
+                             f"layers (they include {sorted(n.name for n in graph.nodes)[:12]})")
+        floatable = [n.name for n in inside if n.op in FLOAT_FORMS]
+        if not floatable:
+            raise ValueError(f"keep_float: {k!r} holds only ops without a float32 kernel "
+                             f"({sorted({n.op for n in inside})}); the ops that can run in float are "
+                             f"{', '.join(FLOAT_FORMS)}")
+        chosen.update(floatable)
+    return chosen
+
+
 def _emit(em, node, graph, keep_float):
     kind, a = node.op, node.attrs
-    if kind in ("conv2d", "linear") and node.name in keep_float:
-        x = em.need_f32(node.inputs[0])
-        attrs = _conv_attrs(a) if kind == "conv2d" else {"act": a.get("act", "none")}
-        em.op(kind + "_float", node.name, [x], em.add_f32(node.output, node.output), attrs, _float_weights(em, node))
+    if node.name in keep_float:
+        _emit_float(em, node, graph)
     elif kind in ("conv2d", "linear"):
         x = em.need_u8(node.inputs[0], graph)
         attrs = _conv_attrs(a) if kind == "conv2d" else {"act": a.get("act", "none")}
@@ -349,7 +412,7 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
         keep_float = (keep_float,)
     keep_float = tuple(keep_float)
     if not all(isinstance(k, str) for k in keep_float):
-        raise TypeError("keep_float must be a sequence of module names (str)")
+        raise TypeError("keep_float must be a sequence of module paths or node names (str)")
     first, data = first_and_rest(batches(calibration_data))
     if example_inputs is None:
         if first is None:
@@ -360,11 +423,7 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
         example = next(batches([example]))
     ir_graph, graph_module = trace(model, example)
     ir_graph = passes.run_all(ir_graph)
-    layers = {n.name for n in ir_graph.nodes if n.op in ("conv2d", "linear")}
-    unknown = [k for k in keep_float if k not in layers]
-    if unknown:
-        raise ValueError(f"keep_float names {unknown} are not Conv2d/Linear layers of the model; "
-                         f"its layers are {sorted(layers)}")
+    keep_float = keep_float_nodes(ir_graph, keep_float)
     observed = set(ir_graph.inputs) | {n.output for n in ir_graph.nodes}
     ranges = calibrate(graph_module, observed, data, lambda: make_observer(method), progress=progress,
                        example_shape=example.shape)
