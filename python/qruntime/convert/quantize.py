@@ -228,6 +228,11 @@ def _emit_float(em, node, graph):
         em.op("unary_float", node.name, xs, y, _unary_float_attrs(kind, a))
 
 
+def _has_float_form(node, graph):
+    # An affine runs in float as a depthwise conv, which takes NCHW only; on (N, F) it stays a table per feature.
+    return node.op in FLOAT_FORMS and not (node.op == "affine" and len(graph.shapes[node.inputs[0]]) != 4)
+
+
 def keep_float_nodes(graph, keep_float):
     """The IR node names keep_float selects: each entry is a node name or a module path, which selects every
     node inside it. ValueError for an entry that selects nothing, or only ops without a float32 kernel."""
@@ -237,11 +242,11 @@ def keep_float_nodes(graph, keep_float):
         if not inside:
             raise ValueError(f"keep_float: {k!r} is neither a module path nor a node name of the model's converted "
                              f"layers (they include {sorted(n.name for n in graph.nodes)[:12]})")
-        floatable = [n.name for n in inside if n.op in FLOAT_FORMS]
+        floatable = [n.name for n in inside if _has_float_form(n, graph)]
         if not floatable:
             raise ValueError(f"keep_float: {k!r} holds only ops without a float32 kernel "
                              f"({sorted({n.op for n in inside})}); the ops that can run in float are "
-                             f"{', '.join(FLOAT_FORMS)}")
+                             f"{', '.join(FLOAT_FORMS)} (affine on NCHW only)")
         chosen.update(floatable)
     return chosen
 

@@ -499,9 +499,11 @@ def _linear_function(ctx, node):
 
 
 def _batchnorm_module(ctx, node, bn):
+    """BatchNorm2d on NCHW, BatchNorm1d on (N, F): folded into the layer before it, else a per-channel affine."""
     x = ctx.first_input(node)
-    if ctx.rank(x) != 4:
-        raise _Unsupported(f"input of rank {ctx.rank(x)} (only NCHW inputs are supported)")
+    if ctx.rank(x) != (2 if isinstance(bn, nn.BatchNorm1d) else 4):
+        raise _Unsupported(f"input of rank {ctx.rank(x)} (only NCHW inputs for BatchNorm2d, (N, F) for BatchNorm1d, "
+                           "are supported)")
     if bn.running_mean is None:
         raise _Unsupported("track_running_stats=False (it normalises with batch statistics in eval mode)")
     channels = bn.num_features
@@ -1152,6 +1154,7 @@ _MODULE_MAPPERS = {
     nn.Conv2d: _conv2d_module,
     nn.Linear: _linear_module,
     nn.BatchNorm2d: _batchnorm_module,
+    nn.BatchNorm1d: _batchnorm_module,
     nn.LayerNorm: _layer_norm_module,
     nn.ReLU: _unary("relu"),
     nn.ReLU6: _unary("relu6"),
