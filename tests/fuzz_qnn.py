@@ -52,6 +52,7 @@ DEFAULT_ATTRS = {
     "concat": {"axis": 1},
     "softmax": {"dim": 1},
     "layer_norm": {"eps": 1e-5},
+    "group_norm": {"eps": 1e-5, "groups": 1},
     "layer_norm_float": {"eps": 1e-5},
     "unary_float": {"fn": "tanh", "a": 0.0, "b": 0.0},
     "binary_float": {"fn": "add"},
@@ -795,6 +796,9 @@ def _op_shape(op, ins, tensors):
         out = x if tensors[op["tensors"]["weight"]].shape[0] == x[1] else None
     elif kind in ("quantize", "dequantize", "lut", "softmax", "log_softmax", "unary_float"):
         out = x
+    elif kind == "group_norm" and rank4:
+        c = tensors[op["tensors"]["weight"]].shape[0]
+        out = x if c == x[1] and c % a["groups"] == 0 else None
     elif kind == "layer_norm" and len(x) in (2, 4):
         out = x if tensors[op["tensors"]["weight"]].shape[0] == x[1] else None
     elif kind == "resize" and rank4:

@@ -155,7 +155,7 @@ def _float(rng):
 def _gates(rng):
     """Dynamic H/W: a squeeze-excitation gate (pool to 1x1, 1x1 convs, a table) times its input, a
     channel shuffle (gather_channels on uint8 and on float32), a same-shape mul, a table per channel, a
-    LayerNorm over the channels."""
+    LayerNorm over the channels, a GroupNorm."""
     b = _Builder([-1, 3, -1, -1], rng)
     b.op("quantize", ["x"], "q0", (0.02, 128))
     b.conv("q0", "c1", (0.05, 0), (8, 3, 1, 1), act="relu")
@@ -172,7 +172,9 @@ def _gates(rng):
     b.op("lut_channels", ["m2"], "pr", (0.05, 9), tensors={"table": "pr.table"})
     b.tensors["ln.weight"] = rng.uniform(0.5, 2.0, 8).astype(np.float32)
     b.tensors["ln.bias"] = rng.uniform(-1.0, 1.0, 8).astype(np.float32)
-    b.op("layer_norm", ["pr"], "ln", (0.03, 128), {"eps": 1e-5}, tensors={"weight": "ln.weight", "bias": "ln.bias"})
+    b.op("layer_norm", ["pr"], "ln0", (0.03, 128), {"eps": 1e-5}, tensors={"weight": "ln.weight", "bias": "ln.bias"})
+    b.op("group_norm", ["ln0"], "ln", (0.03, 120), {"eps": 1e-5, "groups": 4},
+         tensors={"weight": "ln.weight", "bias": "ln.bias"})
     b.op("dequantize", ["ln"], "o")
     b.tensors["fg.index"] = np.array([7, 7, 0, 2], np.int32)
     b.keep("gather_channels", "o", "fg")

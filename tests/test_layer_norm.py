@@ -90,3 +90,51 @@ def test_bad_attributes_and_shapes(rng):
     with pytest.raises(qruntime.FormatError, match=r"eps"):
         Model(graph, tensors)
     assert Model(ln_graph((1, 8, 2, 2), 8, rng)[0], tensors).run(x).shape == x.shape
+
+
+def gn_graph(shape, groups, rng, eps=1e-5):
+    graph, tensors = ln_graph(shape, shape[1], rng, eps)
+    graph["ops"][1].update(op="group_norm", attrs={"eps": eps, "groups": groups})
+    return graph, tensors
+
+
+@pytest.mark.parametrize("shape, groups", [((2, 8, 5, 7), 4), ((1, 6, 3, 3), 1), ((2, 12, 4, 1), 12), ((1, 32, 9, 9), 8)])
+def test_group_norm_engine_equals_reference(shape, groups, any_path, rng):
+    graph, tensors = gn_graph(shape, groups, rng)
+    x = rng.uniform(-5, 7.75, shape).astype(np.float32)
+    x[0, :shape[1] // groups] = 1.0  # a constant group: variance 0
+    run_both(graph, tensors, x, any_path)
+
+
+def test_group_norm_within_a_step_of_torch(rng):
+    shape = (2, 16, 6, 5)
+    graph, tensors = gn_graph(shape, 4, rng)
+    x = rng.normal(0.5, 2.0, shape).astype(np.float32)
+    got = run_both(graph, tensors, x, None)
+    xq = reference.dequantize(reference.quantize(x, X_Q["scale"], X_Q["zero_point"]), X_Q["scale"], X_Q["zero_point"])
+    want = F.group_norm(torch.from_numpy(xq), 4, torch.from_numpy(tensors["ln.weight"]),
+                        torch.from_numpy(tensors["ln.bias"]), 1e-5).numpy()
+    inside = (want > -Y_Q["zero_point"] * Y_Q["scale"]) & (want < (255 - Y_Q["zero_point"]) * Y_Q["scale"])
+    assert inside.mean() > 0.95
+    assert np.abs(got - want)[inside].max() <= 0.5 * Y_Q["scale"] * 1.001
+
+
+def test_group_norm_model_converts(any_path, rng):
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.GroupNorm(4, 16), torch.nn.SiLU(),
+                                torch.nn.Conv2d(16, 8, 3), torch.nn.GroupNorm(2, 8, affine=False)).eval()
+    calib = [rng.uniform(-1, 1, (8, 3, 12, 12)).astype(np.float32) for _ in range(3)]
+    q = qruntime.quantize(model, calib, progress=False)
+    assert [op["op"] for op in q.graph["ops"]].count("group_norm") == 2
+    x = rng.uniform(-1, 1, (4, 3, 12, 12)).astype(np.float32)
+    got = Model(q.graph, q._tensors, isa=any_path).run(x)
+    np.testing.assert_array_equal(got, reference.run_graph(q.graph, q._tensors, [x])[0])
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert 10 * np.log10(np.sum(want ** 2) / np.sum((want - got) ** 2)) > 25
+
+
+def test_group_norm_groups_must_divide_the_channels(rng):
+    graph, tensors = gn_graph((1, 8, 2, 2), 3, rng)
+    with pytest.raises(qruntime.FormatError, match=r"attrs.groups: 3 does not divide the 8 channels"):
+        Model(graph, tensors)

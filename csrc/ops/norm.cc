@@ -1,5 +1,6 @@
 #include "ops/norm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -58,6 +59,34 @@ void layer_norm(const uint8_t* x, int64_t rows, const LayerNormPlan& p, uint8_t*
         out[i] = static_cast<uint8_t>(std::nearbyint(t));
       }
     }
+  });
+}
+
+void group_norm(const uint8_t* x, int64_t images, int64_t pixels, int64_t groups, const LayerNormPlan& p,
+                uint8_t* y) {
+  const int64_t c = static_cast<int64_t>(p.gamma.size()), cg = c / groups;
+  const double sx = p.in.scale, sy = p.out.scale, count = static_cast<double>(cg * pixels);
+  ThreadPool::global().parallel_for(images * groups, [&](int64_t task) {
+    const int64_t img = task / groups, c0 = task % groups * cg;
+    const uint8_t* base = x + img * pixels * c + c0;
+    int64_t s1 = 0, s2 = 0;
+    for (int64_t px = 0; px < pixels; ++px)
+      for (int64_t i = 0; i < cg; ++i) {
+        const int64_t q = base[px * c + i];
+        s1 += q;
+        s2 += q * q;
+      }
+    // The spec's float64 steps, in its order: mean and variance of the codes, then one scale per group.
+    const double mean = static_cast<double>(s1) / count;
+    const double var = std::max(static_cast<double>(s2) / count - mean * mean, 0.0);
+    const double a = sx / std::sqrt(var * (sx * sx) + p.eps) / sy;
+    uint8_t* out = y + img * pixels * c + c0;
+    for (int64_t px = 0; px < pixels; ++px)
+      for (int64_t i = 0; i < cg; ++i) {
+        double t = (static_cast<double>(base[px * c + i]) - mean) * a * p.gamma[c0 + i] + p.shift[c0 + i];
+        t = t < 0.0 ? 0.0 : (t > 255.0 ? 255.0 : t);
+        out[px * c + i] = static_cast<uint8_t>(std::nearbyint(t));
+      }
   });
 }
 

@@ -25,4 +25,9 @@ LayerNormPlan plan_layer_norm(QParams in, QParams out, double eps, const float* 
 // with S1, S2 the row's sum and sum of squares and a = s_x / sqrt(var + eps) / C / s_y.
 void layer_norm(const uint8_t* x, int64_t rows, const LayerNormPlan& plan, uint8_t* y);
 
+// GroupNorm on NHWC: per image and group of `channels / groups` channels, over those channels and every
+// pixel (docs/quantization.md "group_norm"); the plan's gamma/shift as for layer_norm.
+void group_norm(const uint8_t* x, int64_t images, int64_t pixels, int64_t groups, const LayerNormPlan& plan,
+                uint8_t* y);
+
 }  // namespace qr::ops

@@ -191,6 +191,11 @@ OPS = {
                          "plus bias, requantized", _U8, attrs={"eps": Float(1e-30, 1e30)},
                          tensors={"weight": TensorRole("float32", ("c",), values="finite"),
                                   "bias": TensorRole("float32", ("c",), values="finite")}),
+    "group_norm": OpSpec("per image and group of channels, normalised over the group's channels and all pixels, "
+                         "times weight plus bias per channel, requantized", _U8,
+                         attrs={"eps": Float(1e-30, 1e30), "groups": Int(1)},
+                         tensors={"weight": TensorRole("float32", ("c",), values="finite"),
+                                  "bias": TensorRole("float32", ("c",), values="finite")}),
     "flatten": OpSpec("(N, C, H, W) -> (N, C*H*W) in NCHW order; keeps the dtype and quantization",
                       _U8 + _F32, same_qparams=True),
     "gather_channels": OpSpec("output channel i is input channel index[i] (channel shuffle, chunks, slices); keeps "
@@ -671,9 +676,10 @@ def _check_op_tensors(op, spec, where, label, tensors):
             raise FormatError(f"{what} values: must be finite, holds NaN or inf {context}")
         if rule.values == "positive" and not (array > 0).all():
             raise FormatError(f"{what} values: must be > 0, holds {array.min()} {context}")
-    if "groups" in spec.attrs and dims["oc"] % op["attrs"]["groups"]:
-        raise FormatError(f"{where}.attrs.groups: {op['attrs']['groups']} does not divide the weight's "
-                          f"{dims['oc']} output channels {label}")
+    channels = dims.get("oc", dims.get("c"))  # conv: the output channels; group_norm: the channels
+    if "groups" in spec.attrs and channels % op["attrs"]["groups"]:
+        raise FormatError(f"{where}.attrs.groups: {op['attrs']['groups']} does not divide the "
+                          f"{channels} {'output channels of the weight' if 'oc' in dims else 'channels'} {label}")
     if "padding" in spec.attrs and "dilation" in spec.attrs and "weight" in roles:
         _check_conv_padding(op["attrs"], tensors[roles["weight"]].shape[2:], where, label)
     return set(roles.values())

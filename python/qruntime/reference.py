@@ -282,6 +282,25 @@ def layer_norm(x, x_scale, weight, bias, eps, out_scale, out_zp):
     return np.moveaxis(np.rint(np.clip(t, 0.0, 255.0)).astype(np.uint8), -1, 1)
 
 
+def group_norm(x, x_scale, weight, bias, eps, groups, out_scale, out_zp):
+    """docs/quantization.md "group_norm": exact integer sums per (image, group), then float64 steps in order."""
+    n, c, h, w = x.shape
+    q = x.astype(np.int64).reshape(n, groups, -1)
+    count = float(q.shape[2])
+    s1 = q.sum(axis=2, keepdims=True)
+    s2 = (q * q).sum(axis=2, keepdims=True)
+    sx, sy = float(F32(x_scale)), float(F32(out_scale))
+    mean = s1.astype(F64) / count
+    var = np.maximum(s2.astype(F64) / count - mean * mean, 0.0)
+    a = (sx / np.sqrt(var * (sx * sx) + eps) / sy).reshape(n, groups, 1, 1, 1)
+    mean = mean.reshape(n, groups, 1, 1, 1)
+    qg = q.reshape(n, groups, c // groups, h, w).astype(F64)
+    gamma = np.asarray(weight, F32).astype(F64).reshape(1, groups, c // groups, 1, 1)
+    shift = (np.asarray(bias, F32).astype(F64) / sy + out_zp).reshape(1, groups, c // groups, 1, 1)
+    t = (qg - mean) * a * gamma + shift
+    return np.rint(np.clip(t, 0.0, 255.0)).astype(np.uint8).reshape(n, c, h, w)
+
+
 def requantize(q, scale, zp, out_scale, out_zp):
     if _f32(scale) == _f32(out_scale) and zp == out_zp:
         return q.copy()
@@ -443,6 +462,8 @@ def run_graph(graph, tensors, inputs):
             y = t["table"][channel, xs[0]]
         elif kind == "layer_norm":
             y = layer_norm(xs[0], xsc, t["weight"], t["bias"], a["eps"], osc, ozp)
+        elif kind == "group_norm":
+            y = group_norm(xs[0], xsc, t["weight"], t["bias"], a["eps"], a["groups"], osc, ozp)
         elif kind == "flatten":
             y = xs[0].reshape(xs[0].shape[0], -1)
         elif kind == "gather_channels":

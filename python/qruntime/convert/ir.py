@@ -14,6 +14,7 @@ Ops and their fields (attrs are plain Python values, params float32 numpy arrays
   affine        params scale, shift (C): y = x * scale[c] + shift[c] (a BatchNorm with no conv before it,
                 a layer scale x * p, x + p for a parameter p with one value per channel)
   layer_norm    params weight, bias (C); attrs eps: over dim 1 (the channels of NCHW, the features of (N, F))
+  group_norm    params weight, bias (C); attrs eps, groups: NCHW, per image over each group's channels and H, W
   relu, relu6, hardswish, hardsigmoid, sigmoid, tanh, silu            no attrs
   gelu          attrs approximate "none" | "tanh"
   hardtanh      attrs min_val, max_val (either may be None: open on that side)

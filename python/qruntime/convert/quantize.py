@@ -298,6 +298,12 @@ def _emit(em, node, graph, keep_float):
         tensors = {role: em.tensor(f"{node.name}.{role}", np.asarray(node.params[role], np.float32))
                    for role in ("weight", "bias")}
         em.op("layer_norm", node.name, [x], em.out_u8(node, graph), {"eps": float(a["eps"])}, tensors)
+    elif kind == "group_norm":
+        x = em.need_u8(node.inputs[0], graph)
+        tensors = {role: em.tensor(f"{node.name}.{role}", np.asarray(node.params[role], np.float32))
+                   for role in ("weight", "bias")}
+        em.op("group_norm", node.name, [x], em.out_u8(node, graph), {"eps": float(a["eps"]), "groups": int(a["groups"])},
+              tensors)
     elif kind == "resize":  # keeps x's quantization; a second input only lends its H and W
         xs = [em.need_u8(v, graph) for v in node.inputs]
         size, scale = a["size"] or [0, 0], a["scale"] or [0.0, 0.0]

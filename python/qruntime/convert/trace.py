@@ -550,6 +550,32 @@ def _layer_norm_function(ctx, node):
                        ctx.param(_arg(node, 3, "bias"), "bias"), _arg(node, 4, "eps", 1e-5))
 
 
+def _group_norm(ctx, node, groups, weight, bias, eps):
+    x = ctx.first_input(node)
+    shape = ctx.shape(x)
+    if len(shape) != 4:
+        raise _Unsupported(f"input of shape {shape} (only NCHW inputs are supported)")
+    groups = ctx.const(groups, "num_groups")
+    eps = _number(ctx, eps, "eps")
+    if eps < 1e-30:
+        raise _Unsupported(f"eps={eps!r} (at least 1e-30 is supported)")
+    channels = shape[1]
+    params = {"weight": np.ones(channels, np.float32) if weight is None else weight.reshape(-1),
+              "bias": np.zeros(channels, np.float32) if bias is None else bias.reshape(-1)}
+    return [ctx.ir_node("group_norm", node, [ctx.tensor(x)], {"eps": eps, "groups": int(groups)}, params)]
+
+
+def _group_norm_module(ctx, node, module):
+    weight = None if module.weight is None else _to_numpy(module.weight)
+    bias = None if module.bias is None else _to_numpy(module.bias)
+    return _group_norm(ctx, node, module.num_groups, weight, bias, module.eps)
+
+
+def _group_norm_function(ctx, node):
+    return _group_norm(ctx, node, _arg(node, 1, "num_groups"), ctx.param(_arg(node, 2, "weight"), "weight"),
+                       ctx.param(_arg(node, 3, "bias"), "bias"), _arg(node, 4, "eps", 1e-5))
+
+
 def _clamp(ctx, node, min_val, max_val):
     """hardtanh / clamp / clip: None leaves that side open (torch.clamp's default)."""
     min_val, max_val = (None if v is None else _number(ctx, v, role)
@@ -1156,6 +1182,7 @@ _MODULE_MAPPERS = {
     nn.BatchNorm2d: _batchnorm_module,
     nn.BatchNorm1d: _batchnorm_module,
     nn.LayerNorm: _layer_norm_module,
+    nn.GroupNorm: _group_norm_module,
     nn.ReLU: _unary("relu"),
     nn.ReLU6: _unary("relu6"),
     nn.Hardtanh: _hardtanh_module,
@@ -1191,6 +1218,7 @@ _FUNCTION_MAPPERS = {
     F.conv2d: _conv2d_function,
     F.linear: _linear_function,
     F.layer_norm: _layer_norm_function,
+    F.group_norm: _group_norm_function,
     F.relu: _unary("relu"),
     torch.relu: _unary("relu"),
     torch.relu_: _unary("relu"),
