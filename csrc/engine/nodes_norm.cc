@@ -9,20 +9,24 @@
 namespace qr::engine {
 namespace {
 
+// The checked plan of a uint8 normalisation op: its weight/bias tensors, eps and quantizations.
+ops::LayerNormPlan norm_plan(const OpSpec& spec, const GraphSpec& graph) {
+  check_io(spec, graph, 1, DType::kUint8, DType::kUint8);
+  const ConstTensor* w = tensor(spec, "weight", 'f', 1, true);
+  const ConstTensor* b = tensor(spec, "bias", 'f', 1, true);
+  QR_CHECK_ARG(b->shape[0] == w->shape[0], where(spec) + ": tensors 'weight' and 'bias' must have one value per channel");
+  try {
+    return ops::plan_layer_norm(qparams(graph, spec.inputs[0]), qparams(graph, spec.outputs[0]), attr_float(spec, "eps"),
+                                static_cast<const float*>(w->data), static_cast<const float*>(b->data), w->shape[0]);
+  } catch (const ValueError& e) {
+    throw ValueError(where(spec) + ": " + e.what());
+  }
+}
+
 class LayerNormNode : public Node {
  public:
   LayerNormNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
-    check_io(spec, graph, 1, DType::kUint8, DType::kUint8);
-    const ConstTensor* w = tensor(spec, "weight", 'f', 1, true);
-    const ConstTensor* b = tensor(spec, "bias", 'f', 1, true);
-    QR_CHECK_ARG(b->shape[0] == w->shape[0], where(spec) + ": tensors 'weight' and 'bias' must have one value per channel");
-    try {
-      plan_ = ops::plan_layer_norm(qparams(graph, spec.inputs[0]), qparams(graph, spec.outputs[0]),
-                                   attr_float(spec, "eps"), static_cast<const float*>(w->data),
-                                   static_cast<const float*>(b->data), w->shape[0]);
-    } catch (const ValueError& e) {
-      throw ValueError(where(spec) + ": " + e.what());
-    }
+    plan_ = norm_plan(spec, graph);
   }
   Shape output_shape(const Shape* in, int) const override {
     const int64_t c = static_cast<int64_t>(plan_.gamma.size());
@@ -44,20 +48,10 @@ class LayerNormNode : public Node {
 class GroupNormNode : public Node {
  public:
   GroupNormNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
-    check_io(spec, graph, 1, DType::kUint8, DType::kUint8);
-    const ConstTensor* w = tensor(spec, "weight", 'f', 1, true);
-    const ConstTensor* b = tensor(spec, "bias", 'f', 1, true);
-    QR_CHECK_ARG(b->shape[0] == w->shape[0], where(spec) + ": tensors 'weight' and 'bias' must have one value per channel");
+    plan_ = norm_plan(spec, graph);
+    const int64_t c = static_cast<int64_t>(plan_.gamma.size());
     groups_ = attr_int(spec, "groups");
-    QR_CHECK_ARG(groups_ >= 1 && w->shape[0] % groups_ == 0,
-                 where(spec) + ": groups must divide the " + std::to_string(w->shape[0]) + " channels");
-    try {
-      plan_ = ops::plan_layer_norm(qparams(graph, spec.inputs[0]), qparams(graph, spec.outputs[0]),
-                                   attr_float(spec, "eps"), static_cast<const float*>(w->data),
-                                   static_cast<const float*>(b->data), w->shape[0]);
-    } catch (const ValueError& e) {
-      throw ValueError(where(spec) + ": " + e.what());
-    }
+    QR_CHECK_ARG(groups_ >= 1 && c % groups_ == 0, where(spec) + ": groups must divide the " + std::to_string(c) + " channels");
   }
   Shape output_shape(const Shape* in, int) const override {
     const int64_t c = static_cast<int64_t>(plan_.gamma.size());

@@ -513,6 +513,16 @@ def _batchnorm_module(ctx, node, bn):
     return [ctx.ir_node("batchnorm", node, [ctx.tensor(x)], {"eps": float(bn.eps)}, params)]
 
 
+def _norm_params(ctx, channels, weight, bias, eps):
+    """(params, eps) of a LayerNorm/GroupNorm: a missing weight is ones, a missing bias zeros (no affine)."""
+    eps = _number(ctx, eps, "eps")
+    if eps < 1e-30:
+        raise _Unsupported(f"eps={eps!r} (at least 1e-30 is supported)")
+    params = {"weight": np.ones(channels, np.float32) if weight is None else weight.reshape(-1),
+              "bias": np.zeros(channels, np.float32) if bias is None else bias.reshape(-1)}
+    return params, eps
+
+
 def _layer_norm(ctx, node, normalized_shape, weight, bias, eps):
     """LayerNorm over the last dim: the features of (N, F), or the channels of a channels-last view."""
     x = ctx.first_input(node)
@@ -521,15 +531,10 @@ def _layer_norm(ctx, node, normalized_shape, weight, bias, eps):
     normalized = tuple(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else (normalized_shape,)
     if normalized != shape[-1:]:
         raise _Unsupported(f"normalized_shape={normalized_shape!r} of a {shape} tensor (only the last dim is supported)")
-    eps = _number(ctx, eps, "eps")
-    if eps < 1e-30:
-        raise _Unsupported(f"eps={eps!r} (at least 1e-30 is supported)")
-    channels = shape[-1]
-    params = {"weight": np.ones(channels, np.float32) if weight is None else weight.reshape(-1),
-              "bias": np.zeros(channels, np.float32) if bias is None else bias.reshape(-1)}
+    params, eps = _norm_params(ctx, shape[-1], weight, bias, eps)
     source = ctx.channels_last(x)
     if source is not None:
-        ctx.as_channels_last(node, channels)
+        ctx.as_channels_last(node, shape[-1])
     elif len(shape) == 2:
         source = ctx.tensor(x)
     else:
@@ -539,7 +544,7 @@ def _layer_norm(ctx, node, normalized_shape, weight, bias, eps):
 
 
 def _layer_norm_module(ctx, node, module):
-    # elementwise_affine=False (or bias=False) leaves weight/bias None: ones and zeros in _layer_norm.
+    # elementwise_affine=False (or bias=False) leaves weight/bias None: ones and zeros in _norm_params.
     weight = None if module.weight is None else _to_numpy(module.weight)
     bias = None if module.bias is None else _to_numpy(module.bias)
     return _layer_norm(ctx, node, module.normalized_shape, weight, bias, module.eps)
@@ -556,12 +561,7 @@ def _group_norm(ctx, node, groups, weight, bias, eps):
     if len(shape) != 4:
         raise _Unsupported(f"input of shape {shape} (only NCHW inputs are supported)")
     groups = ctx.const(groups, "num_groups")
-    eps = _number(ctx, eps, "eps")
-    if eps < 1e-30:
-        raise _Unsupported(f"eps={eps!r} (at least 1e-30 is supported)")
-    channels = shape[1]
-    params = {"weight": np.ones(channels, np.float32) if weight is None else weight.reshape(-1),
-              "bias": np.zeros(channels, np.float32) if bias is None else bias.reshape(-1)}
+    params, eps = _norm_params(ctx, shape[1], weight, bias, eps)
     return [ctx.ir_node("group_norm", node, [ctx.tensor(x)], {"eps": eps, "groups": int(groups)}, params)]
 
 
