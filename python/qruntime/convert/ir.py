@@ -35,6 +35,7 @@ Ops and their fields (attrs are plain Python values, params float32 numpy arrays
   softmax, log_softmax   attrs dim (>= 1, non-negative)
   dropout, identity      removed by remove_noops
 """
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -55,6 +56,15 @@ class Graph:
     nodes: list                    # topologically ordered
     shapes: dict = field(default_factory=dict)  # value name -> shape (batch included) seen while tracing
     output_keys: list = None       # forward returned a dict: its keys, one per output; else None
+    # values whose torch tensor is the (N, H, W, C) permutation of the NCHW value the IR means (ConvNeXt's
+    # channels-last view, named after the fx node that computes it): calibration data must be permuted back
+    channels_last: set = field(default_factory=set)
+
+    def with_nodes(self, nodes, outputs=None):
+        """A copy of this graph with other nodes (and outputs): what a pass returns."""
+        return dataclasses.replace(self, nodes=list(nodes), inputs=list(self.inputs),
+                                   outputs=list(self.outputs if outputs is None else outputs),
+                                   shapes=dict(self.shapes), channels_last=set(self.channels_last))
 
     def consumers(self, value):
         return [n for n in self.nodes if value in n.inputs]

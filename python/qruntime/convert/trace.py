@@ -168,7 +168,10 @@ class _Mapper:
                 ["Layers that are supported but should run in float32 can be named in "
                  "quantize(..., keep_float=[...]); the operations above must be rewritten with supported "
                  "ones (or reported as a missing feature)."]))
-        return ir.Graph(inputs=inputs, outputs=outputs, nodes=nodes, shapes=self.shapes, output_keys=keys)
+        channels_last = {node.name for node, layout in self.layouts.items()
+                         if isinstance(node, torch.fx.Node) and layout.source == node.name}
+        return ir.Graph(inputs=inputs, outputs=outputs, nodes=nodes, shapes=self.shapes, output_keys=keys,
+                        channels_last=channels_last)
 
     # --- values -------------------------------------------------------------------------------------
 

@@ -1,5 +1,4 @@
 """Pass: drop the nodes whose outputs reach no graph output."""
-from .. import ir
 
 
 def dead_code(graph):
@@ -10,5 +9,4 @@ def dead_code(graph):
         if node.output in live:
             kept.append(node)
             live.update(node.inputs)
-    return ir.Graph(inputs=list(graph.inputs), outputs=list(graph.outputs), nodes=kept[::-1],
-                    shapes=dict(graph.shapes), output_keys=graph.output_keys)
+    return graph.with_nodes(kept[::-1])

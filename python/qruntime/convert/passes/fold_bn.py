@@ -45,8 +45,7 @@ def fold_bn(graph):
             nodes.append(_affine(node))
         elif node.op not in _FOLDABLE:
             nodes.append(node)
-    return ir.Graph(inputs=list(graph.inputs), outputs=list(graph.outputs), nodes=nodes,
-                    shapes=dict(graph.shapes), output_keys=graph.output_keys)
+    return graph.with_nodes(nodes)
 
 
 def _folded_conv(conv, bn):

@@ -2,7 +2,6 @@
 import collections
 import copy
 
-from .. import ir
 
 # Which producers can absorb each activation: the int8 kernels clamp in their requantization epilogue.
 _ABSORBERS = {"relu": ("conv2d", "linear", "add", "sub"), "relu6": ("conv2d", "linear")}
@@ -40,5 +39,4 @@ def fuse_activations(graph):
                 continue
         index_of[node.output] = len(nodes)
         nodes.append(node)
-    return ir.Graph(inputs=list(graph.inputs), outputs=list(graph.outputs), nodes=nodes,
-                    shapes=dict(graph.shapes), output_keys=graph.output_keys)
+    return graph.with_nodes(nodes)

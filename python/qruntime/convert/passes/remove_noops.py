@@ -1,7 +1,6 @@
 """Pass: drop dropout and identity nodes (no-ops in eval mode), rewiring their consumers to their input."""
 import copy
 
-from .. import ir
 
 _NOOPS = ("dropout", "identity")
 
@@ -21,5 +20,4 @@ def remove_noops(graph):
             node = copy.deepcopy(node)
             node.inputs = [source.get(v, v) for v in node.inputs]
         nodes.append(node)
-    return ir.Graph(inputs=list(graph.inputs), outputs=[source.get(v, v) for v in graph.outputs],
-                    nodes=nodes, shapes=dict(graph.shapes), output_keys=graph.output_keys)
+    return graph.with_nodes(nodes, outputs=[source.get(v, v) for v in graph.outputs])
