@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import qruntime
 from qruntime import reference
 
-MODELS = ("seed_cnn", "small_resnet", "small_mobilenetv2")
+MODELS = ("seed_cnn", "small_resnet", "small_mobilenetv2", "small_senet")  # global pooling, SE, residuals
 METHODS = ("minmax", "percentile", "mse", "entropy")
 
 

@@ -6,7 +6,7 @@ import torch
 from qruntime import zoo
 from trained_models import cache_path, get_trained
 
-SMALL = ["seed_cnn", "small_resnet", "small_mobilenetv2"]
+SMALL = ["seed_cnn", "small_resnet", "small_mobilenetv2", "small_senet"]
 IMAGENET = ["resnet18", "mobilenet_v2"]
 
 # torchvision.models.resnet18() / mobilenet_v2() with 1000 classes: parameters and state_dict entries.
