@@ -1,5 +1,6 @@
 """Calibration observers: known distributions, outliers, growing batches, one-sided data, errors."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -269,3 +270,73 @@ def test_bad_percentile_is_rejected():
             make_observer("percentile", percentile=bad)
     with pytest.raises(TypeError, match="percentile"):
         make_observer("percentile", percentile="99")
+
+
+def pooled_features(rng):
+    """What a global average pool gives a calibration run: few values (64 images x 64 channels), smooth, all
+    positive, in 8 batches. Entropy once chose hi = 0.006 here, below 99.95 % of them."""
+    return np.array_split(rng.gamma(2.0, 0.3, 64 * 64).astype(np.float32), 8)
+
+
+def clustered(rng):
+    return np.array_split(np.concatenate([rng.normal(0.1, 0.01, 5000), rng.normal(2.0, 0.05, 5000)])
+                          .astype(np.float32), 4)
+
+
+def spike_and_bulk(rng):
+    spike = np.abs(rng.normal(0.01, 0.003, 9000))
+    return np.array_split(np.concatenate([spike, rng.uniform(0.5, 2.4, 1000)]).astype(np.float32), 4)
+
+
+@pytest.mark.parametrize("data", [pooled_features, clustered, spike_and_bulk, outlier_data])
+@pytest.mark.parametrize("method", ["mse", "entropy"])
+def test_search_based_ranges_clip_at_most_the_limit(rng, method, data):
+    batches = data(rng)
+    batches = batches if isinstance(batches, list) else np.array_split(batches, 4)
+    observer = observe(method, *batches)
+    lo, hi = observer.range()
+    x = np.concatenate(batches)
+    assert observer.share_outside(lo, hi) <= observers.CLIP_LIMIT
+    # counted on the values themselves: the histogram's estimate may be off by the values of one bin per end
+    one_bin = np.mean(np.abs(x - hi) < observer.bin_width) + np.mean(np.abs(x - lo) < observer.bin_width)
+    assert np.mean((x < lo) | (x > hi)) <= observers.CLIP_LIMIT + one_bin
+
+
+def test_entropy_after_global_pooling_keeps_the_bulk(rng):
+    batches = pooled_features(rng)
+    x = np.concatenate(batches)
+    lo, hi = observe("entropy", *batches).range()
+    assert lo == 0.0 and hi >= np.percentile(x, 99.0)
+
+
+@pytest.mark.parametrize("method", ["percentile", "mse", "entropy"])
+def test_share_outside_counts_the_values_outside(rng, method):
+    x = rng.uniform(-1, 3, 200_000).astype(np.float32)
+    observer = observe(method, x)
+    width = observer.bin_width
+    for lo, hi in [(-0.5, 2.0), (-1.0, 3.0), (0.0, 1.0), (-0.9 + width / 3, 2.5 + width / 7)]:
+        # values spread evenly across each bin: exact up to sampling noise within the two end bins
+        assert observer.share_outside(lo, hi) == pytest.approx(np.mean((x < lo) | (x > hi)), abs=2e-3)
+
+
+def test_minmax_knows_only_that_its_own_range_clips_nothing(rng):
+    observer = observe("minmax", rng.normal(0, 1, 1000).astype(np.float32))
+    assert observer.share_outside(*observer.range()) == 0.0
+    with pytest.raises(NotImplementedError, match="histogram"):
+        observer.share_outside(-0.1, 0.1)
+
+
+def test_a_range_that_clips_more_than_the_limit_is_reported(rng):
+    from qruntime.convert.quantize import warn_clipping
+
+    uniform = rng.uniform(0, 1, 100_000).astype(np.float32)
+    chosen = {"narrow": observe("percentile", uniform, percentile=90), "default": observe("percentile", uniform),
+              "entropy": observe("entropy", uniform)}
+    ranges = {name: o.range() for name, o in chosen.items()}
+    with pytest.warns(UserWarning, match=r"1 value\(s\) clip more than 1% .*narrow \(10\.\d%\)") as caught:
+        warn_clipping(chosen, ranges, "percentile")
+    assert "default" not in str(caught[0].message) and "entropy" not in str(caught[0].message)
+    del chosen["narrow"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_clipping(chosen, ranges, "percentile")

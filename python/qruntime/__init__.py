@@ -10,14 +10,18 @@ __version__ = "0.1.0"
 
 
 def quantize(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),
-             progress=True, weight_bits=8):
+             progress=True, weight_bits=8, bias_correction=True, min_sqnr=None):
     """Converts a trained torch.nn.Module into a quantized Model (needs torch; the model is not modified).
 
     calibration_data: an iterable of batches (tensors, numpy arrays, or (x, y) tuples, of which x is used).
     method: how activation ranges are chosen: "minmax", "percentile" (99.99), "mse" or "entropy".
     keep_float: module paths (e.g. "features.3", every op inside) or node names to run in float32 instead of
         int8 (float islands): conv/linear, LayerNorm, add/sub/mul, affine and elementwise functions.
-    weight_bits: 8 (weights in [-127, 127]) or 7 ([-64, 64]: every layer takes the AVX2 fast path)."""
+    weight_bits: 8 (weights in [-127, 127]) or 7 ([-64, 64]: every layer takes the AVX2 fast path).
+    bias_correction: shift each int8 conv/linear bias by the mean output error its rounded weights cause on
+        the calibration data, per output channel (docs/quantization.md "Bias correction").
+    min_sqnr: a target output SQNR in dB on the calibration data: the fewest, most sensitive layers go to
+        float (float islands) until it is reached; a warning says when no choice of layers reaches it."""
     try:
         import torch  # noqa: F401 - only to say what is missing; running a model never needs it
     except ImportError:
@@ -25,7 +29,8 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
                           "pip install 'qruntime[torch]'") from None
     from .convert.quantize import quantize_model
     return quantize_model(model, calibration_data, example_inputs=example_inputs, method=method,
-                          per_channel=per_channel, keep_float=keep_float, progress=progress, weight_bits=weight_bits)
+                          per_channel=per_channel, keep_float=keep_float, progress=progress, weight_bits=weight_bits,
+                          bias_correction=bias_correction, min_sqnr=min_sqnr)
 
 
 __all__ = [

@@ -499,7 +499,12 @@ QUANTIZATION_METHODS = ("minmax", "percentile", "mse", "entropy")
 
 
 def _check_quantization(q):
-    """The optional graph.quantization record: how the converter made the file (files without it load too)."""
+    """The optional graph.quantization record: how the converter made the file (files without it load too).
+    bias_correction is optional too (files made before it existed lack it)."""
+    if isinstance(q, dict) and "bias_correction" in q:
+        if not isinstance(q["bias_correction"], bool):
+            raise FormatError(f"quantization.bias_correction: must be true or false, got {_show(q['bias_correction'])}")
+        q = {k: v for k, v in q.items() if k != "bias_correction"}
     _keys(q, "quantization", ("weight_bits", "method", "per_channel"))
     if not (_is_int(q["weight_bits"]) and q["weight_bits"] in (7, 8)):
         raise FormatError(f"quantization.weight_bits: must be 7 or 8, got {_show(q['weight_bits'])}")

@@ -28,11 +28,12 @@ def batches(calibration_data):
         yield item.detach().to(torch.float32)
 
 
-def calibrate(graph_module, observed, data, make_observer, progress=True, example_shape=None):
-    """{value name: (lo, hi)} for every fx node named in `observed`, over the batches of `data`.
+def calibrate(graph_module, observed, data, make_observer, progress=True, example_shape=None, taps=None):
+    """{value name: its observer} for every fx node named in `observed` that the batches of `data` computed.
 
     data: an iterator of input tensors (consumed once). make_observer: () -> a fresh observer.
-    example_shape: the shape the model was traced with, for the message when a batch does not fit."""
+    example_shape: the shape the model was traced with, for the message when a batch does not fit.
+    taps: {fx node name: [fn(tensor)]}, called with that node's output on every batch (bias correction)."""
     import torch
     import torch.fx
 
@@ -46,6 +47,8 @@ def calibrate(graph_module, observed, data, make_observer, progress=True, exampl
             if n.name in observers and isinstance(out, torch.Tensor):
                 observers[n.name].update(out.detach())
                 seen.add(n.name)
+            for tap in (taps or {}).get(n.name, ()):
+                tap(out.detach())
             return out
 
     count = 0
@@ -72,7 +75,7 @@ def calibrate(graph_module, observed, data, make_observer, progress=True, exampl
             bar.close()
     if count == 0:
         raise ValueError("calibration_data holds no batches")
-    return {name: observers[name].range() for name in seen}
+    return {name: observers[name] for name in seen}
 
 
 def first_and_rest(iterator):

@@ -14,6 +14,12 @@ padding and max-pool rely on that.
 
 The last three keep a 2048-bin histogram (`_GrowingHistogram`), never the values themselves.
 Numpy only; torch tensors are accepted by `update` and converted.
+
+No choice may clip much: mse and entropy search only ranges that clip at most CLIP_LIMIT (1 %) of the
+values seen (read off the histogram, values spread evenly across each bin). Without that bound, entropy
+on the few, smooth values after a global pool chose a range holding almost none of them (every pooled
+feature saturated, every input gave the same logits). `share_outside(lo, hi)` gives the share a range clips;
+qruntime.quantize warns about any layer above the limit (only a percentile below 99.5 can get there).
 """
 import math
 import numbers
@@ -24,6 +30,7 @@ METHODS = ("minmax", "percentile", "mse", "entropy")
 
 BINS = 2048      # histogram resolution, as in TensorRT's entropy calibration
 LEVELS = 256     # uint8
+CLIP_LIMIT = 0.01  # the largest share of a layer's calibration values a search-based range may clip
 # The range reported when every value seen was exactly 0. It must not be tiny: the next layer
 # quantizes its bias at scale s_x * s_w, and with s_x = 1e-8 / 255 any ordinary bias overflows int32
 # and would be clamped to a wrong value. Scale 1/255 keeps that layer exact (its input is all zero point).
@@ -80,6 +87,13 @@ class Observer:
 
     def _choose_range(self):
         return self._min, self._max
+
+    def share_outside(self, lo, hi):
+        """The share of the values seen that lie outside [lo, hi] (within a bin for the histogram observers).
+        Only the histogram observers keep more than the min and max: minmax's own range clips nothing."""
+        if lo <= self._min and hi >= self._max:
+            return 0.0
+        raise NotImplementedError("minmax keeps no histogram: it knows only that a range holding every value clips none")
 
 
 class MinMaxObserver(Observer):
@@ -178,6 +192,26 @@ class _HistogramObserver(Observer):
         zero = -self._histogram.start
         return min(int(nonzero[0]), zero), max(int(nonzero[-1]) + 1, zero), zero
 
+    def share_outside(self, lo, hi):
+        # each bin's values taken as spread evenly across it, as everywhere else in these observers
+        histogram = self._histogram
+        edges = histogram.edges()
+        below = np.clip((lo - edges[:-1]) / histogram.width, 0.0, 1.0)
+        above = np.clip((edges[1:] - hi) / histogram.width, 0.0, 1.0)
+        return float(np.sum(histogram.counts * (below + above)) / max(np.sum(histogram.counts), 1.0))
+
+    def _within_clip_limit(self, cost):
+        """cost(a_array, b_array) with every candidate bin range [a, b) that clips more than CLIP_LIMIT of
+        the values seen made infinite. The whole data range clips nothing, so a search always has a choice."""
+        counts = self._histogram.counts
+        cumulative = np.concatenate(([0.0], np.cumsum(counts)))
+        allowed = CLIP_LIMIT * cumulative[-1]
+
+        def limited(a, b):
+            clipped = cumulative[a] + (cumulative[-1] - cumulative[b])
+            return np.where(clipped <= allowed, cost(a, b), np.inf)
+        return limited
+
 
 class PercentileObserver(_HistogramObserver):
     """Clips at the (100 - p, p) percentiles of everything seen, read off the histogram to within a bin."""
@@ -233,8 +267,8 @@ class MSEObserver(_HistogramObserver):
             scale = (hi - lo) / (LEVELS - 1)
             return scale, np.clip(np.rint(-lo / scale), 0, LEVELS - 1)
 
-        a, b = _coordinate_descent(lambda a, b: squared_error(*grid(a, b)), _narrowing_search,
-                                   *self._data_bins(), min_bins=1)
+        a, b = _coordinate_descent(self._within_clip_limit(lambda a, b: squared_error(*grid(a, b))),
+                                   _narrowing_search, *self._data_bins(), min_bins=1)
         scale, zero_point = grid(np.array([a]), np.array([b]))
         # + 0.0 turns the -0.0 of zero_point 0 into 0.0
         return float(-zero_point[0] * scale[0] + 0.0), float((LEVELS - 1 - zero_point[0]) * scale[0])
@@ -358,7 +392,7 @@ class EntropyObserver(_HistogramObserver):
         counts = self._histogram.counts.copy()
         first, end, zero = self._data_bins()
         counts[min(zero, BINS - 1)] -= self._exact_zeros    # the bin holding the value 0
-        divergence = _KLDivergence(counts, self._exact_zeros)
+        divergence = self._within_clip_limit(_KLDivergence(counts, self._exact_zeros))
         a, b = _coordinate_descent(divergence, _full_scan, first, end, zero, min_bins=2)
         edges = self._histogram.edges()
         return max(edges[a], self._min), min(edges[b], self._max)

@@ -71,11 +71,12 @@ def _ints(v):
 class _Emitter:
     """Builds the quantized graph op by op, tracking which dtype versions of each IR value exist."""
 
-    def __init__(self, ranges, per_channel, weight_bits, min_scales=None):
+    def __init__(self, ranges, per_channel, weight_bits, min_scales=None, bias_corrections=None):
         self.ranges = ranges
         self.min_scales = min_scales or {}  # value -> the least scale its readers' biases allow
         self.per_channel = per_channel
         self.weight_bits = weight_bits
+        self.bias_corrections = bias_corrections or {}  # int8 layer name -> what its bias gains (bias_correction.py)
         self.values, self.ops, self.tensors = {}, [], {}
         self.u8, self.f32 = {}, {}  # IR value -> name of its uint8 / float32 version
 
@@ -143,11 +144,20 @@ class _Emitter:
         return self.add_u8(node.output, node.output, *self.qparams_of(node.output, graph))
 
 
+def _int8_bias(node, bias_corrections):
+    """The float32 bias of node's int8 form: its own, plus its bias correction if it has one (else None)."""
+    bias, correction = node.params.get("bias"), bias_corrections.get(node.name)
+    if correction is None:
+        return None if bias is None else np.asarray(bias, np.float32)
+    return correction if bias is None else (np.asarray(bias, np.float32) + correction).astype(np.float32)
+
+
 def _weights(em, node, per_channel):
     w_q, w_scale = quantize_weight(node.params["weight"], per_channel, em.weight_bits)
     t = {"weight": em.tensor(f"{node.name}.weight", w_q), "w_scale": em.tensor(f"{node.name}.w_scale", w_scale)}
-    if node.params.get("bias") is not None:
-        t["bias"] = em.tensor(f"{node.name}.bias", np.asarray(node.params["bias"], np.float32))
+    bias = _int8_bias(node, em.bias_corrections)
+    if bias is not None:
+        t["bias"] = em.tensor(f"{node.name}.bias", bias)
     return t
 
 
@@ -360,18 +370,19 @@ _INT32_MAX = 2147483647.0
 _KEEPS_QUANTIZATION = ("max_pool2d", "flatten", "gather_channels", "resize", "pad")
 
 
-def _bias_min_scales(graph, per_channel, weight_bits, keep_float):
+def _bias_min_scales(graph, per_channel, weight_bits, keep_float, bias_corrections):
     """value -> the least input scale s_x at which every int8 conv/linear reading it can hold its bias
     in int32 at scale s_x * s_w[c] (docs/quantization.md: |b_q| <= 2^31 - 1 - 255 * 127 * K)."""
     least = {}
     for node in graph.nodes:
-        if node.op not in ("conv2d", "linear") or node.name in keep_float or node.params.get("bias") is None:
+        bias = _int8_bias(node, bias_corrections)
+        if node.op not in ("conv2d", "linear") or node.name in keep_float or bias is None:
             continue
         weight = node.params["weight"]
         _, w_scale = quantize_weight(weight, per_channel, weight_bits)
         k = int(np.prod(weight.shape[1:]))
         room = _INT32_MAX - 255.0 * 127.0 * k
-        need = float(np.max(np.abs(np.asarray(node.params["bias"], np.float64)) / (w_scale.astype(np.float64) * room)))
+        need = float(np.max(np.abs(bias.astype(np.float64)) / (w_scale.astype(np.float64) * room)))
         v = node.inputs[0]
         while True:  # ops that keep their input's quantization pass the need on to it
             least[v] = max(least.get(v, 0.0), need)
@@ -382,9 +393,14 @@ def _bias_min_scales(graph, per_channel, weight_bits, keep_float):
     return least
 
 
-def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), weight_bits=8, method="minmax"):
-    """(graph dict, tensors) of the .qnn for a passed IR graph and its calibrated ranges."""
-    em = _Emitter(ranges, per_channel, weight_bits, _bias_min_scales(graph, per_channel, weight_bits, set(keep_float)))
+def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), weight_bits=8, method="minmax",
+                          bias_corrections=None):
+    """(graph dict, tensors) of the .qnn for a passed IR graph and its calibrated ranges.
+
+    bias_corrections: {layer name: float32 per-channel shift} added to those layers' int8 biases."""
+    bias_corrections = bias_corrections or {}
+    least_scales = _bias_min_scales(graph, per_channel, weight_bits, set(keep_float), bias_corrections)
+    em = _Emitter(ranges, per_channel, weight_bits, least_scales, bias_corrections)
     free_hw = _spatially_free(graph)
     inputs = []
     for v in graph.inputs:
@@ -396,7 +412,8 @@ def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), wei
     for node in graph.nodes:
         _emit(em, node, graph, set(keep_float))
     outputs = [em.need_f32(v) for v in graph.outputs]
-    record = {"weight_bits": weight_bits, "method": method, "per_channel": bool(per_channel)}
+    record = {"weight_bits": weight_bits, "method": method, "per_channel": bool(per_channel),
+              "bias_correction": bool(bias_corrections)}
     result = {"inputs": inputs, "outputs": outputs, "values": em.values, "ops": em.ops, "quantization": record}
     if graph.output_keys is not None:
         result["output_keys"] = list(graph.output_keys)
@@ -404,13 +421,15 @@ def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), wei
 
 
 def quantize_model(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),
-                   progress=True, weight_bits=8):
+                   progress=True, weight_bits=8, bias_correction=True, min_sqnr=None):
     """qruntime.quantize (see its docstring)."""
     import torch
 
     from ..model import Model
     from . import passes
+    from .bias_correction import BiasCorrection
     from .calibrate import batches, calibrate, first_and_rest
+    from .mixed_precision import OutputSQNR, choose_float_layers
     from .observers import make_observer
     from .trace import trace
 
@@ -419,6 +438,11 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
     make_observer(method)  # an unknown method fails before any work
     if isinstance(weight_bits, bool) or weight_bits not in (7, 8):
         raise ValueError(f"weight_bits must be 8 or 7, got {weight_bits!r}")
+    if not isinstance(bias_correction, bool):
+        raise TypeError(f"bias_correction must be True or False, got {bias_correction!r}")
+    if min_sqnr is not None and (isinstance(min_sqnr, bool) or not isinstance(min_sqnr, (int, float))
+                                 or not math.isfinite(min_sqnr)):
+        raise ValueError(f"min_sqnr must be a finite number of dB (or None), got {min_sqnr!r}")
     if isinstance(keep_float, str):
         keep_float = (keep_float,)
     keep_float = tuple(keep_float)
@@ -435,9 +459,50 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
     ir_graph, graph_module = trace(model, example)
     ir_graph = passes.run_all(ir_graph)
     keep_float = keep_float_nodes(ir_graph, keep_float)
+    if bias_correction or min_sqnr is not None:
+        data = list(data)  # seen again: bias correction needs the ranges, min_sqnr each candidate's output SQNR
+    correction = BiasCorrection(ir_graph, per_channel, weight_bits, keep_float) if bias_correction else None
     observed = set(ir_graph.inputs) | {n.output for n in ir_graph.nodes}
-    ranges = calibrate(graph_module, observed, data, lambda: make_observer(method), progress=progress,
-                       example_shape=example.shape)
-    graph, tensors = build_quantized_graph(ir_graph, ranges, per_channel=per_channel, keep_float=keep_float,
-                                           weight_bits=weight_bits, method=method)
-    return Model(graph, tensors)
+    observers = calibrate(graph_module, observed, data, lambda: make_observer(method), progress=progress,
+                          example_shape=example.shape, taps=correction.taps() if correction else None)
+    ranges = {v: observer.range() for v, observer in observers.items()}
+    warn_clipping(observers, ranges, method)
+
+    def build_graph(float_layers, corrections):
+        return build_quantized_graph(ir_graph, ranges, per_channel=per_channel, keep_float=float_layers,
+                                     weight_bits=weight_bits, method=method, bias_corrections=corrections)
+
+    def corrections_for(float_layers):
+        if correction is None:
+            return {}
+        return correction.run(lambda c: build_graph(float_layers, c), [x.numpy() for x in data], Model,
+                              keep_float=float_layers)
+
+    def build(float_layers, corrections=None):
+        """The Model with these layers in float; its biases corrected for exactly that mix unless given."""
+        corrections = corrections_for(float_layers) if corrections is None else corrections
+        return Model(*build_graph(float_layers, corrections))
+
+    if min_sqnr is None:
+        return build(keep_float)
+    candidates = [n.name for n in ir_graph.nodes if n.name not in keep_float and _has_float_form(n, ir_graph)]
+    # ranking every candidate uses the all-int8 model's corrections (one correction run, not one each)
+    int8_corrections = corrections_for(keep_float)
+    _, _, qmodel = choose_float_layers(build, OutputSQNR(graph_module, data), candidates, keep_float,
+                                       float(min_sqnr), progress=progress,
+                                       quick_build=lambda float_layers: build(float_layers, int8_corrections))
+    return qmodel
+
+
+def warn_clipping(observers, ranges, method):
+    """One warning naming every value whose calibrated range clips more than CLIP_LIMIT of its calibration
+    values: a clipped output is an error the model makes on the data it was calibrated on."""
+    from .observers import CLIP_LIMIT
+
+    shares = {v: observers[v].share_outside(*ranges[v]) for v in observers}
+    over = sorted((share, v) for v, share in shares.items() if share > CLIP_LIMIT)[::-1]
+    if over:
+        import warnings
+        shown = ", ".join(f"{v} ({share:.1%})" for share, v in over[:8]) + (", ..." if len(over) > 8 else "")
+        warnings.warn(f"method={method!r}: the ranges of {len(over)} value(s) clip more than {CLIP_LIMIT:.0%} of "
+                      f"their calibration values: {shown}", UserWarning, stacklevel=4)
