@@ -263,7 +263,8 @@ def test_user_model_is_untouched(trained, digits):
 def test_seven_bit_weights(trained, digits):
     model, fp32_acc = trained("small_resnet")
     q = qruntime.quantize(model, calibration(digits), weight_bits=7, progress=False)
-    assert q.graph["quantization"] == {"weight_bits": 7, "method": "minmax", "per_channel": True}
+    assert q.graph["quantization"] == {"weight_bits": 7, "method": "minmax", "per_channel": True,
+                                       "bias_correction": True}
     weights = [q._tensors[op["tensors"]["weight"]] for op in q.graph["ops"] if op["op"] in ("conv2d", "linear")]
     assert weights and all(np.abs(w.astype(int)).max() <= 64 for w in weights)
     assert max(np.abs(w.astype(int)).max() for w in weights) == 64

@@ -535,7 +535,10 @@ def test_quantization_record():
     graph, tensors = small_model()
     graph["quantization"] = {"weight_bits": 8, "method": "mse", "per_channel": True}
     assert qnn.from_bytes(qnn.to_bytes(graph, tensors))[0] == graph
-    for key, bad in (("weight_bits", 6), ("weight_bits", True), ("method", "median"), ("per_channel", 1)):
+    graph["quantization"]["bias_correction"] = True  # optional: files from before it load too
+    assert qnn.from_bytes(qnn.to_bytes(graph, tensors))[0] == graph
+    for key, bad in (("weight_bits", 6), ("weight_bits", True), ("method", "median"), ("per_channel", 1),
+                     ("bias_correction", 1), ("bias_correction", "yes")):
         g = copy.deepcopy(graph)
         g["quantization"][key] = bad
         with pytest.raises(FormatError, match=f"quantization.{key}"):

@@ -61,8 +61,13 @@ def choose_float_layers(build, measure, candidates, kept, min_sqnr, progress=Tru
         if sqnr < min_sqnr:
             _warn_unreached(min_sqnr, sqnr, 0)
         return [], sqnr, model
-    bar = _bar(progress, len(candidates))
     everything = kept | set(candidates)
+    best = build(everything)
+    best_sqnr = measure(best)
+    if best_sqnr < min_sqnr:  # no choice of layers can reach it: say so at once, not after trying them all
+        _warn_unreached(min_sqnr, best_sqnr, len(candidates))
+        return list(candidates), best_sqnr, best
+    bar = _bar(progress, len(candidates))
     sensitivity = {}
     for name in candidates:
         sensitivity[name] = measure(quick_build(everything - {name}))
@@ -72,15 +77,14 @@ def choose_float_layers(build, measure, candidates, kept, min_sqnr, progress=Tru
         bar.close()
     order = sorted(candidates, key=lambda name: sensitivity[name])  # lowest SQNR alone: the most sensitive
     chosen = []
-    for name in order:
+    for name in order[:-1]:
         chosen.append(name)
         model = build(kept | set(chosen))
         sqnr = measure(model)
         if sqnr >= min_sqnr:
             break
-    else:
-        _warn_unreached(min_sqnr, sqnr, len(chosen))
-        return chosen, sqnr, model
+    else:  # only every candidate reaches it
+        return list(order), best_sqnr, best
     for name in list(chosen[:-1]):  # the last one was needed to reach the target; each earlier one may not be
         trial = build(kept | (set(chosen) - {name}))
         trial_sqnr = measure(trial)
