@@ -239,8 +239,23 @@ class Model:
         """Writes the model as a .qnn file (docs/format.md)."""
         qnn_format.write(path, self._graph, self._tensors)
 
+    def __reduce__(self):
+        """Pickles (and copies) as the .qnn file's bytes and max_activation_bytes: what save() writes
+        and load() takes. Unpickling validates those bytes as qruntime.load validates a file (FormatError
+        if they are wrong) and prepares the weights for the CPU it runs on. An `isa` given to Model()
+        does not travel: it names a path of this CPU, which the receiving one may lack, and every path
+        gives the same bits; the copy runs on its own active ISA. max_activation_bytes travels, so
+        a worker keeps the memory cap its sender set."""
+        return _unpickle, (qnn_format.to_bytes(self._graph, self._tensors), self.max_activation_bytes)
+
     def __repr__(self):
         return f"<qruntime.Model: {len(self._graph['ops'])} ops, inputs {[i['shape'] for i in self.inputs]}>"
+
+
+def _unpickle(data, max_activation_bytes):
+    """The Model a pickle holds (Model.__reduce__): the file's bytes read as load() reads a file."""
+    graph, tensors = qnn_format.from_bytes(data)  # checks the hash, then validates the graph
+    return Model(graph, tensors, max_activation_bytes=max_activation_bytes, _validated=True)
 
 
 def load(path, threads=None, *, max_activation_bytes=None):
