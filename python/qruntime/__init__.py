@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 
 def quantize(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),
-             progress=True, weight_bits=8, bias_correction=True, min_sqnr=None):
+             progress=True, weight_bits=8, bias_correction=True, min_sqnr=None, cross_layer_equalization=False):
     """Converts a trained torch.nn.Module into a quantized Model (needs torch; the model is not modified).
 
     calibration_data: an iterable of batches (tensors, numpy arrays, or (x, y) tuples, of which x is used).
@@ -20,6 +20,9 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
     weight_bits: 8 (weights in [-127, 127]) or 7 ([-64, 64]: every layer takes the AVX2 fast path).
     bias_correction: shift each int8 conv/linear bias by the mean output error its rounded weights cause on
         the calibration data, per output channel (docs/quantization.md "Bias correction").
+    cross_layer_equalization: rescale the channels between consecutive layers (conv/linear, then a conv,
+        depthwise conv or linear, with no activation or a ReLU between) so both layers' weights have equal
+        ranges per channel; the function is unchanged (docs/quantization.md).
     min_sqnr: a target output SQNR in dB on the calibration data: the fewest, most sensitive layers go to
         float (float islands) until it is reached; a warning says when no choice of layers reaches it."""
     try:
@@ -30,7 +33,8 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
     from .convert.quantize import quantize_model
     return quantize_model(model, calibration_data, example_inputs=example_inputs, method=method,
                           per_channel=per_channel, keep_float=keep_float, progress=progress, weight_bits=weight_bits,
-                          bias_correction=bias_correction, min_sqnr=min_sqnr)
+                          bias_correction=bias_correction, min_sqnr=min_sqnr,
+                          cross_layer_equalization=cross_layer_equalization)
 
 
 __all__ = [

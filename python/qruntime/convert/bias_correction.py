@@ -45,11 +45,8 @@ class BiasCorrection:
 
     def _float_tap(self, node):
         weight, _ = self._weights[node.name]
-        channels_last = node.inputs[0] in self._graph.channels_last
 
-        def observe(x):
-            if node.op == "conv2d" and channels_last:
-                x = x.permute(0, 3, 1, 2)
+        def observe(x):  # x: the IR's value (calibrate's to_ir)
             y = _pre_activation(node, x, weight)
             self._float_sums[node.name] = self._float_sums[node.name] + y.double().sum(dim=1).numpy()
             self._float_counts[node.name] += y.shape[1]

@@ -28,12 +28,14 @@ def batches(calibration_data):
         yield item.detach().to(torch.float32)
 
 
-def calibrate(graph_module, observed, data, make_observer, progress=True, example_shape=None, taps=None):
+def calibrate(graph_module, observed, data, make_observer, progress=True, example_shape=None, taps=None,
+              to_ir=None):
     """{value name: its observer} for every fx node named in `observed` that the batches of `data` computed.
 
     data: an iterator of input tensors (consumed once). make_observer: () -> a fresh observer.
     example_shape: the shape the model was traced with, for the message when a batch does not fit.
-    taps: {fx node name: [fn(tensor)]}, called with that node's output on every batch (bias correction)."""
+    taps: {fx node name: [fn(tensor)]}, called with that node's output on every batch (bias correction).
+    to_ir: (name, tensor) -> the IR's value of that name (ir.Graph.to_ir); what observers and taps see."""
     import torch
     import torch.fx
 
@@ -44,11 +46,13 @@ def calibrate(graph_module, observed, data, make_observer, progress=True, exampl
         def run_node(self, n):
             out = super().run_node(n)
             # Observed right away: an in-place op later in the graph may overwrite this tensor.
-            if n.name in observers and isinstance(out, torch.Tensor):
-                observers[n.name].update(out.detach())
-                seen.add(n.name)
-            for tap in (taps or {}).get(n.name, ()):
-                tap(out.detach())
+            if isinstance(out, torch.Tensor) and (n.name in observers or n.name in (taps or {})):
+                value = out.detach() if to_ir is None else to_ir(n.name, out.detach())
+                if n.name in observers:
+                    observers[n.name].update(value)
+                    seen.add(n.name)
+                for tap in (taps or {}).get(n.name, ()):
+                    tap(value)
             return out
 
     count = 0

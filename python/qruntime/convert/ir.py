@@ -59,12 +59,25 @@ class Graph:
     # values whose torch tensor is the (N, H, W, C) permutation of the NCHW value the IR means (ConvNeXt's
     # channels-last view, named after the fx node that computes it): calibration data must be permuted back
     channels_last: set = field(default_factory=set)
+    # value -> per-channel divisors: the IR value is the torch value divided by them (passes/equalize.py)
+    value_scales: dict = field(default_factory=dict)
 
     def with_nodes(self, nodes, outputs=None):
         """A copy of this graph with other nodes (and outputs): what a pass returns."""
         return dataclasses.replace(self, nodes=list(nodes), inputs=list(self.inputs),
                                    outputs=list(self.outputs if outputs is None else outputs),
-                                   shapes=dict(self.shapes), channels_last=set(self.channels_last))
+                                   shapes=dict(self.shapes), channels_last=set(self.channels_last),
+                                   value_scales=dict(self.value_scales))
+
+    def to_ir(self, value, tensor):
+        """The IR's value `value` from the torch tensor of the fx node of that name (NCHW, rescaled)."""
+        if value in self.channels_last:
+            tensor = tensor.permute(0, 3, 1, 2)
+        scales = self.value_scales.get(value)
+        if scales is not None:
+            import torch
+            tensor = tensor / torch.from_numpy(scales.astype("float32")).reshape(1, -1, *[1] * (tensor.dim() - 2))
+        return tensor
 
     def consumers(self, value):
         return [n for n in self.nodes if value in n.inputs]

@@ -421,7 +421,8 @@ def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), wei
 
 
 def quantize_model(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),
-                   progress=True, weight_bits=8, bias_correction=True, min_sqnr=None):
+                   progress=True, weight_bits=8, bias_correction=True, min_sqnr=None,
+                   cross_layer_equalization=False):
     """qruntime.quantize (see its docstring)."""
     import torch
 
@@ -438,8 +439,9 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
     make_observer(method)  # an unknown method fails before any work
     if isinstance(weight_bits, bool) or weight_bits not in (7, 8):
         raise ValueError(f"weight_bits must be 8 or 7, got {weight_bits!r}")
-    if not isinstance(bias_correction, bool):
-        raise TypeError(f"bias_correction must be True or False, got {bias_correction!r}")
+    for flag, value in (("bias_correction", bias_correction), ("cross_layer_equalization", cross_layer_equalization)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {value!r}")
     if min_sqnr is not None and (isinstance(min_sqnr, bool) or not isinstance(min_sqnr, (int, float))
                                  or not math.isfinite(min_sqnr)):
         raise ValueError(f"min_sqnr must be a finite number of dB (or None), got {min_sqnr!r}")
@@ -458,13 +460,16 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
         example = next(batches([example]))
     ir_graph, graph_module = trace(model, example)
     ir_graph = passes.run_all(ir_graph)
+    if cross_layer_equalization:
+        ir_graph = passes.equalize(ir_graph)
     keep_float = keep_float_nodes(ir_graph, keep_float)
     if bias_correction or min_sqnr is not None:
         data = list(data)  # seen again: bias correction needs the ranges, min_sqnr each candidate's output SQNR
     correction = BiasCorrection(ir_graph, per_channel, weight_bits, keep_float) if bias_correction else None
     observed = set(ir_graph.inputs) | {n.output for n in ir_graph.nodes}
     observers = calibrate(graph_module, observed, data, lambda: make_observer(method), progress=progress,
-                          example_shape=example.shape, taps=correction.taps() if correction else None)
+                          example_shape=example.shape, taps=correction.taps() if correction else None,
+                          to_ir=ir_graph.to_ir)
     ranges = {v: observer.range() for v, observer in observers.items()}
     warn_clipping(observers, ranges, method)
 

@@ -1,10 +1,11 @@
 """The float-IR passes, each a pure ir.Graph -> ir.Graph function, and run_all applying them in order."""
 from .dead_code import dead_code
+from .equalize import equalize
 from .fold_bn import fold_bn
 from .fuse import fuse_activations
 from .remove_noops import remove_noops
 
-__all__ = ["dead_code", "fold_bn", "fuse_activations", "remove_noops", "run_all"]
+__all__ = ["dead_code", "equalize", "fold_bn", "fuse_activations", "remove_noops", "run_all"]
 
 
 def run_all(graph):
