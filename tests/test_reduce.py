@@ -1,8 +1,12 @@
 """reduce (x.mean(dims) / x.sum(dims)): engine == reference on every ISA path, every dims / keepdim form, the
-exact-integer rounding rule, within half an output step of torch, bad attributes and shapes refused."""
+exact-integer rounding rule, within half an output step of torch, bad attributes and shapes refused, and the
+forms models write converting end to end."""
+import functools
+
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 import qruntime
 from qruntime import reference
@@ -154,3 +158,74 @@ def test_a_count_past_the_exact_limit_is_refused_before_any_memory():
     with pytest.raises(qruntime.FormatError, match=rf"op 'r' \(reduce\): sums {2**46} codes per output, more than the "
                                                    rf"exact limit {2**53 // 255} "):
         Model(graph, {}, max_activation_bytes=2**62)
+
+
+# --- converting the forms models write ------------------------------------------------------------
+
+class Head(nn.Module):
+    """A conv (so the reduce reads a calibrated activation), then one reduce form, then whatever follows it."""
+
+    def __init__(self, fn, **modules):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fn = fn
+        for name, module in modules.items():
+            self.add_module(name, module)
+
+    def forward(self, x):
+        return self.fn(self, self.conv(x))
+
+
+# id -> (forward after the conv, extra modules, the reduce ops' (mode, dims, keepdim), H and W free at run time)
+FORMS = {
+    "mean(2,3)->linear": (lambda m, x: m.fc(x.mean((2, 3))), {"fc": nn.Linear(8, 5)}, [("mean", [2, 3], False)],
+                          True),
+    "torch.mean(-1,-2,keepdim)->conv": (lambda m, x: m.c(torch.mean(x, (-1, -2), keepdim=True)),
+                                        {"c": nn.Conv2d(8, 4, 1)}, [("mean", [2, 3], True)], True),
+    "sum(1,keepdim)": (lambda m, x: x.sum(dim=1, keepdim=True), {}, [("sum", [1], True)], True),
+    "torch.sum(1,2)": (lambda m, x: torch.sum(x, (1, 2)), {}, [("sum", [1, 2], False)], False),
+    "mean(1).flatten->linear": (lambda m, x: m.fc(torch.mean(x, 1).flatten(1)), {"fc": nn.Linear(42, 3)},
+                                [("mean", [1], True)], False),
+    "sum(-1).view": (lambda m, x: x.sum(-1).view(x.size(0), -1), {}, [("sum", [3], True)], False),
+    "mean(all,keepdim)": (lambda m, x: x.mean((1, 2, 3), keepdim=True), {}, [("mean", [1, 2, 3], True)], True),
+    "channels_last.mean(1,2)": (lambda m, x: x.permute(0, 2, 3, 1).mean((1, 2)), {}, [("mean", [2, 3], False)],
+                                True),
+    "view(n,c,-1).mean(-1)": (lambda m, x: x.view(x.size(0), x.size(1), -1).mean(-1), {}, [("mean", [2, 3], False)],
+                              True),
+    "slice.mean": (lambda m, x: x[:, 2:6].mean((2, 3)), {}, [("mean", [2, 3], False)], True),
+    "linear->mean(-1,keepdim)": (lambda m, x: m.fc(x.flatten(1)).mean(-1, keepdim=True),
+                                 {"fc": nn.Linear(8 * 6 * 7, 10)}, [("mean", [1], True)], False),
+    "cbam_spatial_map": (lambda m, x: torch.sigmoid(m.s(torch.cat([x.mean(1, keepdim=True), x.sum(1, keepdim=True)],
+                                                                  1))),
+                         {"s": nn.Conv2d(2, 1, 3, padding=1)}, [("mean", [1], True), ("sum", [1], True)], True),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def converted(name):
+    fn, modules, _, _ = FORMS[name]
+    torch.manual_seed(7)
+    model = Head(fn, **modules).eval()
+    rng = np.random.default_rng(11)
+    calib = [rng.uniform(-1, 1, (8, 3, 6, 7)).astype(np.float32) for _ in range(3)]
+    return model, qruntime.quantize(model, calib, progress=False), calib
+
+
+@pytest.mark.parametrize("name", FORMS)
+def test_forms_convert_and_match_torch(name, any_path):
+    model, q, calib = converted(name)
+    _, _, reduces, free_hw = FORMS[name]
+    assert [(op["attrs"]["mode"], op["attrs"]["dims"], op["attrs"]["keepdim"]) for op in q.graph["ops"]
+            if op["op"] == "reduce"] == reduces
+    assert (q.graph["inputs"][0]["shape"][2:] == [-1, -1]) == free_hw
+    # A calibration batch (minmax ranges: nothing clips), and for a model free in H and W another size too, its
+    # inputs a little inside the calibration's (-1, 1) so that its outputs stay in the calibrated ranges.
+    other = np.random.default_rng(5).uniform(-0.8, 0.8, (5, 3, 9, 5)).astype(np.float32)
+    xs = [calib[0]] + ([other] if free_hw else [])
+    for x in xs:
+        got = Model(q.graph, q._tensors, isa=any_path).run(x)
+        np.testing.assert_array_equal(got, reference.run_graph(q.graph, q._tensors, [x])[0])
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        assert got.shape == want.shape
+        assert 10 * np.log10(np.sum(want ** 2) / np.sum((want - got) ** 2)) > 30, x.shape
