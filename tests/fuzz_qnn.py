@@ -53,6 +53,7 @@ DEFAULT_ATTRS = {
     "softmax": {"dim": 1},
     "layer_norm": {"eps": 1e-5},
     "group_norm": {"eps": 1e-5, "groups": 1},
+    "reduce": {"mode": "mean", "dims": [2, 3], "keepdim": True},
     "layer_norm_float": {"eps": 1e-5},
     "unary_float": {"fn": "tanh", "a": 0.0, "b": 0.0},
     "binary_float": {"fn": "add"},
@@ -801,6 +802,8 @@ def _op_shape(op, ins, tensors):
         out = x if c == x[1] and c % a["groups"] == 0 else None
     elif kind == "layer_norm" and len(x) in (2, 4):
         out = x if tensors[op["tensors"]["weight"]].shape[0] == x[1] else None
+    elif kind == "reduce" and (len(x) == 4 or (len(x) == 2 and a["dims"] == [1] and a["keepdim"])):
+        out = tuple(1 if i in a["dims"] else d for i, d in enumerate(x) if a["keepdim"] or i not in a["dims"])
     elif kind == "resize" and rank4:
         out = (x[0], x[1], *_resize_hw(x, ins, a))
     elif kind == "pad" and rank4:

@@ -72,7 +72,8 @@ def _pool(kernel, stride, padding, ceil_mode=False, **extra):
 
 def _cnn(rng):
     """Dynamic H/W: conv (padded, depthwise strided, grouped dilated asymmetric), pools, adaptive pool
-    then a global max pool (kernel = its output size, stride 1), flatten, linear, dequantize, softmax."""
+    then a global max pool (kernel = its output size, stride 1), flatten, linear, dequantize, softmax; a mean
+    over C and W that drops them (N, H)."""
     b = _Builder([-1, 3, -1, -1], rng)
     b.op("quantize", ["x"], "q0", (0.02, 128))
     b.conv("q0", "c1", (0.05, 0), (8, 3, 3, 3), padding=[1, 1, 1, 1], act="relu")
@@ -88,7 +89,9 @@ def _cnn(rng):
     b.linear("f", "fc", (0.1, 128), (10, 8))
     b.op("dequantize", ["fc"], "fo")
     b.op("softmax", ["fo"], "sm", attrs={"dim": 1})
-    return b.done("fo", "sm"), 12
+    b.op("reduce", ["ap"], "rd", (0.04, 20), {"mode": "mean", "dims": [1, 3], "keepdim": False})
+    b.op("dequantize", ["rd"], "ro")
+    return b.done("fo", "sm", "ro"), 12
 
 
 def _branches(rng):
@@ -117,7 +120,7 @@ def _branches(rng):
 
 def _mlp(rng):
     """(N, F) input: linears with and without bias and ReLU/ReLU6, lut, concat on features, float linear,
-    softmax and log_softmax."""
+    softmax and log_softmax, a mean over the features (N, 1)."""
     b = _Builder([-1, 16], rng)
     b.op("quantize", ["x"], "q0", (0.03, 128))
     b.linear("q0", "h1", (0.05, 0), (12, 16), act="relu")
@@ -129,7 +132,9 @@ def _mlp(rng):
     b.linear("o", "lf", None, (5, 10), quantized=False, act="relu")
     b.op("log_softmax", ["lf"], "out", attrs={"dim": 1})
     b.op("softmax", ["o"], "sm", attrs={"dim": 1})
-    return b.done("o", "out", "sm"), 1
+    b.op("reduce", ["h3"], "hm", (0.02, 0), {"mode": "mean", "dims": [1], "keepdim": True})
+    b.op("dequantize", ["hm"], "om")
+    return b.done("o", "out", "sm", "om"), 1
 
 
 def _float(rng):
@@ -155,7 +160,7 @@ def _float(rng):
 def _gates(rng):
     """Dynamic H/W: a squeeze-excitation gate (pool to 1x1, 1x1 convs, a table) times its input, a
     channel shuffle (gather_channels on uint8 and on float32), a same-shape mul, a table per channel, a
-    LayerNorm over the channels, a GroupNorm."""
+    LayerNorm over the channels, a GroupNorm, a sum over the channels (N, 1, H, W)."""
     b = _Builder([-1, 3, -1, -1], rng)
     b.op("quantize", ["x"], "q0", (0.02, 128))
     b.conv("q0", "c1", (0.05, 0), (8, 3, 1, 1), act="relu")
@@ -179,7 +184,9 @@ def _gates(rng):
     b.tensors["fg.index"] = np.array([7, 7, 0, 2], np.int32)
     b.keep("gather_channels", "o", "fg")
     b.graph["ops"][-1]["tensors"] = {"index": "fg.index"}
-    return b.done("o", "fg"), 10
+    b.op("reduce", ["ln"], "rs", (0.3, 128), {"mode": "sum", "dims": [1], "keepdim": True})
+    b.op("dequantize", ["rs"], "so")
+    return b.done("o", "fg", "so"), 10
 
 
 def _resize(rng):

@@ -58,6 +58,9 @@ def _eval_node(node, xs):
                             a["count_include_pad"], a["divisor_override"] or None)
     if node.op == "adaptive_avg_pool2d":
         return F.adaptive_avg_pool2d(x, a["output_size"])
+    if node.op == "reduce":
+        assert a["keepdim"] or (x.dim() == 4 and len(a["dims"]) == 2)  # the ranks the engine holds
+        return (torch.mean if a["mode"] == "mean" else torch.sum)(x, a["dims"], keepdim=a["keepdim"])
     if node.op == "flatten":
         assert x.dim() == 4
         return x.reshape(x.shape[0], -1)
@@ -191,12 +194,25 @@ CASES = [
      ["adaptive_avg_pool2d"]),
     ("F.adaptive_avg_pool2d", lambda: Wrap(lambda m, x: F.adaptive_avg_pool2d(x, 3)), IMAGE,
      ["adaptive_avg_pool2d"]),
-    (".mean((2,3))", lambda: Wrap(lambda m, x: x.mean((2, 3))), IMAGE, ["adaptive_avg_pool2d", "flatten"]),
-    ("torch.mean", lambda: Wrap(lambda m, x: torch.mean(x, (2, 3))), IMAGE, ["adaptive_avg_pool2d", "flatten"]),
-    (".mean(dim=(-1,-2))", lambda: Wrap(lambda m, x: x.mean(dim=(-1, -2))), IMAGE,
-     ["adaptive_avg_pool2d", "flatten"]),
-    ("mean_keepdim", lambda: Wrap(lambda m, x: torch.mean(x, dim=[3, 2], keepdim=True)), IMAGE,
-     ["adaptive_avg_pool2d"]),
+    (".mean((2,3))", lambda: Wrap(lambda m, x: x.mean((2, 3))), IMAGE, ["reduce"]),
+    ("torch.mean", lambda: Wrap(lambda m, x: torch.mean(x, (2, 3))), IMAGE, ["reduce"]),
+    (".mean(dim=(-1,-2))", lambda: Wrap(lambda m, x: x.mean(dim=(-1, -2))), IMAGE, ["reduce"]),
+    ("mean_keepdim", lambda: Wrap(lambda m, x: torch.mean(x, dim=[3, 2], keepdim=True)), IMAGE, ["reduce"]),
+    (".sum(1,keepdim)", lambda: Wrap(lambda m, x: x.sum(1, keepdim=True)), IMAGE, ["reduce"]),
+    ("torch.sum(1,2)", lambda: Wrap(lambda m, x: torch.sum(x, (1, 2))), IMAGE, ["reduce"]),
+    (".sum(-1)", lambda: Wrap(lambda m, x: x.sum(dim=-1, keepdim=True)), FEATURES, ["reduce"]),
+    ("mean_all_keepdim", lambda: Wrap(lambda m, x: x.mean((1, 2, 3), keepdim=True)), IMAGE, ["reduce"]),
+    ("mean(1).flatten", lambda: Wrap(lambda m, x: x.mean(1).flatten(1)), IMAGE, ["reduce", "flatten"]),
+    ("mean(3).relu().view", lambda: Wrap(lambda m, x: x.mean(3).relu().view(x.size(0), -1)), IMAGE,
+     ["reduce", "relu", "flatten"]),
+    ("sum_all.view", lambda: Wrap(lambda m, x: x.sum((1, 2, 3)).view(-1, 1)), IMAGE, ["reduce", "flatten"]),
+    ("mean_features.view", lambda: Wrap(lambda m, x: x.mean(1).view(-1, 1)), FEATURES, ["reduce"]),
+    ("channels_last.mean", lambda: Wrap(lambda m, x: x.permute(0, 2, 3, 1).mean((1, 2))), IMAGE, ["reduce"]),
+    ("channels_last.sum(-1)", lambda: Wrap(lambda m, x: x.permute(0, 2, 3, 1).sum(-1, keepdim=True).permute(
+        0, 3, 1, 2)), IMAGE, ["reduce"]),
+    ("view(n,c,-1).mean", lambda: Wrap(lambda m, x: x.view(x.size(0), x.size(1), -1).mean(-1)), IMAGE, ["reduce"]),
+    ("channels_last.flatten.mean", lambda: Wrap(lambda m, x: x.permute(0, 2, 3, 1).flatten(1).mean(1, keepdim=True)),
+     IMAGE, ["reduce", "flatten"]),
     ("Flatten", lambda: Wrap(lambda m, x: m.f(x), f=nn.Flatten()), IMAGE, ["flatten"]),
     ("torch.flatten", lambda: Wrap(lambda m, x: torch.flatten(x, 1)), IMAGE, ["flatten"]),
     (".flatten(1)", lambda: Wrap(lambda m, x: x.flatten(1)), IMAGE, ["flatten"]),
@@ -216,7 +232,7 @@ CASES = [
                                         c=nn.Conv2d(4, 4, 1)), IMAGE,
      ["adaptive_avg_pool2d", "conv2d", "hardsigmoid", "mul"]),
     ("se_scale_first", lambda: Wrap(lambda m, x: torch.mul(x.mean((2, 3), keepdim=True).sigmoid(), x)), IMAGE,
-     ["adaptive_avg_pool2d", "sigmoid", "mul"]),
+     ["reduce", "sigmoid", "mul"]),
     (".mul_()", lambda: Wrap(lambda m, x: x.relu().mul_(x)), IMAGE, ["relu", "mul"]),
     ("x+c", lambda: Wrap(lambda m, x: x + 1.5), IMAGE, ["scale_shift"]),
     ("c+x", lambda: Wrap(lambda m, x: 2 + x), IMAGE, ["scale_shift"]),
@@ -302,14 +318,24 @@ def test_params_are_float32_copies_and_conv_attrs():
     assert model.c.weight.abs().sum() > 0
 
 
-def test_mean_becomes_pool_then_flatten_with_fx_names():
-    graph, gm = trace(Wrap(lambda m, x: x.mean((2, 3)).relu()), torch.randn(IMAGE))
-    pool, flatten, relu = graph.nodes
-    fx_names = {n.name for n in gm.graph.nodes}
-    assert pool.output not in fx_names and pool.output.startswith("mean")
-    assert pool.attrs == {"output_size": [1, 1]} and flatten.inputs == [pool.output]
-    assert flatten.output == "mean" and relu.inputs == ["mean"]
-    assert graph.shapes[pool.output] == (2, 4, 1, 1) and graph.shapes["mean"] == (2, 4)
+def test_reduce_values_keep_fx_names():
+    # Dims dropped by the op itself: its output is the fx node's value.
+    graph, _ = trace(Wrap(lambda m, x: x.mean((2, 3)).relu()), torch.randn(IMAGE))
+    reduce, relu = graph.nodes
+    assert (reduce.output, reduce.attrs) == ("mean", {"mode": "mean", "dims": [2, 3], "keepdim": False})
+    assert relu.inputs == ["mean"] and graph.shapes["mean"] == (2, 4)
+    # (N, H, W): the fx node's name holds the keepdim value, which the flatten after it reads.
+    graph, _ = trace(Wrap(lambda m, x: x.sum(1).flatten(1)), torch.randn(IMAGE))
+    reduce, flatten = graph.nodes
+    assert (reduce.output, reduce.attrs) == ("sum_1", {"mode": "sum", "dims": [1], "keepdim": True})
+    assert flatten.inputs == ["sum_1"] and graph.shapes["sum_1"] == (2, 1, 6, 6)
+    # A flatten right after the keepdim value: that value is a new name, the flatten takes the fx node's.
+    graph, gm = trace(Wrap(lambda m, x: x.permute(0, 2, 3, 1).flatten(1).mean(1, keepdim=True)), torch.randn(IMAGE))
+    reduce, flatten = graph.nodes
+    assert reduce.inputs == ["x"] and reduce.attrs["dims"] == [1, 2, 3]
+    assert reduce.output not in {n.name for n in gm.graph.nodes} and reduce.output.startswith("mean")
+    assert flatten.inputs == [reduce.output] and flatten.output == "mean"
+    assert graph.shapes[reduce.output] == (2, 1, 1, 1)
 
 
 def test_shapes_inputs_and_tuple_outputs():
@@ -389,7 +415,11 @@ def test_every_unsupported_op_is_listed_in_one_error():
 
 @pytest.mark.parametrize("fn, modules, shape, reason", [
     (lambda m, x: m.p(x), {"p": nn.AdaptiveAvgPool2d((None, 2))}, IMAGE, "None entries"),
-    (lambda m, x: x.mean(1), {}, IMAGE, "mean over dim=1"),
+    (lambda m, x: x.mean(1), {}, IMAGE, "it has shape (2, 6, 6), and only (N, F) and NCHW tensors can be read"),
+    (lambda m, x: x.mean(), {}, IMAGE, "mean over every dim of a (2, 4, 6, 6) tensor, the batch too"),
+    (lambda m, x: x.sum(0), {}, IMAGE, "dim=0 is the batch dim"),
+    (lambda m, x: x.sum((2, 3), dtype=torch.float64), {}, IMAGE, "dtype=torch.float64"),
+    (lambda m, x: x.view(x.size(0), 2, -1).mean(2), {}, IMAGE, "not whole rows, columns or channels"),
     (lambda m, x: x.flatten(2), {}, IMAGE, "start_dim=2"),
     (lambda m, x: x.view(2, -1), {}, IMAGE, "the batch must stay dim 0"),
     (lambda m, x: x.view(x.size(0), 4, -1), {}, IMAGE, "not a reordering or selection of channels"),
@@ -407,8 +437,8 @@ def test_every_unsupported_op_is_listed_in_one_error():
     (lambda m, x: x[:, 0], {}, IMAGE, "indexing with"),
     (lambda m, x: m.c(x), {"c": nn.Conv2d(4, 4, 3, padding_mode="circular")}, IMAGE, "padding_mode='circular'"),
     (lambda m, x: m.c(x), {"c": nn.Conv2d(4, 4, 1, padding=1)}, IMAGE, "padding [1, 1] not smaller than the kernel's"),
-], ids=["adaptive_none", "mean_dim1", "flatten2", "view_constant_batch", "view_rank3", "sub_broadcast", "div_tensor",
-        "mul_broadcast",
+], ids=["adaptive_none", "mean_dim1", "mean_all", "sum_batch", "sum_dtype", "mean_half_channels", "flatten2",
+        "view_constant_batch", "view_rank3", "sub_broadcast", "div_tensor", "mul_broadcast",
         "add_constant_tensor", "add_broadcast", "add_alpha", "cat_batch", "softmax_batch", "dropout_training",
         "bn_batch_stats", "linear_rank4", "slice", "conv_circular", "conv_padding_past_kernel"])
 def test_unsupported_arguments_are_named(fn, modules, shape, reason):

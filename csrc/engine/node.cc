@@ -30,10 +30,16 @@ std::vector<std::string> op_names() {
 std::string where(const OpSpec& spec) { return "op '" + spec.name + "' (" + spec.op + ")"; }
 
 const std::vector<int64_t>& attr_ints(const OpSpec& spec, const char* key, size_t count) {
+  return attr_ints(spec, key, count, count);
+}
+
+const std::vector<int64_t>& attr_ints(const OpSpec& spec, const char* key, size_t min_count, size_t max_count) {
   auto it = spec.ints.find(key);
   QR_CHECK_ARG(it != spec.ints.end(), where(spec) + ": attribute '" + key + "' is missing");
-  QR_CHECK_ARG(it->second.size() == count, where(spec) + ": attribute '" + key + "' must have " +
-                                               std::to_string(count) + " value(s)");
+  const size_t n = it->second.size();
+  QR_CHECK_ARG(n >= min_count && n <= max_count,
+               where(spec) + ": attribute '" + key + "' must have " + std::to_string(min_count) +
+                   (max_count == min_count ? "" : " to " + std::to_string(max_count)) + " value(s)");
   return it->second;
 }
 

@@ -51,6 +51,8 @@ std::vector<std::string> op_names();
 // Spec access for the node factories: each throws qr::ValueError naming the op and the field.
 std::string where(const OpSpec& spec);
 const std::vector<int64_t>& attr_ints(const OpSpec& spec, const char* key, size_t count);
+// An int-list attribute of min_count to max_count values (reduce's dims).
+const std::vector<int64_t>& attr_ints(const OpSpec& spec, const char* key, size_t min_count, size_t max_count);
 int64_t attr_int(const OpSpec& spec, const char* key);
 const std::string& attr_str(const OpSpec& spec, const char* key);
 double attr_float(const OpSpec& spec, const char* key);

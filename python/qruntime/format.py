@@ -76,6 +76,17 @@ class IntList:
 
 
 @dataclass(frozen=True)
+class Dims:
+    """NCHW dims to reduce over: a list of 1 to 3 distinct ints in [1, 3] in increasing order (never the batch)."""
+
+    def error(self, value):
+        if not (isinstance(value, list) and 1 <= len(value) <= 3 and all(_is_int(v) and 1 <= v <= 3 for v in value)
+                and all(a < b for a, b in zip(value, value[1:]))):
+            return "must be a list of 1 to 3 distinct ints in [1, 3], in increasing order"
+        return None
+
+
+@dataclass(frozen=True)
 class Float:
     """A JSON number with a fraction or exponent (1e-06, 0.5; not 1) in [lo, hi]: an int attr would reach
     the engine as an int."""
@@ -196,6 +207,9 @@ OPS = {
                          attrs={"eps": Float(1e-30, 1e30), "groups": Int(1)},
                          tensors={"weight": TensorRole("float32", ("c",), values="finite"),
                                   "bias": TensorRole("float32", ("c",), values="finite")}),
+    "reduce": OpSpec("sum or mean over NCHW dims of the input, requantized; keepdim keeps them as size 1, else "
+                     "two dims of a rank-4 input leave (N, the other dim)", _U8,
+                     attrs={"mode": Choice(("mean", "sum")), "dims": Dims(), "keepdim": Bool()}),
     "flatten": OpSpec("(N, C, H, W) -> (N, C*H*W) in NCHW order; keeps the dtype and quantization",
                       _U8 + _F32, same_qparams=True),
     "gather_channels": OpSpec("output channel i is input channel index[i] (channel shuffle, chunks, slices); keeps "
@@ -622,6 +636,9 @@ def _check_attrs(attrs, spec, where, label):
             if attrs["padding"][axis] > attrs["kernel"][axis] // 2:
                 raise FormatError(f"{where}.attrs.padding: {attrs['padding']} is more than half the kernel "
                                   f"{attrs['kernel']} {label}")
+    # reduce: dropped dims leave a rank the engine holds (2) only when two dims of a rank-4 input go.
+    if attrs.get("keepdim") is False and len(attrs["dims"]) != 2:
+        raise FormatError(f"{where}.attrs.keepdim: false needs exactly two dims, got dims {attrs['dims']} {label}")
 
 
 def _check_resize_size(op, where, label):

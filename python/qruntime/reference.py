@@ -301,6 +301,17 @@ def group_norm(x, x_scale, weight, bias, eps, groups, out_scale, out_zp):
     return np.rint(np.clip(t, 0.0, 255.0)).astype(np.uint8).reshape(n, c, h, w)
 
 
+def reduce(x, x_scale, x_zp, dims, keepdim, mode, out_scale, out_zp):
+    """docs/quantization.md "reduce": over NCHW `dims`, the int64 sum of the codes minus the zero point, then
+    float64 steps left to right: acc * (s_x / s_y) / d + zp_y, d the count for a mean (1 for a sum)."""
+    dims = tuple(dims)
+    count = math.prod(x.shape[d] for d in dims)
+    acc = x.astype(np.int64).sum(axis=dims, keepdims=keepdim) - count * x_zp
+    ratio = F64(_f32(x_scale)) / F64(_f32(out_scale))
+    v = acc.astype(F64) * ratio / F64(count if mode == "mean" else 1) + F64(out_zp)
+    return np.rint(np.clip(v, 0.0, 255.0)).astype(np.uint8)
+
+
 def requantize(q, scale, zp, out_scale, out_zp):
     if _f32(scale) == _f32(out_scale) and zp == out_zp:
         return q.copy()
@@ -464,6 +475,8 @@ def run_graph(graph, tensors, inputs):
             y = layer_norm(xs[0], xsc, t["weight"], t["bias"], a["eps"], osc, ozp)
         elif kind == "group_norm":
             y = group_norm(xs[0], xsc, t["weight"], t["bias"], a["eps"], a["groups"], osc, ozp)
+        elif kind == "reduce":
+            y = reduce(xs[0], xsc, xzp, a["dims"], a["keepdim"], a["mode"], osc, ozp)
         elif kind == "flatten":
             y = xs[0].reshape(xs[0].shape[0], -1)
         elif kind == "gather_channels":

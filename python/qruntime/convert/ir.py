@@ -27,6 +27,8 @@ Ops and their fields (attrs are plain Python values, params float32 numpy arrays
   resize        attrs mode "nearest" | "bilinear", align_corners, size [oh, ow] or None, scale [fh, fw] or None;
                 a second input (when both are None) lends its H and W: F.interpolate(x, size=y.shape[-2:])
   pad           attrs padding [top, left, bottom, right] >= 0, value (a number): constant padding of H, W
+  reduce        attrs mode "mean" | "sum", dims (sorted NCHW dims >= 1), keepdim: x.mean(dims) / x.sum(dims);
+                keepdim False only for two dims of a rank-4 input (the result is then (N, the dim left))
   flatten       rank-4 NCHW -> (N, C*H*W) in NCHW order; no attrs
   add, sub      two inputs of the same shape (sub: the first minus the second); attrs act ("none" | "relu")
   mul           two inputs of the same shape, or (N, C, H, W) and (N, C, 1, 1) in either order

@@ -54,6 +54,27 @@ class Layout:
         spatial = self.spatial and (len(self.source_shape) != 3 or dim - 1 < self.index.ndim - 2)
         return Layout(self.source, self.source_shape, np.take(self.index, indices, axis=dim - 1), spatial)
 
+    def reduce(self, dims, result):
+        """x.sum(dims) / x.mean(dims) over logical dims (>= 1, no keepdim): (the source's dims that each output
+        sums over, 1-based as in NCHW; the Layout of the outputs over `result`, the source with those dims
+        summed to size 1). LayoutError when what an output sums is not one whole slice over source dims."""
+        axes = [d - 1 for d in dims]
+        kept = [a for a in range(self.index.ndim) if a not in axes]
+        out_shape = tuple(self.index.shape[a] for a in kept)
+        groups = self.index.transpose(kept + axes).reshape(int(np.prod(out_shape)), -1)  # one row per output
+        coords = np.unravel_index(groups, self.source_shape)
+        summed = [s for s, c in enumerate(coords) if (c != c[:, :1]).any()]
+        # A row of distinct elements, as many as the summed dims hold, all sharing the other coordinates: the slice.
+        if (groups.shape[1] != np.prod([self.source_shape[s] for s in summed])
+                or (np.diff(np.sort(groups, axis=1), axis=1) == 0).any()):
+            raise LayoutError(f"dims {list(dims)} of this rearranged tensor hold elements that are not whole rows, "
+                              "columns or channels of the tensor it was made from")
+        reduced = tuple(1 if s in summed else n for s, n in enumerate(self.source_shape))
+        index = np.ravel_multi_index([np.zeros_like(c[:, 0]) if s in summed else c[:, 0] for s, c in enumerate(coords)],
+                                     reduced)
+        # Not spatial: a reduced layout is read back as itself or a flatten, never as a channel map.
+        return [s + 1 for s in summed], Layout(result, reduced, index.reshape(out_shape), spatial=False)
+
     def channel_map(self):
         """The source channel of each output channel when this layout only picks and reorders
         channels (rank kept, H and W untouched), else None."""

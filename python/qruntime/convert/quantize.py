@@ -83,7 +83,7 @@ class _Emitter:
     def range_of(self, v, graph):
         if v in self.ranges:
             return self.ranges[v]
-        # A value the fx graph does not have (the pooled half of x.mean): its flatten consumer's range.
+        # A value the fx graph does not have (the keepdim half of a reduce a flatten follows): the flatten's range.
         users = graph.consumers(v)
         if len(users) == 1 and users[0].op == "flatten" and users[0].output in self.ranges:
             return self.ranges[users[0].output]
@@ -303,6 +303,10 @@ def _emit(em, node, graph, keep_float):
     elif kind == "adaptive_avg_pool2d":
         x = em.need_u8(node.inputs[0], graph)
         em.op("adaptive_avg_pool2d", node.name, [x], em.out_u8(node, graph), {"output_size": _ints(a["output_size"])})
+    elif kind == "reduce":
+        x = em.need_u8(node.inputs[0], graph)
+        attrs = {"mode": a["mode"], "dims": _ints(a["dims"]), "keepdim": bool(a["keepdim"])}
+        em.op("reduce", node.name, [x], em.out_u8(node, graph), attrs)
     elif kind == "layer_norm":
         x = em.need_u8(node.inputs[0], graph)
         tensors = {role: em.tensor(f"{node.name}.{role}", np.asarray(node.params[role], np.float32))
@@ -353,15 +357,24 @@ def _emit(em, node, graph, keep_float):
 _PER_PIXEL = tuple(_UNARY) + ("affine", "prelu", "layer_norm", "gather_channels", "dropout", "identity")
 
 
+def _to_1x1(node):
+    """Whether node's output is 1x1 at any input size: a pool to 1x1, or a reduce over H and W."""
+    if node is not None and node.op == "reduce":
+        return {2, 3} <= set(node.attrs["dims"])
+    return node is not None and node.op == "adaptive_avg_pool2d" and _ints(node.attrs["output_size"]) == [1, 1]
+
+
 def _spatially_free(graph):
     """True when any input height and width work: every flatten reads a pool to 1x1, directly or through
-    per-pixel ops (ConvNeXt's LayerNorm after its pool)."""
+    per-pixel ops (ConvNeXt's LayerNorm after its pool), and every reduce that drops dims drops H and W."""
     for n in graph.nodes:
+        if n.op == "reduce" and not n.attrs["keepdim"] and not _to_1x1(n):
+            return False
         if n.op == "flatten":
             src = graph.producer(n.inputs[0])
             while src is not None and src.op in _PER_PIXEL:
                 src = graph.producer(src.inputs[0])
-            if src is None or src.op != "adaptive_avg_pool2d" or _ints(src.attrs["output_size"]) != [1, 1]:
+            if not _to_1x1(src):
                 return False
     return True
 

@@ -5,6 +5,7 @@ import math
 import operator
 import os
 import re
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -255,8 +256,11 @@ class _Mapper:
             self.pending.append(ir.Node("gather_channels", arg.name, [layout.source], name,
                                         {"index": [int(c) for c in channels]}))
         else:
+            rank = layout.index.ndim + 1  # x.mean(1) of NCHW is (N, H, W): no op reads rank 3
+            hint = "" if rank in (2, 4) else (f"; it has shape {self.shape(arg)}, and only (N, F) and NCHW tensors "
+                                              "can be read (view or flatten it to one of those first)")
             raise _Unsupported(f"'{arg.name}' rearranges the elements of '{layout.source}' in a way that is not a "
-                               "reordering or selection of channels (nor a flatten)")
+                               f"reordering or selection of channels (nor a flatten){hint}")
         self.shapes[name] = self.shape(arg)
         self.materialized[arg] = name
         return name
@@ -835,23 +839,53 @@ def _pad_module(ctx, node, module):
     return _pad(ctx, node, module.padding, "constant", module.value)
 
 
-def _mean(ctx, node):
-    x = ctx.first_input(node)
-    dim = ctx.const(_arg(node, 1, "dim"), "dim")
-    keepdim = bool(ctx.const(_arg(node, 2, "keepdim", False), "keepdim"))
-    if node.kwargs.get("dtype") is not None:
-        raise _Unsupported(f"dtype={node.kwargs['dtype']}")
-    dims = (dim,) if isinstance(dim, int) else tuple(dim or ())
-    rank = ctx.rank(x)
-    if rank != 4 or not all(isinstance(d, int) for d in dims) or sorted(d % 4 for d in dims) != [2, 3]:
-        raise _Unsupported(f"mean over dim={dim!r} of a rank-{rank} tensor (only the spatial mean over "
-                           "dims (2, 3) of an NCHW tensor is supported)")
-    pool_output = node.name if keepdim else ctx.fresh_name(f"{node.name}__pool")
-    pool = ctx.ir_node("adaptive_avg_pool2d", node, [ctx.tensor(x)], {"output_size": [1, 1]}, output=pool_output)
-    if keepdim:
-        return [pool]
-    ctx.shapes[pool_output] = ctx.shape(x)[:2] + (1, 1)
-    return [pool, ctx.ir_node("flatten", node, [pool_output])]
+def _reduce(mode):
+    """x.mean(dims) / x.sum(dims) and torch.mean / torch.sum, over any dims but the batch, keepdim or not."""
+    def mapper(ctx, node):
+        x = ctx.first_input(node)
+        dim = ctx.const(_arg(node, 1, "dim"), "dim")
+        keepdim = bool(ctx.const(_arg(node, 2, "keepdim", False), "keepdim"))
+        dtype = ctx.const(node.kwargs.get("dtype"), "dtype")
+        if dtype is not None:
+            raise _Unsupported(f"dtype={dtype}")
+        shape = ctx.shape(x)
+        if dim is None or dim == () or dim == []:  # torch: every dim, the batch too
+            raise _Unsupported(f"{mode} over every dim of a {shape} tensor, the batch too (only dims after the batch "
+                               "are supported)")
+        dims = sorted({ctx.axis(d, len(shape), "dim") for d in ([dim] if isinstance(dim, int) else dim)})
+        layout = ctx.layouts.get(x)
+        real = layout is None or ctx._materializes(layout)
+        if real:
+            if len(shape) not in (2, 4):
+                raise _Unsupported(f"{mode} of a rank-{len(shape)} tensor (only (N, F) and NCHW tensors)")
+            layout = Layout.of(ctx.tensor(x), shape)
+        try:
+            summed, result = layout.reduce(dims, node.name)
+        except LayoutError as e:
+            raise _Unsupported(str(e)) from None
+        if real:
+            summed = dims  # the model's own dims: the same sum at any H and W, whatever size they had here
+        elif not summed:  # every output is one element (the dims have size 1 here): a view, no op
+            ctx.layouts[node] = replace(result, source=layout.source).reshape(ctx.shape(node))
+            return []
+        value_shape = shape[:1] + result.source_shape  # the keepdim result, as the op makes it
+        result = result.reshape(ctx.shape(node))
+        attrs = {"mode": mode, "dims": summed, "keepdim": True}
+        if result.is_identity():
+            return [ctx.ir_node("reduce", node, [layout.source], attrs)]
+        if result.is_flatten():  # (N, K) in NCHW order: the op drops two dims itself, else a flatten after it
+            if len(summed) == 2 and len(value_shape) == 4:
+                return [ctx.ir_node("reduce", node, [layout.source], dict(attrs, keepdim=False))]
+            kept = ctx.fresh_name(f"{node.name}__keepdim")
+            ctx.shapes[kept] = value_shape
+            return [ctx.ir_node("reduce", node, [layout.source], attrs, output=kept),
+                    ctx.ir_node("flatten", node, [kept])]
+        # A rank the engine does not hold ((N, H, W), (N,)), or the order of a rearranged input: the op's keepdim
+        # result, read through a layout by the ops after it (a view back to rank 2 or 4).
+        ctx.shapes[node.name] = value_shape
+        ctx.layouts[node] = result
+        return [ctx.ir_node("reduce", node, [layout.source], attrs)]
+    return mapper
 
 
 def _full_flatten(ctx, node, x, description):
@@ -1243,7 +1277,8 @@ _FUNCTION_MAPPERS = {
     F.adaptive_avg_pool2d: _adaptive_avg_pool2d_function,
     F.interpolate: _interpolate_function,
     F.pad: _pad_function,
-    torch.mean: _mean,
+    torch.mean: _reduce("mean"),
+    torch.sum: _reduce("sum"),
     torch.flatten: _flatten_function,
     torch.reshape: _reshape,
     operator.add: _add,
@@ -1291,7 +1326,8 @@ _METHOD_MAPPERS = {
     "sigmoid_": _unary("sigmoid"),
     "tanh": _unary("tanh"),
     "tanh_": _unary("tanh"),
-    "mean": _mean,
+    "mean": _reduce("mean"),
+    "sum": _reduce("sum"),
     "flatten": _flatten_function,
     "view": _reshape,
     "reshape": _reshape,
