@@ -169,8 +169,10 @@ class _Mapper:
                 ["Layers that are supported but should run in float32 can be named in "
                  "quantize(..., keep_float=[...]); the operations above must be rewritten with supported "
                  "ones (or reported as a missing feature)."]))
-        channels_last = {node.name for node, layout in self.layouts.items()
-                         if isinstance(node, torch.fx.Node) and layout.source == node.name}
+        # values whose fx tensor is the NHWC view of the IR's own value of that name (not any other
+        # layout recorded under its own name, such as a reduce's rank-3 view of its keepdim result)
+        channels_last = {node.name for node in self.layouts
+                         if isinstance(node, torch.fx.Node) and self.channels_last(node) == node.name}
         return ir.Graph(inputs=inputs, outputs=outputs, nodes=nodes, shapes=self.shapes, output_keys=keys,
                         channels_last=channels_last)
 
