@@ -22,7 +22,7 @@ class BiasCorrection:
     Two steps: taps() gives calibrate() the functions that see each layer's float input (the float
     pre-activation means); run() then measures the int8 side wave by wave."""
 
-    def __init__(self, graph, per_channel, weight_bits, keep_float=()):
+    def __init__(self, graph, per_channel, weight_bits, keep_float=(), weight_quantizer=quantize_weight):
         import torch
 
         self._graph = graph
@@ -30,7 +30,7 @@ class BiasCorrection:
         self._weights = {}
         for node in self._nodes:
             w = np.asarray(node.params["weight"], np.float32)
-            w_q, w_scale = quantize_weight(w, per_channel, weight_bits)
+            w_q, w_scale = weight_quantizer(node.params["weight"], per_channel, weight_bits)
             dequantized = w_q.astype(np.float32) * w_scale.reshape(-1, *[1] * (w.ndim - 1))
             self._weights[node.name] = torch.from_numpy(w), torch.from_numpy(dequantized)
         self._float_sums = {n.name: 0.0 for n in self._nodes}
