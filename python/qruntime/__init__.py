@@ -1,5 +1,6 @@
 """qruntime: exact int8 inference on the CPU with native SIMD kernels, no PyTorch at run time."""
 from . import ops
+from .compare import Report, compare
 from ._core import get_num_threads
 from ._limits import get_max_activation_bytes, set_max_activation_bytes
 from .dispatch import available_isas, cpu_info, isa, set_num_threads
@@ -40,6 +41,8 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
 __all__ = [
     "load",
     "quantize",
+    "compare",
+    "Report",
     "Model",
     "FormatError",
     "FormatWarning",

@@ -512,13 +512,17 @@ def validate(graph, tensors):
 QUANTIZATION_METHODS = ("minmax", "percentile", "mse", "entropy")
 
 
+_OPTIONAL_QUANTIZATION_FLAGS = ("bias_correction", "cross_layer_equalization")
+
+
 def _check_quantization(q):
     """The optional graph.quantization record: how the converter made the file (files without it load too).
-    bias_correction is optional too (files made before it existed lack it)."""
-    if isinstance(q, dict) and "bias_correction" in q:
-        if not isinstance(q["bias_correction"], bool):
-            raise FormatError(f"quantization.bias_correction: must be true or false, got {_show(q['bias_correction'])}")
-        q = {k: v for k, v in q.items() if k != "bias_correction"}
+    bias_correction and cross_layer_equalization are optional too (files made before they existed lack them)."""
+    for flag in _OPTIONAL_QUANTIZATION_FLAGS:
+        if isinstance(q, dict) and flag in q:
+            if not isinstance(q[flag], bool):
+                raise FormatError(f"quantization.{flag}: must be true or false, got {_show(q[flag])}")
+            q = {k: v for k, v in q.items() if k != flag}
     _keys(q, "quantization", ("weight_bits", "method", "per_channel"))
     if not (_is_int(q["weight_bits"]) and q["weight_bits"] in (7, 8)):
         raise FormatError(f"quantization.weight_bits: must be 7 or 8, got {_show(q['weight_bits'])}")

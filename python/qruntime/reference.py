@@ -3,7 +3,8 @@
 Each function is docs/quantization.md written as float64 numpy, NCHW, with every float32 step of the
 spec done as an exact float64 operation rounded once to float32. It shares no code with the C++
 loops: pooling sums shifted strided slices of a padded copy instead of walking windows, conv unfolds
-the padded input. `run_graph` interprets a quantized graph (docs/format.md) op by op with them.
+the padded input. `run_op` runs one op of a quantized graph (docs/format.md) with them, and `run_graph`
+interprets a whole graph op by op through it.
 """
 import math
 
@@ -417,79 +418,93 @@ def layer_norm_float(x, weight, bias, eps):
     return np.moveaxis(y.astype(F32), -1, 1)
 
 
-def run_graph(graph, tensors, inputs):
-    """Outputs (float32, NCHW) of a quantized graph for float32 NCHW inputs, op by op in numpy."""
-    vals = {spec["name"]: np.asarray(x, F32) for spec, x in zip(graph["inputs"], inputs)}
-    qp = {name: (v.get("scale"), v.get("zero_point")) for name, v in graph["values"].items()}
-    for op in graph["ops"]:
-        kind, a, t = op["op"], op["attrs"], {role: tensors[name] for role, name in op["tensors"].items()}
-        xs = [vals[v] for v in op["inputs"]]
-        (xsc, xzp) = qp[op["inputs"][0]]
-        out = op["outputs"][0]
-        osc, ozp = qp[out]
-        if kind == "quantize":
-            y = quantize(xs[0], osc, ozp)
-        elif kind == "dequantize":
-            y = dequantize(xs[0], xsc, xzp)
-        elif kind == "conv2d":
-            y = conv2d(xs[0], xsc, xzp, t["weight"], t["w_scale"], t.get("bias"), osc, ozp, stride=tuple(a["stride"]),
-                       padding=tuple(a["padding"]), dilation=tuple(a["dilation"]), groups=a["groups"], act=a["act"])
-        elif kind == "linear":
-            y = linear(xs[0], xsc, xzp, t["weight"], t["w_scale"], t.get("bias"), osc, ozp, act=a["act"])
-        elif kind == "conv2d_float":
-            y = conv2d_float(xs[0], t["weight"], t.get("bias"), a["stride"], a["padding"], a["dilation"], a["groups"],
-                             a["act"])
-        elif kind == "linear_float":
-            y = linear_float(xs[0], t["weight"], t.get("bias"), a["act"])
-        elif kind == "max_pool2d":
-            y = max_pool2d(xs[0], a["kernel"], a["stride"], a["padding"], a["dilation"], a["ceil_mode"])
-        elif kind == "avg_pool2d":
-            y = avg_pool2d(xs[0], xsc, xzp, a["kernel"], a["stride"], a["padding"], a["ceil_mode"],
-                           a["count_include_pad"], a["divisor_override"] or None, osc, ozp)
-        elif kind == "adaptive_avg_pool2d":
-            y = adaptive_avg_pool2d(xs[0], xsc, xzp, tuple(a["output_size"]), osc, ozp)
-        elif kind == "resize":
-            fh, fw = a["scale_h"], a["scale_w"]
-            if len(xs) == 2:
-                size = xs[1].shape[2:]
-            elif fh > 0:
-                size = (resize_extent(xs[0].shape[2], fh), resize_extent(xs[0].shape[3], fw))
-            else:
-                size = a["size"]
-            y = resize(xs[0], size, a["mode"], a["align_corners"], (fh, fw))
-        elif kind == "pad":
-            y = pad(xs[0], a["padding"], a["fill_code"])
-        elif kind in ("add", "sub"):
-            bsc, bzp = qp[op["inputs"][1]]
-            y = add(xs[0], xsc, xzp, xs[1], bsc, bzp, osc, ozp, relu=a["act"] == "relu", subtract=kind == "sub")
-        elif kind == "mul":
-            y = mul(xs[0], xsc, xzp, xs[1], *qp[op["inputs"][1]], osc, ozp)
-        elif kind == "concat":
-            y = concat(xs, [qp[v][0] for v in op["inputs"]], [qp[v][1] for v in op["inputs"]], osc, ozp, a["axis"])
-        elif kind == "lut":
-            y = t["table"][xs[0]]
-        elif kind == "lut_channels":
-            channel = np.arange(xs[0].shape[1]).reshape(-1, *[1] * (xs[0].ndim - 2))
-            y = t["table"][channel, xs[0]]
-        elif kind == "layer_norm":
-            y = layer_norm(xs[0], xsc, t["weight"], t["bias"], a["eps"], osc, ozp)
-        elif kind == "group_norm":
-            y = group_norm(xs[0], xsc, t["weight"], t["bias"], a["eps"], a["groups"], osc, ozp)
-        elif kind == "reduce":
-            y = reduce(xs[0], xsc, xzp, a["dims"], a["keepdim"], a["mode"], osc, ozp)
-        elif kind == "flatten":
-            y = xs[0].reshape(xs[0].shape[0], -1)
-        elif kind == "gather_channels":
-            y = xs[0][:, t["index"]]
-        elif kind in ("softmax", "log_softmax"):
-            y = softmax(xs[0], a["dim"], log=kind == "log_softmax")
-        elif kind == "unary_float":
-            y = unary_float(xs[0], a["fn"], a["a"], a["b"])
-        elif kind == "binary_float":
-            y = binary_float(xs[0], xs[1], a["fn"])
-        elif kind == "layer_norm_float":
-            y = layer_norm_float(xs[0], t["weight"], t["bias"], a["eps"])
+def run_op(graph, tensors, op, xs):
+    """The output of one op of a quantized graph (docs/format.md) for its input arrays xs, in the order of
+    op["inputs"]: uint8 codes for uint8 values, float32 for float32 ones, NCHW. graph gives the values'
+    quantization; tensors the op's constants."""
+    values = graph["values"]
+
+    def qp(name):
+        return values[name].get("scale"), values[name].get("zero_point")
+
+    kind, a, t = op["op"], op["attrs"], {role: tensors[name] for role, name in op["tensors"].items()}
+    xsc, xzp = qp(op["inputs"][0])
+    osc, ozp = qp(op["outputs"][0])
+    if kind == "quantize":
+        y = quantize(xs[0], osc, ozp)
+    elif kind == "dequantize":
+        y = dequantize(xs[0], xsc, xzp)
+    elif kind == "conv2d":
+        y = conv2d(xs[0], xsc, xzp, t["weight"], t["w_scale"], t.get("bias"), osc, ozp, stride=tuple(a["stride"]),
+                   padding=tuple(a["padding"]), dilation=tuple(a["dilation"]), groups=a["groups"], act=a["act"])
+    elif kind == "linear":
+        y = linear(xs[0], xsc, xzp, t["weight"], t["w_scale"], t.get("bias"), osc, ozp, act=a["act"])
+    elif kind == "conv2d_float":
+        y = conv2d_float(xs[0], t["weight"], t.get("bias"), a["stride"], a["padding"], a["dilation"], a["groups"],
+                         a["act"])
+    elif kind == "linear_float":
+        y = linear_float(xs[0], t["weight"], t.get("bias"), a["act"])
+    elif kind == "max_pool2d":
+        y = max_pool2d(xs[0], a["kernel"], a["stride"], a["padding"], a["dilation"], a["ceil_mode"])
+    elif kind == "avg_pool2d":
+        y = avg_pool2d(xs[0], xsc, xzp, a["kernel"], a["stride"], a["padding"], a["ceil_mode"],
+                       a["count_include_pad"], a["divisor_override"] or None, osc, ozp)
+    elif kind == "adaptive_avg_pool2d":
+        y = adaptive_avg_pool2d(xs[0], xsc, xzp, tuple(a["output_size"]), osc, ozp)
+    elif kind == "resize":
+        fh, fw = a["scale_h"], a["scale_w"]
+        if len(xs) == 2:
+            size = xs[1].shape[2:]
+        elif fh > 0:
+            size = (resize_extent(xs[0].shape[2], fh), resize_extent(xs[0].shape[3], fw))
         else:
-            raise ValueError(f"op {op['name']!r}: unknown op {kind!r}")
-        vals[out] = y
+            size = a["size"]
+        y = resize(xs[0], size, a["mode"], a["align_corners"], (fh, fw))
+    elif kind == "pad":
+        y = pad(xs[0], a["padding"], a["fill_code"])
+    elif kind in ("add", "sub"):
+        bsc, bzp = qp(op["inputs"][1])
+        y = add(xs[0], xsc, xzp, xs[1], bsc, bzp, osc, ozp, relu=a["act"] == "relu", subtract=kind == "sub")
+    elif kind == "mul":
+        y = mul(xs[0], xsc, xzp, xs[1], *qp(op["inputs"][1]), osc, ozp)
+    elif kind == "concat":
+        y = concat(xs, [qp(v)[0] for v in op["inputs"]], [qp(v)[1] for v in op["inputs"]], osc, ozp, a["axis"])
+    elif kind == "lut":
+        y = t["table"][xs[0]]
+    elif kind == "lut_channels":
+        channel = np.arange(xs[0].shape[1]).reshape(-1, *[1] * (xs[0].ndim - 2))
+        y = t["table"][channel, xs[0]]
+    elif kind == "layer_norm":
+        y = layer_norm(xs[0], xsc, t["weight"], t["bias"], a["eps"], osc, ozp)
+    elif kind == "group_norm":
+        y = group_norm(xs[0], xsc, t["weight"], t["bias"], a["eps"], a["groups"], osc, ozp)
+    elif kind == "reduce":
+        y = reduce(xs[0], xsc, xzp, a["dims"], a["keepdim"], a["mode"], osc, ozp)
+    elif kind == "flatten":
+        y = xs[0].reshape(xs[0].shape[0], -1)
+    elif kind == "gather_channels":
+        y = xs[0][:, t["index"]]
+    elif kind in ("softmax", "log_softmax"):
+        y = softmax(xs[0], a["dim"], log=kind == "log_softmax")
+    elif kind == "unary_float":
+        y = unary_float(xs[0], a["fn"], a["a"], a["b"])
+    elif kind == "binary_float":
+        y = binary_float(xs[0], xs[1], a["fn"])
+    elif kind == "layer_norm_float":
+        y = layer_norm_float(xs[0], t["weight"], t["bias"], a["eps"])
+    else:
+        raise ValueError(f"op {op['name']!r}: unknown op {kind!r}")
+    return y
+
+
+def run_graph(graph, tensors, inputs, keep=False):
+    """Outputs (float32, NCHW) of a quantized graph for float32 NCHW inputs, op by op in numpy.
+
+    keep=True: {value name: array} of every value instead (the inputs and each op's output, uint8 codes
+    or float32), in graph order: what qruntime.compare reads the int8 model's activations from."""
+    vals = {spec["name"]: np.asarray(x, F32) for spec, x in zip(graph["inputs"], inputs)}
+    for op in graph["ops"]:
+        vals[op["outputs"][0]] = run_op(graph, tensors, op, [vals[v] for v in op["inputs"]])
+    if keep:
+        return vals
     return [vals[name] for name in graph["outputs"]]

@@ -4,24 +4,26 @@ import itertools
 import numpy as np
 
 
-def batches(calibration_data):
-    """The x of each calibration item: a tensor, a numpy array, or the first element of an (x, y) pair."""
+def batches(calibration_data, argument="calibration_data"):
+    """The x of each calibration item: a tensor, a numpy array, or the first element of an (x, y) pair.
+
+    argument: the name the error messages give the data (the caller's parameter)."""
     import torch
 
     try:
         items = iter(calibration_data)
     except TypeError:
-        raise TypeError("calibration_data must be an iterable of batches (tensors, arrays or (x, y) tuples), "
+        raise TypeError(f"{argument} must be an iterable of batches (tensors, arrays or (x, y) tuples), "
                         f"got {type(calibration_data).__name__}") from None
     for i, item in enumerate(items):
         if isinstance(item, (tuple, list)):
             if not item:
-                raise ValueError(f"calibration_data item {i} is an empty {type(item).__name__}")
+                raise ValueError(f"{argument} item {i} is an empty {type(item).__name__}")
             item = item[0]
         if isinstance(item, np.ndarray):
             item = torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32))
         if not isinstance(item, torch.Tensor):
-            raise TypeError(f"calibration_data item {i} must be a tensor, an array or an (x, y) tuple, "
+            raise TypeError(f"{argument} item {i} must be a tensor, an array or an (x, y) tuple, "
                             f"got {type(item).__name__}")
         if not item.is_floating_point():
             item = item.float()

@@ -425,11 +425,12 @@ def _bias_min_scales(graph, per_channel, weight_bits, keep_float, bias_correctio
 
 
 def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), weight_bits=8, method="minmax",
-                          bias_corrections=None, weight_quantizer=quantize_weight):
+                          bias_corrections=None, weight_quantizer=quantize_weight, equalized=False):
     """(graph dict, tensors) of the .qnn for a passed IR graph and its calibrated ranges.
 
     bias_corrections: {layer name: float32 per-channel shift} added to those layers' int8 biases.
-    weight_quantizer: quantize_weight, or a WeightQuantizer shared by the builds of one quantize call."""
+    weight_quantizer: quantize_weight, or a WeightQuantizer shared by the builds of one quantize call.
+    equalized: graph went through passes.equalize (recorded, so compare can rescale the float values)."""
     bias_corrections = bias_corrections or {}
     least_scales = _bias_min_scales(graph, per_channel, weight_bits, set(keep_float), bias_corrections,
                                     weight_quantizer)
@@ -447,6 +448,8 @@ def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), wei
     outputs = [em.need_f32(v) for v in graph.outputs]
     record = {"weight_bits": weight_bits, "method": method, "per_channel": bool(per_channel),
               "bias_correction": bool(bias_corrections)}
+    if equalized:
+        record["cross_layer_equalization"] = True
     result = {"inputs": inputs, "outputs": outputs, "values": em.values, "ops": em.ops, "quantization": record}
     if graph.output_keys is not None:
         result["output_keys"] = list(graph.output_keys)
@@ -511,7 +514,7 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
     def build_graph(float_layers, corrections):
         return build_quantized_graph(ir_graph, ranges, per_channel=per_channel, keep_float=float_layers,
                                      weight_bits=weight_bits, method=method, bias_corrections=corrections,
-                                     weight_quantizer=weight_quantizer)
+                                     weight_quantizer=weight_quantizer, equalized=cross_layer_equalization)
 
     def corrections_for(float_layers):
         if correction is None:

@@ -23,6 +23,8 @@ _TORCH_DIR = os.path.dirname(torch.__file__)
 _FRAME = re.compile(r'File "(.+)", line (\d+), in ')
 _NOOP_OPS = ("dropout", "identity")
 _IN_PLACE_OPERATORS = (operator.iadd, operator.isub, operator.imul, operator.itruediv)
+# fx node meta key: the node's output is this Layout of the IR value named after the node (_Mapper.rearranged).
+VIEW_META = "qruntime_view"
 
 
 class _Unsupported(Exception):
@@ -223,7 +225,14 @@ class _Mapper:
         """Records node's output, (N, H, W, channels), as the channels-last view of the real value node.name."""
         n, h, w = self.shape(node)[:3]
         self.shapes[node.name] = (n, channels, h, w)
-        self.layouts[node] = Layout.of(node.name, (n, channels, h, w)).permute([0, 2, 3, 1])
+        self.rearranged(node, Layout.of(node.name, (n, channels, h, w)).permute([0, 2, 3, 1]))
+
+    def rearranged(self, node, layout):
+        """Records that fx node's output is `layout` of the real IR value of the same name (a full rearrangement,
+        channels-last): node.meta[VIEW_META] keeps it on the returned GraphModule, so qruntime.compare can line
+        the float model's tensor up with the int8 model's value."""
+        self.layouts[node] = layout
+        node.meta[VIEW_META] = layout
 
     def pointwise_input(self, node, arg):
         """The IR value an elementwise op on `arg` reads. When arg rearranges all the elements of a real value
@@ -234,7 +243,7 @@ class _Mapper:
                 np.sort(layout.index, axis=None), np.arange(math.prod(layout.source_shape))):
             return self.tensor(arg)
         self.shapes[node.name] = (self.shape(arg)[0],) + layout.source_shape
-        self.layouts[node] = Layout(node.name, layout.source_shape, layout.index, layout.spatial)
+        self.rearranged(node, Layout(node.name, layout.source_shape, layout.index, layout.spatial))
         return layout.source
 
     @staticmethod
