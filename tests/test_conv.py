@@ -171,6 +171,40 @@ def test_depthwise_runs_and_channel_tails(any_path, c, w, k, stride, pad, dilati
     assert len(np.unique(got)) > min(30, got.size // 8)   # not saturated
 
 
+# AVX-512 tap quads: blocks of 64 channels (a masked tail of 1-63), quads of 4 taps with 1-3 taps
+# left over (1x1: 1 tap, 2x2: 4, 3x3: 9, 5x5: 25, 7x7: 49), 4-pixel runs and single pixels.
+@pytest.mark.parametrize("c", [63, 64, 65, 127, 128, 130, 200])
+@pytest.mark.parametrize("k,stride,pad", [(1, 1, 0), (2, 1, 1), (3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 2), (7, 1, 3)])
+def test_depthwise_tap_quads_and_64_channel_tails(any_path, c, k, stride, pad):
+    rng = np.random.default_rng(c * 31 + k * 5 + stride)
+    x = rng.integers(0, 256, (1, c, 11, 13), dtype=np.uint8)
+    wq = _weights(rng, c, 1, k, k)
+    wq[::3] = 127                       # whole channels at the extremes, so every lane of a quad
+    wq[1::3, 0, 0, 0] = -127            # holds 4 x 255 x 127 somewhere
+    x[:, ::5] = 255
+    w_scale, bias, out_scale = _qparams(rng, c, k * k)
+    args = (x, 0.05, 11, wq, w_scale, bias, out_scale, 90)
+    kw = dict(stride=stride, padding=pad, groups=c)
+    got = ops.conv2d(*args, **kw, isa=any_path)
+    np.testing.assert_array_equal(got, reference.conv2d(*args, **kw))
+    assert len(np.unique(got)) > 30   # not saturated
+
+
+def test_depthwise_all_255_against_weights_127(any_path):
+    """The largest sums a tap-quad lane can take (4 x 255 x 127, both signs), in every tap position."""
+    c = 70
+    x = np.full((1, c, 9, 9), 255, np.uint8)
+    wq = np.where(np.arange(c)[:, None, None, None] % 2 == 0, 127, -127).astype(np.int8) * np.ones((1, 1, 5, 5), np.int8)
+    w_scale = np.full(c, 1e-4, np.float32)
+    bias = np.zeros(c, np.float32)
+    args = (x, 0.05, 0, wq, w_scale, bias, 0.05, 128)
+    got = ops.conv2d(*args, padding=2, groups=c, isa=any_path)
+    want = reference.conv2d(*args, padding=2, groups=c)
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 0].min() > 128 and got[0, 1].max() < 128   # signs kept, not all clamped
+    assert len(np.unique(got)) > 4
+
+
 @pytest.mark.parametrize("wmax", [64, 127])  # 64: AVX2 tap quads; 127: the vpmaddwd kernel
 @pytest.mark.parametrize("act", ["none", "relu", "relu6"])
 def test_depthwise_far_outside_the_output_range(any_path, wmax, act):

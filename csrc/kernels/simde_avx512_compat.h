@@ -77,3 +77,14 @@ static inline void qr_emu_mm_mask_storeu_epi8(void* dst, uint16_t k, simde__m128
 }
 #define _mm_mask_storeu_epi8(dst, k, v) qr_emu_mm_mask_storeu_epi8(dst, k, v)
 #endif
+
+#ifndef _mm512_maskz_loadu_epi8
+// 64 bytes; masked-off bytes read as zero and are never touched in memory (a tail load cannot fault).
+static inline simde__m512i qr_emu_mm512_maskz_loadu_epi8(uint64_t k, const void* src) {
+  uint8_t bytes[64] = {};
+  for (int i = 0; i < 64; ++i)
+    if ((k >> i) & 1) bytes[i] = static_cast<const uint8_t*>(src)[i];
+  return simde_mm512_loadu_si512(bytes);
+}
+#define _mm512_maskz_loadu_epi8(k, src) qr_emu_mm512_maskz_loadu_epi8(k, src)
+#endif

@@ -97,6 +97,26 @@ void mul(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, bool b_per_
   const int32_t za = qa.zero_point, zb = qb.zero_point, zy = out.zero_point;
   const float lo = static_cast<float>(-zy), hi = static_cast<float>(255 - zy);
   const int64_t rows = images * pixels;
+  if (b_per_image) {
+    // A squeeze-excitation scale: b is one code per (image, channel). In float32 the product of the
+    // centred codes is exact (|p| <= 65025 < 2^24), so float32(a - za) * float32(b - zb) is
+    // float32(p), the same value and then the same one rounding by m, bit for bit; the loop is then
+    // plain float multiplies the compiler vectorises (the int32 multiply it replaces is no SSE2
+    // instruction).
+    std::vector<float> fb(static_cast<size_t>(images * channels));
+    for (int64_t i = 0; i < images * channels; ++i) fb[i] = static_cast<float>(static_cast<int32_t>(b[i]) - zb);
+    const float fza = static_cast<float>(za);
+    parallel_chunks(rows, channels, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const uint8_t* __restrict pa = a + r * channels;
+        const float* __restrict pb = fb.data() + (r / pixels) * channels;
+        uint8_t* __restrict py = y + r * channels;
+        for (int64_t ch = 0; ch < channels; ++ch)
+          py[ch] = add_output(((static_cast<float>(pa[ch]) - fza) * pb[ch]) * m, lo, hi, zy);
+      }
+    });
+    return;
+  }
   parallel_chunks(rows, 2 * channels, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const uint8_t* __restrict pa = a + r * channels;

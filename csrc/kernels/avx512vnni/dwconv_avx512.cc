@@ -93,9 +93,143 @@ void dwconv_taps(const DwConvArgs& a) {
       [&](const PixelTaps& px, uint8_t* out) { channels_of(One{}, px.base, 0, px.offset, out); });
 }
 
-void dwconv(const DwConvArgs& a) { a.kh * a.kw == 9 ? dwconv_taps<9>(a) : dwconv_taps<0>(a); }
+// ---- Tap quads: 4 taps per vpdpbusd lane (docs/kernels.md, "AVX-512 tap quads") ----------------
+//
+// Per quad of taps (t0..t3) and 64 channels of one pixel: the four taps' 64 input bytes are
+// interleaved (vpunpck{l,h}bw t0 with t1 and t2 with t3, then vpunpck{l,h}wd of those), so each
+// int32 lane holds (x_t0, x_t1, x_t2, x_t3) of one channel, and one vpdpbusd against the packed
+// weights adds all four products: 64 MACs per vpdpbusd instead of 16, exact for any int8 weights
+// (no intermediate saturation). The in-lane unpacks leave the channels of vector r (0..3) as
+//   lane L (128 bits), dword k  <->  channel 16 L + 4 r + k
+// which the packed weights follow; a 4x4 transpose of 128-bit lanes (8 vshufi32x4) restores the
+// order once per pixel and block, before the usual epilogue. Taps past the last read nothing
+// (their input is zero, their weights too). A channel tail (< 64) uses masked loads and stores.
+// Registers for 4 pixels: 16 accumulators, 4 weight vectors, 4 inputs, 4 unpack temporaries.
 
-constexpr DwConvKernels kKernels = {QR_ISA_NAME, dwconv, nullptr, nullptr};
+constexpr int kQB = 64;                 // channels per block
+constexpr int kQuadBlockBytes = 4 * 64; // per quad and block: 4 vectors of 16 lanes x 4 taps
+
+int quad_count(int taps) { return (taps + 3) / 4; }
+
+size_t quad_weights_bytes(int c, int taps) {
+  return static_cast<size_t>((c + kQB - 1) / kQB) * quad_count(taps) * kQuadBlockBytes;
+}
+
+// dst (quad_weights_bytes, zeroed): [block][quad][vector r][lane i][tap b], per the order above.
+bool pack_quad_weights(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size) {
+  const int nq = quad_count(taps);
+  for (int ch = 0; ch < c; ++ch) {
+    const int blk = ch / kQB, cb = ch % kQB;
+    const int r = (cb % 16) / 4, lane = (cb / 16) * 4 + cb % 4;
+    for (int t = 0; t < taps; ++t)
+      dst[((static_cast<size_t>(blk) * nq + t / 4) * 4 + r) * 64 + lane * 4 + t % 4] = w[static_cast<size_t>(ch) * taps + t];
+  }
+  if (note && note_size) {
+    const char msg[] = "vpdpbusd on tap quads";
+    size_t i = 0;
+    for (; i + 1 < note_size && msg[i]; ++i) note[i] = msg[i];
+    note[i] = 0;
+  }
+  return true;
+}
+
+template <bool kFull>
+inline __m512i load64(const uint8_t* p, __mmask64 m) {
+  if (kFull) return _mm512_loadu_si512(p);
+  return _mm512_maskz_loadu_epi8(m, p);
+}
+
+template <int kTaps>
+void dwconv_quads(const DwConvArgs& a) {
+  const RequantConsts consts(a.ep);
+  const int taps = kTaps > 0 ? kTaps : a.kh * a.kw, channels = a.c;
+  const int nq = quad_count(taps);
+  const int8_t* quads = a.extra_weights;
+  const int32_t* bias = a.ep.bias;
+  const float* mult = a.ep.mult;
+  const uintptr_t* offsets = a.tap_offsets;
+
+  // kP pixels, the 64 channels from c0 (kF: all 64 present). Pixel j's tap t reads at
+  // base + j * step + off[t].
+  auto block = [&](auto kP, auto kF, uintptr_t base, ptrdiff_t step, const uintptr_t* off, uint8_t* out, int c0) {
+    constexpr int P = decltype(kP)::value;
+    constexpr bool F = decltype(kF)::value != 0;
+    const int valid = channels - c0;
+    const __mmask64 m = valid >= kQB ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
+    __m512i acc[P][4];
+    for (int j = 0; j < P; ++j)
+      for (int r = 0; r < 4; ++r) acc[j][r] = _mm512_setzero_si512();
+    const int8_t* wq = quads + static_cast<size_t>(c0 / kQB) * nq * kQuadBlockBytes;
+#pragma GCC unroll 7
+    for (int q = 0; q < nq; ++q) {
+      const int8_t* wp = wq + q * kQuadBlockBytes;
+      const __m512i w0 = _mm512_loadu_si512(wp), w1 = _mm512_loadu_si512(wp + 64), w2 = _mm512_loadu_si512(wp + 128),
+                    w3 = _mm512_loadu_si512(wp + 192);
+#pragma GCC unroll 4
+      for (int j = 0; j < P; ++j) {
+        __m512i x[4];
+#pragma GCC unroll 4
+        for (int b = 0; b < 4; ++b) {
+          const int t = 4 * q + b;
+          x[b] = t < taps ? load64<F>(reinterpret_cast<const uint8_t*>(base + j * step + off[t]) + c0, m)
+                          : _mm512_setzero_si512();
+        }
+        const __m512i lo01 = _mm512_unpacklo_epi8(x[0], x[1]), hi01 = _mm512_unpackhi_epi8(x[0], x[1]);
+        const __m512i lo23 = _mm512_unpacklo_epi8(x[2], x[3]), hi23 = _mm512_unpackhi_epi8(x[2], x[3]);
+        acc[j][0] = _mm512_dpbusd_epi32(acc[j][0], _mm512_unpacklo_epi16(lo01, lo23), w0);
+        acc[j][1] = _mm512_dpbusd_epi32(acc[j][1], _mm512_unpackhi_epi16(lo01, lo23), w1);
+        acc[j][2] = _mm512_dpbusd_epi32(acc[j][2], _mm512_unpacklo_epi16(hi01, hi23), w2);
+        acc[j][3] = _mm512_dpbusd_epi32(acc[j][3], _mm512_unpackhi_epi16(hi01, hi23), w3);
+      }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < P; ++j) {
+      // Natural vector v (channels c0 + 16 v ..) is lane v of acc 0..3.
+      const __m512i t0 = _mm512_shuffle_i32x4(acc[j][0], acc[j][1], 0x44);
+      const __m512i t1 = _mm512_shuffle_i32x4(acc[j][2], acc[j][3], 0x44);
+      const __m512i t2 = _mm512_shuffle_i32x4(acc[j][0], acc[j][1], 0xEE);
+      const __m512i t3 = _mm512_shuffle_i32x4(acc[j][2], acc[j][3], 0xEE);
+      const __m512i nat[4] = {_mm512_shuffle_i32x4(t0, t1, 0x88), _mm512_shuffle_i32x4(t0, t1, 0xDD),
+                              _mm512_shuffle_i32x4(t2, t3, 0x88), _mm512_shuffle_i32x4(t2, t3, 0xDD)};
+      uint8_t* o = out + j * channels + c0;
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+        if (!F && valid <= 16 * v) break;
+        const __m512i b = _mm512_loadu_si512(bias + c0 + 16 * v);
+        store_bytes16(o + 16 * v, requantize16(_mm512_add_epi32(nat[v], b), mult + c0 + 16 * v, consts),
+                      F ? kCB : valid - 16 * v);
+      }
+    }
+  };
+  using One = Count<1>;
+  using Run = Count<kRun>;
+  auto channels_of = [&](auto kP, uintptr_t base, ptrdiff_t step, const uintptr_t* off, uint8_t* out) {
+    int c0 = 0;
+    for (; c0 + kQB <= channels; c0 += kQB) block(kP, Count<1>{}, base, step, off, out, c0);
+    if (c0 < channels) block(kP, Count<0>{}, base, step, off, out, c0);
+  };
+  for_each_pixel_run(
+      a,
+      [&](const uint8_t* corner, ptrdiff_t step, int count, uint8_t* out) {
+        const uintptr_t base = reinterpret_cast<uintptr_t>(corner);
+        int j = 0;
+        for (; j + kRun <= count; j += kRun) channels_of(Run{}, base + j * step, step, offsets, out + j * channels);
+        for (; j < count; ++j) channels_of(One{}, base + j * step, 0, offsets, out + j * channels);
+      },
+      [&](const PixelTaps& px, uint8_t* out) { channels_of(One{}, px.base, 0, px.offset, out); });
+}
+
+void dwconv(const DwConvArgs& a) {
+  const int taps = a.kh * a.kw;
+  if (a.extra_weights) {
+    if (taps == 9) return dwconv_quads<9>(a);
+    if (taps == 25) return dwconv_quads<25>(a);
+    return dwconv_quads<0>(a);
+  }
+  taps == 9 ? dwconv_taps<9>(a) : dwconv_taps<0>(a);
+}
+
+constexpr DwConvKernels kKernels = {QR_ISA_NAME, dwconv, quad_weights_bytes, pack_quad_weights};
 
 }  // namespace
 
