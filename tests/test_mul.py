@@ -52,11 +52,17 @@ def test_engine_equals_reference(shape_a, shape_b, swap, any_path, rng):
     assert np.all((np.abs(got - a * b) <= bound)[np.broadcast_to(inside, got.shape)])
 
 
-def test_extreme_codes_and_ties(any_path):
+@pytest.mark.parametrize("per_channel", [False, True], ids=["same_shape", "per_channel"])
+def test_extreme_codes_and_ties(per_channel, any_path):
     # Every pair of codes (the whole 256 x 256 table), with multipliers that are exact (ties) and not.
+    # Per channel: channel c's 256 pixels hold every code, its one b code is c.
     codes = np.arange(256, dtype=np.float32)
-    a = np.repeat(codes, 256).reshape(1, 256, 16, 16)
-    b = np.tile(codes, 256).reshape(1, 256, 16, 16)
+    if per_channel:
+        a = np.broadcast_to(codes.reshape(1, 1, 16, 16), (1, 256, 16, 16)).copy()
+        b = codes.reshape(1, 256, 1, 1)
+    else:
+        a = np.repeat(codes, 256).reshape(1, 256, 16, 16)
+        b = np.tile(codes, 256).reshape(1, 256, 16, 16)
     for qa, qb, qy in [((1.0, 0), (1.0, 0), (256.0, 0)), ((1.0, 128), (1.0, 7), (2.0 ** 8, 128)),
                        ((1.0, 255), (1.0, 255), (1000.0, 3)), ((1.0, 1), (1.0, 0), (0.5, 0))]:
         graph = mul_graph(a.shape, b.shape, qa, qb, qy)

@@ -55,9 +55,10 @@ class MulNode : public Node {
     q_[0] = qparams(graph, spec.inputs[0]);
     q_[1] = qparams(graph, spec.inputs[1]);
     out_ = qparams(graph, spec.outputs[0]);
+    isa_ = graph.isa;
     const uint8_t codes[1] = {0};  // checks the scales' ratio at load, on a one-element product
     uint8_t y[1];
-    ops::mul(codes, q_[0], codes, q_[1], false, 1, 1, 1, out_, y);
+    ops::mul(codes, q_[0], codes, q_[1], false, 1, 1, 1, out_, y, isa_);
   }
   Shape output_shape(const Shape* in, int) const override {
     if (in[0] == in[1]) return in[0];
@@ -71,7 +72,7 @@ class MulNode : public Node {
     const int big = io.in_shapes[0] == s ? 0 : 1, small = 1 - big;
     const bool per_image = !(io.in_shapes[small] == s);
     ops::mul(static_cast<const uint8_t*>(io.in[big]), q_[big], static_cast<const uint8_t*>(io.in[small]), q_[small],
-             per_image, s.n(), s.h() * s.w(), s.c(), out_, static_cast<uint8_t*>(io.out));
+             per_image, s.n(), s.h() * s.w(), s.c(), out_, static_cast<uint8_t*>(io.out), isa_);
   }
 
  private:
@@ -80,6 +81,7 @@ class MulNode : public Node {
     return a.rank == 4 && b.rank == 4 && b.n() == a.n() && b.c() == a.c() && b.h() == 1 && b.w() == 1;
   }
   QParams q_[2]{}, out_{};
+  std::string isa_;  // the graph's ISA path ("" = the active one)
 };
 
 // NCHW axis -> NHWC memory: the output is `outer` rows, each the inputs' `inner` runs side by side.

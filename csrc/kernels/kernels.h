@@ -106,10 +106,24 @@ struct AddParams {
   float ma, mb, lo, hi;
 };
 
+// The product of two uint8 activations (docs/quantization.md, "mul"):
+//   y = zy + round_half_even(clamp((float32(a - za) * float32(b - zb)) * m, lo, hi))
+// with lo = -zy and hi = 255 - zy. The product of the centred codes is exact in float32
+// (|.| <= 255 * 255 < 2^24), so it equals float32 of the int32 product; one rounding by m follows.
+struct MulParams {
+  int32_t za, zb, zy;
+  float m, lo, hi;
+};
+
 // One ISA path's elementwise ops.
 struct EltwiseKernels {
   const char* isa;
   void (*add)(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const AddParams& p);
+  // mul of n values of a and b (p.zb used).
+  void (*mul)(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const MulParams& p);
+  // mul of n values of a by n float32 factors fb[i] = float32(b_i - zb) given already centred (a
+  // squeeze-excitation's per-channel scale, converted once per image; p.zb unused).
+  void (*mul_centred)(const uint8_t* a, const float* fb, uint8_t* y, int64_t n, const MulParams& p);
 };
 
 }  // namespace qr

@@ -1,5 +1,5 @@
 // Quantized add, concat and lookup tables on uint8. The add of two full tensors (the engine's
-// residual add) runs the kernel table's (kernels/*/eltwise_*.cc); the broadcast adds are plain C++
+// residual add) and mul run the kernel table's (kernels/*/eltwise_*.cc); the broadcast adds are plain C++
 // loops over contiguous values (channels innermost) that the compiler vectorises, and concat and
 // lut are byte copies and table lookups.
 #include "ops/eltwise.h"
@@ -83,50 +83,30 @@ void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast b
 }
 
 void mul(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, bool b_per_image, int64_t images, int64_t pixels,
-         int64_t channels, QParams out, uint8_t* y) {
+         int64_t channels, QParams out, uint8_t* y, const std::string& isa) {
   check_qparams(qa, "a");
   check_qparams(qb, "b");
   check_qparams(out, "out");
   QR_CHECK_ARG(images >= 0 && pixels >= 0 && channels >= 0, "mul: negative size");
-  // The product of the codes is an exact int32 (|.| <= 255 * 255 < 2^24, so exact in float32 too);
-  // m <= 2^32 keeps every product finite.
+  // m <= 2^32 keeps every product finite (|(a - za) * (b - zb)| <= 255 * 255).
   const float m = static_cast<float>(static_cast<double>(qa.scale) * static_cast<double>(qb.scale) /
                                      static_cast<double>(out.scale));
   QR_CHECK_ARG(std::isfinite(m) && m > 0.0f && m <= 4294967296.0f,
                "a_scale * b_scale / out_scale must be a finite float32 > 0 and at most 2^32, got " + std::to_string(m));
-  const int32_t za = qa.zero_point, zb = qb.zero_point, zy = out.zero_point;
-  const float lo = static_cast<float>(-zy), hi = static_cast<float>(255 - zy);
-  const int64_t rows = images * pixels;
-  if (b_per_image) {
-    // A squeeze-excitation scale: b is one code per (image, channel). In float32 the product of the
-    // centred codes is exact (|p| <= 65025 < 2^24), so float32(a - za) * float32(b - zb) is
-    // float32(p), the same value and then the same one rounding by m, bit for bit; the loop is then
-    // plain float multiplies the compiler vectorises (the int32 multiply it replaces is no SSE2
-    // instruction).
-    std::vector<float> fb(static_cast<size_t>(images * channels));
-    for (int64_t i = 0; i < images * channels; ++i) fb[i] = static_cast<float>(static_cast<int32_t>(b[i]) - zb);
-    const float fza = static_cast<float>(za);
-    parallel_chunks(rows, channels, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const uint8_t* __restrict pa = a + r * channels;
-        const float* __restrict pb = fb.data() + (r / pixels) * channels;
-        uint8_t* __restrict py = y + r * channels;
-        for (int64_t ch = 0; ch < channels; ++ch)
-          py[ch] = add_output(((static_cast<float>(pa[ch]) - fza) * pb[ch]) * m, lo, hi, zy);
-      }
-    });
+  const MulParams p{qa.zero_point, qb.zero_point, out.zero_point, m, static_cast<float>(-out.zero_point),
+                    static_cast<float>(255 - out.zero_point)};
+  const EltwiseKernels& k = *(isa.empty() ? active_kernels() : kernel_table(isa)).eltwise;
+  if (!b_per_image) {
+    const int64_t count = images * pixels * channels;
+    parallel_chunks(count, 3, [&](int64_t begin, int64_t end) { k.mul(a + begin, b + begin, y + begin, end - begin, p); });
     return;
   }
-  parallel_chunks(rows, 2 * channels, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const uint8_t* __restrict pa = a + r * channels;
-      const uint8_t* __restrict pb = b + (b_per_image ? r / pixels : r) * channels;
-      uint8_t* __restrict py = y + r * channels;
-      for (int64_t ch = 0; ch < channels; ++ch) {  // vectorised: pmulld, cvtdq2ps, mulps, the rounding adds
-        const int32_t prod = (static_cast<int32_t>(pa[ch]) - za) * (static_cast<int32_t>(pb[ch]) - zb);
-        py[ch] = add_output(static_cast<float>(prod) * m, lo, hi, zy);
-      }
-    }
+  // A squeeze-excitation scale: one code of b per (image, channel), centred to float32 once.
+  std::vector<float> fb(static_cast<size_t>(images * channels));
+  for (int64_t i = 0; i < images * channels; ++i) fb[i] = static_cast<float>(static_cast<int32_t>(b[i]) - qb.zero_point);
+  parallel_chunks(images * pixels, 2 * channels, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      k.mul_centred(a + r * channels, fb.data() + (r / pixels) * channels, y + r * channels, channels, p);
   });
 }
 

@@ -28,9 +28,10 @@ void add(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, Broadcast b
 // y = zp_y + round_half_even(clamp(float32((a - zp_a) * (b - zp_b)) * m, -zp_y, 255 - zp_y)) with
 // m = float32(s_a * s_b / s_y): the product of two activations (docs/quantization.md, "mul"). a is
 // `images` x `pixels` x `channels` (NHWC); b is the same, or with b_per_image one row of `channels`
-// per image (NCHW (N, C, 1, 1): a squeeze-excitation's channel weights).
+// per image (NCHW (N, C, 1, 1): a squeeze-excitation's channel weights). isa: the kernel table's
+// path ("" = the active one).
 void mul(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, bool b_per_image, int64_t images, int64_t pixels,
-         int64_t channels, QParams out, uint8_t* y);
+         int64_t channels, QParams out, uint8_t* y, const std::string& isa = "");
 
 // table[q] = clamp(zp_out + round_half_even(float32(q - zp_in) * float32(s_in / s_out)), 0, 255):
 // requantization of every code from `in` to `out` (the identity when in == out). `what` names the
