@@ -135,6 +135,26 @@ def test_real_layer_shapes(simd_isa, c, h, w, oc, k, stride, pad, groups):
     np.testing.assert_array_equal(ops.conv2d(*args, **kw, isa=simd_isa), ops.conv2d(*args, **kw, isa="scalar"))
 
 
+
+# Convs whose rows come as segments (kw * c a multiple of 4): the AMX path copies them into its
+# tiles, or, at K <= 32 or fewer than 8 rows, into rows for the avx512_vnni micro-kernels. Windows
+# inside the image and windows that meet the padding, one and several images, threads 1 and 2.
+@pytest.mark.parametrize("c,h,w,k", [(4, 9, 11, (2, 2)), (4, 9, 11, (3, 3)), (8, 5, 6, (1, 3)), (4, 2, 3, (3, 3)),
+                                     (64, 7, 9, (3, 3)), (12, 17, 5, (3, 1)), (4, 1, 1, (1, 1))])
+@pytest.mark.parametrize("n", [1, 3])
+def test_segment_rows_on_every_path(simd_isa, c, h, w, k, n, threads):
+    rng = np.random.default_rng(c * 31 + h * 7 + k[0])
+    x = rng.integers(0, 256, (n, c, h, w), dtype=np.uint8)
+    x[0, :, : h // 2] = 255  # all-255 inputs against weights of +-127
+    wq = _weights(rng, 40, c, *k)
+    wq[:20] = np.where(wq[:20] >= 0, 127, -127)
+    w_scale, bias, out_scale = _qparams(rng, 40, wq[0].size)
+    args = (x, 0.03, 5, wq, w_scale, bias, out_scale, 100)
+    kw = dict(stride=1, padding=tuple(kk // 2 for kk in k))
+    for n_threads in (1, 2):
+        qruntime.set_num_threads(n_threads)
+        np.testing.assert_array_equal(ops.conv2d(*args, **kw, isa=simd_isa), ops.conv2d(*args, **kw, isa="scalar"))
+
 def test_depthwise_multiplier_and_prepacked(any_path, rng):
     x = rng.integers(0, 256, (2, 5, 9, 9), dtype=np.uint8)
     w = _weights(rng, 15, 1, 3, 3)

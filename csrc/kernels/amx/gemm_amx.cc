@@ -8,9 +8,11 @@
 // Layouts (docs/kernels.md, "amx"):
 //   packed B panel: the avx512_vnni layout [K groups][32 columns][4 bytes] with K padded to a
 //     multiple of 64, so a B tile is 16 consecutive groups read with a 128-byte row stride.
-//   packed A (per block, in scratch): rows padded to a multiple of 16 and K to a multiple of 64.
-// Blocks of fewer than kMinTileRows rows take the avx512_vnni micro-kernels on the same packed B:
-// a mostly empty tile costs as much as a full one, and a GEMV is bound by reading B anyway.
+//   packed A (per block, in scratch): rows padded to a multiple of 16 and K to a multiple of 64,
+//     copied from rows of A or from a conv's segments (GemmBlock::seg).
+// Blocks of fewer than kMinTileRows rows, or of K <= kMaxVnniK, take the avx512_vnni micro-kernels
+// on the same packed B: a mostly empty tile costs as much as a full one, and a GEMV is bound by
+// reading B anyway.
 #include <cstring>
 
 #include "kernels/avx512vnni/epilogue_avx512.h"
@@ -29,6 +31,10 @@ constexpr int kNR = 32;
 constexpr int kMC = 64;
 constexpr int kKStep = 64;  // K bytes per tile row
 constexpr int kMinTileRows = 8;
+// At K <= 32 a 64-byte tile row is at least half zero padding, and packing A into tiles costs more
+// than the multiplies: the vnni micro-kernels were faster on every such layer measured (MobileNetV3's
+// 16- and 24-channel 1x1 convs at 56-112 px, 1.2-1.7x).
+constexpr int kMaxVnniK = 32;
 
 struct alignas(64) TileConfig {
   uint8_t palette_id;
@@ -52,14 +58,38 @@ void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int /*run_bytes*/, int
 size_t a_bytes(int k) { return static_cast<size_t>(kMC) * k_steps(k) * kKStep; }
 constexpr size_t kCTileBytes = 32 * 32 * 4;
 
+// The vnni micro-kernels read whole rows: segments are first copied into rows after their scratch.
+size_t vnni_rows_offset(int k) { return (vnni::vnni_scratch_bytes(k) + 63) / 64 * 64; }
+
 size_t scratch_bytes(int k) {
   size_t amx = a_bytes(k) + kCTileBytes;
-  size_t v = vnni::vnni_scratch_bytes(k);
+  size_t v = vnni_rows_offset(k) + static_cast<size_t>(kMC) * k;
   return amx > v ? amx : v;
 }
 
+// Copies row i of blk (from its segments when it has them, else from a) into dst, k bytes.
+inline void copy_row(const GemmBlock& blk, int i, uint8_t* dst) {
+  if (blk.seg) {
+    for (int s = 0; s < blk.nseg; ++s) std::memcpy(dst + s * blk.seg_bytes, blk.seg[i * blk.nseg + s], blk.seg_bytes);
+  } else {
+    std::memcpy(dst, blk.a + i * blk.lda, blk.k);
+  }
+}
+
+void vnni_block(const GemmBlock& blk) {
+  if (!blk.seg) return vnni::gemm_block_panels(blk, panel_bytes(blk.k));
+  GemmBlock rows = blk;
+  uint8_t* a = static_cast<uint8_t*>(blk.scratch) + vnni_rows_offset(blk.k);
+  for (int i = 0; i < blk.m; ++i) copy_row(blk, i, a + static_cast<size_t>(i) * blk.k);
+  rows.a = a;
+  rows.lda = blk.k;
+  rows.a_readable = blk.k;
+  rows.seg = nullptr;
+  vnni::gemm_block_panels(rows, panel_bytes(blk.k));
+}
+
 void gemm_block(const GemmBlock& blk) {
-  if (blk.m < kMinTileRows) return vnni::gemm_block_panels(blk, panel_bytes(blk.k));
+  if (blk.m < kMinTileRows || blk.k <= kMaxVnniK) return vnni_block(blk);
 
   const int ks = k_steps(blk.k);
   const size_t lda_p = static_cast<size_t>(ks) * kKStep;
@@ -68,7 +98,7 @@ void gemm_block(const GemmBlock& blk) {
   for (int i = 0; i < m_pad; ++i) {
     uint8_t* row = a_packed + i * lda_p;
     if (i < blk.m) {
-      std::memcpy(row, blk.a + i * blk.lda, blk.k);
+      copy_row(blk, i, row);
       std::memset(row + blk.k, 0, lda_p - blk.k);
     } else {
       std::memset(row, 0, lda_p);
@@ -129,7 +159,9 @@ void gemm_block(const GemmBlock& blk) {
   _tile_release();
 }
 
-constexpr GemmKernels kKernels = {QR_ISA_NAME, kNR, 16, kMC, packed_b_bytes, pack_b, scratch_bytes, gemm_block, nullptr, false};
+// reads_segments: A is packed into tiles anyway, so a conv's rows are copied from its input's
+// segments as cheaply as from an unfolded matrix, and the unfolding pass is saved.
+constexpr GemmKernels kKernels = {QR_ISA_NAME, kNR, 16, kMC, packed_b_bytes, pack_b, scratch_bytes, gemm_block, nullptr, true};
 
 }  // namespace
 
