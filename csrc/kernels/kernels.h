@@ -121,9 +121,11 @@ struct EltwiseKernels {
   void (*add)(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const AddParams& p);
   // mul of n values of a and b (p.zb used).
   void (*mul)(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const MulParams& p);
-  // mul of n values of a by n float32 factors fb[i] = float32(b_i - zb) given already centred (a
-  // squeeze-excitation's per-channel scale, converted once per image; p.zb unused).
-  void (*mul_centred)(const uint8_t* a, const float* fb, uint8_t* y, int64_t n, const MulParams& p);
+  // mul of n values of a by float32 factors given already centred, float32(b - zb), repeating with
+  // a period: value i's is fb[i % period] (a squeeze-excitation's per-channel scale over an image's
+  // pixels; p.zb unused). fb holds period + 32 entries, fb[j] == fb[j % period], so a vector of
+  // 32 factors from any phase is one contiguous read.
+  void (*mul_periodic)(const uint8_t* a, const float* fb, int64_t period, uint8_t* y, int64_t n, const MulParams& p);
 };
 
 }  // namespace qr

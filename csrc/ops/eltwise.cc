@@ -4,6 +4,7 @@
 // lut are byte copies and table lookups.
 #include "ops/eltwise.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -101,12 +102,20 @@ void mul(const uint8_t* a, QParams qa, const uint8_t* b, QParams qb, bool b_per_
     parallel_chunks(count, 3, [&](int64_t begin, int64_t end) { k.mul(a + begin, b + begin, y + begin, end - begin, p); });
     return;
   }
-  // A squeeze-excitation scale: one code of b per (image, channel), centred to float32 once.
-  std::vector<float> fb(static_cast<size_t>(images * channels));
-  for (int64_t i = 0; i < images * channels; ++i) fb[i] = static_cast<float>(static_cast<int32_t>(b[i]) - qb.zero_point);
+  // A squeeze-excitation scale: one code of b per (image, channel), centred to float32 once, each
+  // image's C factors followed by their first 32 again (MulParams' periodic layout), and each image
+  // run as one stream of pixels x channels so only its end takes the kernel's tail.
+  const int64_t row = channels + 32;
+  std::vector<float> fb(static_cast<size_t>(images * row));
+  for (int64_t img = 0; img < images; ++img)
+    for (int64_t j = 0; j < row && channels > 0; ++j)
+      fb[img * row + j] = static_cast<float>(static_cast<int32_t>(b[img * channels + j % channels]) - qb.zero_point);
   parallel_chunks(images * pixels, 2 * channels, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      k.mul_centred(a + r * channels, fb.data() + (r / pixels) * channels, y + r * channels, channels, p);
+    for (int64_t r = begin; r < end;) {  // runs of pixels within one image
+      const int64_t img = r / pixels, stop = std::min(end, (img + 1) * pixels);
+      k.mul_periodic(a + r * channels, fb.data() + img * row, channels, y + r * channels, (stop - r) * channels, p);
+      r = stop;
+    }
   });
 }
 

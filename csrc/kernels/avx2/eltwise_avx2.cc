@@ -87,16 +87,22 @@ void mul(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const MulPar
   if (i < n) tail32(a + i, b + i, y + i, n - i, body);
 }
 
-void mul_centred(const uint8_t* a, const float* fb, uint8_t* y, int64_t n, const MulParams& p) {
-  auto body = [&](const uint8_t* pa, const float* pb, uint8_t* py) {
-    mul_body(pa, [&](int j) { return _mm256_loadu_ps(pb + j); }, py, p);
-  };
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) body(a + i, fb + i, y + i);
-  if (i < n) tail32(a + i, fb + i, y + i, n - i, body);
+void mul_periodic(const uint8_t* a, const float* fb, int64_t period, uint8_t* y, int64_t n, const MulParams& p) {
+  int64_t i = 0, phase = 0;  // phase = i % period
+  for (; i + 32 <= n; i += 32) {
+    const float* f = fb + phase;  // 32 factors, contiguous in the periodic copy
+    mul_body(a + i, [&](int j) { return _mm256_loadu_ps(f + j); }, y + i, p);
+    phase += 32;
+    while (phase >= period) phase -= period;
+  }
+  if (i < n) {
+    tail32(a + i, fb + phase, y + i, n - i, [&](const uint8_t* pa, const float* pb, uint8_t* py) {
+      mul_body(pa, [&](int j) { return _mm256_loadu_ps(pb + j); }, py, p);
+    });
+  }
 }
 
-constexpr EltwiseKernels kKernels = {QR_ISA_NAME, add, mul, mul_centred};
+constexpr EltwiseKernels kKernels = {QR_ISA_NAME, add, mul, mul_periodic};
 
 }  // namespace
 

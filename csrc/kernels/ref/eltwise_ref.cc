@@ -20,12 +20,13 @@ void mul(const uint8_t* __restrict a, const uint8_t* __restrict b, uint8_t* __re
     y[i] = add_output((mul_term(a[i], p.za) * mul_term(b[i], p.zb)) * p.m, p.lo, p.hi, p.zy);
 }
 
-void mul_centred(const uint8_t* __restrict a, const float* __restrict fb, uint8_t* __restrict y, int64_t n,
-                 const MulParams& p) {
-  for (int64_t i = 0; i < n; ++i) y[i] = add_output((mul_term(a[i], p.za) * fb[i]) * p.m, p.lo, p.hi, p.zy);
+void mul_periodic(const uint8_t* __restrict a, const float* __restrict fb, int64_t period, uint8_t* __restrict y,
+                  int64_t n, const MulParams& p) {
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = add_output((mul_term(a[i], p.za) * fb[i % period]) * p.m, p.lo, p.hi, p.zy);
 }
 
-constexpr EltwiseKernels kKernels = {"scalar", add, mul, mul_centred};
+constexpr EltwiseKernels kKernels = {"scalar", add, mul, mul_periodic};
 
 }  // namespace
 
