@@ -193,7 +193,9 @@ def test_depthwise_runs_and_channel_tails(any_path, c, w, k, stride, pad, dilati
 
 # AVX-512 tap quads: blocks of 64 channels (a masked tail of 1-63), quads of 4 taps with 1-3 taps
 # left over (1x1: 1 tap, 2x2: 4, 3x3: 9, 5x5: 25, 7x7: 49), 4-pixel runs and single pixels.
-@pytest.mark.parametrize("c", [63, 64, 65, 127, 128, 130, 200])
+# 16 and 32: the AVX-512 kernel's narrow blocks (4 or 2 stride-1 pixels per block of lanes, weights
+# repeated), and their fallbacks at stride 2 and at a row's edges.
+@pytest.mark.parametrize("c", [16, 32, 63, 64, 65, 127, 128, 130, 200])
 @pytest.mark.parametrize("k,stride,pad", [(1, 1, 0), (2, 1, 1), (3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 2), (7, 1, 3)])
 def test_depthwise_tap_quads_and_64_channel_tails(any_path, c, k, stride, pad):
     rng = np.random.default_rng(c * 31 + k * 5 + stride)
@@ -210,9 +212,9 @@ def test_depthwise_tap_quads_and_64_channel_tails(any_path, c, k, stride, pad):
     assert len(np.unique(got)) > 30   # not saturated
 
 
-def test_depthwise_all_255_against_weights_127(any_path):
+@pytest.mark.parametrize("c", [16, 32, 70])
+def test_depthwise_all_255_against_weights_127(any_path, c):
     """The largest sums a tap-quad lane can take (4 x 255 x 127, both signs), in every tap position."""
-    c = 70
     x = np.full((1, c, 9, 9), 255, np.uint8)
     wq = np.where(np.arange(c)[:, None, None, None] % 2 == 0, 127, -127).astype(np.int8) * np.ones((1, 1, 5, 5), np.int8)
     w_scale = np.full(c, 1e-4, np.float32)

@@ -111,18 +111,32 @@ constexpr int kQuadBlockBytes = 4 * 64; // per quad and block: 4 vectors of 16 l
 
 int quad_count(int taps) { return (taps + 3) / 4; }
 
-size_t quad_weights_bytes(int c, int taps) {
-  return static_cast<size_t>((c + kQB - 1) / kQB) * quad_count(taps) * kQuadBlockBytes;
+// 16 or 32 channels: a 64-byte vector holds 64 / c neighbouring pixels of a stride-1 row, whose
+// taps' inputs are neighbours too (pixel j + 1's tap t sits c bytes after pixel j's), so one block
+// of lanes computes 4 or 2 pixels instead of leaving 3/4 or 1/2 of its lanes idle. It needs the
+// weights repeated across the 64 lanes: a second block after the usual ones.
+bool narrow(int c) { return c == 16 || c == 32; }
+
+size_t quad_blocks(int c) { return static_cast<size_t>((c + kQB - 1) / kQB) + (narrow(c) ? 1 : 0); }
+
+size_t quad_weights_bytes(int c, int taps) { return quad_blocks(c) * quad_count(taps) * kQuadBlockBytes; }
+
+// Lane ch (0..63) of a block at dst: its place in [quad][vector r][lane i][tap b] (see the order above).
+inline size_t quad_index(int cb, int t) {
+  const int r = (cb % 16) / 4, lane = (cb / 16) * 4 + cb % 4;
+  return (static_cast<size_t>(t / 4) * 4 + r) * 64 + lane * 4 + t % 4;
 }
 
 // dst (quad_weights_bytes, zeroed): [block][quad][vector r][lane i][tap b], per the order above.
 bool pack_quad_weights(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size) {
-  const int nq = quad_count(taps);
-  for (int ch = 0; ch < c; ++ch) {
-    const int blk = ch / kQB, cb = ch % kQB;
-    const int r = (cb % 16) / 4, lane = (cb / 16) * 4 + cb % 4;
+  const size_t block_bytes = static_cast<size_t>(quad_count(taps)) * kQuadBlockBytes;
+  for (int ch = 0; ch < c; ++ch)
     for (int t = 0; t < taps; ++t)
-      dst[((static_cast<size_t>(blk) * nq + t / 4) * 4 + r) * 64 + lane * 4 + t % 4] = w[static_cast<size_t>(ch) * taps + t];
+      dst[(ch / kQB) * block_bytes + quad_index(ch % kQB, t)] = w[static_cast<size_t>(ch) * taps + t];
+  if (narrow(c)) {  // the last block: lane l holds channel l % c
+    int8_t* rep = dst + (quad_blocks(c) - 1) * block_bytes;
+    for (int l = 0; l < kQB; ++l)
+      for (int t = 0; t < taps; ++t) rep[quad_index(l, t)] = w[static_cast<size_t>(l % c) * taps + t];
   }
   if (note && note_size) {
     const char msg[] = "vpdpbusd on tap quads";
@@ -144,6 +158,7 @@ void dwconv_quads(const DwConvArgs& a) {
   const RequantConsts consts(a.ep);
   const int taps = kTaps > 0 ? kTaps : a.kh * a.kw, channels = a.c;
   const int nq = quad_count(taps);
+  const int narrow_block = static_cast<int>(quad_blocks(channels)) - 1;  // used only when narrow(channels)
   const int8_t* quads = a.extra_weights;
   const int32_t* bias = a.ep.bias;
   const float* mult = a.ep.mult;
@@ -151,15 +166,17 @@ void dwconv_quads(const DwConvArgs& a) {
 
   // kP pixels, the 64 channels from c0 (kF: all 64 present). Pixel j's tap t reads at
   // base + j * step + off[t].
-  auto block = [&](auto kP, auto kF, uintptr_t base, ptrdiff_t step, const uintptr_t* off, uint8_t* out, int c0) {
+  // kN: a narrow block (c0 = 0), 64 / channels pixels from `base` in one block of lanes.
+  auto block = [&](auto kP, auto kF, uintptr_t base, ptrdiff_t step, const uintptr_t* off, uint8_t* out, int c0,
+                   auto kN) {
     constexpr int P = decltype(kP)::value;
-    constexpr bool F = decltype(kF)::value != 0;
-    const int valid = channels - c0;
+    constexpr bool F = decltype(kF)::value != 0, N = decltype(kN)::value != 0;
+    const int valid = N ? kQB : channels - c0;
     const __mmask64 m = valid >= kQB ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
     __m512i acc[P][4];
     for (int j = 0; j < P; ++j)
       for (int r = 0; r < 4; ++r) acc[j][r] = _mm512_setzero_si512();
-    const int8_t* wq = quads + static_cast<size_t>(c0 / kQB) * nq * kQuadBlockBytes;
+    const int8_t* wq = quads + static_cast<size_t>(N ? narrow_block : c0 / kQB) * nq * kQuadBlockBytes;
 #pragma GCC unroll 7
     for (int q = 0; q < nq; ++q) {
       const int8_t* wp = wq + q * kQuadBlockBytes;
@@ -195,9 +212,9 @@ void dwconv_quads(const DwConvArgs& a) {
 #pragma GCC unroll 4
       for (int v = 0; v < 4; ++v) {
         if (!F && valid <= 16 * v) break;
-        const __m512i b = _mm512_loadu_si512(bias + c0 + 16 * v);
-        store_bytes16(o + 16 * v, requantize16(_mm512_add_epi32(nat[v], b), mult + c0 + 16 * v, consts),
-                      F ? kCB : valid - 16 * v);
+        const int ch = N ? (16 * v) % channels : c0 + 16 * v;  // the first channel of these 16 lanes
+        const __m512i b = _mm512_loadu_si512(bias + ch);
+        store_bytes16(o + 16 * v, requantize16(_mm512_add_epi32(nat[v], b), mult + ch, consts), F ? kCB : valid - 16 * v);
       }
     }
   };
@@ -205,14 +222,23 @@ void dwconv_quads(const DwConvArgs& a) {
   using Run = Count<kRun>;
   auto channels_of = [&](auto kP, uintptr_t base, ptrdiff_t step, const uintptr_t* off, uint8_t* out) {
     int c0 = 0;
-    for (; c0 + kQB <= channels; c0 += kQB) block(kP, Count<1>{}, base, step, off, out, c0);
-    if (c0 < channels) block(kP, Count<0>{}, base, step, off, out, c0);
+    for (; c0 + kQB <= channels; c0 += kQB) block(kP, Count<1>{}, base, step, off, out, c0, Count<0>{});
+    if (c0 < channels) block(kP, Count<0>{}, base, step, off, out, c0, Count<0>{});
+  };
+  // A run of kRun stride-1 pixels of 16 or 32 channels: 4 or 2 pixels per block of lanes.
+  const bool narrow_runs = narrow(channels) && a.stride_w == 1;
+  auto narrow_run = [&](uintptr_t base, const uintptr_t* off, uint8_t* out) {
+    const int per_block = kQB / channels;
+    for (int j = 0; j < kRun; j += per_block)
+      block(One{}, Count<1>{}, base + j * channels, 0, off, out + j * channels, 0, Count<1>{});
   };
   for_each_pixel_run(
       a,
       [&](const uint8_t* corner, ptrdiff_t step, int count, uint8_t* out) {
         const uintptr_t base = reinterpret_cast<uintptr_t>(corner);
         int j = 0;
+        if (narrow_runs)
+          for (; j + kRun <= count; j += kRun) narrow_run(base + j * step, offsets, out + j * channels);
         for (; j + kRun <= count; j += kRun) channels_of(Run{}, base + j * step, step, offsets, out + j * channels);
         for (; j < count; ++j) channels_of(One{}, base + j * step, 0, offsets, out + j * channels);
       },
