@@ -48,6 +48,7 @@ py::dict cpu_info() {
   flags["avx512vl"] = f.avx512vl;
   flags["avx512dq"] = f.avx512dq;
   flags["avx512_vnni"] = f.avx512_vnni;
+  flags["avx512_vbmi"] = f.avx512_vbmi;
   flags["amx_tile"] = f.amx_tile;
   flags["amx_int8"] = f.amx_int8;
   py::dict os;
