@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ops/eltwise.h"
+#include "ops/gather.h"
 #include "ops/pool.h"
 
 namespace py = pybind11;
@@ -136,7 +137,7 @@ void bind_pool_eltwise(py::module_& m) {
   m.def(
       "concat",
       [](const std::vector<py::array>& arrays, int64_t outer, const std::vector<float>& scales,
-         const std::vector<int>& zps, float out_scale, int out_zp) {
+         const std::vector<int>& zps, float out_scale, int out_zp, const std::string& isa) {
         if (arrays.empty()) throw py::value_error("arrays must not be empty");
         if (scales.size() != arrays.size()) throw py::value_error("scales must hold one value per array");
         if (zps.size() != arrays.size()) throw py::value_error("zps must hold one value per array");
@@ -156,16 +157,16 @@ void bind_pool_eltwise(py::module_& m) {
         uint8_t* yp = y.mutable_data();
         {
           py::gil_scoped_release nogil;
-          qr::ops::concat(inputs, outer, {out_scale, out_zp}, yp);
+          qr::ops::concat(inputs, outer, {out_scale, out_zp}, yp, isa);
         }
         return y;
       },
       py::arg("arrays"), py::arg("outer"), py::arg("scales"), py::arg("zps"), py::arg("out_scale"), py::arg("out_zp"),
-      "arrays viewed as (outer, inner_i), side by side, requantized to the output quantization");
+      py::arg("isa") = "", "arrays viewed as (outer, inner_i), side by side, requantized to the output quantization");
 
   m.def(
       "lut",
-      [](const CArray<uint8_t>& x, const CArray<uint8_t>& table) {
+      [](const CArray<uint8_t>& x, const CArray<uint8_t>& table, const std::string& isa) {
         if (table.ndim() != 1 || table.size() != 256) throw py::value_error("table must hold 256 uint8 values");
         CArray<uint8_t> y = like(x);
         const uint8_t* xp = x.data();
@@ -174,9 +175,50 @@ void bind_pool_eltwise(py::module_& m) {
         const int64_t count = x.size();
         {
           py::gil_scoped_release nogil;
-          qr::ops::lut(xp, count, tp, yp);
+          qr::ops::lut(xp, count, tp, yp, isa);
         }
         return y;
       },
-      py::arg("x").noconvert(), py::arg("table").noconvert(), "y = table[x], a 256-entry uint8 table");
+      py::arg("x").noconvert(), py::arg("table").noconvert(), py::arg("isa") = "",
+      "y = table[x], a 256-entry uint8 table");
+
+  // The engine's per-channel byte ops on (rows, channels) arrays, for the kernel tests.
+  m.def(
+      "lut_channels",
+      [](const CArray<uint8_t>& x, const CArray<uint8_t>& tables, const std::string& isa) {
+        if (x.ndim() != 2) throw py::value_error("x must be (rows, channels)");
+        const int64_t rows = x.shape(0), c = x.shape(1);
+        if (tables.ndim() != 2 || tables.shape(0) != c || tables.shape(1) != 256)
+          throw py::value_error("tables must be (channels, 256)");
+        CArray<uint8_t> y = like(x);
+        const uint8_t* xp = x.data();
+        const uint8_t* tp = tables.data();
+        uint8_t* yp = y.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          qr::ops::lut_channels(xp, rows, c, tp, yp, isa);
+        }
+        return y;
+      },
+      py::arg("x").noconvert(), py::arg("tables").noconvert(), py::arg("isa") = "",
+      "y[r, c] = tables[c, x[r, c]]");
+  m.def(
+      "gather_channels",
+      [](const CArray<uint8_t>& x, const std::vector<int32_t>& index, const std::string& isa) {
+        if (x.ndim() != 2) throw py::value_error("x must be (rows, channels)");
+        const qr::ops::ChannelGather g(index);
+        CArray<uint8_t> y({static_cast<py::ssize_t>(x.shape(0)), static_cast<py::ssize_t>(g.c_out())});
+        const uint8_t* xp = x.data();
+        uint8_t* yp = y.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          g.run(xp, x.shape(1), x.shape(0), yp, isa);
+        }
+        return y;
+      },
+      py::arg("x").noconvert(), py::arg("index"), py::arg("isa") = "", "y[r, i] = x[r, index[i]]");
+  m.def(
+      "gather_channels_windows",
+      [](const std::vector<int32_t>& index) { return qr::ops::ChannelGather(index).windows_per_chunk(); },
+      py::arg("index"), "per chunk of 64 outputs, the 128-byte windows of its SIMD plan (0: byte by byte)");
 }

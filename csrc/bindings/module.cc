@@ -48,6 +48,7 @@ py::dict cpu_info() {
   flags["avx512vl"] = f.avx512vl;
   flags["avx512dq"] = f.avx512dq;
   flags["avx512_vnni"] = f.avx512_vnni;
+  flags["avx512_vbmi"] = f.avx512_vbmi;
   flags["amx_tile"] = f.amx_tile;
   flags["amx_int8"] = f.amx_int8;
   py::dict os;
@@ -72,6 +73,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_info", &cpu_info);
   m.def("isa", [] { return qr::active_kernels().isa; });
   m.def("available_isas", &qr::available_isas, py::arg("emulated") = false);
+  m.def("byte_kernels_isa", [](const std::string& isa) { return std::string(qr::kernel_table(isa).bytes->isa); },
+        py::arg("isa"), "which unit's lut and gather an ISA path runs (VBMI has its own CPUID bit)");
   m.def("set_num_threads", [](int n) { qr::ThreadPool::global().set_num_threads(n); });
   m.def("get_num_threads", [] { return qr::ThreadPool::global().num_threads(); });
 

@@ -75,6 +75,7 @@ CpuFeatures detect() {
     f.avx512dq = (b >> 17) & 1;
     f.avx512bw = (b >> 30) & 1;
     f.avx512vl = (b >> 31) & 1;
+    f.avx512_vbmi = (c >> 1) & 1;
     f.avx512_vnni = (c >> 11) & 1;
     f.amx_tile = (d >> 24) & 1;
     f.amx_int8 = (d >> 25) & 1;

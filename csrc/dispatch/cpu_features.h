@@ -8,6 +8,7 @@ struct CpuFeatures {
   std::string vendor, brand;
   bool avx2 = false, fma = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512_vnni = false;
+  bool avx512_vbmi = false;  // vpermi2b on bytes; not implied by VNNI (Cascade Lake lacks it)
   bool amx_tile = false, amx_int8 = false;
   bool os_avx = false;     // XCR0: SSE and AVX state
   bool os_avx512 = false;  // XCR0: opmask, ZMM_Hi256, Hi16_ZMM

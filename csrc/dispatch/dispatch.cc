@@ -2,6 +2,7 @@
 #include "dispatch/dispatch.h"
 
 #include <cstdlib>
+#include <list>
 #include <map>
 
 #include "core/error.h"
@@ -10,6 +11,7 @@
 #if defined(QR_WITH_X86)
 #include "kernels/amx/amx.h"
 #include "kernels/avx2/avx2.h"
+#include "kernels/avx512vbmi/avx512vbmi.h"
 #include "kernels/avx512vnni/avx512vnni.h"
 #endif
 
@@ -20,11 +22,22 @@ struct Registry {
   std::vector<std::string> real;  // best first
   std::vector<std::string> emulated;
   std::map<std::string, KernelTable> tables;
+  std::list<BytePermuteKernels> byte_tables;  // merged slot tables (stable addresses)
 };
+
+// `top`'s byte moves over `base`'s: the slots top leaves null keep base's kernel.
+const BytePermuteKernels* overlay(Registry& r, const BytePermuteKernels* base, const BytePermuteKernels* top) {
+  BytePermuteKernels k = *top;
+  if (!k.lut) k.lut = base->lut;
+  if (!k.lut_channels) k.lut_channels = base->lut_channels;
+  if (!k.gather) k.gather = base->gather;
+  r.byte_tables.push_back(k);
+  return &r.byte_tables.back();
+}
 
 Registry build_registry() {
   Registry r;
-  KernelTable t{"scalar", ref::gemm_kernels(), ref::dwconv_kernels(), ref::eltwise_kernels()};
+  KernelTable t{"scalar", ref::gemm_kernels(), ref::dwconv_kernels(), ref::eltwise_kernels(), ref::byte_kernels()};
   r.tables["scalar"] = t;
   std::vector<std::string> ascending = {"scalar"};
 #if defined(QR_WITH_X86)
@@ -32,6 +45,8 @@ Registry build_registry() {
   const bool has_avx2 = f.avx2 && f.fma && f.os_avx;
   const bool has_avx512 = has_avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512_vnni && f.os_avx512;
   const bool has_amx = has_avx512 && f.amx_tile && f.amx_int8 && f.os_amx && f.amx_permitted;
+  // vpermi2b is AVX512_VBMI, a CPUID bit of its own: without it the AVX-512 tables keep avx2's bytes.
+  const bool has_vbmi = has_avx512 && f.avx512_vbmi;
   if (has_avx2) {
     t.isa = "avx2";
     t.gemm = avx2::gemm_kernels();
@@ -45,6 +60,7 @@ Registry build_registry() {
     e.isa = "avx512_vnni_emulated";
     e.gemm = avx512_vnni_emulated::gemm_kernels();
     e.dwconv = avx512_vnni_emulated::dwconv_kernels();
+    e.bytes = overlay(r, t.bytes, avx512_vbmi_emulated::byte_kernels());  // whether or not this CPU has VBMI
     r.tables[e.isa] = e;
     e.isa = "amx_emulated";
     e.gemm = amx_emulated::gemm_kernels();
@@ -55,6 +71,7 @@ Registry build_registry() {
       t.isa = "avx512_vnni";
       t.gemm = avx512_vnni::gemm_kernels();
       t.dwconv = avx512_vnni::dwconv_kernels();
+      if (has_vbmi) t.bytes = overlay(r, t.bytes, avx512_vbmi::byte_kernels());
       r.tables["avx512_vnni"] = t;
       ascending.push_back("avx512_vnni");
       if (has_amx) {

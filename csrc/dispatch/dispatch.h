@@ -17,6 +17,7 @@ struct KernelTable {
   const GemmKernels* gemm;
   const DwConvKernels* dwconv;
   const EltwiseKernels* eltwise;
+  const BytePermuteKernels* bytes;
 };
 
 // Real paths best first; with emulated, the emulated paths of this build follow.

@@ -2,6 +2,7 @@
 // place NHWC memory is reordered to the NCHW order the model's Linear layers expect).
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include "engine/transpose.h"
 #include "engine/node.h"
 #include "ops/eltwise.h"
+#include "ops/gather.h"
 #include "ops/u8_common.h"
 
 namespace qr::engine {
@@ -94,6 +96,7 @@ class ConcatNode : public Node {
     for (int v : spec.inputs) q_in_.push_back(qparams(graph, v));
     out_ = qparams(graph, spec.outputs[0]);
     for (const QParams& q : q_in_) ops::requant_table(q, out_, "input scale");
+    isa_ = graph.isa;
   }
   Shape output_shape(const Shape* in, int n_in) const override {
     Shape out = in[0];
@@ -115,7 +118,7 @@ class ConcatNode : public Node {
       const Shape& s = io.in_shapes[i];
       parts.push_back({static_cast<const uint8_t*>(io.in[i]), s.elements() / outer(s), q_in_[i]});
     }
-    ops::concat(parts, outer(o), out_, static_cast<uint8_t*>(io.out));
+    ops::concat(parts, outer(o), out_, static_cast<uint8_t*>(io.out), isa_);
   }
 
  private:
@@ -127,6 +130,7 @@ class ConcatNode : public Node {
   int64_t axis_ = 1;
   std::vector<QParams> q_in_;
   QParams out_{};
+  std::string isa_;  // the graph's ISA path ("" = the active one)
 };
 
 class LutNode : public Node {
@@ -136,14 +140,16 @@ class LutNode : public Node {
     const ConstTensor* t = tensor(spec, "table", 'B', 1, true);
     QR_CHECK_ARG(t->shape[0] == 256, where(spec) + ": tensor 'table' must have 256 entries");
     std::memcpy(table_, t->data, 256);
+    isa_ = graph.isa;
   }
   Shape output_shape(const Shape* in, int) const override { return in[0]; }
   void run(const NodeIo& io) const override {
-    ops::lut(static_cast<const uint8_t*>(io.in[0]), io.out_shape.elements(), table_, static_cast<uint8_t*>(io.out));
+    ops::lut(static_cast<const uint8_t*>(io.in[0]), io.out_shape.elements(), table_, static_cast<uint8_t*>(io.out), isa_);
   }
 
  private:
   uint8_t table_[256];
+  std::string isa_;  // the graph's ISA path ("" = the active one)
 };
 
 // y[..., c] = table[c][x[..., c]]: a function of the code that differs per channel (PReLU's slopes).
@@ -156,6 +162,7 @@ class LutChannelsNode : public Node {
     const auto* data = static_cast<const uint8_t*>(t->data);
     table_.assign(data, data + t->shape[0] * 256);
     channels_ = t->shape[0];
+    isa_ = graph.isa;
   }
   Shape output_shape(const Shape* in, int) const override {
     check_shape((in[0].rank == 4 || in[0].rank == 2) && in[0].c() == channels_, *this,
@@ -164,19 +171,14 @@ class LutChannelsNode : public Node {
     return in[0];
   }
   void run(const NodeIo& io) const override {
-    const auto* x = static_cast<const uint8_t*>(io.in[0]);
-    auto* y = static_cast<uint8_t*>(io.out);
-    const int64_t c = channels_, rows = io.out_shape.elements() / c;
-    const uint8_t* table = table_.data();
-    ops::parallel_chunks(rows, 2 * c, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r)
-        for (int64_t ch = 0; ch < c; ++ch) y[r * c + ch] = table[ch * 256 + x[r * c + ch]];  // byte lookups
-    });
+    ops::lut_channels(static_cast<const uint8_t*>(io.in[0]), io.out_shape.elements() / channels_, channels_,
+                      table_.data(), static_cast<uint8_t*>(io.out), isa_);
   }
 
  private:
   std::vector<uint8_t> table_;
   int64_t channels_ = 0;
+  std::string isa_;  // the graph's ISA path ("" = the active one)
 };
 
 // The element size of a layout op (one input, one output of the same dtype, uint8 or float32), after
@@ -226,12 +228,13 @@ class FlattenNode : public Node {
 class GatherChannelsNode : public Node {
  public:
   GatherChannelsNode(const OpSpec& spec, const GraphSpec& graph)
-      : Node(spec), elem_(layout_op_element_size(spec, graph)) {
+      : Node(spec), elem_(layout_op_element_size(spec, graph)), isa_(graph.isa) {
     const ConstTensor* t = tensor(spec, "index", 'i', 1, true);
     const auto* index = static_cast<const int32_t*>(t->data);
     index_.assign(index, index + t->shape[0]);
     for (int32_t i : index_) QR_CHECK_ARG(i >= 0, where(spec) + ": tensor 'index' holds a negative channel");
     max_index_ = *std::max_element(index_.begin(), index_.end());
+    if (elem_ == 1) bytes_ = std::make_unique<ops::ChannelGather>(index_);  // plans its SIMD windows once
   }
   Shape output_shape(const Shape* in, int) const override {
     check_shape(in[0].rank == 4 || in[0].rank == 2, *this, "expects a 2-D or 4-D input, got " + in[0].str());
@@ -245,7 +248,7 @@ class GatherChannelsNode : public Node {
     const Shape& s = io.in_shapes[0];
     const int64_t c_in = s.c(), c_out = static_cast<int64_t>(index_.size()), rows = s.elements() / c_in;
     if (elem_ == 1)
-      gather(static_cast<const uint8_t*>(io.in[0]), c_in, c_out, rows, static_cast<uint8_t*>(io.out));
+      bytes_->run(static_cast<const uint8_t*>(io.in[0]), c_in, rows, static_cast<uint8_t*>(io.out), isa_);
     else
       gather(static_cast<const float*>(io.in[0]), c_in, c_out, rows, static_cast<float*>(io.out));
   }
@@ -263,8 +266,10 @@ class GatherChannelsNode : public Node {
     });
   }
   size_t elem_ = 1;
+  std::string isa_;  // the graph's ISA path ("" = the active one)
   std::vector<int32_t> index_;
   int32_t max_index_ = 0;
+  std::unique_ptr<ops::ChannelGather> bytes_;  // uint8 values: the kernel table's gather
 };
 
 }  // namespace

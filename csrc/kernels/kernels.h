@@ -97,6 +97,45 @@ struct DwConvKernels {
   bool (*pack_extra_weights)(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size);
 };
 
+// Byte moves (docs/kernels.md, "Byte lookups and gathers"): 256-entry table lookups and the gather
+// of channel bytes within NHWC rows, yr[i] = xr[index[i]].
+//
+// A gather's plan is built once per index (ops/gather.cc) and read by the SIMD paths; the scalar
+// path reads only index. Outputs go in chunks of 64 bytes; a chunk is served by up to
+// kByteGatherMaxWindows windows of 128 source bytes each (one vpermi2b), or, when its indices
+// spread wider, by plain byte loads.
+constexpr int kByteGatherMaxWindows = 4;
+
+struct ByteGatherWindow {
+  uint8_t offset[64];          // output byte j of the chunk is window byte offset[j] (0..127)
+  uint64_t take;               // the output bytes this window supplies
+  uint64_t load_lo, load_hi;   // the window bytes [0, 64) and [64, 128) to read: all < the row's length
+  int64_t base;                // the window's first byte within the row
+};
+
+struct ByteGatherChunk {
+  int32_t first_window;  // into ByteGatherPlan::windows
+  int32_t windows;       // 0: this chunk's bytes are gathered one at a time
+};
+
+struct ByteGatherPlan {
+  const int32_t* index;             // [c_out], each < the input row's length
+  int64_t c_out;
+  const ByteGatherChunk* chunks;    // [ceil(c_out / 64)]
+  const ByteGatherWindow* windows;
+};
+
+// One ISA path's byte moves.
+struct BytePermuteKernels {
+  const char* isa;
+  // y[i] = table[x[i]] for i < n; table has 256 entries.
+  void (*lut)(const uint8_t* x, uint8_t* y, int64_t n, const uint8_t* table);
+  // Rows of c bytes: y[r][ch] = tables[ch][x[r][ch]]; tables is [c][256].
+  void (*lut_channels)(const uint8_t* x, uint8_t* y, int64_t rows, int64_t c, const uint8_t* tables);
+  // Rows of c_in bytes to rows of plan.c_out: y[r][i] = x[r][plan.index[i]].
+  void (*gather)(const uint8_t* x, int64_t c_in, uint8_t* y, int64_t rows, const ByteGatherPlan& plan);
+};
+
 // The quantized add of two uint8 tensors of one shape (docs/quantization.md, "Add"):
 //   y = zy + round_half_even(clamp(float32(a - za) * ma + float32(b - zb) * mb, lo, hi))
 // with lo and hi relative to zy (-zy, or 0 under ReLU; 255 - zy), the products rounded to float32

@@ -88,3 +88,14 @@ static inline simde__m512i qr_emu_mm512_maskz_loadu_epi8(uint64_t k, const void*
 }
 #define _mm512_maskz_loadu_epi8(k, src) qr_emu_mm512_maskz_loadu_epi8(k, src)
 #endif
+
+#ifndef _mm512_mask_storeu_epi8
+// 64 bytes; masked-off bytes are never touched in memory (a tail store cannot fault).
+static inline void qr_emu_mm512_mask_storeu_epi8(void* dst, uint64_t k, simde__m512i v) {
+  uint8_t bytes[64];
+  simde_mm512_storeu_si512(bytes, v);
+  for (int i = 0; i < 64; ++i)
+    if ((k >> i) & 1) static_cast<uint8_t*>(dst)[i] = bytes[i];
+}
+#define _mm512_mask_storeu_epi8(dst, k, v) qr_emu_mm512_mask_storeu_epi8(dst, k, v)
+#endif

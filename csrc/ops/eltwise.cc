@@ -130,7 +130,7 @@ std::array<uint8_t, 256> requant_table(QParams in, QParams out, const char* what
   return t;
 }
 
-void concat(const std::vector<ConcatInput>& inputs, int64_t outer, QParams out, uint8_t* y) {
+void concat(const std::vector<ConcatInput>& inputs, int64_t outer, QParams out, uint8_t* y, const std::string& isa) {
   check_qparams(out, "out");
   QR_CHECK_ARG(outer >= 0, "concat: negative size");
   int64_t total = 0;
@@ -147,31 +147,35 @@ void concat(const std::vector<ConcatInput>& inputs, int64_t outer, QParams out, 
     if (!copy[i]) tables[i] = requant_table(in.q, out, ("scales[" + std::to_string(i) + "]").c_str());
     total += in.inner;
   }
+  const BytePermuteKernels& k = *(isa.empty() ? active_kernels() : kernel_table(isa)).bytes;
   parallel_chunks(outer, total, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
       uint8_t* row = y + o * total;
       for (size_t i = 0; i < inputs.size(); ++i) {
         const int64_t n = inputs[i].inner;
-        const uint8_t* __restrict src = inputs[i].data + o * n;
-        if (copy[i]) {
+        const uint8_t* src = inputs[i].data + o * n;
+        if (copy[i])
           std::memcpy(row, src, static_cast<size_t>(n));
-        } else {
-          const uint8_t* __restrict t = tables[i].data();
-          for (int64_t k = 0; k < n; ++k) row[k] = t[src[k]];  // byte lookups: scalar, memory-bound
-        }
+        else
+          k.lut(src, row, n, tables[i].data());
         row += n;
       }
     }
   });
 }
 
-void lut(const uint8_t* x, int64_t count, const uint8_t* table, uint8_t* y) {
+void lut(const uint8_t* x, int64_t count, const uint8_t* table, uint8_t* y, const std::string& isa) {
   QR_CHECK_ARG(count >= 0, "lut: negative size");
-  parallel_chunks(count, 2, [&](int64_t begin, int64_t end) {
-    const uint8_t* __restrict px = x;
-    const uint8_t* __restrict t = table;
-    uint8_t* __restrict py = y;
-    for (int64_t i = begin; i < end; ++i) py[i] = t[px[i]];  // byte lookups: scalar, memory-bound
+  const BytePermuteKernels& k = *(isa.empty() ? active_kernels() : kernel_table(isa)).bytes;
+  parallel_chunks(count, 2, [&](int64_t begin, int64_t end) { k.lut(x + begin, y + begin, end - begin, table); });
+}
+
+void lut_channels(const uint8_t* x, int64_t rows, int64_t channels, const uint8_t* tables, uint8_t* y,
+                  const std::string& isa) {
+  QR_CHECK_ARG(rows >= 0 && channels >= 0, "lut_channels: negative size");
+  const BytePermuteKernels& k = *(isa.empty() ? active_kernels() : kernel_table(isa)).bytes;
+  parallel_chunks(rows, 2 * channels, [&](int64_t begin, int64_t end) {
+    k.lut_channels(x + begin * channels, y + begin * channels, end - begin, channels, tables);
   });
 }
 

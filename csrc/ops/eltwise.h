@@ -46,10 +46,15 @@ struct ConcatInput {
 };
 
 // y (outer x sum of inner, row-major) = the inputs side by side along the inner axis, each
-// requantized to `out` (copied unchanged when its quantization equals `out`).
-void concat(const std::vector<ConcatInput>& inputs, int64_t outer, QParams out, uint8_t* y);
+// requantized to `out` (copied unchanged when its quantization equals `out`). isa: the kernel
+// table's path for the requantizing copies, a table lookup ("" = the active one).
+void concat(const std::vector<ConcatInput>& inputs, int64_t outer, QParams out, uint8_t* y, const std::string& isa = "");
 
-// y[i] = table[x[i]] for a 256-entry table.
-void lut(const uint8_t* x, int64_t count, const uint8_t* table, uint8_t* y);
+// y[i] = table[x[i]] for a 256-entry table, on `isa`'s kernel ("" = the active one).
+void lut(const uint8_t* x, int64_t count, const uint8_t* table, uint8_t* y, const std::string& isa = "");
+
+// Rows of `channels` values: y[r][c] = tables[c][x[r][c]], tables being [channels][256].
+void lut_channels(const uint8_t* x, int64_t rows, int64_t channels, const uint8_t* tables, uint8_t* y,
+                  const std::string& isa = "");
 
 }  // namespace qr::ops

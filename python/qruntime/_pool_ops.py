@@ -202,9 +202,10 @@ def _per_input(values, name, count, check):
 
 
 @_op("concat")
-def concat(arrays, scales, zps, out_scale, out_zp, axis=1):
+def concat(arrays, scales, zps, out_scale, out_zp, axis=1, *, isa=None):
     """uint8 concatenation along `axis` (torch.ops.quantized.cat), each input requantized to
-    (out_scale, out_zp); an input already in that quantization is copied unchanged."""
+    (out_scale, out_zp); an input already in that quantization is copied unchanged. isa= runs a
+    particular ISA path's requantizing copy (a table lookup; default: the active one)."""
     if not isinstance(arrays, (list, tuple)):
         raise TypeError(f"arrays must be a list or tuple of numpy uint8 arrays, got {type(arrays).__name__}")
     if len(arrays) == 0:
@@ -231,18 +232,22 @@ def concat(arrays, scales, zps, out_scale, out_zp, axis=1):
     shape = first[:axis] + (sum(a.shape[axis] for a in arrs),) + first[axis + 1:]
     _checks.output(shape, np.uint8)
     outer = math.prod(first[:axis])
-    return _core.concat([_checks.contiguous(a) for a in arrs], outer, sc, zp, s_y, zp_y).reshape(shape)
+    isa = _checks.isa(isa)
+    return _core.concat([_checks.contiguous(a) for a in arrs], outer, sc, zp, s_y, zp_y, isa).reshape(shape)
 
 
 @_op("lut")
-def lut(x_q, table):
-    """uint8 y = table[x_q], elementwise, for a table of 256 uint8 values (see make_lut)."""
+def lut(x_q, table, *, isa=None):
+    """uint8 y = table[x_q], elementwise, for a table of 256 uint8 values (see make_lut).
+
+    isa= runs a particular ISA path's lookup (default: the active one)."""
     x = _checks.array(x_q, "x_q", np.uint8)
+    isa = _checks.isa(isa)
     t = _checks.array(table, "table", np.uint8)
     if t.shape != (256,):
         raise ValueError(f"table must hold 256 uint8 values (shape (256,)), got shape {t.shape}")
     _checks.output(x.shape, np.uint8)
-    return _core.lut(_checks.contiguous(x), _checks.contiguous(t))
+    return _core.lut(_checks.contiguous(x), _checks.contiguous(t), isa)
 
 
 @_op("make_lut")
