@@ -17,7 +17,11 @@ from test_convert import sqnr_db, torch_int8
 # What qruntime converts today: its output SQNR against fp32 must be within 1 dB of PyTorch's FX int8
 # (x86 engine) calibrated on the same crops, or at least FX_FLOOR_DB where FX cannot convert the model
 # (none of NAMES today).
-CONVERTS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
+# mobilenet_v3_large met it with the pooled range margin (docs/quantization.md): 3.98 -> 4.76 dB against FX's
+# 5.36. The loss was one evaluation crop carrying 73 % of the output energy whose late activations reach 2-4x
+# the calibration maximum (global pool 3.8x, classifier.0 3.6x): every layer after the pool clipped it, where
+# FX's reduce_range leaves 2x headroom. qruntime was ahead of FX layer by layer on the other crops.
+CONVERTS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
             "shufflenet_v2_x1_0", "squeezenet1_1", "regnet_y_400mf", "mnasnet0_5", "convnext_tiny", "densenet121",
             "googlenet", "lraspp_mobilenet_v3_large", "fcn_resnet50")
 FX_FLOOR_DB = 15.0
@@ -25,10 +29,7 @@ FX_FLOOR_DB = 15.0
 # Converts, but misses the target today: the issue stays open on it. Each holds the SQNR shortfall
 # below FX measured when it was listed; the test asserts the gap has not grown past it (a regression
 # guard, not the target) and fails once the target is met, to move the model to CONVERTS.
-# mobilenet_v3_large: minmax 4.10 dB against FX's 5.36 (percentile 1.99, mse 3.10); the loss builds
-# up over the blocks, no single layer stands out (per-layer SQNR). Bias correction (now the default)
-# did not close it: 3.98 dB, a gap of 1.38.
-BELOW_TARGET = {"mobilenet_v3_large": 1.5}
+BELOW_TARGET = {}
 
 assert set(CONVERTS) | set(BELOW_TARGET) == set(tv_models.NAMES)  # every architecture of the issue converts
 assert len(CONVERTS) + len(BELOW_TARGET) == len(tv_models.NAMES)

@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 
 
 def quantize(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),
-             progress=True, weight_bits=8, bias_correction=True, min_sqnr=None, cross_layer_equalization=False):
+             progress=True, weight_bits=8, bias_correction=True, min_sqnr=None, cross_layer_equalization=False,
+             pooled_range_margin=2.0):
     """Converts a trained torch.nn.Module into a quantized Model (needs torch; the model is not modified).
 
     calibration_data: an iterable of batches (tensors, numpy arrays, or (x, y) tuples, of which x is used).
@@ -25,7 +26,10 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
         depthwise conv or linear, with no activation or a ReLU between) so both layers' weights have equal
         ranges per channel; the function is unchanged (docs/quantization.md).
     min_sqnr: a target output SQNR in dB on the calibration data: the fewest, most sensitive layers go to
-        float (float islands) until it is reached; a warning says when no choice of layers reaches it."""
+        float (float islands) until it is reached; a warning says when no choice of layers reaches it.
+    pooled_range_margin: the calibrated ranges of values computed after a global pool ((N, C, 1, 1) or (N, F);
+        not sigmoid-like outputs) are widened by this factor (max, and min when negative): their extremes are
+        estimated from one sample per image and channel. 1.0 turns it off (docs/quantization.md)."""
     try:
         import torch  # noqa: F401 - only to say what is missing; running a model never needs it
     except ImportError:
@@ -35,7 +39,8 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
     return quantize_model(model, calibration_data, example_inputs=example_inputs, method=method,
                           per_channel=per_channel, keep_float=keep_float, progress=progress, weight_bits=weight_bits,
                           bias_correction=bias_correction, min_sqnr=min_sqnr,
-                          cross_layer_equalization=cross_layer_equalization)
+                          cross_layer_equalization=cross_layer_equalization,
+                          pooled_range_margin=pooled_range_margin)
 
 
 __all__ = [

@@ -424,6 +424,63 @@ def _bias_min_scales(graph, per_channel, weight_bits, keep_float, bias_correctio
     return least
 
 
+# Outputs of functions bounded on both sides: their calibrated range already sits inside a known interval,
+# so a margin would only coarsen their grid (MobileNetV3's SE gates are hardsigmoids of pooled values).
+_BOUNDED = ("sigmoid", "hardsigmoid", "tanh", "hardtanh", "relu6")
+
+DEFAULT_POOLED_RANGE_MARGIN = 2.0
+
+
+def _after_global_pool(graph):
+    """The values computed from a pool to 1x1 (or a reduce over H and W): one number per (image, channel)."""
+    found = set()
+    for node in graph.nodes:
+        if _to_1x1(node) or any(v in found for v in node.inputs):
+            found.add(node.output)
+    return found
+
+
+def pooled_range_margin_targets(graph):
+    """Values whose calibrated range gets the pooled range margin (docs/quantization.md): computed after a
+    global pool, of shape (N, F) or (N, C, 1, 1), not the output of a bounded function (sigmoid, ...,
+    or a conv/linear with a fused ReLU6). Ops that keep their input's quantization (flatten, max pooling,
+    ...) follow their input, so a tied pair never gets two ranges."""
+    after = _after_global_pool(graph)
+    targets = set()
+    for node in graph.nodes:
+        v = node.output
+        if node.op in _KEEPS_QUANTIZATION or node.op in ("dropout", "identity"):
+            if node.inputs and node.inputs[0] in targets:
+                targets.add(v)
+            continue
+        shape = graph.shapes.get(v)
+        pooled_shape = shape is not None and (len(shape) == 2 or (len(shape) == 4 and tuple(shape[2:]) == (1, 1)))
+        bounded = node.op in _BOUNDED or node.attrs.get("act", "none") == "relu6"
+        if v in after and pooled_shape and not bounded:
+            targets.add(v)
+    return targets
+
+
+def check_pooled_range_margin(margin):
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 1.0:
+        raise ValueError(f"pooled_range_margin must be a finite number >= 1 (1 turns it off), got {margin!r}")
+    return float(margin)
+
+
+def widen_pooled_ranges(graph, ranges, margin):
+    """ranges with each pooled_range_margin_targets value's max (and min, when negative) times margin. A
+    lower bound >= 0 (a ReLU's 0) stays where it is."""
+    margin = check_pooled_range_margin(margin)
+    if margin == 1.0:
+        return dict(ranges)
+    widened = dict(ranges)
+    for v in pooled_range_margin_targets(graph):
+        if v in widened:
+            lo, hi = widened[v]
+            widened[v] = (lo * margin if lo < 0 else lo, hi * margin if hi > 0 else hi)
+    return widened
+
+
 def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), weight_bits=8, method="minmax",
                           bias_corrections=None, weight_quantizer=quantize_weight, equalized=False):
     """(graph dict, tensors) of the .qnn for a passed IR graph and its calibrated ranges.
@@ -458,7 +515,7 @@ def build_quantized_graph(graph, ranges, *, per_channel=True, keep_float=(), wei
 
 def quantize_model(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),
                    progress=True, weight_bits=8, bias_correction=True, min_sqnr=None,
-                   cross_layer_equalization=False):
+                   cross_layer_equalization=False, pooled_range_margin=DEFAULT_POOLED_RANGE_MARGIN):
     """qruntime.quantize (see its docstring)."""
     import torch
 
@@ -481,6 +538,7 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
     if min_sqnr is not None and (isinstance(min_sqnr, bool) or not isinstance(min_sqnr, (int, float))
                                  or not math.isfinite(min_sqnr)):
         raise ValueError(f"min_sqnr must be a finite number of dB (or None), got {min_sqnr!r}")
+    check_pooled_range_margin(pooled_range_margin)
     if isinstance(keep_float, str):
         keep_float = (keep_float,)
     keep_float = tuple(keep_float)
@@ -510,6 +568,7 @@ def quantize_model(model, calibration_data, *, example_inputs=None, method="minm
                           to_ir=ir_graph.to_ir)
     ranges = {v: observer.range() for v, observer in observers.items()}
     warn_clipping(observers, ranges, method)
+    ranges = widen_pooled_ranges(ir_graph, ranges, pooled_range_margin)
 
     def build_graph(float_layers, corrections):
         return build_quantized_graph(ir_graph, ranges, per_channel=per_channel, keep_float=float_layers,
