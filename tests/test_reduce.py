@@ -176,15 +176,17 @@ class Head(nn.Module):
         return self.fn(self, self.conv(x))
 
 
-# id -> (forward after the conv, extra modules, the reduce ops' (mode, dims, keepdim), H and W free at run time)
+# id -> (forward after the conv, extra modules' builders (called after seeding: modules built at import would
+# take whatever the global RNG holds, a different model per process), the reduce ops' (mode, dims, keepdim),
+# H and W free at run time)
 FORMS = {
-    "mean(2,3)->linear": (lambda m, x: m.fc(x.mean((2, 3))), {"fc": nn.Linear(8, 5)}, [("mean", [2, 3], False)],
+    "mean(2,3)->linear": (lambda m, x: m.fc(x.mean((2, 3))), {"fc": lambda: nn.Linear(8, 5)}, [("mean", [2, 3], False)],
                           True),
     "torch.mean(-1,-2,keepdim)->conv": (lambda m, x: m.c(torch.mean(x, (-1, -2), keepdim=True)),
-                                        {"c": nn.Conv2d(8, 4, 1)}, [("mean", [2, 3], True)], True),
+                                        {"c": lambda: nn.Conv2d(8, 4, 1)}, [("mean", [2, 3], True)], True),
     "sum(1,keepdim)": (lambda m, x: x.sum(dim=1, keepdim=True), {}, [("sum", [1], True)], True),
     "torch.sum(1,2)": (lambda m, x: torch.sum(x, (1, 2)), {}, [("sum", [1, 2], False)], False),
-    "mean(1).flatten->linear": (lambda m, x: m.fc(torch.mean(x, 1).flatten(1)), {"fc": nn.Linear(42, 3)},
+    "mean(1).flatten->linear": (lambda m, x: m.fc(torch.mean(x, 1).flatten(1)), {"fc": lambda: nn.Linear(42, 3)},
                                 [("mean", [1], True)], False),
     "sum(-1).view": (lambda m, x: x.sum(-1).view(x.size(0), -1), {}, [("sum", [3], True)], False),
     "mean(all,keepdim)": (lambda m, x: x.mean((1, 2, 3), keepdim=True), {}, [("mean", [1, 2, 3], True)], True),
@@ -194,10 +196,10 @@ FORMS = {
                               True),
     "slice.mean": (lambda m, x: x[:, 2:6].mean((2, 3)), {}, [("mean", [2, 3], False)], True),
     "linear->mean(-1,keepdim)": (lambda m, x: m.fc(x.flatten(1)).mean(-1, keepdim=True),
-                                 {"fc": nn.Linear(8 * 6 * 7, 10)}, [("mean", [1], True)], False),
+                                 {"fc": lambda: nn.Linear(8 * 6 * 7, 10)}, [("mean", [1], True)], False),
     "cbam_spatial_map": (lambda m, x: torch.sigmoid(m.s(torch.cat([x.mean(1, keepdim=True), x.sum(1, keepdim=True)],
                                                                   1))),
-                         {"s": nn.Conv2d(2, 1, 3, padding=1)}, [("mean", [1], True), ("sum", [1], True)], True),
+                         {"s": lambda: nn.Conv2d(2, 1, 3, padding=1)}, [("mean", [1], True), ("sum", [1], True)], True),
 }
 
 
@@ -205,7 +207,7 @@ FORMS = {
 def converted(name):
     fn, modules, _, _ = FORMS[name]
     torch.manual_seed(7)
-    model = Head(fn, **modules).eval()
+    model = Head(fn, **{key: build() for key, build in modules.items()}).eval()
     rng = np.random.default_rng(11)
     calib = [rng.uniform(-1, 1, (8, 3, 6, 7)).astype(np.float32) for _ in range(3)]
     return model, qruntime.quantize(model, calib, progress=False), calib
