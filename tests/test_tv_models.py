@@ -26,13 +26,7 @@ CONVERTS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobil
             "googlenet", "lraspp_mobilenet_v3_large", "fcn_resnet50")
 FX_FLOOR_DB = 15.0
 
-# Converts, but misses the target today: the issue stays open on it. Each holds the SQNR shortfall
-# below FX measured when it was listed; the test asserts the gap has not grown past it (a regression
-# guard, not the target) and fails once the target is met, to move the model to CONVERTS.
-BELOW_TARGET = {}
-
-assert set(CONVERTS) | set(BELOW_TARGET) == set(tv_models.NAMES)  # every architecture of the issue converts
-assert len(CONVERTS) + len(BELOW_TARGET) == len(tv_models.NAMES)
+assert sorted(CONVERTS) == sorted(tv_models.NAMES)  # every architecture of the issue converts and meets the target
 
 CALIBRATION_BATCHES = 4  # of 8 crops each; also what sets the BatchNorm statistics (tv_models.build)
 EVALUATION_BATCHES = 4
@@ -102,13 +96,6 @@ def compare_with_fx(name, table):
 def test_sqnr_not_below_torch_int8(name, table):
     ours, theirs, floor = compare_with_fx(name, table)
     assert ours >= floor, f"{name}: qruntime {ours:.2f} dB, torch x86 int8 {theirs} dB"
-
-
-@pytest.mark.parametrize("name", sorted(BELOW_TARGET))
-def test_below_target_gap_has_not_grown(name, table):
-    ours, theirs, floor = compare_with_fx(name, table)
-    assert ours < floor, f"{name} meets the target now ({ours:.2f} dB): move it to CONVERTS"
-    assert ours >= floor + 1.0 - BELOW_TARGET[name], f"{name}: qruntime {ours:.2f} dB, torch x86 int8 {theirs} dB"
 
 
 def test_segmentation_output_follows_the_input_size():
