@@ -177,8 +177,8 @@ def _expected_packed(isa, b, packed):
         return b.reshape(-1)
     if isa == "avx2":
         return _expected_avx2(b, packed)
-    nr = 32
-    groups = (k + 3) // 4 if isa.startswith("avx512") else -(-k // 64) * 16
+    nr = 16 if isa.startswith("avx_vnni") else 32  # avx_vnni, avx_vnni_evex: panels of 16 columns
+    groups = -(-k // 64) * 16 if isa == "amx" else (k + 3) // 4
     out = np.zeros((-(-n // nr), groups, nr, 4), np.int8)
     for j in range(n):
         for p in range(k):

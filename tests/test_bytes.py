@@ -16,7 +16,8 @@ CHANNELS = list(range(1, 521))
 def test_byte_kernels_follow_the_vbmi_bit():
     here = qruntime.available_isas(emulated=True)
     vbmi = qruntime.cpu_info()["flags"]["avx512_vbmi"]
-    expected = {"scalar": "scalar", "avx2": "scalar", "avx512_vnni": "avx512_vbmi" if vbmi else "scalar",
+    expected = {"scalar": "scalar", "avx2": "scalar", "avx_vnni": "scalar", "avx_vnni_evex": "scalar",
+                "avx_vnni_emulated": "scalar", "avx512_vnni": "avx512_vbmi" if vbmi else "scalar",
                 "amx": "avx512_vbmi" if vbmi else "scalar",
                 "avx512_vnni_emulated": "avx512_vbmi_emulated", "amx_emulated": "avx512_vbmi_emulated"}
     for isa in here:

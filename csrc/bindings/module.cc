@@ -49,6 +49,7 @@ py::dict cpu_info() {
   flags["avx512dq"] = f.avx512dq;
   flags["avx512_vnni"] = f.avx512_vnni;
   flags["avx512_vbmi"] = f.avx512_vbmi;
+  flags["avx_vnni"] = f.avx_vnni;
   flags["amx_tile"] = f.amx_tile;
   flags["amx_int8"] = f.amx_int8;
   py::dict os;
@@ -73,6 +74,22 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_info", &cpu_info);
   m.def("isa", [] { return qr::active_kernels().isa; });
   m.def("available_isas", &qr::available_isas, py::arg("emulated") = false);
+  m.def(
+      "_select_isas",
+      [](const py::dict& flags, bool x86, bool emulated) {
+        // A made-up CPU: every flag and OS bit of CpuFeatures by its cpu_info() name, missing = false.
+        auto get = [&](const char* key) { return flags.contains(key) && flags[key].cast<bool>(); };
+        qr::CpuFeatures f;
+        f.avx2 = get("avx2"), f.fma = get("fma"), f.avx512f = get("avx512f"), f.avx512bw = get("avx512bw");
+        f.avx512vl = get("avx512vl"), f.avx512dq = get("avx512dq"), f.avx512_vnni = get("avx512_vnni");
+        f.avx512_vbmi = get("avx512_vbmi"), f.avx_vnni = get("avx_vnni"), f.amx_tile = get("amx_tile");
+        f.amx_int8 = get("amx_int8"), f.os_avx = get("os_avx"), f.os_avx512 = get("os_avx512");
+        f.os_amx = get("os_amx"), f.amx_permitted = get("amx_permitted");
+        const qr::IsaSelection s = qr::select_isas(f, x86, emulated);
+        return py::make_tuple(s.real, s.test_only);
+      },
+      py::arg("flags"), py::arg("x86") = true, py::arg("emulated") = false,
+      "dispatch's choice for a made-up CPU: (real paths best first, test-only paths); pure, for tests");
   m.def("byte_kernels_isa", [](const std::string& isa) { return std::string(qr::kernel_table(isa).bytes->isa); },
         py::arg("isa"), "which unit's lut and gather an ISA path runs (VBMI has its own CPUID bit)");
   m.def("set_num_threads", [](int n) { qr::ThreadPool::global().set_num_threads(n); });

@@ -70,6 +70,7 @@ CpuFeatures detect() {
 
   if (max_leaf >= 7) {
     __cpuid_count(7, 0, a, b, c, d);
+    const unsigned max_subleaf7 = a;
     f.avx2 = (b >> 5) & 1;
     f.avx512f = (b >> 16) & 1;
     f.avx512dq = (b >> 17) & 1;
@@ -79,6 +80,10 @@ CpuFeatures detect() {
     f.avx512_vnni = (c >> 11) & 1;
     f.amx_tile = (d >> 24) & 1;
     f.amx_int8 = (d >> 25) & 1;
+    if (max_subleaf7 >= 1) {
+      __cpuid_count(7, 1, a, b, c, d);
+      f.avx_vnni = (a >> 4) & 1;
+    }
   }
   if (f.amx_tile && f.amx_int8 && f.os_amx) f.amx_permitted = request_amx_permission();
   return f;

@@ -9,6 +9,7 @@ struct CpuFeatures {
   bool avx2 = false, fma = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512_vnni = false;
   bool avx512_vbmi = false;  // vpermi2b on bytes; not implied by VNNI (Cascade Lake lacks it)
+  bool avx_vnni = false;     // VEX vpdpbusd on ymm (CPUID.(7,1):EAX bit 4); Alder Lake and later clients
   bool amx_tile = false, amx_int8 = false;
   bool os_avx = false;     // XCR0: SSE and AVX state
   bool os_avx512 = false;  // XCR0: opmask, ZMM_Hi256, Hi16_ZMM

@@ -13,6 +13,7 @@
 #include "kernels/avx2/avx2.h"
 #include "kernels/avx512vbmi/avx512vbmi.h"
 #include "kernels/avx512vnni/avx512vnni.h"
+#include "kernels/avxvnni/avxvnni.h"
 #endif
 
 namespace qr {
@@ -35,55 +36,60 @@ const BytePermuteKernels* overlay(Registry& r, const BytePermuteKernels* base, c
   return &r.byte_tables.back();
 }
 
-Registry build_registry() {
-  Registry r;
+// One path's table. Every x86 table starts from avx2's (its eltwise kernels, its depthwise and
+// gemm until a path replaces them) and the scalar byte moves.
+KernelTable make_table(Registry& r, const std::string& isa, const CpuFeatures& f) {
   KernelTable t{"scalar", ref::gemm_kernels(), ref::dwconv_kernels(), ref::eltwise_kernels(), ref::byte_kernels()};
-  r.tables["scalar"] = t;
-  std::vector<std::string> ascending = {"scalar"};
+  if (isa == "scalar") return t;
 #if defined(QR_WITH_X86)
-  const CpuFeatures& f = cpu_features();
-  const bool has_avx2 = f.avx2 && f.fma && f.os_avx;
-  const bool has_avx512 = has_avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512_vnni && f.os_avx512;
-  const bool has_amx = has_avx512 && f.amx_tile && f.amx_int8 && f.os_amx && f.amx_permitted;
-  // vpermi2b is AVX512_VBMI, a CPUID bit of its own: without it the AVX-512 tables keep avx2's bytes.
-  const bool has_vbmi = has_avx512 && f.avx512_vbmi;
-  if (has_avx2) {
-    t.isa = "avx2";
-    t.gemm = avx2::gemm_kernels();
-    t.dwconv = avx2::dwconv_kernels();
-    t.eltwise = avx2::eltwise_kernels();  // the AVX-512 tables keep it
-    r.tables["avx2"] = t;
-    ascending.push_back("avx2");
+  t.gemm = avx2::gemm_kernels();
+  t.dwconv = avx2::dwconv_kernels();
+  t.eltwise = avx2::eltwise_kernels();
+  t.isa = isa;
+  if (isa == "avx2") return t;
+  // AVX-VNNI: avx2's table with only the GEMM replaced.
+  if (isa == "avx_vnni") return t.gemm = avx_vnni::gemm_kernels(), t;
+  if (isa == "avx_vnni_evex") return t.gemm = avx_vnni_evex::gemm_kernels(), t;
+  if (isa == "avx512_vnni" || isa == "amx") {
+    t.gemm = isa == "amx" ? amx::gemm_kernels() : avx512_vnni::gemm_kernels();
+    t.dwconv = avx512_vnni::dwconv_kernels();
+    // vpermi2b is AVX512_VBMI, a CPUID bit of its own: without it the AVX-512 tables keep avx2's bytes.
+    if (f.avx512_vbmi) t.bytes = overlay(r, t.bytes, avx512_vbmi::byte_kernels());
+    return t;
+  }
 #if defined(QR_WITH_EMULATED)
-    // Emulated AVX-512 code is SIMDe on AVX2, so it needs an AVX2 CPU; it builds on the avx2 table.
-    KernelTable e = t;
-    e.isa = "avx512_vnni_emulated";
-    e.gemm = avx512_vnni_emulated::gemm_kernels();
-    e.dwconv = avx512_vnni_emulated::dwconv_kernels();
-    e.bytes = overlay(r, t.bytes, avx512_vbmi_emulated::byte_kernels());  // whether or not this CPU has VBMI
-    r.tables[e.isa] = e;
-    e.isa = "amx_emulated";
-    e.gemm = amx_emulated::gemm_kernels();
-    r.tables[e.isa] = e;
-    r.emulated = {"avx512_vnni_emulated", "amx_emulated"};
-#endif
-    if (has_avx512) {
-      t.isa = "avx512_vnni";
-      t.gemm = avx512_vnni::gemm_kernels();
-      t.dwconv = avx512_vnni::dwconv_kernels();
-      if (has_vbmi) t.bytes = overlay(r, t.bytes, avx512_vbmi::byte_kernels());
-      r.tables["avx512_vnni"] = t;
-      ascending.push_back("avx512_vnni");
-      if (has_amx) {
-        t.isa = "amx";
-        t.gemm = amx::gemm_kernels();
-        r.tables["amx"] = t;
-        ascending.push_back("amx");
-      }
-    }
+  // Emulated code is SIMDe on AVX2 (or the tile model), so it needs an AVX2 CPU.
+  if (isa == "avx_vnni_emulated") return t.gemm = avx_vnni_emulated::gemm_kernels(), t;
+  if (isa == "avx512_vnni_emulated" || isa == "amx_emulated") {
+    t.gemm = isa == "amx_emulated" ? amx_emulated::gemm_kernels() : avx512_vnni_emulated::gemm_kernels();
+    t.dwconv = avx512_vnni_emulated::dwconv_kernels();
+    t.bytes = overlay(r, t.bytes, avx512_vbmi_emulated::byte_kernels());  // whether or not this CPU has VBMI
+    return t;
   }
 #endif
-  r.real.assign(ascending.rbegin(), ascending.rend());
+#endif
+  (void)f;
+  throw InternalError("no kernel table for ISA path '" + isa + "'");
+}
+
+Registry build_registry() {
+  Registry r;
+#if defined(QR_WITH_X86)
+  const bool x86 = true;
+#else
+  const bool x86 = false;
+#endif
+#if defined(QR_WITH_EMULATED)
+  const bool emulated = true;
+#else
+  const bool emulated = false;
+#endif
+  const CpuFeatures& f = cpu_features();
+  IsaSelection s = select_isas(f, x86, emulated);
+  r.real = s.real;
+  r.emulated = s.test_only;
+  for (const auto& v : {s.real, s.test_only})
+    for (const auto& isa : v) r.tables[isa] = make_table(r, isa, f);
   return r;
 }
 
@@ -98,7 +104,9 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-const std::vector<std::string> kKnownIsas = {"scalar", "avx2", "avx512_vnni", "amx", "avx512_vnni_emulated", "amx_emulated"};
+const std::vector<std::string> kKnownIsas = {"scalar",        "avx2",          "avx_vnni",          "avx512_vnni",
+                                             "amx",           "avx_vnni_evex", "avx_vnni_emulated", "avx512_vnni_emulated",
+                                             "amx_emulated"};
 
 const KernelTable& resolve_active() {
   const Registry& r = registry();
@@ -115,6 +123,33 @@ const KernelTable& resolve_active() {
 }
 
 }  // namespace
+
+IsaSelection select_isas(const CpuFeatures& f, bool x86, bool emulated) {
+  IsaSelection s;
+  std::vector<std::string> ascending = {"scalar"};
+  if (x86) {
+    const bool has_avx2 = f.avx2 && f.fma && f.os_avx;
+    const bool has_avx512 =
+        has_avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512_vnni && f.os_avx512;
+    const bool has_amx = has_avx512 && f.amx_tile && f.amx_int8 && f.os_amx && f.amx_permitted;
+    // VEX vpdpbusd on ymm needs only the AVX state in XCR0.
+    const bool has_avx_vnni = has_avx2 && f.avx_vnni;
+    // The EVEX form on ymm: AVX512_VNNI + AVX512VL, with the AVX-512 state.
+    const bool has_vnni_vl = has_avx2 && f.avx512f && f.avx512vl && f.avx512_vnni && f.os_avx512;
+    if (has_avx2) {
+      ascending.push_back("avx2");
+      if (has_avx_vnni) ascending.push_back("avx_vnni");  // ranks below avx512_vnni: picked only without it
+      if (has_avx512) ascending.push_back("avx512_vnni");
+      if (has_amx) ascending.push_back("amx");
+      if (has_vnni_vl) s.test_only.push_back("avx_vnni_evex");
+      if (emulated) {
+        for (const char* e : {"avx_vnni_emulated", "avx512_vnni_emulated", "amx_emulated"}) s.test_only.push_back(e);
+      }
+    }
+  }
+  s.real.assign(ascending.rbegin(), ascending.rend());
+  return s;
+}
 
 std::vector<std::string> available_isas(bool emulated) {
   const Registry& r = registry();

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "dispatch/cpu_features.h"
 #include "kernels/kernels.h"
 
 namespace qr {
@@ -20,7 +21,17 @@ struct KernelTable {
   const BytePermuteKernels* bytes;
 };
 
-// Real paths best first; with emulated, the emulated paths of this build follow.
+// The paths a CPU with features `f` runs, for a build with the x86 units (x86) and the emulated
+// ones (emulated). Pure: tests feed it made-up CPUs. real: best first, automatic dispatch takes
+// real[0]; avx_vnni ranks below avx512_vnni, so it is picked only where AVX-512 is absent.
+// test_only: paths only QRUNTIME_ISA or an explicit isa= selects: avx_vnni_evex (the AVX-VNNI
+// kernel in EVEX encoding, on AVX-512 VNNI + VL hardware) and the emulated paths.
+struct IsaSelection {
+  std::vector<std::string> real, test_only;
+};
+IsaSelection select_isas(const CpuFeatures& f, bool x86, bool emulated);
+
+// Real paths best first; with emulated, the test-only paths of this build and CPU follow.
 std::vector<std::string> available_isas(bool emulated);
 
 // The table of one available path; ValueError naming the alternatives otherwise.

@@ -7,6 +7,9 @@ def cpu_info() -> dict:
     info = _core.cpu_info()
     info["available_isas"] = _core.available_isas(False)
     info["emulated_isas"] = [i for i in _core.available_isas(True) if i.endswith("_emulated")]
+    # Paths only an explicit isa= or QRUNTIME_ISA selects: the emulated ones and avx_vnni_evex (the
+    # AVX-VNNI kernel in EVEX encoding, run on AVX-512 VNNI hardware).
+    info["test_only_isas"] = [i for i in _core.available_isas(True) if i not in info["available_isas"]]
     info["isa"] = _core.isa()
     info["num_threads"] = _core.get_num_threads()
     return info
@@ -18,7 +21,8 @@ def isa() -> str:
 
 
 def available_isas(emulated: bool = False) -> list:
-    """ISA paths this machine runs, best first; with emulated=True, the test build's emulated paths too."""
+    """ISA paths this machine runs, best first; with emulated=True, the test-only paths too (the test
+    build's emulated paths, and avx_vnni_evex on AVX-512 VNNI hardware)."""
     return _core.available_isas(bool(emulated))
 
 
