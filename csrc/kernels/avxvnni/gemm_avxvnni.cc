@@ -77,23 +77,23 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, int m, int k, uint8_t* dst) {
   }
 }
 
+// The K loop of an R x 16 tile: accumulators from init0/init1 (columns 0-7, 8-15), out[r] gets
+// row r's. Its own (non-inlined) function: inlined into the epilogue, GCC kept the accumulators'
+// home on the stack and stored 10 of the 12 every K group (docs/kernels.md, the avx2 kernels).
 // V = column vectors computed: 2 (16 columns), or 1 when the panel holds at most 8 valid columns
 // (a narrow layer or the tail of one).
 template <int R, int V>
-void micro_kernel(const uint8_t* a_strip, const int8_t* b, int kg, const Epilogue& ep, int col, uint8_t* c,
-                  size_t c_row_bytes, int valid) {
+__attribute__((noinline)) void accumulate(const int32_t* ap, const int8_t* b, int kg, __m256i init0, __m256i init1,
+                                          __m256i (&out)[R][2]) {
   __m256i acc[R][2];
-  __m256i bias0, bias1;
-  init_acc16(ep, col, bias0, bias1);
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) {
-    acc[r][0] = bias0;
-    acc[r][1] = bias1;
+    acc[r][0] = init0;
+    acc[r][1] = init1;
   }
-  const int32_t* ap = reinterpret_cast<const int32_t*>(a_strip);
-  for (int g = 0; g < kg; ++g, ap += kMR) {
-    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + g * 64));
-    const __m256i b1 = V == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + g * 64 + 32)) : _mm256_setzero_si256();
+  for (int g = 0; g < kg; ++g, ap += kMR, b += 64) {
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+    const __m256i b1 = V == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32)) : _mm256_setzero_si256();
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
       const __m256i av = _mm256_set1_epi32(ap[r]);
@@ -101,6 +101,20 @@ void micro_kernel(const uint8_t* a_strip, const int8_t* b, int kg, const Epilogu
       if (V == 2) acc[r][1] = QR_DPBUSD256(acc[r][1], av, b1);
     }
   }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    out[r][0] = acc[r][0];
+    out[r][1] = acc[r][1];
+  }
+}
+
+template <int R, int V>
+void micro_kernel(const uint8_t* a_strip, const int8_t* b, int kg, const Epilogue& ep, int col, uint8_t* c,
+                  size_t c_row_bytes, int valid) {
+  __m256i bias0, bias1;
+  init_acc16(ep, col, bias0, bias1);
+  __m256i acc[R][2];
+  accumulate<R, V>(reinterpret_cast<const int32_t*>(a_strip), b, kg, bias0, bias1, acc);
   store_rows16<R, true>(acc, ep, col, c, c_row_bytes, valid);
 }
 
