@@ -115,7 +115,7 @@ def cpu_isa():
     except OSError:
         return "unknown"
     for isa, needs in (("amx", {"amx_tile", "amx_int8"}), ("avx512_vnni", {"avx512bw", "avx512_vnni"}),
-                       ("avx512", {"avx512bw"}), ("avx2", {"avx2"})):
+                       ("avx512", {"avx512bw"}), ("avx_vnni", {"avx_vnni"}), ("avx2", {"avx2"})):
         if needs <= flags:
             return isa
     return "sse"
