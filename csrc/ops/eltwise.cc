@@ -1,7 +1,7 @@
-// Quantized add, concat and lookup tables on uint8. The add of two full tensors (the engine's
-// residual add) and mul run the kernel table's (kernels/*/eltwise_*.cc); the broadcast adds are plain C++
-// loops over contiguous values (channels innermost) that the compiler vectorises, and concat and
-// lut are byte copies and table lookups.
+// Quantized add, mul, concat and lookup tables on uint8. The add of two full tensors (the engine's
+// residual add) and mul run the kernel table's eltwise kernels (kernels/*/eltwise_*.cc), lut and
+// concat's requantizing copies its byte kernels (BytePermuteKernels); the broadcast adds are plain
+// C++ loops over contiguous values (channels innermost) that the compiler vectorises.
 #include "ops/eltwise.h"
 
 #include <algorithm>
