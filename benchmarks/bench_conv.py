@@ -137,7 +137,8 @@ def build(engine, isa, p):
     # Every engine gets its input in channels-last memory, as inside a network where each layer
     # receives its predecessor's output; an NCHW-contiguous input would time a layout conversion.
     if engine == "qruntime":
-        packed = qruntime.ops.pack_conv2d(p.w_q, L.groups, isa=isa)
+        # Packed for the layer's geometry, as a model's conv node packs (the packer may choose Winograd).
+        packed = qruntime.ops.pack_conv2d(p.w_q, L.groups, isa=isa, stride=L.stride, dilation=1)
         x_cl = np.ascontiguousarray(p.x_q.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
         args = (x_cl, p.x_scale, p.x_zp, packed, p.w_scale, p.bias, p.out_scale, p.out_zp)
         conv2d = qruntime.ops.conv2d

@@ -165,18 +165,30 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("kernel_size", [](const qr::ops::PackedConv2d& p) { return py::make_tuple(p.kh, p.kw); })
       .def_property_readonly("groups", [](const qr::ops::PackedConv2d& p) { return p.groups; })
       .def_property_readonly("depthwise", [](const qr::ops::PackedConv2d& p) { return p.depthwise; })
-      .def_property_readonly("dw_kernel_choice", [](const qr::ops::PackedConv2d& p) { return p.dw_kernel_choice; });
+      .def_property_readonly("dw_kernel_choice", [](const qr::ops::PackedConv2d& p) { return p.dw_kernel_choice; })
+      .def_property_readonly("winograd", [](const qr::ops::PackedConv2d& p) { return p.winograd(); })
+      .def_property_readonly("kernel_choice", [](const qr::ops::PackedConv2d& p) { return p.kernel_choice; });
 
   m.def(
       "pack_conv2d",
-      [](const CArray<int8_t>& w, int groups, const std::string& isa) {
+      [](const CArray<int8_t>& w, int groups, const std::string& isa, std::optional<std::array<int, 2>> stride,
+         std::optional<std::array<int, 2>> dilation) {
         if (w.ndim() != 4) throw py::value_error("w_q must be 4-D");
         const int oc = dim(w.shape(0), "w_q"), icg = dim(w.shape(1), "w_q");
         const int kh = dim(w.shape(2), "w_q"), kw = dim(w.shape(3), "w_q");
+        std::optional<qr::ops::Conv2dGeometry> g;
+        if (stride && dilation) {
+          g.emplace();
+          g->stride_h = (*stride)[0];
+          g->stride_w = (*stride)[1];
+          g->dil_h = (*dilation)[0];
+          g->dil_w = (*dilation)[1];
+        }
         py::gil_scoped_release nogil;
-        return qr::ops::pack_conv2d(w.data(), oc, icg, kh, kw, groups, isa);
+        return qr::ops::pack_conv2d(w.data(), oc, icg, kh, kw, groups, isa, g ? &*g : nullptr);
       },
-      py::arg("w").noconvert(), py::arg("groups"), py::arg("isa") = "");
+      py::arg("w").noconvert(), py::arg("groups"), py::arg("isa") = "", py::arg("stride") = py::none(),
+      py::arg("dilation") = py::none());
 
   m.def(
       "conv2d",

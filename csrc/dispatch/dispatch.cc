@@ -46,7 +46,7 @@ KernelTable make_table(Registry& r, const std::string& isa, const CpuFeatures& f
   t.dwconv = avx2::dwconv_kernels();
   t.eltwise = avx2::eltwise_kernels();
   t.isa = isa;
-  if (isa == "avx2") return t;
+  if (isa == "avx2") return t.winograd = avx2::winograd_kernels(), t;
   // AVX-VNNI: avx2's table with only the GEMM replaced.
   if (isa == "avx_vnni") return t.gemm = avx_vnni::gemm_kernels(), t;
   if (isa == "avx_vnni_evex") return t.gemm = avx_vnni_evex::gemm_kernels(), t;

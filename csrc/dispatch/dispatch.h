@@ -19,6 +19,9 @@ struct KernelTable {
   const DwConvKernels* dwconv;
   const EltwiseKernels* eltwise;
   const BytePermuteKernels* bytes;
+  // avx2 only (docs/kernels.md, "Winograd"): on the VNNI paths vpdpbusd does 4 MACs per lane where
+  // int16 Winograd does 2, which its 2.25x fewer products barely repay before its transforms.
+  const WinogradKernels* winograd = nullptr;
 };
 
 // The paths a CPU with features `f` runs, for a build with the x86 units (x86) and the emulated

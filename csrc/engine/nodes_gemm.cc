@@ -64,7 +64,7 @@ class Conv2dNode : public Node {
     try {
       packed_ = ops::pack_conv2d(static_cast<const int8_t*>(w->data), as_int(w->shape[0], spec, "weight"),
                                  as_int(w->shape[1], spec, "weight"), as_int(w->shape[2], spec, "weight"),
-                                 as_int(w->shape[3], spec, "weight"), groups, graph.isa);
+                                 as_int(w->shape[3], spec, "weight"), groups, graph.isa, &g_);
     } catch (const ValueError& e) {
       throw ValueError(where(spec) + ": " + e.what());
     }
@@ -102,6 +102,7 @@ class Conv2dNode : public Node {
     if (packed_->depthwise)
       return std::string("dwconv ") + packed_->table->isa +
              (packed_->dw_kernel_choice.empty() ? "" : " (" + packed_->dw_kernel_choice + ")");
+    if (packed_->winograd()) return std::string("winograd ") + packed_->table->isa + " (" + packed_->kernel_choice + ")";
     return std::string("gemm ") + packed_->table->isa + kernel_choice(packed_->group_gemm);
   }
 

@@ -282,6 +282,71 @@ void run_depthwise(const PackedConv2d& p, const uint8_t* x, int n, int h, int w,
   });
 }
 
+// Winograd F(2x2, 3x3) over the batch: blocks of output tiles (a multiple of the thread count, of
+// near-equal size) times chunks of output-channel panels when there are few blocks. Each call
+// transforms its block's input itself: when chunks share a block that is repeated, at a cost of
+// about 1.6 / oc of the block's GEMM work.
+void run_winograd(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, const Requant& rq, uint8_t zp,
+                  const Conv2dGeometry& g, int oh, int ow, uint8_t* y) {
+  const WinogradKernels& k = *p.table->winograd;
+  const int64_t tiles = static_cast<int64_t>(n) * ((oh + 1) / 2) * ((ow + 1) / 2);
+  ThreadPool& pool = ThreadPool::global();
+  const int threads = pool.num_threads();
+  int64_t blocks = (tiles + k.block_tiles(c) - 1) / k.block_tiles(c);
+  if (blocks >= threads) blocks = (blocks + threads - 1) / threads * threads;
+  blocks = std::min(blocks, tiles);
+  const int64_t per_block = (tiles + blocks - 1) / blocks;
+  blocks = (tiles + per_block - 1) / per_block;
+  const int panels = (p.oc + k.nr - 1) / k.nr;
+  int chunks = blocks >= 2 * threads ? 1 : std::min<int>(panels, static_cast<int>((2 * threads + blocks - 1) / blocks));
+  const int panels_per_chunk = (panels + chunks - 1) / chunks;
+  chunks = (panels + panels_per_chunk - 1) / panels_per_chunk;
+  WinogradTask base{};
+  base.x = x;
+  base.h = h;
+  base.w = w;
+  base.c = c;
+  base.x_zp = zp;
+  base.pad_t = g.pad_t;
+  base.pad_l = g.pad_l;
+  base.oh = oh;
+  base.ow = ow;
+  base.u = p.winograd_u.as<int16_t>();
+  base.oc = p.oc;
+  base.ep = rq.epilogue();
+  base.y = y;
+  const size_t scratch = k.scratch_bytes(c);
+  pool.parallel_for(blocks * chunks, [&](int64_t task) {
+    thread_local AlignedBuffer scratch_buf;
+    scratch_buf.ensure(scratch);
+    WinogradTask t = base;
+    const int64_t b = task / chunks;
+    const int chunk = static_cast<int>(task % chunks);
+    t.tile0 = b * per_block;
+    t.tiles = static_cast<int>(std::min(per_block, tiles - t.tile0));
+    t.panel0 = chunk * panels_per_chunk;
+    t.panels = std::min(panels_per_chunk, panels - t.panel0);
+    t.scratch = scratch_buf.as<void>();
+    k.run(t);
+  });
+}
+
+// Winograd's bounds (docs/quantization.md, "Winograd"): the direct sum over 9 * c products of
+// [0, 255] by [-127, 127] must stay below 2^29 in magnitude, so that 4x it fits int32.
+constexpr int kWinogradMaxChannels = 1841;  // 255 * 127 * 9 * 1841 < 2^29 <= 255 * 127 * 9 * 1842
+// Fewer input channels than this and the tile transforms cost more than the products saved
+// (bench_conv.py --winograd, AVX2).
+constexpr int kWinogradMinChannels = 8;
+
+// Why Winograd runs on these weights, or empty when it does not.
+std::string winograd_choice(const KernelTable& table, int icg, int kh, int kw, int groups, const Conv2dGeometry* g) {
+  if (!table.winograd || kh != 3 || kw != 3 || groups != 1 || !g) return "";
+  if (g->stride_h != 1 || g->stride_w != 1 || g->dil_h != 1 || g->dil_w != 1) return "";
+  if (icg < kWinogradMinChannels || icg > kWinogradMaxChannels) return "";
+  return "winograd F(2x2,3x3): stride-1 3x3 conv of " + std::to_string(icg) +
+         " input channels, int16 transforms, exact";
+}
+
 }  // namespace
 
 namespace {
@@ -314,7 +379,7 @@ std::pair<int, int> conv2d_output_hw(const PackedConv2d& p, int h, int w, const 
 }
 
 std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int kh, int kw, int groups,
-                                          const std::string& isa) {
+                                          const std::string& isa, const Conv2dGeometry* geometry) {
   QR_CHECK_ARG(oc >= 1 && icg >= 1 && kh >= 1 && kw >= 1, "w_q must not have a zero-size dimension");
   QR_CHECK_ARG(groups >= 1 && oc % groups == 0, "groups must divide the output channels");
   const int64_t k = static_cast<int64_t>(kh) * kw * icg;
@@ -350,6 +415,13 @@ std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int 
     }
     return p;
   }
+  p->kernel_choice = winograd_choice(*p->table, icg, kh, kw, groups, geometry);
+  if (!p->kernel_choice.empty()) {
+    const WinogradKernels& wk = *p->table->winograd;
+    p->winograd_u.reset(wk.packed_bytes(oc, icg));
+    wk.pack(w, oc, icg, p->winograd_u.as<int16_t>());
+    return p;
+  }
   // torch's (oc, icg, kh, kw) to the GEMM's rows of K ordered (ky, kx, ic), like the NHWC input.
   const int ocg = oc / groups;
   std::vector<int8_t> b(static_cast<size_t>(ocg) * k);
@@ -381,6 +453,11 @@ void conv2d(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c,
   const auto [oh, ow] = conv2d_output_hw(p, h, w, g);
   if (n == 0) return;
   if (p.depthwise) return run_depthwise(p, x, n, h, w, c, rq, zp, g, oh, ow, y);
+  if (p.winograd()) {
+    QR_CHECK_ARG(g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1,
+                 "these weights were packed for Winograd, which runs at stride 1 and dilation 1 only");
+    return run_winograd(p, x, n, h, w, c, rq, zp, g, oh, ow, y);
+  }
 
   const int64_t m64 = static_cast<int64_t>(n) * oh * ow;
   QR_CHECK_ARG(m64 <= std::numeric_limits<int>::max(), "x_q: batch * output pixels must be below 2^31");

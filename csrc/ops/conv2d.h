@@ -24,18 +24,24 @@ struct PackedConv2d {
   std::vector<int8_t> dw_extra_weights;   // depthwise: the path's second layout, if it took these weights
   std::string dw_kernel_choice;           // depthwise: which of the path's kernels runs and why (empty: one kernel)
   std::vector<int32_t> colsum;            // per output channel, over all its K products
+  // Winograd (stride-1 3x3 of one group, where the path has the kernel): U' packed for it, in place
+  // of group_gemm, and why it was chosen; such weights run at stride 1 and dilation 1 only.
+  AlignedBuffer winograd_u;
+  std::string kernel_choice;
+  bool winograd() const { return winograd_u.size() > 0; }
   int k() const { return kh * kw * icg; }
 };
-
-// w: (oc, icg, kh, kw) int8 contiguous, torch's layout.
-std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int kh, int kw, int groups,
-                                          const std::string& isa);
 
 struct Conv2dGeometry {
   int stride_h = 1, stride_w = 1;
   int pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0;
   int dil_h = 1, dil_w = 1;
 };
+
+// w: (oc, icg, kh, kw) int8 contiguous, torch's layout. geometry: the one the weights will always
+// run with, when known (a model's node), which lets the packer choose Winograd; null: any.
+std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int kh, int kw, int groups,
+                                          const std::string& isa, const Conv2dGeometry* geometry = nullptr);
 
 // Checks the geometry (ValueError naming what is wrong) and returns the output (height, width).
 std::pair<int, int> conv2d_output_hw(const PackedConv2d& p, int h, int w, const Conv2dGeometry& g);

@@ -193,16 +193,25 @@ def _conv_weight_shape(w_q, groups):
 
 
 @_op("pack_conv2d")
-def pack_conv2d(w_q, groups=1, isa=None):
-    """Prepacks conv weights (OC, IC/groups, KH, KW) int8 in [-127, 127] once for repeated calls."""
+def pack_conv2d(w_q, groups=1, isa=None, *, stride=None, dilation=None):
+    """Prepacks conv weights (OC, IC/groups, KH, KW) int8 in [-127, 127] once for repeated calls.
+
+    With stride and dilation given, the weights are packed for that geometry only, and the packer may
+    choose a kernel for it: exact Winograd F(2x2, 3x3) for a stride-1 3x3 conv of one group, on a
+    path that has it (``PackedConv2d.kernel_choice`` says why). Without them, any geometry runs.
+    """
     groups = _groups(groups)
     _conv_weight_shape(w_q, groups)
-    return _packed_conv(w_q, groups, _isa(isa))
+    if (stride is None) != (dilation is None):
+        raise ValueError("pack_conv2d takes stride and dilation together, or neither")
+    geometry = None if stride is None else (_pair(stride, "stride"), _pair(dilation, "dilation"))
+    return _packed_conv(w_q, groups, _isa(isa), geometry)
 
 
-def _packed_conv(w_q, groups, isa):
-    """Conv weights whose shape is already checked, packed."""
-    return _core.pack_conv2d(_symmetric(w_q, "w_q"), groups, isa)
+def _packed_conv(w_q, groups, isa, geometry=None):
+    """Conv weights whose shape is already checked, packed (for one (stride, dilation) when given)."""
+    stride, dilation = geometry if geometry else (None, None)
+    return _core.pack_conv2d(_symmetric(w_q, "w_q"), groups, isa, stride, dilation)
 
 
 def _conv_output_hw(h, w, kernel, stride, dilation, pads):
@@ -256,7 +265,7 @@ def conv2d(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp, stride=1, 
     ws = _checks.scales(w_scale, "w_scale", oc)
     b = _checks.bias(bias, "bias", oc)
     _checks.output((n, oc, oh, ow), np.uint8)
-    packed = w_q if isinstance(w_q, PackedConv2d) else _packed_conv(w_q, groups, isa)
+    packed = w_q if isinstance(w_q, PackedConv2d) else _packed_conv(w_q, groups, isa, ((sh, sw), (dh, dw)))
     # NHWC inside; an NCHW view of NHWC memory (what conv2d returns) goes in without a copy.
     x_nhwc = _checks.contiguous(x_q.transpose(0, 2, 3, 1))
     y = _core.conv2d(x_nhwc, s_x, zp_x, packed, _checks.float32(ws), _checks.float32(b), s_y, zp_y, act, [sh, sw],

@@ -7,4 +7,5 @@ namespace qr::avx2 {
 const GemmKernels* gemm_kernels();
 const DwConvKernels* dwconv_kernels();
 const EltwiseKernels* eltwise_kernels();
+const WinogradKernels* winograd_kernels();
 }

@@ -1,0 +1,41 @@
+// The AVX2 vpmaddwd K loop shared by the exact GEMM (gemm_avx2.cc) and the Winograd kernel
+// (winograd_avx2.cc): R rows of int16 K pairs against one 16-column panel of int16 pairs
+// (docs/kernels.md, "avx2"). Internal linkage, as epilogue_avx2.h: each unit keeps its own copy.
+#pragma once
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace {
+
+// The K loop on its own, for the same reason as the vpmaddubsw kernel's (gemm_avx2_maddubs.cc):
+// inlined next to the epilogue, GCC's register allocation of the loop gets worse (256x1024x1024,
+// 1 thread: ~49 GMAC/s inlined with the two-row epilogue, ~75-89 on its own). pf: the line to
+// prefetch beside each pair's, as in the vpmaddubsw kernel.
+template <int R>
+__attribute__((noinline)) void accumulate(const uint8_t* a, const int8_t* b, int kp, ptrdiff_t pf, __m256i init0,
+                                          __m256i init1, __m256i (&out)[R][2]) {
+  __m256i acc[R][2];
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) acc[r][0] = init0, acc[r][1] = init1;
+  // One pointer per row (5 general registers): rows of packed A are kp words apart.
+  const int32_t* arow[R];
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(a) + static_cast<size_t>(r) * kp;
+  for (int p = 0; p < kp; ++p) {
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 64));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 64 + 32));
+    __builtin_prefetch(b + p * 64 + pf, 0, 2);
+#pragma GCC unroll 5
+    for (int r = 0; r < R; ++r) {
+      const __m256i av = _mm256_set1_epi32(arow[r][p]);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
+    }
+  }
+#pragma GCC unroll 5
+  for (int r = 0; r < R; ++r) out[r][0] = acc[r][0], out[r][1] = acc[r][1];
+}
+
+}  // namespace

@@ -1,0 +1,138 @@
+"""Exact int8 Winograd F(2x2, 3x3) (docs/quantization.md, "Winograd"): on the paths that have it, the
+packer chooses it for stride-1 3x3 convs of one group, and its bytes equal the scalar path's direct
+conv on every ResNet-18/VGG layer shape, odd sizes, every padding, channel tails, the bound's edge
+and adversarial data (all-255 inputs against weights of +-127)."""
+import numpy as np
+import pytest
+
+import qruntime
+from qruntime import ops
+
+# The paths with a Winograd kernel (dispatch.h: KernelTable::winograd).
+WINOGRAD_ISAS = ["avx2"]
+MAX_CHANNELS = 1841  # 255 * 127 * 9 * c < 2**29 (conv2d.cc, kWinogradMaxChannels)
+MIN_CHANNELS = 8
+
+# (c, oc, h, w): ResNet-18's and VGG's stride-1 3x3 layers at 224^2 and smaller inputs, odd sizes,
+# channel tails (c or oc not a multiple of 16, odd c), one pixel wide or high.
+SHAPES = [
+    (64, 64, 56, 56), (128, 128, 28, 28), (256, 256, 14, 14), (512, 512, 7, 7),
+    (3 * 8, 64, 32, 32), (64, 128, 16, 16), (128, 64, 9, 9),
+    (8, 8, 1, 1), (8, 16, 1, 9), (9, 7, 7, 1), (17, 33, 5, 6), (31, 15, 11, 13), (48, 40, 3, 3), (65, 17, 2, 5),
+]
+
+
+def _winograd_isa():
+    isa = [i for i in WINOGRAD_ISAS if i in qruntime.available_isas()]
+    assert isa, f"no path with a Winograd kernel on this host: {qruntime.available_isas()}"
+    return isa[0]
+
+
+def _case(rng, c, oc, h, w, n=1, x_zp=None, x=None, weights=None):
+    x = rng.integers(0, 256, (n, c, h, w), dtype=np.uint8) if x is None else x
+    w_q = rng.integers(-127, 128, (oc, c, 3, 3), dtype=np.int8) if weights is None else weights
+    w_scale = (rng.uniform(0.5, 2.0, oc) * 0.01).astype(np.float32)
+    bias = rng.normal(0, 1.0, oc).astype(np.float32)
+    out_scale = float(0.02 * 0.01 * 127 * 128 * np.sqrt(9 * c) / 64)
+    zp = int(rng.integers(0, 256)) if x_zp is None else x_zp
+    return x, w_q, dict(x_scale=0.02, x_zp=zp, w_scale=w_scale, bias=bias, out_scale=out_scale,
+                        out_zp=int(rng.integers(0, 256)))
+
+
+def _both(x, w_q, q, padding=1, relu=False, isa=None):
+    """(Winograd path's bytes, scalar direct conv's bytes), with the Winograd packing checked."""
+    isa = isa or _winograd_isa()
+    packed = ops.pack_conv2d(w_q, isa=isa, stride=1, dilation=1)
+    assert packed.winograd, packed.kernel_choice
+    got = ops.conv2d(x, w_q=packed, padding=padding, relu=relu, isa=isa, **q)
+    want = ops.conv2d(x, w_q=w_q, padding=padding, relu=relu, isa="scalar", **q)
+    return got, want
+
+
+@pytest.mark.parametrize("c,oc,h,w", SHAPES)
+def test_layer_shapes_equal_scalar(rng, c, oc, h, w):
+    x, w_q, q = _case(rng, c, oc, h, w, n=2 if h * w <= 256 else 1)
+    got, want = _both(x, w_q, q)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2, (0, 1, 2, 0), (2, 0, 1, 2), (1, 2, 0, 0)])
+@pytest.mark.parametrize("hw", [(3, 3), (4, 4), (7, 10), (10, 7), (13, 13)])
+def test_every_padding_and_odd_size(rng, padding, hw):
+    x, w_q, q = _case(rng, 24, 20, *hw, n=2)
+    got, want = _both(x, w_q, q, padding=padding, relu=bool(rng.integers(2)))
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("x_zp", [0, 255])
+@pytest.mark.parametrize("sign", [1, -1, 0])
+def test_adversarial_extremes(rng, x_zp, sign):
+    """All inputs 255 against weights of +-127 (sign 0: alternating), with the padding at either
+    extreme: the largest transformed values |V| = 1020 and |U'| = 1143 there are."""
+    c, oc = 128, 32
+    x = np.full((1, c, 9, 9), 255, np.uint8)
+    if sign:
+        w_q = np.full((oc, c, 3, 3), 127 * sign, np.int8)
+    else:
+        w_q = np.where(np.indices((oc, c, 3, 3)).sum(0) % 2 == 0, 127, -127).astype(np.int8)
+    x_, w_, q = _case(rng, c, oc, 9, 9, x_zp=x_zp, x=x, weights=w_q)
+    # An output scale that keeps the extremes off the clamp, so a wrong sum would show.
+    q["out_scale"] = float(q["x_scale"] * 0.02 * 255 * 127 * 9 * c / 100)
+    got, want = _both(x_, w_, q)
+    np.testing.assert_array_equal(got, want)
+    # With the padding at 0 the border's sums differ from the interior's (at 255 every input is the
+    # zero point, but the raw sums the kernel adds are still the extremes).
+    assert x_zp == 255 or sign == 0 or len(np.unique(want)) > 1
+
+
+def test_the_bound_edge(rng):
+    """At the most channels Winograd takes, sums reach 4x below 2**31 and still come out exact; one
+    more channel and the packer keeps the direct GEMM."""
+    isa = _winograd_isa()
+    c, oc = MAX_CHANNELS, 16
+    x = np.full((1, c, 4, 4), 255, np.uint8)
+    w_q = np.full((oc, c, 3, 3), 127, np.int8)
+    w_q[1::2] = -127
+    x_, w_, q = _case(rng, c, oc, 4, 4, x_zp=255, x=x, weights=w_q)
+    q["out_scale"] = float(q["x_scale"] * 0.02 * 255 * 127 * 9 * c / 100)
+    got, want = _both(x_, w_, q, isa=isa)
+    np.testing.assert_array_equal(got, want)
+    over = np.ones((oc, c + 1, 3, 3), np.int8)
+    assert not ops.pack_conv2d(over, isa=isa, stride=1, dilation=1).winograd
+
+
+def test_what_the_packer_chooses():
+    isa = _winograd_isa()
+    w = np.ones((16, 32, 3, 3), np.int8)
+    packed = ops.pack_conv2d(w, isa=isa, stride=1, dilation=1)
+    assert packed.winograd and "winograd" in packed.kernel_choice
+    # Not for: other strides or dilations, no geometry given, other kernel sizes, groups, few
+    # channels, the scalar path.
+    assert not ops.pack_conv2d(w, isa=isa, stride=2, dilation=1).winograd
+    assert not ops.pack_conv2d(w, isa=isa, stride=1, dilation=2).winograd
+    assert not ops.pack_conv2d(w, isa=isa).winograd
+    assert not ops.pack_conv2d(np.ones((16, 32, 5, 5), np.int8), isa=isa, stride=1, dilation=1).winograd
+    assert not ops.pack_conv2d(np.ones((32, 16, 3, 3), np.int8), groups=2, isa=isa, stride=1, dilation=1).winograd
+    assert not ops.pack_conv2d(np.ones((16, MIN_CHANNELS - 1, 3, 3), np.int8), isa=isa, stride=1, dilation=1).winograd
+    assert ops.pack_conv2d(np.ones((16, MIN_CHANNELS, 3, 3), np.int8), isa=isa, stride=1, dilation=1).winograd
+    assert not ops.pack_conv2d(w, isa="scalar", stride=1, dilation=1).winograd
+
+
+def test_packed_for_stride_1_refuses_others(rng):
+    isa = _winograd_isa()
+    x, w_q, q = _case(rng, 16, 16, 8, 8)
+    packed = ops.pack_conv2d(w_q, isa=isa, stride=1, dilation=1)
+    with pytest.raises(ValueError, match="Winograd"):
+        ops.conv2d(x, w_q=packed, stride=2, padding=1, isa=isa, **q)
+    with pytest.raises(ValueError, match="Winograd"):
+        ops.conv2d(x, w_q=packed, dilation=2, padding=1, isa=isa, **q)
+    with pytest.raises(ValueError, match="together"):
+        ops.pack_conv2d(w_q, isa=isa, stride=1)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_threads_same_bytes(rng, threads, n_threads):
+    x, w_q, q = _case(rng, 64, 48, 15, 15, n=3)
+    qruntime.set_num_threads(n_threads)
+    got, want = _both(x, w_q, q)
+    np.testing.assert_array_equal(got, want)
