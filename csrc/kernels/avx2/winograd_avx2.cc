@@ -6,7 +6,7 @@
 //   int16, the exact GEMM's panel body once per position (zero padded in C and in the channels).
 //   V (scratch, per call): [16 positions][block tiles][2 * ceil(C/2)] int16, a row of K pairs per
 //   tile as the K loop reads A.
-//   M (scratch): [strip][16 positions][5 tiles][16 oc] int32 for the block's strips of <= 5 tiles.
+//   M (scratch): [16 positions][5 tiles][16 oc] int32, one strip's.
 // Positions are numbered xi = 4 * row + column of the 4x4 transformed tile.
 #include <immintrin.h>
 
@@ -55,18 +55,16 @@ void pack(const int8_t* w, int oc, int c, int16_t* dst) {
   }
 }
 
-// At least 16 tiles (a 7x7 output, whose weights are the layer's largest: one block reads them once),
-// at most 100 (M, 1 KB per tile, beside V in L2).
+// At least 16 tiles: a 7x7 output, whose weights are the layer's largest, then reads them once.
 int block_tiles(int c) {
   const size_t per_tile = static_cast<size_t>(kXi) * pairs(c) * 4;
-  return std::clamp(static_cast<int>(kVBudget / per_tile), 16, 100);
+  return std::max(static_cast<int>(kVBudget / per_tile), 16);
 }
 
 size_t v_bytes(int c) { return (static_cast<size_t>(kXi) * block_tiles(c) * pairs(c) * 4 + 63) / 64 * 64; }
-// M for every strip of a block: [strip][16 positions][5 tiles][16 oc] int32.
-size_t m_bytes(int c) { return static_cast<size_t>((block_tiles(c) + kMR - 1) / kMR) * kXi * kMR * kNR * 4; }
+constexpr size_t kMBytes = static_cast<size_t>(kXi) * kMR * kNR * 4;
 
-size_t scratch_bytes(int c) { return v_bytes(c) + m_bytes(c); }
+size_t scratch_bytes(int c) { return v_bytes(c) + kMBytes; }
 
 // V = B^T d B for 16 channels, int16 lanes: B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
 // d in [0, 255] gives |V| <= 4 * 255.
@@ -161,21 +159,33 @@ inline void output_transform8(const int32_t* m, size_t stride, __m256i (&y)[4]) 
   y[3] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(t1[1], t1[2]), t1[3]), 2);
 }
 
-// One position's K loop for a strip of R tiles against one panel, into the strip's M.
+// The 16 positions' K loops for a strip of R tiles against one panel, into M [16][5][16]: one call
+// for all of them, the accumulators stored straight into M (at C = 64 a position is only 32 K
+// pairs, and a call plus a copy of the accumulators per position cost ~10 %).
 template <int R>
-void strip_position(const int16_t* a, const int16_t* b, int kp, ptrdiff_t pf, int32_t* m) {
-  __m256i acc[R][2];
-  const __m256i zero = _mm256_setzero_si256();
-  accumulate<R>(reinterpret_cast<const uint8_t*>(a), reinterpret_cast<const int8_t*>(b), kp, pf, zero, zero, acc);
-  for (int r = 0; r < R; ++r) {
-    _mm256_store_si256(reinterpret_cast<__m256i*>(m + r * kNR), acc[r][0]);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(m + r * kNR + 8), acc[r][1]);
+__attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_elems, const int16_t* panel, int kp,
+                                          int32_t* m) {
+  const size_t slab = static_cast<size_t>(kp) * kNR * 2;
+  for (int xi = 0; xi < kXi; ++xi) {
+    const int32_t* arow[R];
+#pragma GCC unroll 5
+    for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(v + xi * v_position_elems) + r * kp;
+    __m256i acc[R][2];
+#pragma GCC unroll 5
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    // Prefetches the next position's weights beside each pair's (the last: the next panel's).
+    vpmaddwd_loop<R>(arow, reinterpret_cast<const int8_t*>(panel + xi * slab), kp, static_cast<ptrdiff_t>(slab) * 2, acc);
+#pragma GCC unroll 5
+    for (int r = 0; r < R; ++r) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(m + (xi * kMR + r) * kNR), acc[r][0]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(m + (xi * kMR + r) * kNR + 8), acc[r][1]);
+    }
   }
 }
 
-using StripPosition = void (*)(const int16_t*, const int16_t*, int, ptrdiff_t, int32_t*);
-constexpr StripPosition kStripPositions[kMR + 1] = {nullptr, strip_position<1>, strip_position<2>,
-                                                    strip_position<3>, strip_position<4>, strip_position<5>};
+using StripGemm = void (*)(const int16_t*, size_t, const int16_t*, int, int32_t*);
+constexpr StripGemm kStripGemms[kMR + 1] = {nullptr, strip_gemm<1>, strip_gemm<2>, strip_gemm<3>, strip_gemm<4>,
+                                            strip_gemm<5>};
 
 // The output transform and epilogue of a strip's tiles (m: the strip's M) for one panel: each
 // tile's (up to) 4 pixels, two horizontally adjacent ones at a time.
@@ -205,34 +215,26 @@ void store_strip(const WinogradTask& t, int first_tile, int rows, const int32_t*
   }
 }
 
-// Per panel: position-outer, so one position's weights (<= 16 KB for C <= 512) stay in L1 while
-// every strip of the block passes over them; then every strip's output transform.
+// Per panel and strip: the 16 K loops, then the strip's output transform while its M is in L1.
 void run(const WinogradTask& t) {
   int16_t* v = static_cast<int16_t*>(t.scratch);
   int32_t* m = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(t.scratch) + v_bytes(t.c));
   transform_tiles(t, v);
   const int kp = pairs(t.c);
-  const size_t row_elems = static_cast<size_t>(kp) * 2, slab = static_cast<size_t>(kp) * kNR * 2;
-  const size_t strip_m = static_cast<size_t>(kXi) * kMR * kNR;
+  const size_t row_elems = static_cast<size_t>(kp) * 2;
   // Strips of near-equal rows (16 tiles: 4 of 4, not 5 + 5 + 5 + 1, whose 1-row K loop runs at a
   // fifth of the rate).
   const int strips = (t.tiles + kMR - 1) / kMR;
-  auto strip_first = [&](int s) { return static_cast<int>(static_cast<int64_t>(t.tiles) * s / strips); };
-  auto strip_rows = [&](int s) { return strip_first(s + 1) - strip_first(s); };
   for (int p = t.panel0; p < t.panel0 + t.panels; ++p) {
     const int16_t* panel = t.u + static_cast<size_t>(p) * panel_elems(t.c);
-    for (int xi = 0; xi < kXi; ++xi) {
-      const int16_t* b = panel + xi * slab;
-      const int16_t* a = v + static_cast<size_t>(xi) * t.tiles * row_elems;
-      for (int s = 0; s < strips; ++s) {
-        // The first strip prefetches the next position's weights (the last: the next panel's).
-        const ptrdiff_t pf = s == 0 ? static_cast<ptrdiff_t>(slab * 2) : 0;
-        kStripPositions[strip_rows(s)](a + strip_first(s) * row_elems, b, kp, pf, m + s * strip_m + xi * kMR * kNR);
-      }
-    }
     const int col = p * kNR;
     const int valid = std::min(kNR, t.oc - col);
-    for (int s = 0; s < strips; ++s) store_strip(t, strip_first(s), strip_rows(s), m + s * strip_m, col, valid);
+    for (int s = 0; s < strips; ++s) {
+      const int first = static_cast<int>(static_cast<int64_t>(t.tiles) * s / strips);
+      const int rows = static_cast<int>(static_cast<int64_t>(t.tiles) * (s + 1) / strips) - first;
+      kStripGemms[rows](v + first * row_elems, t.tiles * row_elems, panel, kp, m);
+      store_strip(t, first, rows, m, col, valid);
+    }
   }
 }
 
