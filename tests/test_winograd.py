@@ -11,14 +11,14 @@ from qruntime import ops
 # The paths with a Winograd kernel (dispatch.h: KernelTable::winograd).
 WINOGRAD_ISAS = ["avx2"]
 MAX_CHANNELS = 1841  # 255 * 127 * 9 * c < 2**29 (conv2d.cc, kWinogradMaxChannels)
-MIN_CHANNELS = 8
+MIN_CHANNELS = 16
 
-# (c, oc, h, w): ResNet-18's and VGG's stride-1 3x3 layers at 224^2 and smaller inputs, odd sizes,
+# (c, oc, h, w): ResNet-18's stride-1 3x3 layers at 224^2, VGG's channel steps on smaller inputs, odd sizes,
 # channel tails (c or oc not a multiple of 16, odd c), one pixel wide or high.
 SHAPES = [
     (64, 64, 56, 56), (128, 128, 28, 28), (256, 256, 14, 14), (512, 512, 7, 7),
-    (3 * 8, 64, 32, 32), (64, 128, 16, 16), (128, 64, 9, 9),
-    (8, 8, 1, 1), (8, 16, 1, 9), (9, 7, 7, 1), (17, 33, 5, 6), (31, 15, 11, 13), (48, 40, 3, 3), (65, 17, 2, 5),
+    (64, 128, 16, 16), (128, 256, 12, 12), (256, 512, 6, 6), (3 * 8, 64, 32, 32), (128, 64, 9, 9),
+    (16, 8, 1, 1), (16, 16, 1, 9), (17, 7, 7, 1), (17, 33, 5, 6), (31, 15, 11, 13), (48, 40, 3, 3), (65, 17, 2, 5),
 ]
 
 
@@ -136,3 +136,47 @@ def test_threads_same_bytes(rng, threads, n_threads):
     qruntime.set_num_threads(n_threads)
     got, want = _both(x, w_q, q)
     np.testing.assert_array_equal(got, want)
+
+
+def _model_graph(rng, c=32):
+    """quantize -> 3x3 stride 1 (Winograd where the path has it) -> 3x3 stride 2 (direct) -> dequantize."""
+    def conv(stride):
+        return {"stride": [stride, stride], "padding": [1, 1, 1, 1], "dilation": [1, 1], "groups": 1, "act": "relu"}
+
+    def u8(scale, zp):
+        return {"dtype": "uint8", "scale": float(np.float32(scale)), "zero_point": zp}
+
+    t = {}
+    for name, shape in (("w", (c, c, 3, 3)), ("s", (24, c, 3, 3))):
+        t[f"{name}.weight"] = rng.integers(-127, 128, shape, dtype=np.int8)
+        t[f"{name}.w_scale"] = rng.uniform(0.0005, 0.002, shape[0]).astype(np.float32)
+        t[f"{name}.bias"] = rng.normal(0, 0.5, shape[0]).astype(np.float32)
+
+    def op(kind, inputs, out, attrs=None, name=None):
+        tensors = {k: f"{name}.{k}" for k in ("weight", "w_scale", "bias")} if name else {}
+        return {"op": kind, "name": out, "inputs": inputs, "outputs": [out], "attrs": attrs or {}, "tensors": tensors}
+
+    values = {"x": {"dtype": "float32"}, "q": u8(0.02, 131), "a": u8(0.05, 0), "b": u8(0.05, 0), "y": {"dtype": "float32"}}
+    ops_ = [op("quantize", ["x"], "q"), op("conv2d", ["q"], "a", conv(1), "w"), op("conv2d", ["a"], "b", conv(2), "s"),
+            op("dequantize", ["b"], "y")]
+    graph = {"inputs": [{"name": "x", "shape": [-1, c, -1, -1]}], "outputs": ["y"], "values": values, "ops": ops_}
+    return graph, t
+
+
+def test_model_node_chooses_winograd_and_equals_the_reference(rng):
+    """A model's conv node packs for its own geometry: its stride-1 3x3 conv runs Winograd, its
+    stride-2 one the GEMM, and the outputs equal the reference and the scalar path exactly."""
+    from qruntime import reference
+    from qruntime.model import Model
+
+    isa = _winograd_isa()
+    graph, tensors = _model_graph(rng)
+    model = Model(graph, tensors, isa=isa)
+    for shape in [(1, 32, 1, 1), (2, 32, 7, 9), (1, 32, 20, 17)]:
+        x = rng.normal(0, 1.0, shape).astype(np.float32)
+        got = model.run(x)
+        np.testing.assert_array_equal(got, reference.run_graph(graph, tensors, [x])[0])
+        np.testing.assert_array_equal(got, Model(graph, tensors, isa="scalar").run(x))
+    kernels = {r["name"]: r["kernel"] for r in model.profile(rng.normal(0, 1, (1, 32, 8, 8)).astype(np.float32), 1)}
+    assert kernels["a"].startswith(f"winograd {isa} (winograd F(2x2,3x3)"), kernels["a"]
+    assert kernels["b"].startswith(f"gemm {isa}"), kernels["b"]
