@@ -24,6 +24,7 @@ constexpr int kNR = 16;       // output channels per panel: the K loop's
 constexpr int kMR = 5;        // tiles per K loop call: its rows
 constexpr int kXi = 16;       // positions of a transformed tile
 constexpr size_t kVBudget = 256 * 1024;  // bytes of V per call: half of a Zen 3 / Skylake-SP L2
+constexpr size_t kUGroupBudget = 128 * 1024;  // bytes of weights a strip runs through before the next
 
 int pairs(int c) { return (c + 1) / 2; }
 size_t panel_elems(int c) { return static_cast<size_t>(kXi) * pairs(c) * kNR * 2; }
@@ -109,23 +110,24 @@ void transform_tiles(const WinogradTask& t, int16_t* v_rows) {
                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(corner + (static_cast<size_t>(ky) * w + kx) * c)));
       } else {
         // A tile on the border (or the channels' last, partial chunk): positions outside the
-        // image hold the zero point, channels past c zero.
-        alignas(16) uint8_t bytes[16][16] = {};
+        // image hold the zero point. Lanes past c (the pad channel of an odd c is stored) meet
+        // zero weights.
+        const __m256i zp = _mm256_set1_epi16(t.x_zp);
         for (int ky = 0; ky < 4; ++ky)
           for (int kx = 0; kx < 4; ++kx) {
             const int iy = iy0 + ky, ix = ix0 + kx;
-            uint8_t* dst = bytes[ky * 4 + kx];
-            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
-              std::memcpy(dst, image + (static_cast<size_t>(iy) * w + ix) * c + c0, nch);
-            else
-              std::memset(dst, t.x_zp, nch);
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) {
+              d[ky * 4 + kx] = zp;
+              continue;
+            }
+            const uint8_t* src = image + (static_cast<size_t>(iy) * w + ix) * c + c0;
+            alignas(16) uint8_t bytes[16] = {};
+            if (nch < 16) src = static_cast<const uint8_t*>(std::memcpy(bytes, src, nch));
+            d[ky * 4 + kx] = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
           }
-        for (int j = 0; j < 16; ++j)
-          d[j] = _mm256_cvtepu8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(bytes[j])));
       }
       input_transform(d, vt);
-      // The last chunk writes only the row's remaining entries (c rounded up to a pair; the pad
-      // channel's value is 0 and meets zero weights).
+      // The last chunk writes only the row's remaining entries (c rounded up to a pair).
       const size_t n_elems = std::min<size_t>(16, row_elems - c0);
       for (int xi = 0; xi < kXi; ++xi) {
         int16_t* dst = v_rows + (static_cast<size_t>(xi) * t.tiles + i) * row_elems + c0;
@@ -215,25 +217,31 @@ void store_strip(const WinogradTask& t, int first_tile, int rows, const int32_t*
   }
 }
 
-// Per panel and strip: the 16 K loops, then the strip's output transform while its M is in L1.
+// Per group of panels whose weights fit kUGroupBudget, strip by strip: each panel's 16 K loops, then
+// the strip's output transform while its M is in L1. A strip's V (5 short rows per position at
+// small C, which the hardware prefetchers do not follow) stays in L1 across the group's panels,
+// whose weights stream in order from L2.
 void run(const WinogradTask& t) {
   int16_t* v = static_cast<int16_t*>(t.scratch);
   int32_t* m = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(t.scratch) + v_bytes(t.c));
   transform_tiles(t, v);
   const int kp = pairs(t.c);
   const size_t row_elems = static_cast<size_t>(kp) * 2;
+  const int group = std::clamp(static_cast<int>(kUGroupBudget / (panel_elems(t.c) * 2)), 1, t.panels);
   // Strips of near-equal rows (16 tiles: 4 of 4, not 5 + 5 + 5 + 1, whose 1-row K loop runs at a
   // fifth of the rate).
   const int strips = (t.tiles + kMR - 1) / kMR;
-  for (int p = t.panel0; p < t.panel0 + t.panels; ++p) {
-    const int16_t* panel = t.u + static_cast<size_t>(p) * panel_elems(t.c);
-    const int col = p * kNR;
-    const int valid = std::min(kNR, t.oc - col);
+  for (int g = t.panel0; g < t.panel0 + t.panels; g += group) {
+    const int g_end = std::min(g + group, t.panel0 + t.panels);
     for (int s = 0; s < strips; ++s) {
       const int first = static_cast<int>(static_cast<int64_t>(t.tiles) * s / strips);
       const int rows = static_cast<int>(static_cast<int64_t>(t.tiles) * (s + 1) / strips) - first;
-      kStripGemms[rows](v + first * row_elems, t.tiles * row_elems, panel, kp, m);
-      store_strip(t, first, rows, m, col, valid);
+      for (int p = g; p < g_end; ++p) {
+        const int col = p * kNR;
+        kStripGemms[rows](v + first * row_elems, t.tiles * row_elems, t.u + static_cast<size_t>(p) * panel_elems(t.c),
+                          kp, m);
+        store_strip(t, first, rows, m, col, std::min(kNR, t.oc - col));
+      }
     }
   }
 }
