@@ -63,9 +63,14 @@ int block_tiles(int c) {
 }
 
 size_t v_bytes(int c) { return (static_cast<size_t>(kXi) * block_tiles(c) * pairs(c) * 4 + 63) / 64 * 64; }
-constexpr size_t kMBytes = static_cast<size_t>(kXi) * kMR * kNR * 4;
+constexpr size_t kStripMBytes = static_cast<size_t>(kXi) * kMR * kNR * 4;
 
-size_t scratch_bytes(int c) { return v_bytes(c) + kMBytes; }
+// Whether one panel's weights exceed kUGroupBudget (C > 256): then run() goes position by position
+// (see there), keeping M for every strip of the block.
+bool wide_panels(int c) { return panel_elems(c) * 2 > kUGroupBudget; }
+size_t m_bytes(int c) { return wide_panels(c) ? (block_tiles(c) + kMR - 1) / kMR * kStripMBytes : kStripMBytes; }
+
+size_t scratch_bytes(int c) { return v_bytes(c) + m_bytes(c); }
 
 // V = B^T d B for 16 channels, int16 lanes: B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
 // d in [0, 255] gives |V| <= 4 * 255.
@@ -161,14 +166,15 @@ inline void output_transform8(const int32_t* m, size_t stride, __m256i (&y)[4]) 
   y[3] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(t1[1], t1[2]), t1[3]), 2);
 }
 
-// The 16 positions' K loops for a strip of R tiles against one panel, into M [16][5][16]: one call
-// for all of them, the accumulators stored straight into M (at C = 64 a position is only 32 K
-// pairs, and a call plus a copy of the accumulators per position cost ~10 %).
+// Positions [xi0, xi1)'s K loops for a strip of R tiles against one panel, into M [16][5][16]: one
+// call for all of a strip's positions where C is small, the accumulators stored straight into M (at
+// C = 64 a position is only 32 K pairs, and a call plus a copy of the accumulators per position
+// cost ~10 %).
 template <int R>
 __attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_elems, const int16_t* panel, int kp,
-                                          int32_t* m) {
+                                          int xi0, int xi1, int32_t* m) {
   const size_t slab = static_cast<size_t>(kp) * kNR * 2;
-  for (int xi = 0; xi < kXi; ++xi) {
+  for (int xi = xi0; xi < xi1; ++xi) {
     const int32_t* arow[R];
 #pragma GCC unroll 5
     for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(v + xi * v_position_elems) + r * kp;
@@ -185,7 +191,7 @@ __attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_el
   }
 }
 
-using StripGemm = void (*)(const int16_t*, size_t, const int16_t*, int, int32_t*);
+using StripGemm = void (*)(const int16_t*, size_t, const int16_t*, int, int, int, int32_t*);
 constexpr StripGemm kStripGemms[kMR + 1] = {nullptr, strip_gemm<1>, strip_gemm<2>, strip_gemm<3>, strip_gemm<4>,
                                             strip_gemm<5>};
 
@@ -217,32 +223,46 @@ void store_strip(const WinogradTask& t, int first_tile, int rows, const int32_t*
   }
 }
 
-// Per group of panels whose weights fit kUGroupBudget, strip by strip: each panel's 16 K loops, then
-// the strip's output transform while its M is in L1. A strip's V (5 short rows per position at
-// small C, which the hardware prefetchers do not follow) stays in L1 across the group's panels,
-// whose weights stream in order from L2.
+// Two orders, by the size of a panel's weights (16 positions x C x 16 channels x 2 bytes):
+// - up to kUGroupBudget (C <= 256): per group of panels that fit it, strip by strip, each panel's
+//   16 K loops, then the strip's output transform while its M is in L1. A strip's V (5 short rows
+//   per position at small C, which the hardware prefetchers do not follow) stays in L1 across the
+//   group's panels, whose weights stream in order from L2.
+// - larger (C > 256, a network's last and widest layers, few tiles, weights from memory): per
+//   panel, position by position, every strip's K loop, so all strips use a position's weights
+//   while the next position's are prefetched; then every strip's output transform. Strip-outer,
+//   the first strip would wait for the whole panel to arrive.
 void run(const WinogradTask& t) {
   int16_t* v = static_cast<int16_t*>(t.scratch);
   int32_t* m = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(t.scratch) + v_bytes(t.c));
   transform_tiles(t, v);
   const int kp = pairs(t.c);
-  const size_t row_elems = static_cast<size_t>(kp) * 2;
-  const int group = std::clamp(static_cast<int>(kUGroupBudget / (panel_elems(t.c) * 2)), 1, t.panels);
+  const size_t row_elems = static_cast<size_t>(kp) * 2, position_elems = t.tiles * row_elems;
+  const size_t strip_m = kStripMBytes / 4;
   // Strips of near-equal rows (16 tiles: 4 of 4, not 5 + 5 + 5 + 1, whose 1-row K loop runs at a
   // fifth of the rate).
   const int strips = (t.tiles + kMR - 1) / kMR;
+  auto first = [&](int s) { return static_cast<int>(static_cast<int64_t>(t.tiles) * s / strips); };
+  auto rows = [&](int s) { return first(s + 1) - first(s); };
+  auto panel = [&](int p) { return t.u + static_cast<size_t>(p) * panel_elems(t.c); };
+  auto valid = [&](int p) { return std::min(kNR, t.oc - p * kNR); };
+  if (wide_panels(t.c)) {
+    for (int p = t.panel0; p < t.panel0 + t.panels; ++p) {
+      for (int xi = 0; xi < kXi; ++xi)
+        for (int s = 0; s < strips; ++s)
+          kStripGemms[rows(s)](v + first(s) * row_elems, position_elems, panel(p), kp, xi, xi + 1, m + s * strip_m);
+      for (int s = 0; s < strips; ++s) store_strip(t, first(s), rows(s), m + s * strip_m, p * kNR, valid(p));
+    }
+    return;
+  }
+  const int group = std::clamp(static_cast<int>(kUGroupBudget / (panel_elems(t.c) * 2)), 1, t.panels);
   for (int g = t.panel0; g < t.panel0 + t.panels; g += group) {
     const int g_end = std::min(g + group, t.panel0 + t.panels);
-    for (int s = 0; s < strips; ++s) {
-      const int first = static_cast<int>(static_cast<int64_t>(t.tiles) * s / strips);
-      const int rows = static_cast<int>(static_cast<int64_t>(t.tiles) * (s + 1) / strips) - first;
+    for (int s = 0; s < strips; ++s)
       for (int p = g; p < g_end; ++p) {
-        const int col = p * kNR;
-        kStripGemms[rows](v + first * row_elems, t.tiles * row_elems, t.u + static_cast<size_t>(p) * panel_elems(t.c),
-                          kp, m);
-        store_strip(t, first, rows, m, col, std::min(kNR, t.oc - col));
+        kStripGemms[rows(s)](v + first(s) * row_elems, position_elems, panel(p), kp, 0, kXi, m);
+        store_strip(t, first(s), rows(s), m, p * kNR, valid(p));
       }
-    }
   }
 }
 
