@@ -6,7 +6,8 @@
 //   int16, the exact GEMM's panel body once per position (zero padded in C and in the channels).
 //   V (scratch, per call): [16 positions][block tiles][2 * ceil(C/2)] int16, a row of K pairs per
 //   tile as the K loop reads A.
-//   M (scratch): [16 positions][5 tiles][16 oc] int32, one strip's.
+//   M (scratch): [16 positions][5 tiles][16 oc] int32 per strip: one strip's, or where C > 256
+//   every strip's of the call (run() says why).
 // Positions are numbered xi = 4 * row + column of the 4x4 transformed tile.
 #include <immintrin.h>
 
