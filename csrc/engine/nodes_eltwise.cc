@@ -1,5 +1,6 @@
 // The elementwise and layout ops of the engine: add, concat, lookup tables, and flatten (the one
-// place NHWC memory is reordered to the NCHW order the model's Linear layers expect).
+// place NHWC memory is reordered to the NCHW order the model's Linear layers expect, unless the
+// engine permuted its linear reader's weights to NHWC order instead: executor.cc).
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -203,13 +204,16 @@ class FlattenNode : public Node {
     check_shape(in[0].rank == 4, *this, "expects a 4-D input, got " + in[0].str());
     return Shape{2, {in[0].n(), in[0].c() * in[0].h() * in[0].w(), 0, 0}};
   }
+  void keep_channels_last() override { channels_last_ = true; }
+  std::string kernel() const override { return channels_last_ ? "c++ (NHWC order kept: the linear reads it)" : "c++"; }
   void run(const NodeIo& io) const override {
     const Shape& s = io.in_shapes[0];
     const int64_t c = s.c(), hw = s.h() * s.w();
     const auto* x = static_cast<const uint8_t*>(io.in[0]);
     auto* y = static_cast<uint8_t*>(io.out);
     const size_t e = elem_;
-    if (hw == 1 || c == 1) {  // the same order in both layouts
+    // The same order in both layouts, or a reader that takes NHWC order (executor.cc).
+    if (hw == 1 || c == 1 || channels_last_) {
       std::memcpy(y, x, static_cast<size_t>(s.elements()) * e);
       return;
     }
@@ -221,6 +225,7 @@ class FlattenNode : public Node {
 
  private:
   size_t elem_ = 1;
+  bool channels_last_ = false;
 };
 
 // Output channel i is input channel index[i]: ShuffleNet's channel shuffle, chunk/split and channel

@@ -140,6 +140,24 @@ class LinearNode : public Node {
 
   int64_t macs(const Shape*, const Shape& out) const override { return out.elements() * packed_->k; }
 
+  // Feature (ch, p) of an NCHW flatten is column ch * pixels + p; in NHWC order it is p * channels
+  // + ch. The column sums, and so the requantization, stay as they are.
+  bool read_features_channels_last(const OpSpec& spec, const GraphSpec& graph, int64_t channels) override {
+    const int k = packed_->k, n = packed_->n;
+    if (channels < 2 || k % channels != 0 || k / channels < 2) return false;
+    const int c = static_cast<int>(channels), pixels = k / c;
+    const auto* w = static_cast<const int8_t*>(tensor(spec, "weight", 'b', 2, true)->data);
+    std::vector<int8_t> permuted(static_cast<size_t>(n) * k);
+    for (int o = 0; o < n; ++o) {
+      const int8_t* row = w + static_cast<size_t>(o) * k;
+      int8_t* out = permuted.data() + static_cast<size_t>(o) * k;
+      for (int ch = 0; ch < c; ++ch)
+        for (int p = 0; p < pixels; ++p) out[p * c + ch] = row[ch * pixels + p];
+    }
+    packed_ = ops::pack_weights(permuted.data(), k, n, k, graph.isa);
+    return true;
+  }
+
   std::string kernel() const override {
     const std::string note = packed_->kernel_choice.empty() ? "" : " (" + packed_->kernel_choice + ")";
     return std::string("gemm ") + packed_->kernels->isa + note;
