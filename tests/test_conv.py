@@ -132,7 +132,12 @@ def test_real_layer_shapes(simd_isa, c, h, w, oc, k, stride, pad, groups):
     w_scale, bias, out_scale = _qparams(rng, oc, wq[0].size)
     args = (x, 0.03, 3, wq, w_scale, bias, out_scale, 100)
     kw = dict(stride=stride, padding=pad, groups=groups)
-    np.testing.assert_array_equal(ops.conv2d(*args, **kw, isa=simd_isa), ops.conv2d(*args, **kw, isa="scalar"))
+    want = ops.conv2d(*args, **kw, isa="scalar")
+    # Raw weights are packed for the call's geometry (avx2: Winograd for the stride-1 3x3 layers);
+    # weights packed for any geometry run the GEMM (or depthwise) kernels.
+    np.testing.assert_array_equal(ops.conv2d(*args, **kw, isa=simd_isa), want)
+    gemm = ops.pack_conv2d(wq, groups, isa=simd_isa)
+    np.testing.assert_array_equal(ops.conv2d(x, 0.03, 3, gemm, w_scale, bias, out_scale, 100, **kw), want)
 
 
 
@@ -151,9 +156,11 @@ def test_segment_rows_on_every_path(simd_isa, c, h, w, k, n, threads):
     w_scale, bias, out_scale = _qparams(rng, 40, wq[0].size)
     args = (x, 0.03, 5, wq, w_scale, bias, out_scale, 100)
     kw = dict(stride=1, padding=tuple(kk // 2 for kk in k))
+    gemm = ops.pack_conv2d(wq, isa=simd_isa)  # for any geometry: the GEMM, whose rows are the segments
     for n_threads in (1, 2):
         qruntime.set_num_threads(n_threads)
-        np.testing.assert_array_equal(ops.conv2d(*args, **kw, isa=simd_isa), ops.conv2d(*args, **kw, isa="scalar"))
+        np.testing.assert_array_equal(ops.conv2d(x, 0.03, 5, gemm, w_scale, bias, out_scale, 100, **kw),
+                                      ops.conv2d(*args, **kw, isa="scalar"))
 
 def test_depthwise_multiplier_and_prepacked(any_path, rng):
     x = rng.integers(0, 256, (2, 5, 9, 9), dtype=np.uint8)

@@ -19,7 +19,7 @@ def _op(kind, inputs, output, attrs=None, tensors=None):
             "tensors": tensors or {}}
 
 
-def _graph(rng, before_flatten, second_reader=False, c_in=3):
+def _graph(rng, before_flatten, second_reader=False, c_in=3, any_channels=False):
     """quantize -> [before_flatten ops] -> flatten -> linear -> dequantize, 9x9 input (7x7 after a
     3x3 max pool of stride 1); with second_reader the flatten also feeds a dequantize output."""
     t = {"c.weight": rng.integers(-127, 128, (6, c_in, 3, 3), dtype=np.int8),
@@ -39,6 +39,10 @@ def _graph(rng, before_flatten, second_reader=False, c_in=3):
             ops.append(_op("max_pool2d", [last], "m", pool))
             values["m"] = dict(values[last])  # max pooling keeps its input's quantization
             last, hw = "m", hw - 2
+        elif kind == "add":  # keeps its inputs' channels
+            ops.append(_op("add", [last, last], "s", {"act": "none"}))
+            values["s"] = _u8(0.1, 0)
+            last = "s"
         elif kind == "concat":  # channels the load-time rewrite does not follow
             ops.append(_op("concat", [last, last], "cat", {"axis": 1}))
             values["cat"] = dict(values[last])
@@ -58,13 +62,14 @@ def _graph(rng, before_flatten, second_reader=False, c_in=3):
     values = {name: v for name, v in values.items() if name in {"x"} | {o["outputs"][0] for o in ops}}
     used = {name for o in ops for name in o["tensors"].values()}
     t = {name: v for name, v in t.items() if name in used}
-    graph = {"inputs": [{"name": "x", "shape": [-1, c_in, 9, 9]}], "outputs": outputs, "values": values, "ops": ops}
+    shape = [-1, -1 if any_channels else c_in, 9, 9]
+    graph = {"inputs": [{"name": "x", "shape": shape}], "outputs": outputs, "values": values, "ops": ops}
     return graph, t
 
 
-def _check(any_path, rng, graph, tensors, want_kernel):
+def _check(any_path, rng, graph, tensors, want_kernel, c_in=3):
     model = Model(graph, tensors, isa=any_path)
-    x = rng.normal(0, 1.5, (3, graph["inputs"][0]["shape"][1], 9, 9)).astype(np.float32)
+    x = rng.normal(0, 1.5, (3, c_in, 9, 9)).astype(np.float32)
     got = model.run(x)
     want = reference.run_graph(graph, tensors, [x])
     for g, w in zip(got if isinstance(got, (list, tuple)) else [got], want):
@@ -73,7 +78,7 @@ def _check(any_path, rng, graph, tensors, want_kernel):
     assert kernels["f"] == want_kernel
 
 
-@pytest.mark.parametrize("before", [["conv2d"], ["conv2d", "max_pool2d"], ["max_pool2d"]])
+@pytest.mark.parametrize("before", [["conv2d"], ["conv2d", "max_pool2d"], ["max_pool2d"], ["conv2d", "add"]])
 def test_flatten_keeps_nhwc_and_equals_the_reference(any_path, rng, before):
     """After a conv (channels from its weights), through a pool (which keeps them), or straight from
     the quantized input (its declared channels)."""
@@ -87,9 +92,12 @@ def test_flatten_transposes_when_it_must(any_path, rng):
     _check(any_path, rng, graph, tensors, "c++")
     graph, tensors = _graph(rng, ["conv2d", "concat"])
     _check(any_path, rng, graph, tensors, "c++")
+    # Straight from an input of any channel count: not known at load.
+    graph, tensors = _graph(rng, ["max_pool2d"], any_channels=True)
+    _check(any_path, rng, graph, tensors, "c++")
 
 
 def test_one_channel_needs_no_permutation(rng):
     # C = 1: NHWC and NCHW orders agree; the linear keeps its weights as they are.
     graph, tensors = _graph(rng, ["max_pool2d"], c_in=1)
-    _check("scalar", rng, graph, tensors, "c++")
+    _check("scalar", rng, graph, tensors, "c++", c_in=1)

@@ -205,7 +205,8 @@ def test_conv_rows_as_segments_equal_scalar(c, k, stride, pad, dil, limit, n_out
     bias = rng.normal(0, 1, n_out).astype(np.float32)
     args = (x, 0.03, 7, w, w_scale, bias, 0.4, 3)
     kw = dict(stride=stride, padding=pad, dilation=dil)
-    got = ops.conv2d(*args, **kw, isa="avx2")
+    # Packed for any geometry: the GEMM (for its own geometry a stride-1 3x3 conv would run Winograd).
+    got = ops.conv2d(x, 0.03, 7, ops.pack_conv2d(w, isa="avx2"), w_scale, bias, 0.4, 3, **kw)
     np.testing.assert_array_equal(got, ops.conv2d(*args, **kw, isa="scalar"))
     np.testing.assert_array_equal(got, reference.conv2d(*args, **kw))
 
@@ -218,7 +219,9 @@ def test_conv_segments_with_a_vpmaddwd_panel_equal_scalar(rng):
     b = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(40, -1))  # the conv's B: K ordered (ky, kx, ic)
     assert ops.pack_weights(b, isa="avx2").kernel_choice.startswith("vpmaddubsw on 2 of 3 panels, vpmaddwd on 1")
     args = (x, 0.03, 7, w, np.full(40, 0.004, np.float32), None, 0.4, 3)
-    np.testing.assert_array_equal(ops.conv2d(*args, padding=1, isa="avx2"), ops.conv2d(*args, padding=1, isa="scalar"))
+    gemm = ops.pack_conv2d(w, isa="avx2")  # for any geometry: the GEMM, not Winograd
+    np.testing.assert_array_equal(ops.conv2d(x, 0.03, 7, gemm, *args[4:], padding=1),
+                                  ops.conv2d(*args, padding=1, isa="scalar"))
 
 
 # Pairs of groups of 4 K (gemm_avx2_maddubs.h, kQuadBound): their int16 sums are added before one
@@ -288,6 +291,7 @@ def test_paired_conv_segments_and_threads_equal_scalar(rng, threads):
         x = rng.integers(0, 256, shape, dtype=np.uint8)
         args = (x, 0.03, 7, w, w_scale, None, 0.4, 3)
         want = ops.conv2d(*args, padding=1, isa="scalar")
+        gemm = ops.pack_conv2d(w, isa="avx2")  # for any geometry: the GEMM, not Winograd
         for t in (1, 2, 3):
             qruntime.set_num_threads(t)
-            np.testing.assert_array_equal(ops.conv2d(*args, padding=1, isa="avx2"), want)
+            np.testing.assert_array_equal(ops.conv2d(x, 0.03, 7, gemm, w_scale, None, 0.4, 3, padding=1), want)

@@ -48,20 +48,25 @@ def test_resizing_the_pool_repeatedly(rng, threads):
 
 def test_concurrent_convs_get_serial_results(rng, threads):
     """conv2d from several Python threads at once (GIL released, the pool busy): the same bits as
-    one call at a time, for the GEMM and the depthwise paths."""
+    one call at a time, for the GEMM, the depthwise and (where the path has it) the Winograd paths."""
     qruntime.set_num_threads(2)
     x = rng.integers(0, 256, (6, 1, 16, 20, 20), dtype=np.uint8)
-    w3 = ops.pack_conv2d(rng.integers(-127, 128, (24, 16, 3, 3), dtype=np.int8))
+    w = rng.integers(-127, 128, (24, 16, 3, 3), dtype=np.int8)
+    w3 = ops.pack_conv2d(w)
+    wino = ops.pack_conv2d(w, stride=1, dilation=1)  # Winograd on avx2, the GEMM elsewhere
     wdw = ops.pack_conv2d(rng.integers(-127, 128, (16, 1, 3, 3), dtype=np.int8), groups=16)
 
-    def both(i):
-        a = ops.conv2d(x[i], 0.05, 7, w3, 0.01, None, 0.5, 9, padding=1)
-        b = ops.conv2d(x[i], 0.05, 7, wdw, 0.01, None, 0.5, 9, stride=2, padding=1, groups=16)
-        return np.ascontiguousarray(a), np.ascontiguousarray(b)
+    def each(i):
+        outs = (ops.conv2d(x[i], 0.05, 7, w3, 0.01, None, 0.5, 9, padding=1),
+                ops.conv2d(x[i], 0.05, 7, wino, 0.01, None, 0.5, 9, padding=1),
+                ops.conv2d(x[i], 0.05, 7, wdw, 0.01, None, 0.5, 9, stride=2, padding=1, groups=16))
+        return [np.ascontiguousarray(o) for o in outs]
 
-    serial = [both(i) for i in range(len(x))]
+    serial = [each(i) for i in range(len(x))]
+    for a, b, _ in serial:
+        np.testing.assert_array_equal(a, b)
     with ThreadPoolExecutor(max_workers=4) as ex:
         for _ in range(5):
-            for got, want in zip(ex.map(both, range(len(x))), serial):
-                np.testing.assert_array_equal(got[0], want[0])
-                np.testing.assert_array_equal(got[1], want[1])
+            for got, want in zip(ex.map(each, range(len(x))), serial):
+                for g, w_ in zip(got, want):
+                    np.testing.assert_array_equal(g, w_)

@@ -45,6 +45,7 @@ std::string shapes_str(const std::vector<Shape>& shapes) {
 
 // The channels of value v known at load, whatever the input's size (-1: not known): a graph input's
 // declared channels, a conv's output channels, or the first input's through ops that keep them.
+// Runs before the nodes check their specs, so it reads them defensively.
 int64_t known_channels(const GraphSpec& spec, const std::vector<int>& producer, int v) {
   static const char* const kKeepChannels[] = {"quantize", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "resize",
                                               "pad", "add", "sub", "mul", "lut", "lut_channels"};
@@ -56,8 +57,12 @@ int64_t known_channels(const GraphSpec& spec, const std::vector<int>& producer, 
       return dims.size() == 4 ? dims[1] : -1;
     }
     const OpSpec& op = spec.ops[i];
-    if (op.op == "conv2d") return op.tensors.at("weight").shape[0];
-    if (std::none_of(std::begin(kKeepChannels), std::end(kKeepChannels), [&](const char* k) { return op.op == k; }))
+    if (op.op == "conv2d") {
+      const auto w = op.tensors.find("weight");
+      return w != op.tensors.end() && w->second.shape.size() == 4 ? w->second.shape[0] : -1;
+    }
+    if (op.inputs.empty() ||
+        std::none_of(std::begin(kKeepChannels), std::end(kKeepChannels), [&](const char* k) { return op.op == k; }))
       return -1;
     v = op.inputs[0];
   }
@@ -65,12 +70,14 @@ int64_t known_channels(const GraphSpec& spec, const std::vector<int>& producer, 
 
 // A flatten of NHWC values puts them in NCHW order, a transpose of every image (a third of a small
 // CNN's run at batch 16 where its convs are fast). Where its one reader is a linear and the channels
-// are known at load, the linear's weights are permuted instead, once, and the flatten copies the
-// bytes as they are: the same products, summed exactly in int32, so the same result.
-void flatten_channels_last(const GraphSpec& spec, const std::vector<int>& producer,
-                           std::vector<std::unique_ptr<Node>>& nodes) {
+// C are known at load, that linear is built with its weight columns permuted to NHWC order
+// (OpSpec::features_channels_last) and the flatten copies the bytes as they are: the same products,
+// summed exactly in int32, so the same result. Returns, per op, the C its linear reads in NHWC order
+// (or 0), and for a flatten the C it keeps NHWC order for.
+std::vector<int64_t> flatten_channels_last(const GraphSpec& spec, const std::vector<int>& producer) {
+  std::vector<int64_t> channels(spec.ops.size(), 0);
   for (size_t i = 0; i < spec.ops.size(); ++i) {
-    if (spec.ops[i].op != "flatten") continue;
+    if (spec.ops[i].op != "flatten" || spec.ops[i].inputs.size() != 1) continue;
     const int f = spec.ops[i].outputs[0];
     if (std::find(spec.outputs.begin(), spec.outputs.end(), f) != spec.outputs.end()) continue;
     int reader = -1, readers = 0;
@@ -78,10 +85,14 @@ void flatten_channels_last(const GraphSpec& spec, const std::vector<int>& produc
       for (int u : spec.ops[j].inputs)
         if (u == f) ++readers, reader = static_cast<int>(j);
     if (readers != 1 || spec.ops[reader].op != "linear") continue;
-    const int64_t channels = known_channels(spec, producer, spec.ops[i].inputs[0]);
-    if (channels > 1 && nodes[reader]->read_features_channels_last(spec.ops[reader], spec, channels))
-      nodes[i]->keep_channels_last();
+    const auto w = spec.ops[reader].tensors.find("weight");
+    if (w == spec.ops[reader].tensors.end() || w->second.shape.size() != 2) continue;
+    const int64_t c = known_channels(spec, producer, spec.ops[i].inputs[0]), k = w->second.shape[1];
+    // One channel, or one pixel: the two orders agree and nothing needs to move.
+    if (c < 2 || k % c != 0 || k / c < 2) continue;
+    channels[i] = channels[reader] = c;
   }
+  return channels;
 }
 
 }  // namespace
@@ -118,12 +129,22 @@ Engine::Engine(const GraphSpec& spec)
   // The nodes (weight packing: most of a load) are independent: built on the thread pool. The
   // error of the first bad op in graph order is the one reported, whatever the thread timing.
   const size_t n_ops = spec.ops.size();
+  std::vector<int> producer(nv, -1);
+  for (size_t i = 0; i < n_ops; ++i) producer[op_outputs_[i]] = static_cast<int>(i);
+  const std::vector<int64_t> channels_last = flatten_channels_last(spec, producer);
   nodes_.resize(n_ops);
   std::vector<std::exception_ptr> errors(n_ops);
   ThreadPool::global().parallel_for(static_cast<int64_t>(n_ops), [&](int64_t i) {
     const OpSpec& op = spec.ops[i];
     try {
-      nodes_[i] = make_node(op, spec);
+      if (channels_last[i] > 0 && op.op == "linear") {
+        OpSpec nhwc = op;
+        nhwc.features_channels_last = channels_last[i];
+        nodes_[i] = make_node(nhwc, spec);
+      } else {
+        nodes_[i] = make_node(op, spec);
+      }
+      if (channels_last[i] > 0 && op.op == "flatten") nodes_[i]->keep_channels_last();
     } catch (const ValueError& e) {
       const std::string msg = e.what();
       errors[i] = std::make_exception_ptr(ValueError(msg.rfind("op '", 0) == 0 ? msg : where(op) + ": " + msg));
@@ -133,9 +154,6 @@ Engine::Engine(const GraphSpec& spec)
   });
   for (const std::exception_ptr& e : errors)
     if (e) std::rethrow_exception(e);
-  std::vector<int> producer(nv, -1);
-  for (size_t i = 0; i < n_ops; ++i) producer[op_outputs_[i]] = static_cast<int>(i);
-  flatten_channels_last(spec, producer, nodes_);
   for (int v : outputs_) {
     QR_CHECK_ARG(v >= 0 && v < nv && defined[v], "graph: an output is never produced");
     QR_CHECK_ARG(values_[v].dtype == DType::kFloat32, "graph: outputs must be float32 values");

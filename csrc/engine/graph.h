@@ -61,6 +61,9 @@ struct OpSpec {
   std::map<std::string, std::string> strs;           // string attributes (act)
   std::map<std::string, double> floats;              // number attributes (layer_norm's eps)
   std::map<std::string, ConstTensor> tensors;
+  // Not from the file: set by the engine's flatten rewrite (executor.cc) on a linear whose features
+  // arrive in NHWC order, (h, w, c) for this many channels (0: NCHW order, as the format defines).
+  int64_t features_channels_last = 0;
 };
 
 struct GraphSpec {

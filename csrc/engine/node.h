@@ -35,13 +35,8 @@ class Node {
   // What runs it: the kernel family and ISA path (e.g. "gemm avx512_vnni").
   virtual std::string kernel() const { return "c++"; }
 
-  // The engine's flatten -> linear rewrite at load (executor.cc): a linear told that its features
-  // will arrive in NHWC order, (h, w, c) for `channels` channels, repacks its weights (spec's, as
-  // at construction) to match and returns true; the flatten before it then keeps the NHWC order.
-  virtual bool read_features_channels_last(const OpSpec& /*spec*/, const GraphSpec& /*graph*/,
-                                           int64_t /*channels*/) {
-    return false;
-  }
+  // The engine's flatten -> linear rewrite at load (executor.cc): the flatten keeps NHWC order
+  // (its linear reader was built with OpSpec::features_channels_last).
   virtual void keep_channels_last() {}
 
   const std::string op, name;

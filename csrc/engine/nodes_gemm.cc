@@ -119,8 +119,22 @@ class LinearNode : public Node {
     check_io(spec, graph, 1, DType::kUint8, DType::kUint8);
     const ConstTensor* w = tensor(spec, "weight", 'b', 2, true);
     const int n = as_int(w->shape[0], spec, "weight"), k = as_int(w->shape[1], spec, "weight");
+    const auto* data = static_cast<const int8_t*>(w->data);
+    // Features in NHWC order (executor.cc): feature (ch, p) of the NCHW flatten, column
+    // ch * pixels + p, is p * channels + ch. The column sums, and so the requantization, stay.
+    std::vector<int8_t> permuted;
+    const int64_t c = spec.features_channels_last;
+    if (c > 1 && k % c == 0) {
+      const int pixels = static_cast<int>(k / c);
+      permuted.resize(static_cast<size_t>(n) * k);
+      for (int o = 0; o < n; ++o)
+        for (int64_t ch = 0; ch < c; ++ch)
+          for (int p = 0; p < pixels; ++p)
+            permuted[static_cast<size_t>(o) * k + p * c + ch] = data[static_cast<size_t>(o) * k + ch * pixels + p];
+      data = permuted.data();
+    }
     // pack_weights checks K <= 65536 and [-127, 127]; the engine prefixes its error with this op.
-    packed_ = ops::pack_weights(static_cast<const int8_t*>(w->data), k, n, k, graph.isa);
+    packed_ = ops::pack_weights(data, k, n, k, graph.isa);
     rq_ = layer_requant(spec, graph, n, k, packed_->colsum.data(), true);
   }
 
@@ -139,24 +153,6 @@ class LinearNode : public Node {
   }
 
   int64_t macs(const Shape*, const Shape& out) const override { return out.elements() * packed_->k; }
-
-  // Feature (ch, p) of an NCHW flatten is column ch * pixels + p; in NHWC order it is p * channels
-  // + ch. The column sums, and so the requantization, stay as they are.
-  bool read_features_channels_last(const OpSpec& spec, const GraphSpec& graph, int64_t channels) override {
-    const int k = packed_->k, n = packed_->n;
-    if (channels < 2 || k % channels != 0 || k / channels < 2) return false;
-    const int c = static_cast<int>(channels), pixels = k / c;
-    const auto* w = static_cast<const int8_t*>(tensor(spec, "weight", 'b', 2, true)->data);
-    std::vector<int8_t> permuted(static_cast<size_t>(n) * k);
-    for (int o = 0; o < n; ++o) {
-      const int8_t* row = w + static_cast<size_t>(o) * k;
-      int8_t* out = permuted.data() + static_cast<size_t>(o) * k;
-      for (int ch = 0; ch < c; ++ch)
-        for (int p = 0; p < pixels; ++p) out[p * c + ch] = row[ch * pixels + p];
-    }
-    packed_ = ops::pack_weights(permuted.data(), k, n, k, graph.isa);
-    return true;
-  }
 
   std::string kernel() const override {
     const std::string note = packed_->kernel_choice.empty() ? "" : " (" + packed_->kernel_choice + ")";

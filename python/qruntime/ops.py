@@ -196,9 +196,10 @@ def _conv_weight_shape(w_q, groups):
 def pack_conv2d(w_q, groups=1, isa=None, *, stride=None, dilation=None):
     """Prepacks conv weights (OC, IC/groups, KH, KW) int8 in [-127, 127] once for repeated calls.
 
-    With stride and dilation given, the weights are packed for that geometry only, and the packer may
-    choose a kernel for it: exact Winograd F(2x2, 3x3) for a stride-1 3x3 conv of one group, on a
-    path that has it (``PackedConv2d.kernel_choice`` says why). Without them, any geometry runs.
+    With stride and dilation given, the packer may choose a kernel for that geometry: exact Winograd
+    F(2x2, 3x3) for a stride-1 3x3 conv of one group, on a path that has it (``PackedConv2d.winograd``;
+    ``kernel_choice`` says why), and weights packed that way refuse other geometries. Without them,
+    the weights run with any geometry.
     """
     groups = _groups(groups)
     _conv_weight_shape(w_q, groups)

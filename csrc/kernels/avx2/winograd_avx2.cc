@@ -1,7 +1,8 @@
 // Exact int8 Winograd F(2x2, 3x3) for AVX2: the input tile transform V = B^T d B in int16, one
 // vpmaddwd GEMM per transformed position (the exact GEMM's K loop, vpmaddwd_avx2.h), the output
 // transform A^T M A in int32, a shift by 2 and the GEMM's epilogue. Bit-identical to the direct conv:
-// docs/quantization.md, "Winograd", proves the bounds. Layouts (docs/kernels.md, "avx2 Winograd"):
+// docs/quantization.md, "Winograd", proves the bounds. Layouts: docs/kernels.md, "Convolution",
+// the Winograd F(2x2, 3x3) entry:
 //   packed U': panels of 16 output channels; panel p is [16 positions][ceil(C/2) pairs][16 oc][2]
 //   int16, the exact GEMM's panel body once per position (zero padded in C and in the channels).
 //   V (scratch, per call): [16 positions][block tiles][2 * ceil(C/2)] int16, a row of K pairs per
