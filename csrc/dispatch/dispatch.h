@@ -19,8 +19,8 @@ struct KernelTable {
   const DwConvKernels* dwconv;
   const EltwiseKernels* eltwise;
   const BytePermuteKernels* bytes;
-  // avx2 only (docs/kernels.md, "Winograd"): on the VNNI paths vpdpbusd does 4 MACs per lane where
-  // int16 Winograd does 2, which its 2.25x fewer products barely repay before its transforms.
+  // avx2 only (docs/kernels.md, Convolution, "Winograd F(2x2, 3x3)"): on the VNNI paths vpdpbusd
+  // does 4 MACs per lane where int16 Winograd does 2; not built or measured there.
   const WinogradKernels* winograd = nullptr;
 };
 

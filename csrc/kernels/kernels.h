@@ -121,7 +121,7 @@ struct WinogradTask {
   void* scratch;           // per-thread, scratch_bytes(c) bytes, 64-byte aligned
 };
 
-// One ISA path's Winograd kernel (null in the tables of paths where the direct GEMM is faster).
+// One ISA path's Winograd kernel (null in the tables of paths without one: KernelTable::winograd).
 struct WinogradKernels {
   const char* isa;
   int nr;                                   // output channels per packed panel
