@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "kernels/avx512vnni/epilogue_avx512.h"
+#include "kernels/vnni_pack_b.h"
 
 namespace qr::QR_ISA_NS {
 namespace {
@@ -128,12 +129,7 @@ void gemm_block(const GemmBlock& blk) { gemm_block_panels(blk, panel_bytes(blk.k
 }  // namespace
 
 void pack_b_groups(const int8_t* b, ptrdiff_t ldb, int n, int k, int kg, int8_t* dst) {
-  const size_t pbytes = static_cast<size_t>(kg) * kNR * 4;
-  for (int j = 0; j < n; ++j) {
-    int8_t* col = dst + static_cast<size_t>(j / kNR) * pbytes + (j % kNR) * 4;
-    const int8_t* row = b + j * ldb;
-    for (int p = 0; p < k; ++p) col[(p / 4) * kNR * 4 + (p % 4)] = row[p];
-  }
+  pack_b_vnni_groups<kNR>(b, ldb, n, k, kg, dst);
 }
 
 size_t vnni_scratch_bytes(int k) { return (kMC / kMR) * a_strip_bytes(k); }

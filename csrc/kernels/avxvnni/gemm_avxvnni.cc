@@ -29,6 +29,7 @@
 
 #include "kernels/avx2/epilogue_avx2.h"
 #include "kernels/avxvnni/avxvnni.h"
+#include "kernels/vnni_pack_b.h"
 
 namespace qr::QR_ISA_NS {
 namespace {
@@ -44,12 +45,7 @@ size_t panel_bytes(int k) { return static_cast<size_t>(groups(k)) * kNR * 4; }
 size_t packed_b_bytes(int n, int k) { return static_cast<size_t>((n + kNR - 1) / kNR) * panel_bytes(k); }
 
 void pack_b(const int8_t* b, ptrdiff_t ldb, int n, int k, int /*run_bytes*/, int8_t* dst) {
-  const size_t pbytes = panel_bytes(k);
-  for (int j = 0; j < n; ++j) {
-    int8_t* col = dst + static_cast<size_t>(j / kNR) * pbytes + (j % kNR) * 4;
-    const int8_t* row = b + j * ldb;
-    for (int p = 0; p < k; ++p) col[(p / 4) * kNR * 4 + (p % 4)] = row[p];
-  }
+  pack_b_vnni_groups<kNR>(b, ldb, n, k, groups(k), dst);
 }
 
 size_t a_strip_bytes(int k) { return static_cast<size_t>(groups(k)) * kMR * 4; }
