@@ -53,16 +53,18 @@ def test_mirrored_codes_make_sub_an_add(rng):
 
 
 def test_converted_difference_tracks_float(any_path, rng):
+    torch.manual_seed(0)
     model = Wrap(lambda s, x: F.relu(s.c1(x) - torch.sigmoid(s.c2(x))), c1=nn.Conv2d(3, 6, 3), c2=nn.Conv2d(3, 6, 3))
-    calib = [rng.uniform(-1, 1, (8, 3, 12, 12)).astype(np.float32) for _ in range(3)]
+    x = rng.uniform(-1, 1, (4, 3, 12, 12)).astype(np.float32)
+    # x is calibrated on: a c1 value of x past the calibrated range (clipped) measured calibration coverage, not sub
+    calib = [rng.uniform(-1, 1, (8, 3, 12, 12)).astype(np.float32) for _ in range(3)] + [x]
     q = qruntime.quantize(model.eval(), calib, progress=False)
     assert [op["op"] for op in q.graph["ops"]].count("sub") == 1
     assert next(op for op in q.graph["ops"] if op["op"] == "sub")["attrs"]["act"] == "relu"  # fused
-    x = rng.uniform(-1, 1, (4, 3, 12, 12)).astype(np.float32)
     got = Model(q.graph, q._tensors, isa=any_path).run(x)
     np.testing.assert_array_equal(got, reference.run_graph(q.graph, q._tensors, [x])[0])
     with torch.no_grad():
-        assert sqnr_db(model(torch.from_numpy(x)).numpy(), got) > 25  # a sparse output (mostly ReLU zeros): 28.8 dB
+        assert sqnr_db(model(torch.from_numpy(x)).numpy(), got) > 30  # 32.6-36.1 dB over 40 weight/data seeds
 
 
 def test_shapes_must_match(rng):
