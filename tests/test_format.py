@@ -416,7 +416,7 @@ def test_value_used_before_defined():
     (lambda g: g["values"]["q5"].update(zero_point=2), "ops[5].outputs[0]: value 'q5' must keep the quantization"),
     (lambda g: g["values"].update(spare={"dtype": "float32"}), "values['spare']: not used"),
     (lambda g: g["inputs"][0].update(shape=[1, 3, 8, 8]), "inputs[0].shape"),
-    (lambda g: g["inputs"][0].update(shape=[-1, 3, 8]), "inputs[0].shape"),
+    (lambda g: g["inputs"][0].update(shape=[-1, 3, 8, 8, 8]), "inputs[0].shape"),
     (lambda g: g["inputs"][0].update(shape=[-1, 0, 8, 8]), "inputs[0].shape"),
     (lambda g: g["inputs"].append({"name": "x", "shape": [-1, 3]}), "inputs[1].name: 'x' is listed twice"),
     (lambda g: g.update(outputs=["q6"]), "outputs[0]: 'q6' is uint8"),

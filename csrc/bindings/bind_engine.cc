@@ -28,7 +28,7 @@ qr::engine::ConstTensor const_tensor(const py::array& a, const std::string& role
 }
 
 Shape shape_of(const std::vector<int64_t>& dims) {
-  if (dims.size() != 2 && dims.size() != 4) throw py::value_error("inputs must be 2-D or 4-D");
+  if (dims.size() < 2 || dims.size() > 4) throw py::value_error("inputs must be 2-D, 3-D or 4-D");
   Shape s;
   s.rank = static_cast<int>(dims.size());
   std::copy(dims.begin(), dims.end(), s.d);
@@ -54,8 +54,9 @@ std::unique_ptr<Engine> make_engine(const std::vector<std::tuple<std::string, fl
                                     const std::string& isa, int64_t max_activation_bytes) {
   qr::engine::GraphSpec g;
   for (const auto& [dtype, scale, zp] : values) {
-    if (dtype != "uint8" && dtype != "float32") throw py::value_error("value dtype must be uint8 or float32");
-    g.values.push_back({dtype == "uint8" ? DType::kUint8 : DType::kFloat32, {scale, zp}});
+    if (dtype != "uint8" && dtype != "float32" && dtype != "int64")
+      throw py::value_error("value dtype must be uint8, float32 or int64");
+    g.values.push_back({dtype == "uint8" ? DType::kUint8 : dtype == "float32" ? DType::kFloat32 : DType::kInt64, {scale, zp}});
   }
   g.inputs = inputs;
   g.input_shapes = input_shapes;
@@ -71,11 +72,19 @@ std::unique_ptr<Engine> make_engine(const std::vector<std::tuple<std::string, fl
 }
 
 // Runs with the GIL released; outputs allocated beforehand from the plan.
-py::list run(const Engine& e, const std::vector<py::array_t<float, py::array::c_style>>& inputs,
-             std::vector<double>* op_seconds) {
+py::list run(const Engine& e, const std::vector<py::array>& inputs, std::vector<double>* op_seconds) {
+  if (inputs.size() != e.inputs().size())
+    throw py::value_error("expected " + std::to_string(e.inputs().size()) + " input(s), got " +
+                          std::to_string(inputs.size()));
   std::vector<Shape> shapes;
-  std::vector<const float*> in;
-  for (const auto& a : inputs) {
+  std::vector<const void*> in;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const py::array& a = inputs[i];
+    const bool int64 = e.value_dtype(e.inputs()[i]) == DType::kInt64;
+    const bool ok = int64 ? py::isinstance<py::array_t<int64_t>>(a) : py::isinstance<py::array_t<float>>(a);
+    if (!ok || !(a.flags() & py::array::c_style))
+      throw py::value_error("input " + std::to_string(i) + " must be a C-contiguous " + (int64 ? "int64" : "float32") +
+                            " array");
     shapes.push_back(shape_of(std::vector<int64_t>(a.shape(), a.shape() + a.ndim())));
     in.push_back(a.data());
   }
@@ -100,12 +109,12 @@ void bind_engine(py::module_& m) {
   py::class_<Engine>(m, "Engine")
       .def(py::init(&make_engine), py::arg("values"), py::arg("inputs"), py::arg("input_shapes"), py::arg("outputs"),
            py::arg("ops"), py::arg("isa") = "", py::arg("max_activation_bytes") = qr::kDefaultMaxActivationBytes)
-      .def("run", [](const Engine& e, const std::vector<py::array_t<float, py::array::c_style>>& inputs) {
+      .def("run", [](const Engine& e, const std::vector<py::array>& inputs) {
         return run(e, inputs, nullptr);
       })
       // Runs `repeat` times; returns (outputs of the last run, seconds per op summed over the runs).
       .def("profile",
-           [](const Engine& e, const std::vector<py::array_t<float, py::array::c_style>>& inputs, int repeat) {
+           [](const Engine& e, const std::vector<py::array>& inputs, int repeat) {
              if (repeat < 1) throw py::value_error("repeat must be >= 1");
              std::vector<double> seconds(e.num_ops(), 0.0);
              py::list outputs;

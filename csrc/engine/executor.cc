@@ -111,9 +111,9 @@ Engine::Engine(const GraphSpec& spec)
   for (size_t i = 0; i < inputs_.size(); ++i) {
     const int v = inputs_[i];
     QR_CHECK_ARG(v >= 0 && v < nv && !defined[v], "graph: input value index out of range or repeated");
-    QR_CHECK_ARG(values_[v].dtype == DType::kFloat32, "graph: inputs must be float32 values");
+    QR_CHECK_ARG(values_[v].dtype != DType::kUint8, "graph: inputs must be float32 or int64 values");
     const size_t rank = input_shapes_[i].size();
-    QR_CHECK_ARG(rank == 2 || rank == 4, "graph: inputs must have rank 2 or 4");
+    QR_CHECK_ARG(rank >= 2 && rank <= 4, "graph: inputs must have rank 2, 3 or 4");
     defined[v] = true;
   }
   for (const OpSpec& op : spec.ops) {
@@ -212,20 +212,22 @@ std::shared_ptr<const Plan> Engine::plan(const std::vector<Shape>& input_shapes)
     p->in_place_input.push_back(in_place);
     Lifetime& l = life[inputs_[i]];
     l.first = -1;
-    const int64_t bytes = value_bytes(input_shapes[i], DType::kFloat32, max_activation_bytes_,
+    const int64_t bytes = value_bytes(input_shapes[i], values_[inputs_[i]].dtype, max_activation_bytes_,
                                       "input " + std::to_string(i) + " of shape");
     l.bytes = in_place ? 0 : static_cast<size_t>(bytes);
   }
   std::vector<Shape> in;
   for (size_t i = 0; i < nodes_.size(); ++i) {
     in.clear();
+    const Node& node = *nodes_[i];
     for (int v : op_inputs_[i]) {
       in.push_back(p->shapes[v]);
       life[v].last = static_cast<int>(i);
+      QR_CHECK_ARG(p->shapes[v].rank != 3 || node.accepts_rank3(),
+                   where_node(node) + ": does not take a 3-D (N, S, F) value, got " + p->shapes[v].str());
     }
-    const Shape out = nodes_[i]->output_shape(in.data(), static_cast<int>(in.size()));
+    const Shape out = node.output_shape(in.data(), static_cast<int>(in.size()));
     const int v = op_outputs_[i];
-    const Node& node = *nodes_[i];
     const int64_t bytes =
         value_bytes(out, values_[v].dtype, max_activation_bytes_, where_node(node) + ": its output");
     p->shapes[v] = out;
@@ -268,7 +270,7 @@ void Engine::give_arena(std::unique_ptr<Arena> arena) const {
   free_arenas_.push_back(std::move(arena));
 }
 
-void Engine::run(const Plan& plan, const std::vector<const float*>& inputs, const std::vector<float*>& outputs,
+void Engine::run(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<float*>& outputs,
                  std::vector<double>* op_seconds) const {
   if (inputs.size() != inputs_.size() || outputs.size() != outputs_.size())
     throw InternalError("Engine::run: wrong number of input or output buffers");
@@ -293,7 +295,7 @@ void Engine::run(const Plan& plan, const std::vector<const float*>& inputs, cons
     if (plan.in_place_input[i]) {
       ptr[inputs_[i]] = inputs[i];
     } else {
-      transpose_images(inputs[i], s.n(), s.c(), s.h() * s.w(),
+      transpose_images(static_cast<const float*>(inputs[i]), s.n(), s.c(), s.h() * s.w(),
                       reinterpret_cast<float*>(base + plan.memory.offsets[inputs_[i]]));
     }
   }

@@ -31,9 +31,10 @@ class Engine {
   // The plan for these input shapes (NCHW); qr::ValueError when they do not fit the graph.
   std::shared_ptr<const Plan> plan(const std::vector<Shape>& input_shapes) const;
 
-  // inputs: float32 NCHW, contiguous, of the plan's input shapes; outputs: float32 NCHW buffers of the
-  // plan's output shapes. With op_seconds (one slot per op), each op's wall time is added to it.
-  void run(const Plan& plan, const std::vector<const float*>& inputs, const std::vector<float*>& outputs,
+  // inputs: contiguous, of the plan's input shapes and the inputs' dtypes (float32 NCHW, or int64);
+  // outputs: float32 NCHW buffers of the plan's output shapes. With op_seconds (one slot per op), each
+  // op's wall time is added to it.
+  void run(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<float*>& outputs,
            std::vector<double>* op_seconds = nullptr) const;
 
   size_t num_ops() const { return nodes_.size(); }
@@ -41,6 +42,7 @@ class Engine {
   const std::vector<int>& op_inputs(size_t i) const { return op_inputs_[i]; }
   int op_output(size_t i) const { return op_outputs_[i]; }
   const std::vector<int>& inputs() const { return inputs_; }
+  DType value_dtype(int v) const { return values_[v].dtype; }
   const std::vector<int>& outputs() const { return outputs_; }
 
  private:

@@ -11,11 +11,13 @@
 
 namespace qr::engine {
 
-enum class DType { kUint8, kFloat32 };
+// int64: token ids and attention masks, graph inputs only.
+enum class DType { kUint8, kFloat32, kInt64 };
 
-inline size_t dtype_size(DType d) { return d == DType::kUint8 ? 1 : 4; }
+inline size_t dtype_size(DType d) { return d == DType::kUint8 ? 1 : d == DType::kFloat32 ? 4 : 8; }
 
-// A value's logical shape, NCHW for rank 4 and (N, F) for rank 2. Rank-4 values are stored NHWC.
+// A value's logical shape, NCHW for rank 4, (N, S, F) for rank 3 and (N, F) for rank 2. Rank-4 values
+// are stored NHWC, the others row-major (as torch holds them).
 struct Shape {
   int rank = 0;
   int64_t d[4] = {0, 0, 0, 0};

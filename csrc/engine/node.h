@@ -39,6 +39,9 @@ class Node {
   // (its linear reader was built with OpSpec::features_channels_last).
   virtual void keep_channels_last() {}
 
+  // Whether the op takes (N, S, F) values (a transformer's); the planner refuses them to every other op.
+  virtual bool accepts_rank3() const { return false; }
+
   const std::string op, name;
 };
 

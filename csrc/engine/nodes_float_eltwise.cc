@@ -64,6 +64,7 @@ class UnaryFloatNode : public Node {
     });
   }
   std::string kernel() const override { return "float32 c++"; }
+  bool accepts_rank3() const override { return true; }
 
  private:
   Fn fn_;
@@ -103,6 +104,7 @@ class BinaryFloatNode : public Node {
     });
   }
   std::string kernel() const override { return "float32 c++"; }
+  bool accepts_rank3() const override { return true; }
 
  private:
   static bool is_gate(const Shape& big, const Shape& small) {
@@ -112,7 +114,8 @@ class BinaryFloatNode : public Node {
   char fn_ = 'a';
 };
 
-// LayerNorm over dim 1 (each NHWC pixel's channels, each row of (N, F)); moments in double.
+// LayerNorm over dim 1 (each NHWC pixel's channels, each row of (N, F)) or the features of each token
+// of (N, S, F); moments in double.
 class LayerNormFloatNode : public Node {
  public:
   LayerNormFloatNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
@@ -129,10 +132,13 @@ class LayerNormFloatNode : public Node {
   }
   Shape output_shape(const Shape* in, int) const override {
     const int64_t c = static_cast<int64_t>(weight_.size());
-    check_shape((in[0].rank == 4 || in[0].rank == 2) && in[0].c() == c, *this,
-                "expects a 2-D or 4-D input with " + std::to_string(c) + " channels, got " + in[0].str());
+    // Rank 3 (N, S, F): over the features of each token, the innermost axis as for the others.
+    const int64_t inner = in[0].rank == 3 ? in[0].d[2] : in[0].c();
+    check_shape(in[0].rank >= 2 && in[0].rank <= 4 && inner == c, *this,
+                "expects a 2-D, 3-D (N, S, F) or 4-D input with " + std::to_string(c) + " channels, got " + in[0].str());
     return in[0];
   }
+  bool accepts_rank3() const override { return true; }
   void run(const NodeIo& io) const override {
     const int64_t c = static_cast<int64_t>(weight_.size());
     const auto* x = static_cast<const float*>(io.in[0]);
