@@ -127,11 +127,21 @@ void ThreadPool::run_tasks(Job& job, int self) {
   }
 }
 
+namespace {
+// Set while this thread runs a task: a parallel_for from inside a task (a transformer linear's GEMM on
+// its own rows) runs inline, never touching the submit mutex its own thread may hold.
+thread_local bool t_in_task = false;
+}  // namespace
+
 void ThreadPool::run_task(Job& job, int64_t i) {
   if (!job.failed.load(std::memory_order_relaxed)) {
+    const bool outer = t_in_task;
+    t_in_task = true;
     try {
       (*job.fn)(i);
+      t_in_task = outer;
     } catch (...) {
+      t_in_task = outer;
       std::lock_guard<std::mutex> lock(job.mutex);
       if (!job.error) job.error = std::current_exception();
       job.failed = true;
@@ -160,6 +170,10 @@ void ThreadPool::worker_loop(uint64_t seen, int self) {
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   if (n <= 0) return;
+  if (t_in_task) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
   std::unique_lock<std::mutex> submit(submit_mutex_, std::try_to_lock);
   if (!submit.owns_lock() || workers_.empty() || n == 1) {
     for (int64_t i = 0; i < n; ++i) fn(i);

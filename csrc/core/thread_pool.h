@@ -6,7 +6,8 @@
 // rows of a conv and of the op that reads it), which stay in its core's cache. The caller waits
 // only for tasks, never for workers to check in: when a worker is descheduled (another process
 // on the core), the caller simply runs every task itself. A second caller that
-// arrives while the pool is busy (Model.run from several Python threads) runs its tasks inline.
+// arrives while the pool is busy (Model.run from several Python threads) runs its tasks inline, and
+// so does a parallel_for called from inside a task.
 // Results never depend on the thread count because callers make each task own whole outputs.
 #pragma once
 #include <atomic>
