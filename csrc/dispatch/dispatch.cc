@@ -36,15 +36,17 @@ const BytePermuteKernels* overlay(Registry& r, const BytePermuteKernels* base, c
   return &r.byte_tables.back();
 }
 
-// One path's table. Every x86 table starts from avx2's (its eltwise kernels, its depthwise and
+// One path's table. Every x86 table starts from avx2's (its eltwise and transformer kernels, its depthwise and
 // gemm until a path replaces them) and the scalar byte moves.
 KernelTable make_table(Registry& r, const std::string& isa, const CpuFeatures& f) {
-  KernelTable t{"scalar", ref::gemm_kernels(), ref::dwconv_kernels(), ref::eltwise_kernels(), ref::byte_kernels()};
+  KernelTable t{"scalar", ref::gemm_kernels(), ref::dwconv_kernels(), ref::eltwise_kernels(),
+                ref::byte_kernels(), ref::transformer_kernels()};
   if (isa == "scalar") return t;
 #if defined(QR_WITH_X86)
   t.gemm = avx2::gemm_kernels();
   t.dwconv = avx2::dwconv_kernels();
   t.eltwise = avx2::eltwise_kernels();
+  t.transformer = avx2::transformer_kernels();
   t.isa = isa;
   if (isa == "avx2") return t.winograd = avx2::winograd_kernels(), t;
   // AVX-VNNI: avx2's table with only the GEMM replaced.

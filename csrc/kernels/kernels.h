@@ -203,4 +203,16 @@ struct EltwiseKernels {
   void (*mul_periodic)(const uint8_t* a, const float* fb, int64_t period, uint8_t* y, int64_t n, const MulParams& p);
 };
 
+// The float32 kernels of a transformer encoder (kernels/transformer_body.inc): one source built as
+// ref (scalar) and avx2, the same bits from both.
+struct TransformerKernels {
+  const char* isa;
+  // One (image, head) of attention: q, k, v and out point at the head's first column, rows ld floats
+  // apart; bias has one value per key; scratch holds dh * seq + 4 * seq floats.
+  void (*attention_head)(const float* q, const float* k, const float* v, const float* bias, int64_t seq, int64_t dh,
+                         int64_t ld, float scale, float* out, float* scratch);
+  // y = y * (0.5 + 0.5 * erf_q(y * 0.70710678)) in place.
+  void (*gelu)(float* y, int64_t n);
+};
+
 }  // namespace qr

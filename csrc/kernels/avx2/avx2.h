@@ -7,5 +7,6 @@ namespace qr::avx2 {
 const GemmKernels* gemm_kernels();
 const DwConvKernels* dwconv_kernels();
 const EltwiseKernels* eltwise_kernels();
+const TransformerKernels* transformer_kernels();
 const WinogradKernels* winograd_kernels();
 }

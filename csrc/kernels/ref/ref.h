@@ -7,6 +7,7 @@ namespace qr::ref {
 const GemmKernels* gemm_kernels();
 const DwConvKernels* dwconv_kernels();
 const EltwiseKernels* eltwise_kernels();
+const TransformerKernels* transformer_kernels();
 const BytePermuteKernels* byte_kernels();
 
 // The requantization of one int32 accumulator to uint8 (docs/quantization.md).
