@@ -57,6 +57,8 @@ DEFAULT_ATTRS = {
     "layer_norm_float": {"eps": 1e-5},
     "unary_float": {"fn": "tanh", "a": 0.0, "b": 0.0},
     "binary_float": {"fn": "add"},
+    "attention": {"heads": 1, "scale": 0.25},
+    "linear_dynamic": {"act": "none"},
 }
 DEFAULT_ATTRS.update(conv2d_float=DEFAULT_ATTRS["conv2d"], linear_float=DEFAULT_ATTRS["linear"],
                      log_softmax=DEFAULT_ATTRS["softmax"])
@@ -681,12 +683,22 @@ def case_inputs(case, graph):
     the seed's default size or one of SIZES), normal values, and an ISA path; inputs None if too large."""
     rng = np.random.default_rng([case.seed, case.index, 1])
     batch = _pick(rng, (1, 1, 2, 3))
-    xs = []
+    xs, tokens = [], None
     for entry in graph["inputs"]:
         dims = [batch] + [d if d != -1 else case.default_hw if rng.random() < 0.5 else _pick(rng, SIZES)
                           for d in entry["shape"][1:]]
         if math.prod(dims) > MAX_INPUT_ELEMENTS:
             return None, None
+        if graph["values"].get(entry["name"], {}).get("dtype") == "int64":
+            # Token ids (< 50, the encoder seed's vocabulary) or a 0/1 mask with its first token kept, one (N, S)
+            # for all (the model refuses two shapes); ids and masks out of range are test_transformer.py's.
+            tokens = tokens or dims
+            mask = any(op["op"] == "attention_bias" and entry["name"] in op["inputs"] for op in graph["ops"])
+            x = rng.integers(0, 2 if mask else 50, tokens)
+            if mask:
+                x[:, 0] = 1
+            xs.append(x.astype(np.int64))
+            continue
         xs.append(rng.normal(0, _pick(rng, (0.3, 1.0, 3.0, 30.0)), dims).astype(np.float32))
     isa = _pick(rng, [None, None] + qruntime.available_isas(emulated=True))
     return xs, isa
@@ -793,8 +805,18 @@ def _op_shape(op, ins, tensors):
         small, big = sorted(ins, key=math.prod)
         gate = a["fn"] == "mul" and rank4 and small == (big[0], big[1], 1, 1)
         out = big if small == big or gate else None
-    elif kind == "layer_norm_float" and len(x) in (2, 4):
-        out = x if tensors[op["tensors"]["weight"]].shape[0] == x[1] else None
+    elif kind == "layer_norm_float" and len(x) in (2, 3, 4):
+        out = x if tensors[op["tensors"]["weight"]].shape[0] == x[1 if len(x) != 3 else 2] else None
+    elif kind == "embedding" and len(x) == 2:
+        position = tensors[op["tensors"]["position"]]  # (max positions, F) whichever word table the op has
+        out = (*x, position.shape[1]) if x[1] <= position.shape[0] else None
+    elif kind == "attention_bias" and len(x) == 2:
+        out = x
+    elif kind == "attention" and len(x) == 3:
+        out = x if ins[1] == ins[2] == x and ins[3] == x[:2] and x[2] % a["heads"] == 0 else None
+    elif kind == "linear_dynamic" and len(x) in (2, 3):
+        weight = tensors[op["tensors"]["weight"]]
+        out = (*x[:-1], weight.shape[0]) if x[-1] == weight.shape[1] else None
     elif kind in ("quantize", "dequantize", "lut", "softmax", "log_softmax", "unary_float"):
         out = x
     elif kind == "group_norm" and rank4:

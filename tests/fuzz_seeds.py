@@ -205,7 +205,50 @@ def _resize(rng):
     return b.done("o"), 11
 
 
-_SEEDS = {"cnn": _cnn, "branches": _branches, "mlp": _mlp, "float": _float, "gates": _gates, "resize": _resize}
+def _encoder(rng):
+    """A transformer block on int64 token ids and mask (both (N, S), S dynamic): embedding (int8 word table)
+    with a token type table, float LayerNorm, q/k/v as linear_dynamic (one smoothed), attention with the mask's bias, a GELU
+    linear, a residual add and LayerNorm over (N, S, F)."""
+    f, v, positions = 16, 50, 40
+    graph = {"inputs": [{"name": "ids", "shape": [-1, -1]}, {"name": "mask", "shape": [-1, -1]}], "outputs": [],
+             "values": {"ids": {"dtype": "int64"}, "mask": {"dtype": "int64"}}, "ops": []}
+    tensors = {"word_q": rng.integers(-127, 128, (v, f)).astype(np.int8),
+               "word_scale": rng.uniform(0.005, 0.02, v).astype(np.float32),
+               "position": rng.normal(0, 1, (positions, f)).astype(np.float32),
+               "token_type": rng.normal(0, 1, (2, f)).astype(np.float32),
+               "ln.weight": rng.uniform(0.5, 1.5, f).astype(np.float32), "ln.bias": rng.normal(0, 0.1, f).astype(np.float32)}
+
+    def op(kind, inputs, out, attrs=None, roles=None):
+        graph["values"][out] = {"dtype": "float32"}
+        graph["ops"].append({"op": kind, "name": out, "inputs": inputs, "outputs": [out], "attrs": attrs or {},
+                             "tensors": roles or {}})
+        return out
+
+    def linear(inp, out, n, k, act="none", smooth=False):
+        tensors[f"{out}.weight"] = rng.integers(-127, 128, (n, k)).astype(np.int8)
+        tensors[f"{out}.w_scale"] = rng.uniform(0.002, 0.01, n).astype(np.float32)
+        tensors[f"{out}.bias"] = rng.normal(0, 0.3, n).astype(np.float32)
+        roles = {"weight": f"{out}.weight", "w_scale": f"{out}.w_scale", "bias": f"{out}.bias"}
+        if smooth:
+            tensors[f"{out}.in_scale"] = rng.uniform(0.25, 4.0, k).astype(np.float32)
+            roles["in_scale"] = f"{out}.in_scale"
+        return op("linear_dynamic", [inp], out, {"act": act}, roles)
+
+    e = op("embedding", ["ids"], "e", roles={"word_q": "word_q", "word_scale": "word_scale", "position": "position",
+                                            "token_type": "token_type"})
+    h = op("layer_norm_float", [e], "h", {"eps": 1e-12}, {"weight": "ln.weight", "bias": "ln.bias"})
+    bias = op("attention_bias", ["mask"], "bias")
+    q, k, val = linear(h, "q", f, f, smooth=True), linear(h, "k", f, f), linear(h, "v", f, f)
+    a = op("attention", [q, k, val, bias], "a", {"heads": 2, "scale": 0.35355339059327373})
+    g = linear(a, "ff", f, f, act="gelu")
+    r = op("binary_float", [g, h], "r", {"fn": "add"})
+    op("layer_norm_float", [r], "o", {"eps": 1e-12}, {"weight": "ln.weight", "bias": "ln.bias"})
+    graph["outputs"] = ["o"]
+    return (json.loads(json.dumps(graph)), tensors), 9
+
+
+_SEEDS = {"cnn": _cnn, "branches": _branches, "mlp": _mlp, "float": _float, "gates": _gates, "resize": _resize,
+          "encoder": _encoder}
 _cache = {}
 
 

@@ -224,9 +224,28 @@ OPS = {
     "binary_float": OpSpec("a + b, a - b or a * b in float32 of two inputs of one shape (mul: also (N, C, H, W) and "
                            "(N, C, 1, 1) in either order)", _F32, inputs=(2, 2),
                            attrs={"fn": Choice(("add", "sub", "mul"))}),
-    "layer_norm_float": OpSpec("layer_norm in float32", _F32, attrs={"eps": Float(1e-30, 1e30)},
+    "layer_norm_float": OpSpec("layer_norm in float32 (over the features of each token of (N, S, F))", _F32,
+                               attrs={"eps": Float(1e-30, 1e30)},
                                tensors={"weight": TensorRole("float32", ("c",), values="finite"),
                                         "bias": TensorRole("float32", ("c",), values="finite")}),
+    # A transformer encoder (docs/quantization.md, "Transformer encoders"): float32 (N, S, F) activations.
+    "embedding": OpSpec("(N, S) int64 token ids -> (N, S, F): (word[id] + token_type[0]) + position[s]; the word "
+                        "table float32 (word) or int8 per id (word_q, word_scale)", (("int64", "float32"),),
+                        tensors={"word": TensorRole("float32", ("vocab", "f"), required=False, values="finite"),
+                                 "word_q": TensorRole("int8", ("vocab", "f"), required=False, values="int8_symmetric"),
+                                 "word_scale": TensorRole("float32", ("vocab",), required=False, values="positive"),
+                                 "position": TensorRole("float32", ("positions", "f"), values="finite"),
+                                 "token_type": TensorRole("float32", ("types", "f"), required=False, values="finite")}),
+    "attention_bias": OpSpec("(N, S) int64 attention mask of 0/1 -> the additive bias (0 or float32's lowest)",
+                             (("int64", "float32"),)),
+    "attention": OpSpec("multi-head attention of q, k, v (N, S, F) with the (N, S) additive bias: softmax(q k^T * "
+                        "scale + bias) v per head, in float32", _F32, inputs=(4, 4),
+                        attrs={"heads": Int(1), "scale": Float(1e-30, 1e30)}),
+    "linear_dynamic": OpSpec("y = x w^T + bias on (N, K) or (N, S, K) float32, each row (times in_scale per "
+                             "feature) quantized to uint8 at run time, int32 accumulation (+ fused GELU)", _F32, attrs={"act": Choice(("none", "gelu"))},
+                             tensors={"weight": TensorRole("int8", ("oc", "k"), values="int8_symmetric"),
+                                      "w_scale": _W_SCALE, "bias": _BIAS,
+                                      "in_scale": TensorRole("float32", ("k",), required=False, values="positive")}),
 }
 
 
@@ -479,6 +498,8 @@ def validate(graph, tensors):
         _check_attrs(op["attrs"], spec, where, label)
         if kind == "resize":
             _check_resize_size(op, where, label)
+        if kind == "embedding":
+            _check_word_table(op, where, label)
         referenced.update(_check_op_tensors(op, spec, where, label, tensors))
 
     outputs = graph["outputs"]
@@ -549,7 +570,7 @@ def _check_value(name, value):
     if not (isinstance(name, str) and name):
         raise FormatError(f"{where}: a value name must be a non-empty string")
     dtype = value.get("dtype") if isinstance(value, dict) else None
-    if dtype == "float32":
+    if dtype in ("float32", "int64"):  # int64: token ids and masks, graph inputs only
         _keys(value, where, ("dtype",))
     elif dtype == "uint8":
         _keys(value, where, ("dtype", "scale", "zero_point"))
@@ -560,7 +581,7 @@ def _check_value(name, value):
         if not (_is_int(zero_point) and 0 <= zero_point <= 255):
             raise FormatError(f"{where}.zero_point: must be an int in [0, 255], got {_show(zero_point)}")
     else:
-        raise FormatError(f"{where}.dtype: must be 'float32' or 'uint8', got {_show(dtype)}")
+        raise FormatError(f"{where}.dtype: must be 'float32', 'uint8' or 'int64', got {_show(dtype)}")
 
 
 def _check_inputs(inputs, values):
@@ -574,15 +595,15 @@ def _check_inputs(inputs, values):
         name = entry["name"]
         if not (isinstance(name, str) and name in values):
             raise FormatError(f"{where}.name: {_show(name)} has no entry in values")
-        if values[name]["dtype"] != "float32":
-            raise FormatError(f"{where}.name: {name!r} is {values[name]['dtype']}; graph inputs are float32")
+        if values[name]["dtype"] not in ("float32", "int64"):
+            raise FormatError(f"{where}.name: {name!r} is {values[name]['dtype']}; graph inputs are float32 or int64")
         if name in names:
             raise FormatError(f"{where}.name: {name!r} is listed twice")
         names.add(name)
         shape = entry["shape"]
-        if not (isinstance(shape, list) and len(shape) in (2, 4) and shape[0] == -1
+        if not (isinstance(shape, list) and len(shape) in (2, 3, 4) and shape[0] == -1
                 and all(_is_int(d) and (d == -1 or 1 <= d <= _INT32_MAX) for d in shape)):
-            raise FormatError(f"{where}.shape: must be a list of 2 or 4 ints, each >= 1 or -1 (dynamic), "
+            raise FormatError(f"{where}.shape: must be a list of 2 to 4 ints, each >= 1 or -1 (dynamic), "
                               f"batch first and -1, got {_show(shape)}")
     return names
 
@@ -643,6 +664,14 @@ def _check_attrs(attrs, spec, where, label):
     # reduce: dropped dims leave a rank the engine holds (2) only when two dims of a rank-4 input go.
     if attrs.get("keepdim") is False and len(attrs["dims"]) != 2:
         raise FormatError(f"{where}.attrs.keepdim: false needs exactly two dims, got dims {attrs['dims']} {label}")
+
+
+def _check_word_table(op, where, label):
+    """An embedding's word table is float32 `word`, or int8 `word_q` with its `word_scale`: exactly one."""
+    roles = set(op["tensors"]) if isinstance(op["tensors"], dict) else set()
+    if not (roles >= {"word"} and not roles & {"word_q", "word_scale"}
+            or roles >= {"word_q", "word_scale"} and "word" not in roles):
+        raise FormatError(f"{where}.tensors: an embedding takes 'word', or 'word_q' with 'word_scale' {label}")
 
 
 def _check_resize_size(op, where, label):

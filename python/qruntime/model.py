@@ -1,6 +1,7 @@
 """Model: a quantized graph bound to the C++ engine — run, inputs, outputs, summary, profile, save."""
 import math
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -60,6 +61,21 @@ def _as_float32(x, name):
     return a
 
 
+def _as_int64(x, name):
+    """Token ids and masks: integers only (a float array of ids is a mistake, not a cast)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # noqa: BLE001 - anything numpy cannot read is a bad input
+        raise ValueError(f"{name} cannot be read as an array: {e}") from None
+    if a.dtype.kind not in "biu":
+        raise ValueError(f"{name} has dtype {a.dtype}; it takes integers (int64 token ids or a 0/1 mask)")
+    if a.dtype.kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} holds values beyond int64")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
 class Model:
     """A quantized model ready to run. Build one with qruntime.load or qruntime.quantize."""
 
@@ -84,8 +100,9 @@ class Model:
     @property
     def inputs(self):
         """[{"name", "shape" (None where any size goes), "dtype"}] of the graph inputs, NCHW."""
-        return [{"name": i["name"], "shape": tuple(None if d == -1 else d for d in i["shape"]), "dtype": "float32"}
-                for i in self._graph["inputs"]]
+        values = self._graph["values"]
+        return [{"name": i["name"], "shape": tuple(None if d == -1 else d for d in i["shape"]),
+                 "dtype": values[i["name"]]["dtype"]} for i in self._graph["inputs"]]
 
     @property
     def outputs(self):
@@ -100,15 +117,24 @@ class Model:
 
     def _inputs(self, x):
         specs = self._graph["inputs"]
+        if isinstance(x, Mapping):  # by input name, e.g. a tokenizer's {"input_ids": ..., "attention_mask": ...}
+            names = [s["name"] for s in specs]
+            if set(x) != set(names):
+                raise ValueError(f"the model's inputs are {names}; got keys {sorted(map(str, x))}")
+            x = [x[n] for n in names]
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
         if len(xs) != len(specs):
             raise ValueError(f"the model takes {len(specs)} input(s), got {len(xs)}")
         arrays = []
         for spec, xi in zip(specs, xs):
             name = f"input {spec['name']!r}"
-            self._check_input_bytes(xi, name)
-            self._warn_if_integer(xi, name)
-            a = _as_float32(xi, name)
+            dtype = self._graph["values"][spec["name"]]["dtype"]
+            self._check_input_bytes(xi, name, dtype)
+            if dtype == "int64":
+                a = _as_int64(xi, name)
+            else:
+                self._warn_if_integer(xi, name)
+                a = _as_float32(xi, name)
             want = spec["shape"]
             shown = "(" + ", ".join("N" if i == 0 else ("any" if d == -1 else str(d)) for i, d in enumerate(want)) + ")"
             if a.ndim != len(want):
@@ -120,6 +146,10 @@ class Model:
                     what = {1: "channels"}.get(axis, "size") if len(want) == 4 else "features"
                     raise ValueError(f"{name} has {got} {what} on axis {axis}; expected shape {shown}, got {a.shape}")
             arrays.append(a)
+        int_inputs = [(s["name"], a.shape) for s, a in zip(specs, arrays) if a.dtype == np.int64]
+        if len({shape for _, shape in int_inputs}) > 1:  # token ids and their mask go together
+            raise ValueError("the integer inputs must have one shape (N, S); got "
+                             + ", ".join(f"{n!r} {s}" for n, s in int_inputs))
         return arrays
 
     def _warn_if_integer(self, x, name):
@@ -133,13 +163,13 @@ class Model:
                           "on (e.g. images scaled to [0, 1] and normalised): convert x the same way first",
                           UserWarning, stacklevel=4)
 
-    def _check_input_bytes(self, x, name):
+    def _check_input_bytes(self, x, name, dtype="float32"):
         """Refuses an input whose float32 copy alone would pass the cap, before that copy is made."""
         shape = getattr(x, "shape", None)
         if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
-            nbytes = 4 * math.prod(shape)
+            nbytes = (8 if dtype == "int64" else 4) * math.prod(shape)
             if nbytes > self.max_activation_bytes:
-                raise ValueError(f"{name} of shape {tuple(shape)} takes {nbytes} bytes as float32, more than "
+                raise ValueError(f"{name} of shape {tuple(shape)} takes {nbytes} bytes as {dtype}, more than "
                                  f"max_activation_bytes ({self.max_activation_bytes} bytes); pass a larger "
                                  "max_activation_bytes to qruntime.load, or run smaller batches")
 
@@ -208,9 +238,10 @@ class Model:
         return "\n".join(lines)
 
     def float_ops(self):
-        """Names of the ops that compute in float32 (layers kept in float, softmax): the float islands."""
+        """Names of the ops that compute in float32 (layers kept in float, softmax): the float islands.
+        A transformer's linear_dynamic is not one (its GEMM is int8, only its input and output are float)."""
         values = self._graph["values"]
-        return [op["name"] for op in self._graph["ops"] if op["op"] not in ("quantize", "dequantize")
+        return [op["name"] for op in self._graph["ops"] if op["op"] not in ("quantize", "dequantize", "linear_dynamic")
                 and values[op["outputs"][0]]["dtype"] == "float32"]
 
     def input_shapes(self, batch=1, input_shape=None):

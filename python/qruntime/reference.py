@@ -410,12 +410,143 @@ def binary_float(a, b, fn):
 
 
 def layer_norm_float(x, weight, bias, eps):
-    """LayerNorm over dim 1 in float64, rounded once to float32."""
-    v = np.moveaxis(np.asarray(x, F64), 1, -1)
+    """LayerNorm over dim 1 (the last dim of a (N, S, F) value) in float64, rounded once to float32."""
+    axis = -1 if np.ndim(x) == 3 else 1
+    v = np.moveaxis(np.asarray(x, F64), axis, -1)
     mean = v.mean(axis=-1, keepdims=True)
     var = ((v - mean) ** 2).mean(axis=-1, keepdims=True)
     y = (v - mean) / np.sqrt(var + eps) * np.asarray(weight, F64) + np.asarray(bias, F64)
-    return np.moveaxis(y.astype(F32), -1, 1)
+    return np.moveaxis(y.astype(F32), -1, axis)
+
+
+# --- transformer encoders (docs/quantization.md, "Transformer encoders"): every step a float32 op ---------
+
+_ERF_P = [F32(c) for c in (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+                           -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+                           -1.60960333262415e-02)]
+_ERF_Q = [F32(c) for c in (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+                           -7.37332916720468e-03, -1.42647390514189e-02)]
+_EXP_C = [F32(c) for c in (1 / 720, 1 / 120, 1 / 24, 1 / 6, 0.5, 1.0, 1.0)]
+F32_LOWEST = F32(np.finfo(F32).min)
+
+
+def erf_q(x):
+    """The spec's rational erf, in float32 steps."""
+    t = np.clip(np.asarray(x, F32), F32(-4), F32(4))
+    u = t * t
+    p = _ERF_P[0]
+    for c in _ERF_P[1:]:
+        p = p * u + c
+    p = p * t
+    q = _ERF_Q[0]
+    for c in _ERF_Q[1:]:
+        q = q * u + c
+    return (p / q).astype(F32)
+
+
+def exp_q(t):
+    """The spec's exp for t <= 0, in float32 steps: 0 below -87."""
+    t = np.asarray(t, F32)
+    live = t >= F32(-87)
+    tc = np.where(live, t, F32(-87)).astype(F32)
+    n = np.rint(tc * F32(1.44269504))
+    r = tc - n * F32(0.693359375)
+    r = r - n * F32(-2.12194440e-4)
+    p = _EXP_C[0]
+    for c in _EXP_C[1:]:
+        p = p * r + c
+    return np.where(live, p * np.ldexp(F32(1), n.astype(np.int32)).astype(F32), F32(0)).astype(F32)
+
+
+def quantize_rows(x):
+    """Per-row (per-token) uint8 quantization: (codes, scale (rows, 1), zero point (rows, 1) float32)."""
+    x = np.asarray(x, F32)
+    with np.errstate(all="ignore"):  # NaN and inf as the engine's selects take them: never a max, code 0
+        lo = np.fmin(np.fmin.reduce(x, axis=-1, keepdims=True), F32(0))
+        hi = np.fmax(np.fmax.reduce(x, axis=-1, keepdims=True), F32(0))
+        s = (hi - lo) / F32(255)
+        s = np.where(s == 0, F32(1), s).astype(F32)
+        zp = _codes(np.rint(-lo / s))
+        q = _codes(np.rint(x / s) + zp).astype(np.uint8)
+    return q, s, zp
+
+
+def _codes(v):
+    """min(max(v, 0), 255) with a NaN sent to 0 (the engine's `v > 0 ? v : 0` selects)."""
+    v = np.where(v > 0, v, F32(0))
+    return np.where(v < 255, v, F32(255)).astype(F32)
+
+
+def linear_dynamic(x, w_q, w_scale, bias, act="none", in_scale=None):
+    """linear_dynamic on (..., K) float32: per-row codes (of x * in_scale), the exact int GEMM, the float32 epilogue."""
+    x = np.asarray(x, F32)
+    if in_scale is not None:
+        x = (x * np.asarray(in_scale, F32)).astype(F32)
+    lead = x.shape[:-1]
+    q, s, zp = quantize_rows(x.reshape(-1, x.shape[-1]))
+    acc = gemm(q, w_q)
+    d = acc - zp.astype(np.int64) * w_q.astype(np.int64).sum(axis=1)
+    y = d.astype(F32) * (s * np.asarray(w_scale, F32)).astype(F32)
+    if bias is not None:
+        y = y + np.asarray(bias, F32)
+    if act == "gelu":
+        y = y * (F32(0.5) + F32(0.5) * erf_q(y * F32(0.70710678)))
+    return y.astype(F32).reshape(*lead, w_q.shape[0])
+
+
+def embedding(ids, word, position, token_type=None, word_scale=None):
+    """(word[id] + token_type[0]) + position[s]; an int8 word table is float32(q) * word_scale[id] first."""
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= word.shape[0]):
+        raise ValueError(f"token ids must be in [0, {word.shape[0]})")
+    if ids.shape[1] > position.shape[0]:
+        raise ValueError(f"a sequence of {ids.shape[1]} tokens is longer than the {position.shape[0]} positions")
+    y = word[ids] if word_scale is None else (word[ids].astype(F32) * word_scale[ids][..., None]).astype(F32)
+    if token_type is not None:
+        y = y + token_type[0]
+    return (y + position[:ids.shape[1]]).astype(F32)
+
+
+def attention_bias(mask):
+    mask = np.asarray(mask)
+    if not np.isin(mask, (0, 1)).all():
+        raise ValueError("attention_mask must hold only 0 and 1")
+    return np.where(mask == 1, F32(0), F32_LOWEST).astype(F32)
+
+
+def attention(q, k, v, bias, heads, scale):
+    """Multi-head attention with the spec's sum orders (d order, 8 lanes for Z, j order for the output)."""
+    with np.errstate(all="ignore"):
+        return _attention(q, k, v, bias, heads, scale)
+
+
+def _attention(q, k, v, bias, heads, scale):
+    n, s, f = q.shape
+    dh = f // heads
+    out = np.empty_like(q)
+    for h in range(heads):
+        cols = slice(h * dh, (h + 1) * dh)
+        qh, kh, vh = q[:, :, cols], k[:, :, cols], v[:, :, cols]
+        t = np.zeros((n, s, s), F32)
+        for d in range(dh):
+            t = t + qh[:, :, d:d + 1] * kh[:, None, :, d]
+        t = t * F32(scale) + bias[:, None, :]
+        m = t[..., 0]
+        for j in range(1, s):  # the engine's running `t > m ? t : m`: a NaN after the first never wins
+            m = np.where(t[..., j] > m, t[..., j], m)
+        e = exp_q(t - m[..., None])
+        padded = np.concatenate([e, np.zeros((n, s, -s % 8), F32)], axis=-1).reshape(n, s, -1, 8)
+        lanes = np.zeros((n, s, 8), F32)
+        for block in range(padded.shape[2]):
+            lanes = lanes + padded[:, :, block]
+        z = ((lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3])) + \
+            ((lanes[..., 4] + lanes[..., 5]) + (lanes[..., 6] + lanes[..., 7]))
+        p = e / z[..., None]
+        o = np.zeros((n, s, dh), F32)
+        for j in range(s):
+            o = o + p[:, :, j:j + 1] * vh[:, None, j, :]
+        out[:, :, cols] = o
+    return out
 
 
 def run_op(graph, tensors, op, xs):
@@ -492,6 +623,15 @@ def run_op(graph, tensors, op, xs):
         y = binary_float(xs[0], xs[1], a["fn"])
     elif kind == "layer_norm_float":
         y = layer_norm_float(xs[0], t["weight"], t["bias"], a["eps"])
+    elif kind == "embedding":
+        y = embedding(xs[0], t["word"] if "word" in t else t["word_q"], t["position"], t.get("token_type"),
+                      t.get("word_scale"))
+    elif kind == "attention_bias":
+        y = attention_bias(xs[0])
+    elif kind == "attention":
+        y = attention(*xs, a["heads"], a["scale"])
+    elif kind == "linear_dynamic":
+        y = linear_dynamic(xs[0], t["weight"], t["w_scale"], t.get("bias"), a["act"], t.get("in_scale"))
     else:
         raise ValueError(f"op {op['name']!r}: unknown op {kind!r}")
     return y
@@ -502,7 +642,8 @@ def run_graph(graph, tensors, inputs, keep=False):
 
     keep=True: {value name: array} of every value instead (the inputs and each op's output, uint8 codes
     or float32), in graph order: what qruntime.compare reads the int8 model's activations from."""
-    vals = {spec["name"]: np.asarray(x, F32) for spec, x in zip(graph["inputs"], inputs)}
+    vals = {spec["name"]: np.asarray(x, np.int64 if graph["values"][spec["name"]]["dtype"] == "int64" else F32)
+            for spec, x in zip(graph["inputs"], inputs)}
     for op in graph["ops"]:
         vals[op["outputs"][0]] = run_op(graph, tensors, op, [vals[v] for v in op["inputs"]])
     if keep:
