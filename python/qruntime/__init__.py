@@ -16,6 +16,9 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
     """Converts a trained torch.nn.Module into a quantized Model (needs torch; the model is not modified).
 
     calibration_data: an iterable of batches (tensors, numpy arrays, or (x, y) tuples, of which x is used).
+        A Hugging Face BERT encoder (BertModel) takes batches of (input_ids, attention_mask) or tokenizer
+        outputs; its activations are quantized per token at run time and the batches check the converted
+        model against torch (convert/transformer.py).
     method: how activation ranges are chosen: "minmax", "percentile" (99.99), "mse" or "entropy".
     keep_float: module paths (e.g. "features.3", every op inside) or node names to run in float32 instead of
         int8 (float islands): conv/linear, LayerNorm, add/sub/mul, affine and elementwise functions.
@@ -35,6 +38,20 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
     except ImportError:
         raise ImportError("qruntime.quantize converts PyTorch models and needs torch: "
                           "pip install 'qruntime[torch]'") from None
+    from .convert.transformer import is_hf_encoder, quantize_encoder
+    if is_hf_encoder(getattr(model, "bert", None)):
+        raise UnsupportedOpError(f"{type(model).__name__}: qruntime converts the BertModel inside it (model.bert) "
+                                 "and returns last_hidden_state; apply the task head to that yourself")
+    if is_hf_encoder(model):
+        # Activations are quantized per token at run time: there are no ranges to calibrate or correct.
+        unsupported = {"example_inputs": example_inputs is not None, "method": method != "minmax",
+                       "keep_float": bool(keep_float), "min_sqnr": min_sqnr is not None,
+                       "cross_layer_equalization": bool(cross_layer_equalization)}
+        named = [k for k, given in unsupported.items() if given]
+        if named:
+            raise ValueError(f"{', '.join(named)}: not available for a transformer encoder, whose activations "
+                             "are quantized per token at run time")
+        return quantize_encoder(model, calibration_data, per_channel=per_channel, weight_bits=weight_bits)
     from .convert.quantize import quantize_model
     return quantize_model(model, calibration_data, example_inputs=example_inputs, method=method,
                           per_channel=per_channel, keep_float=keep_float, progress=progress, weight_bits=weight_bits,
