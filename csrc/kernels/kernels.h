@@ -213,6 +213,13 @@ struct TransformerKernels {
                          int64_t ld, float scale, float* out, float* scratch);
   // y = y * (0.5 + 0.5 * erf_q(y * 0.70710678)) in place.
   void (*gelu)(float* y, int64_t n);
+  // One row of linear_dynamic's input (k floats) to uint8 codes, its scale and zero point, after the
+  // product with in_scale (into smoothed, k floats) when in_scale is not null.
+  void (*quantize_row)(const float* x, int64_t k, const float* in_scale, float* smoothed, uint8_t* q, float* scale,
+                       int32_t* zero_point);
+  // One row of linear_dynamic's output from the int32 sums: float(acc - zp * colsum) * (s * w_scale) (+ bias).
+  void (*dequantize_row)(const int32_t* acc, int64_t n, float s, int32_t zp, const int32_t* colsum,
+                         const float* w_scale, const float* bias, float* y);
 };
 
 }  // namespace qr

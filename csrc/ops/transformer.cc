@@ -1,6 +1,6 @@
 // The transformer encoder's ops (transformer.h); the formulas are docs/quantization.md's, step by step.
-// Plain loops in the common build (no ISA flags): the vectoriser keeps each element's IEEE steps, so
-// the bits are the formulas' on every path.
+// The per-row float work (quantize, dequantize, GELU, attention) is the ISA table's TransformerKernels;
+// what stays here (the gather, the mask) is plain loops in the common build.
 #include "ops/transformer.h"
 
 #include <algorithm>
@@ -24,58 +24,13 @@ T* scratch(std::vector<T>& v, int64_t count) {
 
 }  // namespace
 
-namespace {
-
-// One row of quantize_rows, on plain restrict pointers: through a closure's captures every uint8 store
-// could alias them, and the loops would stay scalar with reloads. The min and max run in 8 lanes (an
-// exact operation in any order; a NaN never replaces a lane, as in one sequential pass).
-void quantize_row(const float* __restrict x, int64_t k, const float* __restrict in_scale, float* __restrict smoothed,
-                  uint8_t* __restrict q, float* scale, int32_t* zero_point) {
-  if (in_scale) {
-    for (int64_t i = 0; i < k; ++i) smoothed[i] = x[i] * in_scale[i];
-    x = smoothed;
-  }
-  float lo8[8] = {0, 0, 0, 0, 0, 0, 0, 0}, hi8[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= k; i += 8)
-    for (int l = 0; l < 8; ++l) {
-      lo8[l] = x[i + l] < lo8[l] ? x[i + l] : lo8[l];
-      hi8[l] = x[i + l] > hi8[l] ? x[i + l] : hi8[l];
-    }
-  for (int l = 0; i < k; ++i, ++l) {
-    lo8[l] = x[i] < lo8[l] ? x[i] : lo8[l];
-    hi8[l] = x[i] > hi8[l] ? x[i] : hi8[l];
-  }
-  float lo = 0.0f, hi = 0.0f;
-  for (int l = 0; l < 8; ++l) {
-    lo = lo8[l] < lo ? lo8[l] : lo;
-    hi = hi8[l] > hi ? hi8[l] : hi;
-  }
-  float s = (hi - lo) / 255.0f;
-  if (s == 0.0f) s = 1.0f;
-  // An inf or NaN row gives s or zp that is not finite: the selects send NaN to 0, never into the int cast.
-  float zp = round_half_even_small(-lo / s);
-  zp = zp > 0.0f ? zp : 0.0f;
-  zp = zp < 255.0f ? zp : 255.0f;
-  for (i = 0; i < k; ++i) {
-    float v = round_half_even_small(x[i] / s) + zp;
-    v = v > 0.0f ? v : 0.0f;
-    v = v < 255.0f ? v : 255.0f;
-    q[i] = static_cast<uint8_t>(static_cast<int32_t>(v));
-  }
-  *scale = s;
-  *zero_point = static_cast<int32_t>(zp);
-}
-
-}  // namespace
-
-void quantize_rows(const float* x, int64_t rows, int64_t k, const float* in_scale, uint8_t* q, float* scale,
-                   int32_t* zero_point) {
-  parallel_chunks(rows, k * 6, [=](int64_t begin, int64_t end) {
+void quantize_rows(const float* x, int64_t rows, int64_t k, const float* in_scale, const TransformerKernels& kernels,
+                   uint8_t* q, float* scale, int32_t* zero_point) {
+  parallel_chunks(rows, k * 6, [=, &kernels](int64_t begin, int64_t end) {
     thread_local std::vector<float> smoothed;
     float* tmp = in_scale ? scratch(smoothed, k) : nullptr;
     for (int64_t r = begin; r < end; ++r)
-      quantize_row(x + r * k, k, in_scale, tmp, q + r * k, scale + r, zero_point + r);
+      kernels.quantize_row(x + r * k, k, in_scale, tmp, q + r * k, scale + r, zero_point + r);
   });
 }
 
@@ -84,15 +39,8 @@ void dynamic_epilogue(const int32_t* acc, int64_t rows, int64_t n, const float* 
                       const TransformerKernels& k, float* y) {
   parallel_chunks(rows, n * 8, [=, &k](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const int32_t* __restrict a = acc + r * n;
-      float* __restrict yr = y + r * n;
-      const float s = scale[r];
-      const int32_t zp = zero_point[r];
-      for (int64_t c = 0; c < n; ++c) {
-        float v = static_cast<float>(a[c] - zp * colsum[c]) * (s * w_scale[c]);
-        yr[c] = bias ? v + bias[c] : v;
-      }
-      if (act == DynamicAct::kGelu) k.gelu(yr, n);
+      k.dequantize_row(acc + r * n, n, scale[r], zero_point[r], colsum, w_scale, bias, y + r * n);
+      if (act == DynamicAct::kGelu) k.gelu(y + r * n, n);
     }
   });
 }
@@ -110,7 +58,7 @@ void linear_dynamic_rows(const PackedWeights& w, const float* x, int64_t rows, c
   int32_t* a = scratch(acc, rows * w.n);
   int32_t* zp = scratch(zps, rows);
   float* s = scratch(scales, rows);
-  quantize_rows(x, rows, w.k, in_scale, q, s, zp);
+  quantize_rows(x, rows, w.k, in_scale, k, q, s, zp);
   gemm(w, q, w.k, static_cast<int>(rows), Epilogue{}, a, w.n);
   dynamic_epilogue(a, rows, w.n, s, zp, w.colsum.data(), w_scale, bias, act, k, y);
 }
@@ -121,13 +69,18 @@ void linear_dynamic(const PackedWeights& w, const float* x, int64_t rows, const 
                     const float* bias, DynamicAct act, const TransformerKernels& k, float* y) {
   if (rows == 0) return;
   QR_CHECK_ARG(rows <= 0x7fffffff, "linear_dynamic: too many rows");
-  // One task per thread, each quantizing, multiplying and finishing its own rows: three hand-offs to the
-  // pool per layer cost more than a small GEMM's imbalance. Few rows: the GEMM splits the columns instead.
+  // Tasks of whole blocks of rows, each quantizing, multiplying and finishing its own: three hand-offs to
+  // the pool per layer cost more than a small GEMM's imbalance. A block is at most ~64 rows (whole
+  // micro-tiles), so its int32 sums stay in L2 between the GEMM and the epilogue (a batch of 16 x 128
+  // tokens in two blocks wrote and re-read 6 MB each); fewer than 32 rows: the GEMM splits the columns.
   constexpr int64_t kMinRowsPerTask = 16;
-  const int64_t tasks = std::min<int64_t>(ThreadPool::global().num_threads(), rows / kMinRowsPerTask);
-  if (tasks <= 1) return linear_dynamic_rows(w, x, rows, in_scale, w_scale, bias, act, k, y);
+  const int64_t mr = w.kernels->mr, block = (64 + mr - 1) / mr * mr;
+  const int64_t want = std::max<int64_t>((rows + block - 1) / block,
+                                         std::min<int64_t>(ThreadPool::global().num_threads(), rows / kMinRowsPerTask));
+  if (want <= 1) return linear_dynamic_rows(w, x, rows, in_scale, w_scale, bias, act, k, y);
+  const int64_t step = ((rows + want - 1) / want + mr - 1) / mr * mr, tasks = (rows + step - 1) / step;
   ThreadPool::global().parallel_for(tasks, [&](int64_t t) {
-    const int64_t r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
+    const int64_t r0 = t * step, r1 = std::min(rows, r0 + step);
     linear_dynamic_rows(w, x + r0 * w.k, r1 - r0, in_scale, w_scale, bias, act, k, y + r0 * w.n);
   });
 }

@@ -13,8 +13,8 @@ namespace qr::ops {
 
 // Per-row asymmetric quantization of x (rows x k, contiguous), each element first multiplied by
 // in_scale[k] when it is not null (the smoothing of outlier channels), into q, with each row's scale and zero point.
-void quantize_rows(const float* x, int64_t rows, int64_t k, const float* in_scale, uint8_t* q, float* scale,
-                   int32_t* zero_point);
+void quantize_rows(const float* x, int64_t rows, int64_t k, const float* in_scale, const TransformerKernels& kernels,
+                   uint8_t* q, float* scale, int32_t* zero_point);
 
 enum class DynamicAct { kNone, kGelu };
 

@@ -42,9 +42,57 @@ void dot_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t 
   _mm256_storeu_ps(acc[3] + 8, c31);
 }
 
+// The min and max lanes of quantize_row: vminps(x, lo) is x < lo ? x : lo lane by lane, the body's select
+// (the vectoriser left that loop scalar, half of quantize_row's time).
+int64_t minmax_lanes(const float* x, int64_t k, float* lo8, float* hi8) {
+  __m256 lo = _mm256_loadu_ps(lo8), hi = _mm256_loadu_ps(hi8);
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    lo = _mm256_min_ps(v, lo);
+    hi = _mm256_max_ps(v, hi);
+  }
+  _mm256_storeu_ps(lo8, lo);
+  _mm256_storeu_ps(hi8, hi);
+  return i;
+}
+
+// kt = k transposed in 8 x 8 blocks (a scalar copy with writes seq floats apart was an eighth of
+// attention's time: every write to one cache set); the edges are copied one by one.
+void transpose_keys(const float* k, int64_t ld, int64_t seq, int64_t dh, float* kt) {
+  const int64_t j8 = seq - seq % 8, d8 = dh - dh % 8;
+  for (int64_t j = 0; j < j8; j += 8)
+    for (int64_t d = 0; d < d8; d += 8) {
+      const float* src = k + j * ld + d;
+      const __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld), r2 = _mm256_loadu_ps(src + 2 * ld),
+                   r3 = _mm256_loadu_ps(src + 3 * ld), r4 = _mm256_loadu_ps(src + 4 * ld),
+                   r5 = _mm256_loadu_ps(src + 5 * ld), r6 = _mm256_loadu_ps(src + 6 * ld),
+                   r7 = _mm256_loadu_ps(src + 7 * ld);
+      // Pairs of keys interleaved, then dims (0, 4), (1, 5), (2, 6), (3, 7) of keys 0-3 and 4-7 in the halves.
+      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+                   t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+                   t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+      const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                   s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+                   s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+                   s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      float* dst = kt + d * seq + j;
+      _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
+      _mm256_storeu_ps(dst + seq, _mm256_permute2f128_ps(s1, s5, 0x20));
+      _mm256_storeu_ps(dst + 2 * seq, _mm256_permute2f128_ps(s2, s6, 0x20));
+      _mm256_storeu_ps(dst + 3 * seq, _mm256_permute2f128_ps(s3, s7, 0x20));
+      _mm256_storeu_ps(dst + 4 * seq, _mm256_permute2f128_ps(s0, s4, 0x31));
+      _mm256_storeu_ps(dst + 5 * seq, _mm256_permute2f128_ps(s1, s5, 0x31));
+      _mm256_storeu_ps(dst + 6 * seq, _mm256_permute2f128_ps(s2, s6, 0x31));
+      _mm256_storeu_ps(dst + 7 * seq, _mm256_permute2f128_ps(s3, s7, 0x31));
+    }
+  for (int64_t d = 0; d < dh; ++d)
+    for (int64_t j = d < d8 ? j8 : 0; j < seq; ++j) kt[d * seq + j] = k[j * ld + d];
+}
+
 #include "kernels/transformer_body.inc"
 
-constexpr TransformerKernels kKernels = {QR_ISA_NAME, attention_head, gelu};
+constexpr TransformerKernels kKernels = {QR_ISA_NAME, attention_head, gelu, quantize_row, dequantize_row};
 }  // namespace
 
 const TransformerKernels* transformer_kernels() { return &kKernels; }

@@ -18,9 +18,24 @@ void dot_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t 
     }
 }
 
+int64_t minmax_lanes(const float* x, int64_t k, float* lo8, float* hi8) {
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8)
+    for (int l = 0; l < 8; ++l) {
+      lo8[l] = x[i + l] < lo8[l] ? x[i + l] : lo8[l];
+      hi8[l] = x[i + l] > hi8[l] ? x[i + l] : hi8[l];
+    }
+  return i;
+}
+
+void transpose_keys(const float* k, int64_t ld, int64_t seq, int64_t dh, float* kt) {
+  for (int64_t d = 0; d < dh; ++d)
+    for (int64_t j = 0; j < seq; ++j) kt[d * seq + j] = k[j * ld + d];
+}
+
 #include "kernels/transformer_body.inc"
 
-constexpr TransformerKernels kKernels = {"scalar", attention_head, gelu};
+constexpr TransformerKernels kKernels = {"scalar", attention_head, gelu, quantize_row, dequantize_row};
 }  // namespace
 
 const TransformerKernels* transformer_kernels() { return &kKernels; }
