@@ -12,6 +12,8 @@
   pickles, gives one result on every path and equals the reference.
 - The converter refuses CNN-only options and non-GELU activations, and converts a small random BertModel.
 """
+import copy
+import gc
 import math
 import os
 import pickle
@@ -401,6 +403,43 @@ def test_quantize_rows_holds_every_value_within_half_a_step(rng):
     back = (codes.astype(np.float64) - zp) * s
     assert np.all(np.abs(back - x) <= s * (0.5 + 3e-5)), (np.abs(back - x) / s).max()  # x / s rounds in float32
     assert np.all(back[:, 11] == 0)  # 0 exactly
+
+
+def int8_word_table(graph, tensors):
+    """The graph with its embedding's float word table replaced by an int8 one (word_q, word_scale per id)."""
+    graph = copy.deepcopy(graph)
+    tensors = dict(tensors)
+    word = tensors.pop("emb.word")
+    scale = (np.abs(word).max(axis=1) / 127).astype(F32)
+    tensors["emb.word_q"] = np.rint(word / scale[:, None]).astype(np.int8)
+    tensors["emb.word_scale"] = scale
+    roles = next(op for op in graph["ops"] if op["op"] == "embedding")["tensors"]
+    del roles["word"]
+    roles.update(word_q="emb.word_q", word_scale="emb.word_scale")
+    return graph, tensors
+
+
+@pytest.mark.parametrize("table", ["float32", "int8"])
+def test_engine_keeps_the_word_table_it_borrows_alive(table, rng):
+    """The embedding borrows its word table from the arrays the engine was built from (no copy), so the engine
+    holds them: with every other reference dropped and their memory handed out again, nothing changes."""
+    from qruntime import _core
+    from qruntime.model import _engine_spec
+
+    graph, tensors = encoder_graph(rng)
+    if table == "int8":
+        graph, tensors = int8_word_table(graph, tensors)
+    ids, mask = token_batch(rng, 3, 9)
+    want = reference.run_graph(graph, tensors, [ids, mask])
+    own = {name: array.copy() for name, array in tensors.items()}  # referenced by the engine's op list only
+    sizes = [array.nbytes for array in own.values()]
+    engine = _core.Engine(*_engine_spec(graph, own))
+    del own
+    gc.collect()
+    reused = [np.full(n, 0x7F, np.uint8) for n in sizes for _ in range(8)]  # the freed blocks, if any, refilled
+    for got, expect, what in zip(engine.run([ids, mask]), want, OUTPUT_NAMES):
+        assert_same_bits(got, expect, f"{table} word table, {what}")
+    assert reused
 
 
 # --- 3. padding invariance ----------------------------------------------------------------------------------

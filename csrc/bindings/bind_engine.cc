@@ -107,8 +107,10 @@ py::list run(const Engine& e, const std::vector<py::array>& inputs, std::vector<
 void bind_engine(py::module_& m) {
   m.def("engine_op_names", &qr::engine::op_names);
   py::class_<Engine>(m, "Engine")
+      // keep_alive<1, 6>: the ops list (and so its arrays) lives as long as the engine (graph.h, GraphSpec).
       .def(py::init(&make_engine), py::arg("values"), py::arg("inputs"), py::arg("input_shapes"), py::arg("outputs"),
-           py::arg("ops"), py::arg("isa") = "", py::arg("max_activation_bytes") = qr::kDefaultMaxActivationBytes)
+           py::arg("ops"), py::arg("isa") = "", py::arg("max_activation_bytes") = qr::kDefaultMaxActivationBytes,
+           py::keep_alive<1, 6>())
       .def("run", [](const Engine& e, const std::vector<py::array>& inputs) {
         return run(e, inputs, nullptr);
       })

@@ -68,6 +68,9 @@ struct OpSpec {
   int64_t features_channels_last = 0;
 };
 
+// The caller keeps every op's ConstTensor data alive and unchanged as long as the Engine built from
+// it (the bindings tie the arrays to the Python Engine object): most nodes copy or pack what they
+// need, a node may borrow a large read-only table instead.
 struct GraphSpec {
   std::vector<ValueSpec> values;
   std::vector<int> inputs, outputs;
