@@ -153,6 +153,18 @@ class LinearDynamicNode : public Node {
     in_scale_ = copy_floats(in_scale);
     for (float s : in_scale_)
       QR_CHECK_ARG(s > 0.0f && s <= std::numeric_limits<float>::max(), where(spec) + ": in_scale must be > 0 and finite");
+    // The static option: x_scale and x_zero_point, both or neither (format.py checks this too).
+    const ConstTensor* x_scale = tensor(spec, "x_scale", 'f', 1, false);
+    const ConstTensor* x_zero_point = tensor(spec, "x_zero_point", 'B', 1, false);
+    QR_CHECK_ARG(!x_scale == !x_zero_point, where(spec) + ": tensors 'x_scale' and 'x_zero_point' go together");
+    if (x_scale) {
+      QR_CHECK_ARG(x_scale->shape[0] == 1 && x_zero_point->shape[0] == 1,
+                   where(spec) + ": tensors 'x_scale' and 'x_zero_point' hold one value each");
+      fixed_.scale = *static_cast<const float*>(x_scale->data);
+      fixed_.zero_point = *static_cast<const uint8_t*>(x_zero_point->data);
+      QR_CHECK_ARG(fixed_.scale > 0.0f && fixed_.scale <= std::numeric_limits<float>::max(),
+                   where(spec) + ": x_scale must be > 0 and finite");
+    }
     const std::string& act = attr_str(spec, "act");
     QR_CHECK_ARG(act == "none" || act == "gelu", where(spec) + ": attribute 'act' must be none or gelu, got '" + act + "'");
     act_ = act == "gelu" ? ops::DynamicAct::kGelu : ops::DynamicAct::kNone;
@@ -172,18 +184,20 @@ class LinearDynamicNode : public Node {
   }
   void run(const NodeIo& io) const override {
     ops::linear_dynamic(*packed_, static_cast<const float*>(io.in[0]), io.in_shapes[0].elements() / packed_->k,
-                        in_scale_.empty() ? nullptr : in_scale_.data(), w_scale_.data(), bias_.empty() ? nullptr : bias_.data(), act_, *kernels_, static_cast<float*>(io.out));
+                        in_scale_.empty() ? nullptr : in_scale_.data(), fixed_, w_scale_.data(), bias_.empty() ? nullptr : bias_.data(), act_, *kernels_, static_cast<float*>(io.out));
   }
   int64_t macs(const Shape*, const Shape& out) const override { return out.elements() * packed_->k; }
   std::string kernel() const override {
     const std::string note = packed_->kernel_choice.empty() ? "" : " (" + packed_->kernel_choice + ")";
-    return std::string("gemm ") + packed_->kernels->isa + note + ", per-token quantized input";
+    return std::string("gemm ") + packed_->kernels->isa + note +
+           (fixed_.scale > 0.0f ? ", statically quantized input" : ", per-token quantized input");
   }
   bool accepts_rank3() const override { return true; }
 
  private:
   std::shared_ptr<PackedWeights> packed_;
   std::vector<float> in_scale_, w_scale_, bias_;
+  ops::StaticInput fixed_;
   ops::DynamicAct act_ = ops::DynamicAct::kNone;
   const TransformerKernels* kernels_ = nullptr;
 };

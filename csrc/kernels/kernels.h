@@ -217,6 +217,9 @@ struct TransformerKernels {
   // product with in_scale (into smoothed, k floats) when in_scale is not null.
   void (*quantize_row)(const float* x, int64_t k, const float* in_scale, float* smoothed, uint8_t* q, float* scale,
                        int32_t* zero_point);
+  // quantize_row with a fixed scale and zero point (linear_dynamic's static option).
+  void (*quantize_row_static)(const float* x, int64_t k, const float* in_scale, float* smoothed, float scale,
+                              int32_t zero_point, uint8_t* q);
   // One row of linear_dynamic's output from the int32 sums: float(acc - zp * colsum) * (s * w_scale) (+ bias).
   void (*dequantize_row)(const int32_t* acc, int64_t n, float s, int32_t zp, const int32_t* colsum,
                          const float* w_scale, const float* bias, float* y);

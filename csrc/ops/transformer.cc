@@ -24,13 +24,20 @@ T* scratch(std::vector<T>& v, int64_t count) {
 
 }  // namespace
 
-void quantize_rows(const float* x, int64_t rows, int64_t k, const float* in_scale, const TransformerKernels& kernels,
-                   uint8_t* q, float* scale, int32_t* zero_point) {
+void quantize_rows(const float* x, int64_t rows, int64_t k, const float* in_scale, StaticInput fixed,
+                   const TransformerKernels& kernels, uint8_t* q, float* scale, int32_t* zero_point) {
   parallel_chunks(rows, k * 6, [=, &kernels](int64_t begin, int64_t end) {
     thread_local std::vector<float> smoothed;
     float* tmp = in_scale ? scratch(smoothed, k) : nullptr;
-    for (int64_t r = begin; r < end; ++r)
-      kernels.quantize_row(x + r * k, k, in_scale, tmp, q + r * k, scale + r, zero_point + r);
+    for (int64_t r = begin; r < end; ++r) {
+      if (fixed.scale > 0.0f) {
+        kernels.quantize_row_static(x + r * k, k, in_scale, tmp, fixed.scale, fixed.zero_point, q + r * k);
+        scale[r] = fixed.scale;
+        zero_point[r] = fixed.zero_point;
+      } else {
+        kernels.quantize_row(x + r * k, k, in_scale, tmp, q + r * k, scale + r, zero_point + r);
+      }
+    }
   });
 }
 
@@ -50,7 +57,7 @@ namespace {
 // linear_dynamic on rows [0, rows) of x, in this thread's scratch (the GEMM splits itself over the pool
 // unless it is called from a pool task).
 void linear_dynamic_rows(const PackedWeights& w, const float* x, int64_t rows, const float* in_scale,
-                         const float* w_scale, const float* bias, DynamicAct act, const TransformerKernels& k, float* y) {
+                         StaticInput fixed, const float* w_scale, const float* bias, DynamicAct act, const TransformerKernels& k, float* y) {
   thread_local std::vector<uint8_t> codes;
   thread_local std::vector<int32_t> acc, zps;
   thread_local std::vector<float> scales;
@@ -58,15 +65,15 @@ void linear_dynamic_rows(const PackedWeights& w, const float* x, int64_t rows, c
   int32_t* a = scratch(acc, rows * w.n);
   int32_t* zp = scratch(zps, rows);
   float* s = scratch(scales, rows);
-  quantize_rows(x, rows, w.k, in_scale, k, q, s, zp);
+  quantize_rows(x, rows, w.k, in_scale, fixed, k, q, s, zp);
   gemm(w, q, w.k, static_cast<int>(rows), Epilogue{}, a, w.n);
   dynamic_epilogue(a, rows, w.n, s, zp, w.colsum.data(), w_scale, bias, act, k, y);
 }
 
 }  // namespace
 
-void linear_dynamic(const PackedWeights& w, const float* x, int64_t rows, const float* in_scale, const float* w_scale,
-                    const float* bias, DynamicAct act, const TransformerKernels& k, float* y) {
+void linear_dynamic(const PackedWeights& w, const float* x, int64_t rows, const float* in_scale, StaticInput fixed,
+                    const float* w_scale, const float* bias, DynamicAct act, const TransformerKernels& k, float* y) {
   if (rows == 0) return;
   QR_CHECK_ARG(rows <= 0x7fffffff, "linear_dynamic: too many rows");
   // Tasks of whole blocks of rows, each quantizing, multiplying and finishing its own: three hand-offs to
@@ -77,11 +84,11 @@ void linear_dynamic(const PackedWeights& w, const float* x, int64_t rows, const 
   const int64_t mr = w.kernels->mr, block = (64 + mr - 1) / mr * mr;
   const int64_t want = std::max<int64_t>((rows + block - 1) / block,
                                          std::min<int64_t>(ThreadPool::global().num_threads(), rows / kMinRowsPerTask));
-  if (want <= 1) return linear_dynamic_rows(w, x, rows, in_scale, w_scale, bias, act, k, y);
+  if (want <= 1) return linear_dynamic_rows(w, x, rows, in_scale, fixed, w_scale, bias, act, k, y);
   const int64_t step = ((rows + want - 1) / want + mr - 1) / mr * mr, tasks = (rows + step - 1) / step;
   ThreadPool::global().parallel_for(tasks, [&](int64_t t) {
     const int64_t r0 = t * step, r1 = std::min(rows, r0 + step);
-    linear_dynamic_rows(w, x + r0 * w.k, r1 - r0, in_scale, w_scale, bias, act, k, y + r0 * w.n);
+    linear_dynamic_rows(w, x + r0 * w.k, r1 - r0, in_scale, fixed, w_scale, bias, act, k, y + r0 * w.n);
   });
 }
 

@@ -11,10 +11,17 @@
 
 namespace qr::ops {
 
+// linear_dynamic's static option: every row quantized with one calibrated scale and zero point.
+struct StaticInput {
+  float scale = 0.0f;  // 0: per-row (dynamic) quantization
+  int32_t zero_point = 0;
+};
+
 // Per-row asymmetric quantization of x (rows x k, contiguous), each element first multiplied by
-// in_scale[k] when it is not null (the smoothing of outlier channels), into q, with each row's scale and zero point.
-void quantize_rows(const float* x, int64_t rows, int64_t k, const float* in_scale, const TransformerKernels& kernels,
-                   uint8_t* q, float* scale, int32_t* zero_point);
+// in_scale[k] when it is not null (the smoothing of outlier channels), into q, with each row's scale and
+// zero point (the static ones for every row when fixed.scale > 0).
+void quantize_rows(const float* x, int64_t rows, int64_t k, const float* in_scale, StaticInput fixed,
+                   const TransformerKernels& kernels, uint8_t* q, float* scale, int32_t* zero_point);
 
 enum class DynamicAct { kNone, kGelu };
 
@@ -24,8 +31,8 @@ void dynamic_epilogue(const int32_t* acc, int64_t rows, int64_t n, const float* 
                       const TransformerKernels& k, float* y);
 
 // linear_dynamic on x (rows x w.k float32) into y (rows x w.n float32); in_scale and bias may be null.
-void linear_dynamic(const PackedWeights& w, const float* x, int64_t rows, const float* in_scale, const float* w_scale,
-                    const float* bias, DynamicAct act, const TransformerKernels& k, float* y);
+void linear_dynamic(const PackedWeights& w, const float* x, int64_t rows, const float* in_scale, StaticInput fixed,
+                    const float* w_scale, const float* bias, DynamicAct act, const TransformerKernels& k, float* y);
 
 // Multi-head attention: q, k, v (images x seq x features), bias (images x seq) added to every
 // query's score of that key; out like q. features % heads == 0.

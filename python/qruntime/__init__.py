@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 def quantize(model, calibration_data, *, example_inputs=None, method="minmax", per_channel=True, keep_float=(),
              progress=True, weight_bits=8, bias_correction=True, min_sqnr=None, cross_layer_equalization=False,
-             pooled_range_margin=2.0):
+             pooled_range_margin=2.0, activations=None):
     """Converts a trained torch.nn.Module into a quantized Model (needs torch; the model is not modified).
 
     calibration_data: an iterable of batches (tensors, numpy arrays, or (x, y) tuples, of which x is used).
@@ -32,7 +32,10 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
         float (float islands) until it is reached; a warning says when no choice of layers reaches it.
     pooled_range_margin: the calibrated ranges of values computed after a global pool ((N, C, 1, 1) or (N, F);
         not sigmoid-like outputs) are widened by this factor (max, and min when negative): their extremes are
-        estimated from one sample per image and channel. 1.0 turns it off (docs/quantization.md)."""
+        estimated from one sample per image and channel. 1.0 turns it off (docs/quantization.md).
+    activations: a transformer encoder's linear inputs are quantized per token at run time ("dynamic", the
+        default) or with one range per linear calibrated on calibration_data ("static": faster, less
+        accurate). A CNN's activations are always static (None or "static")."""
     try:
         import torch  # noqa: F401 - only to say what is missing; running a model never needs it
     except ImportError:
@@ -43,15 +46,20 @@ def quantize(model, calibration_data, *, example_inputs=None, method="minmax", p
         raise UnsupportedOpError(f"{type(model).__name__}: qruntime converts the BertModel inside it (model.bert) "
                                  "and returns last_hidden_state; apply the task head to that yourself")
     if is_hf_encoder(model):
-        # Activations are quantized per token at run time: there are no ranges to calibrate or correct.
+        # The encoder converter's own scheme: smoothing, then per-token (or one static) input ranges.
         unsupported = {"example_inputs": example_inputs is not None, "method": method != "minmax",
                        "keep_float": bool(keep_float), "min_sqnr": min_sqnr is not None,
                        "cross_layer_equalization": bool(cross_layer_equalization)}
         named = [k for k, given in unsupported.items() if given]
         if named:
-            raise ValueError(f"{', '.join(named)}: not available for a transformer encoder, whose activations "
-                             "are quantized per token at run time")
-        return quantize_encoder(model, calibration_data, per_channel=per_channel, weight_bits=weight_bits)
+            raise ValueError(f"{', '.join(named)}: not available for a transformer encoder (its linears' inputs "
+                             "are smoothed and quantized per token at run time, or statically with activations="
+                             "'static')")
+        return quantize_encoder(model, calibration_data, per_channel=per_channel, weight_bits=weight_bits,
+                                activations="dynamic" if activations is None else activations)
+    if activations not in (None, "static"):
+        raise ValueError(f"activations={activations!r}: a CNN's activations are quantized statically (None or "
+                         "'static'); per-token dynamic quantization is for transformer encoders")
     from .convert.quantize import quantize_model
     return quantize_model(model, calibration_data, example_inputs=example_inputs, method=method,
                           per_channel=per_channel, keep_float=keep_float, progress=progress, weight_bits=weight_bits,

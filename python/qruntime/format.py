@@ -242,10 +242,14 @@ OPS = {
                         "scale + bias) v per head, in float32", _F32, inputs=(4, 4),
                         attrs={"heads": Int(1), "scale": Float(1e-30, 1e30)}),
     "linear_dynamic": OpSpec("y = x w^T + bias on (N, K) or (N, S, K) float32, each row (times in_scale per "
-                             "feature) quantized to uint8 at run time, int32 accumulation (+ fused GELU)", _F32, attrs={"act": Choice(("none", "gelu"))},
+                             "feature) quantized to uint8 at run time (or with the static x_scale, x_zero_point), int32 accumulation "
+                             "(+ fused GELU)", _F32, attrs={"act": Choice(("none", "gelu"))},
                              tensors={"weight": TensorRole("int8", ("oc", "k"), values="int8_symmetric"),
                                       "w_scale": _W_SCALE, "bias": _BIAS,
-                                      "in_scale": TensorRole("float32", ("k",), required=False, values="positive")}),
+                                      "in_scale": TensorRole("float32", ("k",), required=False, values="positive"),
+                                      # The static option: one calibrated scale and zero point for every row.
+                                      "x_scale": TensorRole("float32", (1,), required=False, values="positive"),
+                                      "x_zero_point": TensorRole("uint8", (1,), required=False)}),
 }
 
 
@@ -500,6 +504,8 @@ def validate(graph, tensors):
             _check_resize_size(op, where, label)
         if kind == "embedding":
             _check_word_table(op, where, label)
+        if kind == "linear_dynamic":
+            _check_static_input(op, where, label)
         referenced.update(_check_op_tensors(op, spec, where, label, tensors))
 
     outputs = graph["outputs"]
@@ -672,6 +678,14 @@ def _check_word_table(op, where, label):
     if not (roles >= {"word"} and not roles & {"word_q", "word_scale"}
             or roles >= {"word_q", "word_scale"} and "word" not in roles):
         raise FormatError(f"{where}.tensors: an embedding takes 'word', or 'word_q' with 'word_scale' {label}")
+
+
+def _check_static_input(op, where, label):
+    """linear_dynamic's static option takes x_scale and x_zero_point together."""
+    roles = set(op["tensors"]) if isinstance(op["tensors"], dict) else set()
+    if len(roles & {"x_scale", "x_zero_point"}) == 1:
+        raise FormatError(f"{where}.tensors: 'x_scale' and 'x_zero_point' go together (the static input "
+                          f"quantization) {label}")
 
 
 def _check_resize_size(op, where, label):

@@ -458,15 +458,20 @@ def exp_q(t):
     return np.where(live, p * np.ldexp(F32(1), n.astype(np.int32)).astype(F32), F32(0)).astype(F32)
 
 
-def quantize_rows(x):
-    """Per-row (per-token) uint8 quantization: (codes, scale (rows, 1), zero point (rows, 1) float32)."""
+def quantize_rows(x, static=None):
+    """Per-row (per-token) uint8 quantization: (codes, scale (rows, 1), zero point (rows, 1) float32); with
+    static = (scale, zero_point), every row takes those."""
     x = np.asarray(x, F32)
     with np.errstate(all="ignore"):  # NaN and inf as the engine's selects take them: never a max, code 0
-        lo = np.fmin(np.fmin.reduce(x, axis=-1, keepdims=True), F32(0))
-        hi = np.fmax(np.fmax.reduce(x, axis=-1, keepdims=True), F32(0))
-        s = (hi - lo) / F32(255)
-        s = np.where(s == 0, F32(1), s).astype(F32)
-        zp = _codes(np.rint(-lo / s))
+        if static is None:
+            lo = np.fmin(np.fmin.reduce(x, axis=-1, keepdims=True), F32(0))
+            hi = np.fmax(np.fmax.reduce(x, axis=-1, keepdims=True), F32(0))
+            s = (hi - lo) / F32(255)
+            s = np.where(s == 0, F32(1), s).astype(F32)
+            zp = _codes(np.rint(-lo / s))
+        else:
+            s = np.full((x.shape[0], 1), static[0], F32)
+            zp = np.full((x.shape[0], 1), static[1], F32)
         q = _codes(np.rint(x / s) + zp).astype(np.uint8)
     return q, s, zp
 
@@ -477,13 +482,16 @@ def _codes(v):
     return np.where(v < 255, v, F32(255)).astype(F32)
 
 
-def linear_dynamic(x, w_q, w_scale, bias, act="none", in_scale=None):
-    """linear_dynamic on (..., K) float32: per-row codes (of x * in_scale), the exact int GEMM, the float32 epilogue."""
+def linear_dynamic(x, w_q, w_scale, bias, act="none", in_scale=None, x_scale=None, x_zero_point=None):
+    """linear_dynamic on (..., K) float32: per-row codes (of x * in_scale; with x_scale and x_zero_point the
+    static ones), the exact int GEMM, the float32 epilogue."""
     x = np.asarray(x, F32)
     if in_scale is not None:
         x = (x * np.asarray(in_scale, F32)).astype(F32)
     lead = x.shape[:-1]
-    q, s, zp = quantize_rows(x.reshape(-1, x.shape[-1]))
+    static = None if x_scale is None else (F32(np.asarray(x_scale).reshape(-1)[0]),
+                                           F32(np.asarray(x_zero_point).reshape(-1)[0]))
+    q, s, zp = quantize_rows(x.reshape(-1, x.shape[-1]), static)
     acc = gemm(q, w_q)
     d = acc - zp.astype(np.int64) * w_q.astype(np.int64).sum(axis=1)
     y = d.astype(F32) * (s * np.asarray(w_scale, F32)).astype(F32)
@@ -631,7 +639,8 @@ def run_op(graph, tensors, op, xs):
     elif kind == "attention":
         y = attention(*xs, a["heads"], a["scale"])
     elif kind == "linear_dynamic":
-        y = linear_dynamic(xs[0], t["weight"], t["w_scale"], t.get("bias"), a["act"], t.get("in_scale"))
+        y = linear_dynamic(xs[0], t["weight"], t["w_scale"], t.get("bias"), a["act"], t.get("in_scale"),
+                           t.get("x_scale"), t.get("x_zero_point"))
     else:
         raise ValueError(f"op {op['name']!r}: unknown op {kind!r}")
     return y

@@ -92,7 +92,7 @@ void transpose_keys(const float* k, int64_t ld, int64_t seq, int64_t dh, float* 
 
 #include "kernels/transformer_body.inc"
 
-constexpr TransformerKernels kKernels = {QR_ISA_NAME, attention_head, gelu, quantize_row, dequantize_row};
+constexpr TransformerKernels kKernels = {QR_ISA_NAME, attention_head, gelu, quantize_row, quantize_row_static, dequantize_row};
 }  // namespace
 
 const TransformerKernels* transformer_kernels() { return &kKernels; }

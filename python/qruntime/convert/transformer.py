@@ -7,7 +7,8 @@ The graph: embedding (word + token type 0 + position) and LayerNorm; per layer, 
 (SmoothQuant, alpha 0.5): feature j is multiplied by `in_scale[j] = 1 / s[j]` before the per-token
 quantization and the weight column by `s[j]`, with `s[j] = sqrt(max|x_j| / max|w_j|)` from the
 calibration batches, so the few outlier features of BERT's LayerNorm outputs stop setting every
-token's scale (docs/quantization.md). Inputs `input_ids` and
+token's scale (docs/quantization.md). With activations="static" each linear's input takes one scale
+and zero point calibrated on the batches instead (x_scale, x_zero_point). Inputs `input_ids` and
 `attention_mask` (int64, (N, S), any N and S up to the position table); output `last_hidden_state`
 (N, S, F). Pooling is the caller's.
 
@@ -70,11 +71,31 @@ def _linear(em, name, module, inp, act="none"):
     if name in em.input_absmax:
         in_scale, w = smoothing(em.input_absmax[name], w)
         tensors["in_scale"] = em.tensor(f"{name}.in_scale", in_scale)
+    if name in em.static_ranges:
+        in_scale = em.tensors[tensors["in_scale"]] if "in_scale" in tensors else None
+        x_scale, x_zero_point = static_input(in_scale, *em.static_ranges[name])
+        tensors["x_scale"] = em.tensor(f"{name}.x_scale", x_scale)
+        tensors["x_zero_point"] = em.tensor(f"{name}.x_zero_point", x_zero_point)
     q, scale = quantize_weight(w, em.per_channel, em.weight_bits)
     tensors.update({"weight": em.tensor(f"{name}.weight", q), "w_scale": em.tensor(f"{name}.w_scale", scale)})
     if module.bias is not None:
         tensors["bias"] = em.tensor(f"{name}.bias", module.bias.detach().to(torch.float32).cpu().numpy())
     return em.op("linear_dynamic", name, [inp], {"act": act}, tensors)
+
+
+def static_input(in_scale, lo, hi):
+    """x_scale (float32 (1,)) and x_zero_point (uint8 (1,)) of a linear's static input quantization: the
+    per-row rule of docs/quantization.md applied once to the calibrated range of x * in_scale, from the
+    per-feature minima `lo` and maxima `hi` of x (in_scale > 0 keeps each feature's order)."""
+    f32 = np.float32
+    lo, hi = np.asarray(lo, f32), np.asarray(hi, f32)
+    if in_scale is not None:
+        lo, hi = lo * np.asarray(in_scale, f32), hi * np.asarray(in_scale, f32)
+    lo, hi = min(f32(0), lo.min()), max(f32(0), hi.max())
+    s = f32(hi - lo) / f32(255)
+    s = f32(1) if s == 0 else s
+    zp = np.clip(np.rint(-lo / s), 0, 255)
+    return np.array([s], f32), np.array([zp], np.uint8)
 
 
 def _layer_norm(em, name, module, inp):
@@ -97,8 +118,9 @@ def _is_erf_gelu(act):
 
 
 class _Emitter:
-    def __init__(self, per_channel, weight_bits, input_absmax):
+    def __init__(self, per_channel, weight_bits, input_absmax, static_ranges):
         self.per_channel, self.weight_bits, self.input_absmax = per_channel, weight_bits, input_absmax
+        self.static_ranges = static_ranges
         self.values = {"input_ids": {"dtype": "int64"}, "attention_mask": {"dtype": "int64"}}
         self.ops, self.tensors = [], {}
 
@@ -114,20 +136,22 @@ class _Emitter:
         return out
 
 
-def input_absmax(model, batches):
-    """{linear module path: max |input| per feature} of the encoder's linears over the batches (padding
-    tokens left out: the engine computes them but nothing reads them)."""
+def input_ranges(model, batches):
+    """{linear module path: (min, max) of its input per feature} of the encoder's linears over the batches
+    (padding tokens left out: the engine computes them but nothing reads them)."""
     import torch
 
     bert = _bert(model)
-    maxima, hooks, keep = {}, [], {}
+    ranges, hooks, keep = {}, [], {}
 
     def record(name):
         def hook(_module, args):
             x = args[0].detach().float()
             x = x[keep["mask"]] if x.dim() == 3 and x.shape[:2] == keep["mask"].shape else x.reshape(-1, x.shape[-1])
-            m = x.abs().amax(dim=0).numpy().astype(np.float64)
-            maxima[name] = np.maximum(maxima.get(name, 0.0), m)
+            lo, hi = x.amin(dim=0).numpy().astype(np.float64), x.amax(dim=0).numpy().astype(np.float64)
+            if name in ranges:
+                lo, hi = np.minimum(ranges[name][0], lo), np.maximum(ranges[name][1], hi)
+            ranges[name] = (lo, hi)
         return hook
 
     for name, module in bert.encoder.named_modules():
@@ -141,12 +165,19 @@ def input_absmax(model, batches):
     finally:
         for h in hooks:
             h.remove()
-    return maxima
+    return ranges
 
 
-def build_encoder_graph(model, per_channel=True, weight_bits=8, input_absmax=None):
+def input_absmax(model, batches):
+    """{linear module path: max |input| per feature} over the batches (input_ranges)."""
+    return {name: np.maximum(-lo, hi) for name, (lo, hi) in input_ranges(model, batches).items()}
+
+
+def build_encoder_graph(model, per_channel=True, weight_bits=8, input_absmax=None, static_ranges=None):
     """(graph, tensors) of the quantized encoder: docs/format.md's transformer ops; with input_absmax
-    ({linear path: per-feature max |x|}, from input_absmax()) each linear's input is smoothed."""
+    ({linear path: per-feature max |x|}, from input_absmax()) each linear's input is smoothed; with
+    static_ranges ({linear path: per-feature (min, max) of x}, from input_ranges()) each linear's input is
+    quantized with one calibrated scale and zero point instead of per token."""
     import torch
 
     bert = _bert(model)
@@ -157,7 +188,7 @@ def build_encoder_graph(model, per_channel=True, weight_bits=8, input_absmax=Non
     emb = bert.embeddings
     _require(getattr(cfg, "position_embedding_type", "absolute") == "absolute", "config.position_embedding_type",
              f"{getattr(cfg, 'position_embedding_type', None)!r} positions (only 'absolute')")
-    em = _Emitter(per_channel, weight_bits, input_absmax or {})
+    em = _Emitter(per_channel, weight_bits, input_absmax or {}, static_ranges or {})
 
     def table(name, module):
         _require(isinstance(module, torch.nn.Embedding), name, "expected an Embedding")
@@ -243,20 +274,26 @@ def check_against_torch(qmodel, model, calibration_data):
     return float(c.mean()), float(c.min())
 
 
-def quantize_encoder(model, calibration_data, *, per_channel=True, weight_bits=8):
+def quantize_encoder(model, calibration_data, *, per_channel=True, weight_bits=8, activations="dynamic"):
     """The quantized Model of a BERT encoder; calibration_data: batches of (input_ids, attention_mask),
-    used to check the conversion against torch (activations are quantized per token at run time)."""
+    which set the smoothing and check the conversion against torch. activations: "dynamic" (each token's
+    linear inputs quantized at run time with their own range) or "static" (one range per linear input,
+    from the calibration batches: less work per token, less accurate)."""
     from ..model import Model
 
+    if activations not in ("dynamic", "static"):
+        raise ValueError(f"activations must be 'dynamic' or 'static' for a transformer encoder, got {activations!r}")
     batches = list(_token_batches(calibration_data))
     if not batches:
         raise ValueError("calibration_data is empty: an encoder needs at least one batch of (input_ids, attention_mask)")
+    ranges = input_ranges(model, batches)
+    absmax = {name: np.maximum(-lo, hi) for name, (lo, hi) in ranges.items()}
     graph, tensors = build_encoder_graph(model, per_channel=per_channel, weight_bits=weight_bits,
-                                         input_absmax=input_absmax(model, batches))
+                                         input_absmax=absmax, static_ranges=ranges if activations == "static" else None)
     qmodel = Model(graph, tensors)
     check_against_torch(qmodel, model, batches)
     return qmodel
 
 
-__all__ = ["is_hf_encoder", "quantize_encoder", "build_encoder_graph", "input_absmax", "smoothing",
-           "check_against_torch", "MIN_TOKEN_COSINE"]
+__all__ = ["is_hf_encoder", "quantize_encoder", "build_encoder_graph", "input_absmax", "input_ranges", "smoothing",
+           "static_input", "check_against_torch", "MIN_TOKEN_COSINE"]
