@@ -812,6 +812,9 @@ def _op_shape(op, ins, tensors):
         out = (*x, position.shape[1]) if x[1] <= position.shape[0] else None
     elif kind == "attention_bias" and len(x) == 2:
         out = x
+    elif kind == "attention" and len(x) == 3 and len(ins) == 2:  # qkv (N, S, 3F) and the bias
+        f = x[2] // 3
+        out = (*x[:2], f) if x[2] % 3 == 0 and ins[1] == x[:2] and f % a["heads"] == 0 else None
     elif kind == "attention" and len(x) == 3:
         out = x if ins[1] == ins[2] == x and ins[3] == x[:2] and x[2] % a["heads"] == 0 else None
     elif kind == "linear_dynamic" and len(x) in (2, 3):

@@ -97,8 +97,10 @@ class AttentionBiasNode : public Node {
 
 class AttentionNode : public Node {
  public:
+  // Inputs q, k, v, bias, or qkv (the three as column blocks of one (N, S, 3F) value) and bias.
   AttentionNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
-    check_io(spec, graph, 4, DType::kFloat32, DType::kFloat32);
+    fused_ = spec.inputs.size() == 2;
+    check_io(spec, graph, fused_ ? 2 : 4, DType::kFloat32, DType::kFloat32);
     heads_ = attr_int(spec, "heads");
     QR_CHECK_ARG(heads_ >= 1, where(spec) + ": heads must be >= 1");
     const double scale = attr_float(spec, "scale");
@@ -107,26 +109,41 @@ class AttentionNode : public Node {
     kernels_ = &transformer_kernels(graph);
   }
   Shape output_shape(const Shape* in, int) const override {
-    check_shape(in[0].rank == 3 && in[1] == in[0] && in[2] == in[0], *this,
-                "expects q, k and v of one shape (N, S, F), got " + in[0].str() + ", " + in[1].str() + " and " +
-                    in[2].str());
-    check_shape(in[0].d[2] % heads_ == 0, *this,
-                std::to_string(heads_) + " heads do not divide " + std::to_string(in[0].d[2]) + " features");
-    check_shape(in[3].rank == 2 && in[3].d[0] == in[0].d[0] && in[3].d[1] == in[0].d[1], *this,
-                "the attention mask has shape " + in[3].str() + "; the tokens are " + in[0].str());
-    return in[0];
+    Shape out = in[0];
+    if (fused_) {
+      check_shape(in[0].rank == 3 && in[0].d[2] % 3 == 0, *this,
+                  "expects qkv of shape (N, S, 3F), got " + in[0].str());
+      out.d[2] = in[0].d[2] / 3;
+    } else {
+      check_shape(in[0].rank == 3 && in[1] == in[0] && in[2] == in[0], *this,
+                  "expects q, k and v of one shape (N, S, F), got " + in[0].str() + ", " + in[1].str() + " and " +
+                      in[2].str());
+    }
+    check_shape(out.d[2] % heads_ == 0, *this,
+                std::to_string(heads_) + " heads do not divide " + std::to_string(out.d[2]) + " features");
+    const Shape& mask = in[fused_ ? 1 : 3];
+    check_shape(mask.rank == 2 && mask.d[0] == out.d[0] && mask.d[1] == out.d[1], *this,
+                "the attention mask has shape " + mask.str() + "; the tokens are " + out.str());
+    return out;
   }
   void run(const NodeIo& io) const override {
     const Shape& s = io.out_shape;
-    ops::attention(static_cast<const float*>(io.in[0]), static_cast<const float*>(io.in[1]),
-                   static_cast<const float*>(io.in[2]), static_cast<const float*>(io.in[3]), s.d[0], s.d[1], s.d[2],
-                   heads_, scale_, *kernels_, static_cast<float*>(io.out));
+    const int64_t f = s.d[2];
+    const auto* q = static_cast<const float*>(io.in[0]);
+    if (fused_)
+      ops::attention(q, q + f, q + 2 * f, 3 * f, static_cast<const float*>(io.in[1]), s.d[0], s.d[1], f, heads_,
+                     scale_, *kernels_, static_cast<float*>(io.out));
+    else
+      ops::attention(q, static_cast<const float*>(io.in[1]), static_cast<const float*>(io.in[2]), f,
+                     static_cast<const float*>(io.in[3]), s.d[0], s.d[1], f, heads_, scale_, *kernels_,
+                     static_cast<float*>(io.out));
   }
   int64_t macs(const Shape*, const Shape& out) const override { return 2 * out.elements() * out.d[1]; }
   std::string kernel() const override { return std::string("float32 ") + kernels_->isa; }
   bool accepts_rank3() const override { return true; }
 
  private:
+  bool fused_ = false;
   int64_t heads_ = 1;
   float scale_ = 1.0f;
   const TransformerKernels* kernels_ = nullptr;

@@ -207,10 +207,10 @@ struct EltwiseKernels {
 // ref (scalar) and avx2, the same bits from both.
 struct TransformerKernels {
   const char* isa;
-  // One (image, head) of attention: q, k, v and out point at the head's first column, rows ld floats
-  // apart; bias has one value per key; scratch holds dh * seq + 4 * seq floats.
+  // One (image, head) of attention: q, k, v and out point at the head's first column, rows ld (q, k, v)
+  // and ld_out (out) floats apart; bias has one value per key; scratch holds dh * seq + 4 * seq floats.
   void (*attention_head)(const float* q, const float* k, const float* v, const float* bias, int64_t seq, int64_t dh,
-                         int64_t ld, float scale, float* out, float* scratch);
+                         int64_t ld, float scale, float* out, int64_t ld_out, float* scratch);
   // y = y * (0.5 + 0.5 * erf_q(y * 0.70710678)) in place.
   void (*gelu)(float* y, int64_t n);
   // One row of linear_dynamic's input (k floats) to uint8 codes, its scale and zero point, after the

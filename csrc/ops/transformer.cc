@@ -92,13 +92,14 @@ void linear_dynamic(const PackedWeights& w, const float* x, int64_t rows, const 
   });
 }
 
-void attention(const float* q, const float* k, const float* v, const float* bias, int64_t images, int64_t seq,
-               int64_t features, int64_t heads, float scale, const TransformerKernels& kernels, float* out) {
+void attention(const float* q, const float* k, const float* v, int64_t ld, const float* bias, int64_t images,
+               int64_t seq, int64_t features, int64_t heads, float scale, const TransformerKernels& kernels, float* out) {
   const int64_t dh = features / heads;
   ThreadPool::global().parallel_for(images * heads, [&](int64_t task) {
-    const int64_t img = task / heads, column = (task % heads) * dh, first = img * seq * features + column;
+    const int64_t img = task / heads, column = (task % heads) * dh;
+    const int64_t in = img * seq * ld + column, first = img * seq * features + column;
     thread_local std::vector<float> buf;
-    kernels.attention_head(q + first, k + first, v + first, bias + img * seq, seq, dh, features, scale, out + first,
+    kernels.attention_head(q + in, k + in, v + in, bias + img * seq, seq, dh, ld, scale, out + first, features,
                            scratch(buf, (dh + 4) * seq));
   });
 }

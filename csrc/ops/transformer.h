@@ -34,10 +34,11 @@ void dynamic_epilogue(const int32_t* acc, int64_t rows, int64_t n, const float* 
 void linear_dynamic(const PackedWeights& w, const float* x, int64_t rows, const float* in_scale, StaticInput fixed,
                     const float* w_scale, const float* bias, DynamicAct act, const TransformerKernels& k, float* y);
 
-// Multi-head attention: q, k, v (images x seq x features), bias (images x seq) added to every
-// query's score of that key; out like q. features % heads == 0.
-void attention(const float* q, const float* k, const float* v, const float* bias, int64_t images, int64_t seq,
-               int64_t features, int64_t heads, float scale, const TransformerKernels& kernels, float* out);
+// Multi-head attention: q, k, v (images x seq x features, rows ld floats apart: features, or 3 * features
+// when they are the column blocks of one fused qkv value), bias (images x seq) added to every query's
+// score of that key; out (images x seq x features). features % heads == 0.
+void attention(const float* q, const float* k, const float* v, int64_t ld, const float* bias, int64_t images,
+               int64_t seq, int64_t features, int64_t heads, float scale, const TransformerKernels& kernels, float* out);
 
 // BERT's additive mask: 0 where mask == 1, float32's lowest where 0; qr::ValueError on another value.
 void attention_bias(const int64_t* mask, int64_t count, float* bias);

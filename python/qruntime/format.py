@@ -239,7 +239,8 @@ OPS = {
     "attention_bias": OpSpec("(N, S) int64 attention mask of 0/1 -> the additive bias (0 or float32's lowest)",
                              (("int64", "float32"),)),
     "attention": OpSpec("multi-head attention of q, k, v (N, S, F) with the (N, S) additive bias: softmax(q k^T * "
-                        "scale + bias) v per head, in float32", _F32, inputs=(4, 4),
+                        "scale + bias) v per head, in float32; inputs q, k, v, bias, or qkv (N, S, 3F: q, k and v "
+                        "as column blocks) and bias", _F32, inputs=(2, 4),
                         attrs={"heads": Int(1), "scale": Float(1e-30, 1e30)}),
     "linear_dynamic": OpSpec("y = x w^T + bias on (N, K) or (N, S, K) float32, each row (times in_scale per "
                              "feature) quantized to uint8 at run time (or with the static x_scale, x_zero_point), int32 accumulation "
@@ -506,6 +507,9 @@ def validate(graph, tensors):
             _check_word_table(op, where, label)
         if kind == "linear_dynamic":
             _check_static_input(op, where, label)
+        if kind == "attention" and len(op["inputs"]) == 3:
+            raise FormatError(f"{where}.inputs: attention takes q, k, v and the bias, or qkv and the bias; got 3 "
+                              f"inputs {label}")
         referenced.update(_check_op_tensors(op, spec, where, label, tensors))
 
     outputs = graph["outputs"]
@@ -619,7 +623,7 @@ def _check_op_values(op, spec, where, label, values, defined):
     inputs, outputs = op["inputs"], op["outputs"]
     least, most = spec.inputs
     if not (isinstance(inputs, list) and least <= len(inputs) and (most is None or len(inputs) <= most)):
-        count = f"{least}" if least == most else f"at least {least}"
+        count = f"{least}" if least == most else f"at least {least}" if most is None else f"{least} to {most}"
         raise FormatError(f"{where}.inputs: must be a list of {count} value names {label}, got {_show(inputs)}")
     if not (isinstance(outputs, list) and len(outputs) == 1):
         raise FormatError(f"{where}.outputs: must be a list of exactly one value name {label}, got {_show(outputs)}")

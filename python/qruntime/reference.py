@@ -637,7 +637,8 @@ def run_op(graph, tensors, op, xs):
     elif kind == "attention_bias":
         y = attention_bias(xs[0])
     elif kind == "attention":
-        y = attention(*xs, a["heads"], a["scale"])
+        qkv = np.split(xs[0], 3, axis=-1) if len(xs) == 2 else xs[:3]  # a fused qkv: its three column blocks
+        y = attention(*qkv, xs[-1], a["heads"], a["scale"])
     elif kind == "linear_dynamic":
         y = linear_dynamic(xs[0], t["weight"], t["w_scale"], t.get("bias"), a["act"], t.get("in_scale"),
                            t.get("x_scale"), t.get("x_zero_point"))

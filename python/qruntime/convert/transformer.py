@@ -1,8 +1,8 @@
 """Hugging Face BERT encoders (BertModel: BERT, MiniLM, ...) -> the transformer ops of docs/format.md.
 
-The graph: embedding (word + token type 0 + position) and LayerNorm; per layer, q, k and v as
-`linear_dynamic` (int8 weights per output channel, each token's input quantized at run time),
-`attention` over the additive mask, the output projection, residual add and LayerNorm, the GELU MLP
+The graph: embedding (word + token type 0 + position) and LayerNorm; per layer, q, k and v as one
+`linear_dynamic` of 3F outputs (int8 weights per output channel, each token's input quantized at run
+time), `attention` over the additive mask reading them as qkv, the output projection, residual add and LayerNorm, the GELU MLP
 (GELU fused into its first linear), residual add and LayerNorm. Each linear's input is smoothed
 (SmoothQuant, alpha 0.5): feature j is multiplied by `in_scale[j] = 1 / s[j]` before the per-token
 quantization and the weight column by `s[j]`, with `s[j] = sqrt(max|x_j| / max|w_j|)` from the
@@ -62,24 +62,32 @@ def smoothing(x_absmax, w):
     return in_scale, (np.asarray(w, np.float64) / in_scale.astype(np.float64)).astype(np.float32)
 
 
-def _linear(em, name, module, inp, act="none"):
+def _linear(em, path, module, inp, act="none", fused=(), name=None):
+    """One linear_dynamic for the Linear at module `path` (its calibrated input statistics), named `name`
+    (default: path); with `fused` (more Linears on the same input) their weights and biases are stacked
+    after the first's into one op (the attention's q, k and v): one quantized input, one GEMM."""
     import torch
 
-    _require(isinstance(module, torch.nn.Linear), name, f"expected a Linear, found {type(module).__name__}")
-    w = module.weight.detach().to(torch.float32).cpu().numpy()
+    name = name or path
+    modules = [module, *fused]
+    for m in modules:
+        _require(isinstance(m, torch.nn.Linear), name, f"expected a Linear, found {type(m).__name__}")
+    _require(len({m.bias is None for m in modules}) == 1, name, "fused linears with and without a bias")
+    w = np.concatenate([m.weight.detach().to(torch.float32).cpu().numpy() for m in modules])
     tensors = {}
-    if name in em.input_absmax:
-        in_scale, w = smoothing(em.input_absmax[name], w)
+    if path in em.input_absmax:
+        in_scale, w = smoothing(em.input_absmax[path], w)
         tensors["in_scale"] = em.tensor(f"{name}.in_scale", in_scale)
-    if name in em.static_ranges:
+    if path in em.static_ranges:
         in_scale = em.tensors[tensors["in_scale"]] if "in_scale" in tensors else None
-        x_scale, x_zero_point = static_input(in_scale, *em.static_ranges[name])
+        x_scale, x_zero_point = static_input(in_scale, *em.static_ranges[path])
         tensors["x_scale"] = em.tensor(f"{name}.x_scale", x_scale)
         tensors["x_zero_point"] = em.tensor(f"{name}.x_zero_point", x_zero_point)
     q, scale = quantize_weight(w, em.per_channel, em.weight_bits)
     tensors.update({"weight": em.tensor(f"{name}.weight", q), "w_scale": em.tensor(f"{name}.w_scale", scale)})
     if module.bias is not None:
-        tensors["bias"] = em.tensor(f"{name}.bias", module.bias.detach().to(torch.float32).cpu().numpy())
+        tensors["bias"] = em.tensor(f"{name}.bias", np.concatenate(
+            [m.bias.detach().to(torch.float32).cpu().numpy() for m in modules]))
     return em.op("linear_dynamic", name, [inp], {"act": act}, tensors)
 
 
@@ -212,10 +220,11 @@ def build_encoder_graph(model, per_channel=True, weight_bits=8, input_absmax=Non
         head_dim = int(sa.attention_head_size)
         _require(heads * head_dim == sa.query.out_features, f"{p}.attention.self", "heads do not tile the features")
         scale = float(getattr(sa, "scaling", head_dim ** -0.5))
-        q = _linear(em, f"{p}.attention.self.query", sa.query, h)
-        k = _linear(em, f"{p}.attention.self.key", sa.key, h)
-        v = _linear(em, f"{p}.attention.self.value", sa.value, h)
-        ctx = em.op("attention", f"{p}.attention.self", [q, k, v, bias], {"heads": heads, "scale": scale})
+        # q, k and v read the same input: one linear of 3F outputs (the query's calibrated input; its
+        # smoothing takes the largest weight of the three per input feature), read by attention as qkv.
+        qkv = _linear(em, f"{p}.attention.self.query", sa.query, h, fused=(sa.key, sa.value),
+                      name=f"{p}.attention.self.qkv")
+        ctx = em.op("attention", f"{p}.attention.self", [qkv, bias], {"heads": heads, "scale": scale})
         out = layer.attention.output
         a = _linear(em, f"{p}.attention.output.dense", out.dense, ctx)
         r = em.op("binary_float", f"{p}.attention.output.add", [a, h], {"fn": "add"})
