@@ -46,13 +46,17 @@ def _isa(isa):
     return isa
 
 
-def _as_float32(x, name):
+def _read_array(x, name):
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
         x = x.detach().cpu().numpy()
     try:
-        a = np.asarray(x)
+        return np.asarray(x)
     except Exception as e:  # noqa: BLE001 - anything numpy cannot read is a bad input
         raise ValueError(f"{name} cannot be read as an array: {e}") from None
+
+
+def _as_float32(x, name):
+    a = _read_array(x, name)
     if a.dtype.kind not in "biuf":
         raise ValueError(f"{name} has dtype {a.dtype}, which cannot be cast to float32")
     a = np.ascontiguousarray(a, dtype=np.float32)
@@ -63,12 +67,7 @@ def _as_float32(x, name):
 
 def _as_int64(x, name):
     """Token ids and masks: integers only (a float array of ids is a mistake, not a cast)."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    try:
-        a = np.asarray(x)
-    except Exception as e:  # noqa: BLE001 - anything numpy cannot read is a bad input
-        raise ValueError(f"{name} cannot be read as an array: {e}") from None
+    a = _read_array(x, name)
     if a.dtype.kind not in "biu":
         raise ValueError(f"{name} has dtype {a.dtype}; it takes integers (int64 token ids or a 0/1 mask)")
     if a.dtype.kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:
