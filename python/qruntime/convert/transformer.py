@@ -176,14 +176,14 @@ def input_ranges(model, batches):
     return ranges
 
 
-def input_absmax(model, batches):
-    """{linear module path: max |input| per feature} over the batches (input_ranges)."""
-    return {name: np.maximum(-lo, hi) for name, (lo, hi) in input_ranges(model, batches).items()}
+def absmax(ranges):
+    """{linear module path: max |input| per feature} from input_ranges()'s per-feature (min, max)."""
+    return {name: np.maximum(-lo, hi) for name, (lo, hi) in ranges.items()}
 
 
 def build_encoder_graph(model, per_channel=True, weight_bits=8, input_absmax=None, static_ranges=None):
     """(graph, tensors) of the quantized encoder: docs/format.md's transformer ops; with input_absmax
-    ({linear path: per-feature max |x|}, from input_absmax()) each linear's input is smoothed; with
+    ({linear path: per-feature max |x|}, from absmax(input_ranges())) each linear's input is smoothed; with
     static_ranges ({linear path: per-feature (min, max) of x}, from input_ranges()) each linear's input is
     quantized with one calibrated scale and zero point instead of per token."""
     import torch
@@ -296,13 +296,13 @@ def quantize_encoder(model, calibration_data, *, per_channel=True, weight_bits=8
     if not batches:
         raise ValueError("calibration_data is empty: an encoder needs at least one batch of (input_ids, attention_mask)")
     ranges = input_ranges(model, batches)
-    absmax = {name: np.maximum(-lo, hi) for name, (lo, hi) in ranges.items()}
     graph, tensors = build_encoder_graph(model, per_channel=per_channel, weight_bits=weight_bits,
-                                         input_absmax=absmax, static_ranges=ranges if activations == "static" else None)
+                                         input_absmax=absmax(ranges),
+                                         static_ranges=ranges if activations == "static" else None)
     qmodel = Model(graph, tensors)
     check_against_torch(qmodel, model, batches)
     return qmodel
 
 
-__all__ = ["is_hf_encoder", "quantize_encoder", "build_encoder_graph", "input_absmax", "input_ranges", "smoothing",
+__all__ = ["is_hf_encoder", "quantize_encoder", "build_encoder_graph", "absmax", "input_ranges", "smoothing",
            "static_input", "check_against_torch", "MIN_TOKEN_COSINE"]
