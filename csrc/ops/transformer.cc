@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <string>
-#include <vector>
 
+#include "core/aligned_buffer.h"
 #include "core/error.h"
 #include "ops/u8_common.h"
 
@@ -15,11 +15,12 @@ namespace {
 
 constexpr float kLowest = -3.4028234663852886e38f;  // float32's lowest: BERT's masked-key bias
 
-// Scratch of the calling thread, kept between runs: after the first run at a size nothing is allocated.
+// `count` Ts of a calling thread's buffer, kept between runs: after the first run at a size nothing is
+// allocated.
 template <class T>
-T* scratch(std::vector<T>& v, int64_t count) {
-  if (static_cast<int64_t>(v.size()) < count) v.resize(static_cast<size_t>(count));
-  return v.data();
+T* scratch(AlignedBuffer& b, int64_t count) {
+  b.ensure(static_cast<size_t>(count) * sizeof(T));
+  return b.as<T>();
 }
 
 }  // namespace
@@ -27,8 +28,8 @@ T* scratch(std::vector<T>& v, int64_t count) {
 void quantize_rows(const float* x, int64_t rows, int64_t k, const float* in_scale, StaticInput fixed,
                    const TransformerKernels& kernels, uint8_t* q, float* scale, int32_t* zero_point) {
   parallel_chunks(rows, k * 6, [=, &kernels](int64_t begin, int64_t end) {
-    thread_local std::vector<float> smoothed;
-    float* tmp = in_scale ? scratch(smoothed, k) : nullptr;
+    thread_local AlignedBuffer smoothed;
+    float* tmp = in_scale ? scratch<float>(smoothed, k) : nullptr;
     for (int64_t r = begin; r < end; ++r) {
       if (fixed.scale > 0.0f) {
         kernels.quantize_row_static(x + r * k, k, in_scale, tmp, fixed.scale, fixed.zero_point, q + r * k);
@@ -58,13 +59,11 @@ namespace {
 // unless it is called from a pool task).
 void linear_dynamic_rows(const PackedWeights& w, const float* x, int64_t rows, const float* in_scale,
                          StaticInput fixed, const float* w_scale, const float* bias, DynamicAct act, const TransformerKernels& k, float* y) {
-  thread_local std::vector<uint8_t> codes;
-  thread_local std::vector<int32_t> acc, zps;
-  thread_local std::vector<float> scales;
-  uint8_t* q = scratch(codes, rows * w.k);
-  int32_t* a = scratch(acc, rows * w.n);
-  int32_t* zp = scratch(zps, rows);
-  float* s = scratch(scales, rows);
+  thread_local AlignedBuffer codes, acc, zps, scales;
+  uint8_t* q = scratch<uint8_t>(codes, rows * w.k);
+  int32_t* a = scratch<int32_t>(acc, rows * w.n);
+  int32_t* zp = scratch<int32_t>(zps, rows);
+  float* s = scratch<float>(scales, rows);
   quantize_rows(x, rows, w.k, in_scale, fixed, k, q, s, zp);
   gemm(w, q, w.k, static_cast<int>(rows), Epilogue{}, a, w.n);
   dynamic_epilogue(a, rows, w.n, s, zp, w.colsum.data(), w_scale, bias, act, k, y);
@@ -98,9 +97,9 @@ void attention(const float* q, const float* k, const float* v, int64_t ld, const
   ThreadPool::global().parallel_for(images * heads, [&](int64_t task) {
     const int64_t img = task / heads, column = (task % heads) * dh;
     const int64_t in = img * seq * ld + column, first = img * seq * features + column;
-    thread_local std::vector<float> buf;
+    thread_local AlignedBuffer buf;
     kernels.attention_head(q + in, k + in, v + in, bias + img * seq, seq, dh, ld, scale, out + first, features,
-                           scratch(buf, (dh + 4) * seq));
+                           scratch<float>(buf, (dh + 4) * seq));
   });
 }
 
