@@ -137,6 +137,16 @@ def export_onnx_fp32(files, model):
     return files.onnx_fp32
 
 
+def ort_session(ort, artifact, threads):
+    """An ONNX Runtime CPU session on `threads` intra-op threads, one inter-op, sequential (the module `ort`
+    passed in: each engine imports it in its own timed step)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
+
+
 def save_state_dict(files, model):
     """The fp32 state_dict (torch.save), shared by both torch engines; the size reference of the targets."""
     if not files.state_dict.exists():
@@ -290,11 +300,7 @@ class OrtFP32(Engine):
         self.ort = onnxruntime
 
     def load(self, artifact, files, batch, threads):
-        options = self.ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = self.ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(self.ort, artifact, threads)
         self.input_name = self.session.get_inputs()[0].name
         return {}
 

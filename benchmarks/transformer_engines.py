@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model_engines import ort_session  # stdlib and numpy only: nothing of an engine's
+
 ONNX_OPSET = 17
 INPUT_NAMES = ["input_ids", "attention_mask"]
 
@@ -247,11 +249,7 @@ class OrtFP32(Engine):
         self.ort = onnxruntime
 
     def load(self, artifact, batch, seq, threads):
-        options = self.ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = self.ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(self.ort, artifact, threads)
         return {}
 
     def run(self, input_ids, attention_mask):
