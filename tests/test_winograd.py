@@ -1,7 +1,8 @@
-"""Exact int8 Winograd F(2x2, 3x3) (docs/quantization.md, "Winograd"): on the paths that have it, the
-packer chooses it for stride-1 3x3 convs of one group, and its bytes equal the scalar path's direct
-conv on every ResNet-18/VGG layer shape, odd sizes, every padding, channel tails, the bound's edge
-and adversarial data (all-255 inputs against weights of +-127)."""
+"""Exact int8 Winograd F(4x4, 3x3) and F(2x2, 3x3) (docs/quantization.md, "Winograd"): on the paths
+that have it, the packer chooses it for stride-1 3x3 convs of one group (F(4x4) up to 128 input
+channels, F(2x2) above), and its bytes equal the scalar path's direct conv on every ResNet-18/VGG
+layer shape, odd sizes, every padding, channel tails and chunks, the bounds' edges and adversarial
+data (all-255 inputs against weights of +-127)."""
 import numpy as np
 import pytest
 
@@ -12,6 +13,12 @@ from qruntime import ops
 WINOGRAD_ISAS = ["avx2"]
 MAX_CHANNELS = 1841  # 255 * 127 * 9 * c < 2**29 (conv2d.cc, kWinogradMaxChannels)
 MIN_CHANNELS = 16
+F4_MAX_CHANNELS = 128  # winograd_avx2.cc, kF4MaxChannels
+F4_CHUNK = 114  # channels per F(4x4) chunk: 255 * 127 * 9 * 114 < 2**25 <= 255 * 127 * 9 * 116
+
+
+def _variant(c):
+    return "F(4x4,3x3)" if c <= F4_MAX_CHANNELS else "F(2x2,3x3)"
 
 # (c, oc, h, w): ResNet-18's stride-1 3x3 layers at 224^2, VGG's channel steps on smaller inputs, odd sizes,
 # channel tails (c or oc not a multiple of 16, odd c), one pixel wide or high.
@@ -19,6 +26,8 @@ SHAPES = [
     (64, 64, 56, 56), (128, 128, 28, 28), (256, 256, 14, 14), (512, 512, 7, 7),
     (64, 128, 16, 16), (128, 256, 12, 12), (256, 512, 6, 6), (3 * 8, 64, 32, 32), (128, 64, 9, 9),
     (16, 8, 1, 1), (16, 16, 1, 9), (17, 7, 7, 1), (17, 33, 5, 6), (31, 15, 11, 13), (48, 40, 3, 3), (65, 17, 2, 5),
+    # F(4x4)'s channel chunks (one up to 114, two above) and F(2x2) just past it.
+    (113, 20, 9, 11), (114, 16, 10, 10), (115, 24, 6, 7), (127, 33, 13, 5), (129, 17, 5, 9), (160, 40, 7, 7),
 ]
 
 
@@ -44,7 +53,7 @@ def _both(x, w_q, q, padding=1, relu=False, isa=None):
     """(Winograd path's bytes, scalar direct conv's bytes), with the Winograd packing checked."""
     isa = isa or _winograd_isa()
     packed = ops.pack_conv2d(w_q, isa=isa, stride=1, dilation=1)
-    assert packed.winograd, packed.kernel_choice
+    assert packed.winograd and _variant(w_q.shape[1]) in packed.kernel_choice, packed.kernel_choice
     got = ops.conv2d(x, w_q=packed, padding=padding, relu=relu, isa=isa, **q)
     want = ops.conv2d(x, w_q=w_q, padding=padding, relu=relu, isa="scalar", **q)
     return got, want
@@ -57,20 +66,23 @@ def test_layer_shapes_equal_scalar(rng, c, oc, h, w):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("c", [24, 136])  # F(4x4), F(2x2)
 @pytest.mark.parametrize("padding", [0, 1, 2, (0, 1, 2, 0), (2, 0, 1, 2), (1, 2, 0, 0)])
-@pytest.mark.parametrize("hw", [(3, 3), (4, 4), (7, 10), (10, 7), (13, 13)])
-def test_every_padding_and_odd_size(rng, padding, hw):
-    x, w_q, q = _case(rng, 24, 20, *hw, n=2)
+@pytest.mark.parametrize("hw", [(3, 3), (4, 4), (6, 6), (7, 10), (10, 7), (13, 13)])
+def test_every_padding_and_odd_size(rng, c, padding, hw):
+    x, w_q, q = _case(rng, c, 20, *hw, n=2)
     got, want = _both(x, w_q, q, padding=padding, relu=bool(rng.integers(2)))
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("c", [114, 128, 200])  # F(4x4) in one chunk and in two, F(2x2)
 @pytest.mark.parametrize("x_zp", [0, 255])
 @pytest.mark.parametrize("sign", [1, -1, 0])
-def test_adversarial_extremes(rng, x_zp, sign):
+def test_adversarial_extremes(rng, c, x_zp, sign):
     """All inputs 255 against weights of +-127 (sign 0: alternating), with the padding at either
-    extreme: the largest transformed values |V| = 1020 and |U'| = 1143 there are."""
-    c, oc = 128, 32
+    extreme: the largest transformed values (F(2x2): |V| = 1020, |U'| = 1143; F(4x4): |U'| = 6223)
+    and, at 114 channels, a chunk's sums within 1 % of F(4x4)'s bound (|acc| < 2**25)."""
+    oc = 32
     x = np.full((1, c, 9, 9), 255, np.uint8)
     if sign:
         w_q = np.full((oc, c, 3, 3), 127 * sign, np.int8)
@@ -86,14 +98,14 @@ def test_adversarial_extremes(rng, x_zp, sign):
     assert x_zp == 255 or sign == 0 or len(np.unique(want)) > 1
 
 
-# The transforms of docs/quantization.md, "Winograd", for the test's own check of its sums.
+# The F(2x2, 3x3) transforms of docs/quantization.md, "Winograd", for the test's own check of its sums.
 _BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
 _G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]])
 _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
 
 
 def test_the_bound_edge(rng):
-    """At the most channels Winograd takes, a tile whose sums M, and the output transform's partial
+    """F(2x2, 3x3): at the most channels Winograd takes, a tile whose sums M, and the output transform's partial
     sums, come within 0.1 % of 2**31 (the largest a search over 0/255 tiles and +-127 filters found)
     still comes out exact; one more channel and the packer keeps the direct GEMM."""
     isa = _winograd_isa()
@@ -118,7 +130,9 @@ def test_what_the_packer_chooses():
     isa = _winograd_isa()
     w = np.ones((16, 32, 3, 3), np.int8)
     packed = ops.pack_conv2d(w, isa=isa, stride=1, dilation=1)
-    assert packed.winograd and "winograd" in packed.kernel_choice
+    assert packed.winograd and "winograd F(4x4,3x3)" in packed.kernel_choice
+    for c, variant in ((F4_MAX_CHANNELS, "F(4x4,3x3)"), (F4_MAX_CHANNELS + 1, "F(2x2,3x3)"), (MAX_CHANNELS, "F(2x2,3x3)")):
+        assert variant in ops.pack_conv2d(np.ones((16, c, 3, 3), np.int8), isa=isa, stride=1, dilation=1).kernel_choice
     # Not for: other strides or dilations, no geometry given, other kernel sizes, groups, few
     # channels, the scalar path.
     assert not ops.pack_conv2d(w, isa=isa, stride=2, dilation=1).winograd
@@ -144,10 +158,11 @@ def test_packed_for_stride_1_refuses_others(rng):
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
-@pytest.mark.parametrize("c,oc,hw,n", [(64, 48, 15, 3), (300, 40, 9, 2), (512, 500, 7, 1), (257, 17, 5, 4)])
+@pytest.mark.parametrize("c,oc,hw,n", [(64, 48, 15, 3), (120, 40, 13, 2), (300, 40, 9, 2), (512, 500, 7, 1),
+                                      (257, 17, 5, 4)])
 def test_threads_same_bytes(rng, threads, n_threads, c, oc, hw, n):
-    """Blocks and panel chunks split over the threads; C > 256 runs position by position (a C tail,
-    strips of 5 and of 4, a last panel of 4 or 1 channels)."""
+    """Blocks and panel chunks split over the threads (F(4x4) in one and two channel chunks); C > 256
+    runs position by position (a C tail, strips of 5 and of 4, a last panel of 4 or 1 channels)."""
     x, w_q, q = _case(rng, c, oc, hw, hw, n=n)
     qruntime.set_num_threads(n_threads)
     got, want = _both(x, w_q, q)
@@ -179,20 +194,21 @@ def _model_graph(rng, c=32):
     return graph, t
 
 
-def test_model_node_chooses_winograd_and_equals_the_reference(rng):
+@pytest.mark.parametrize("c", [32, 144])  # F(4x4), F(2x2)
+def test_model_node_chooses_winograd_and_equals_the_reference(rng, c):
     """A model's conv node packs for its own geometry: its stride-1 3x3 conv runs Winograd, its
     stride-2 one the GEMM, and the outputs equal the reference and the scalar path exactly."""
     from qruntime import reference
     from qruntime.model import Model
 
     isa = _winograd_isa()
-    graph, tensors = _model_graph(rng)
+    graph, tensors = _model_graph(rng, c)
     model = Model(graph, tensors, isa=isa)
-    for shape in [(1, 32, 1, 1), (2, 32, 7, 9), (1, 32, 20, 17)]:
+    for shape in [(1, c, 1, 1), (2, c, 7, 9), (1, c, 20, 17)]:
         x = rng.normal(0, 1.0, shape).astype(np.float32)
         got = model.run(x)
         np.testing.assert_array_equal(got, reference.run_graph(graph, tensors, [x])[0])
         np.testing.assert_array_equal(got, Model(graph, tensors, isa="scalar").run(x))
-    kernels = {r["name"]: r["kernel"] for r in model.profile(rng.normal(0, 1, (1, 32, 8, 8)).astype(np.float32), 1)}
-    assert kernels["a"].startswith(f"winograd {isa} (winograd F(2x2,3x3)"), kernels["a"]
+    kernels = {r["name"]: r["kernel"] for r in model.profile(rng.normal(0, 1, (1, c, 8, 8)).astype(np.float32), 1)}
+    assert kernels["a"].startswith(f"winograd {isa} (winograd {_variant(c)}"), kernels["a"]
     assert kernels["b"].startswith(f"gemm {isa}"), kernels["b"]

@@ -97,20 +97,21 @@ struct DwConvKernels {
   bool (*pack_extra_weights)(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size);
 };
 
-// Exact int8 Winograd F(2x2, 3x3) for stride-1, dilation-1 3x3 convs of one group (docs/quantization.md,
-// "Winograd"): Y = A^T [sum_c U'[oc, c] (.) V[c]] A equals 4x the direct sum of (x_q * w_q) exactly,
-// with U' = (2G) g (2G)^T in int16 and V = B^T d B in int16 (d: a 4x4 input tile, padding holding the
-// input zero point), products summed in int32 with wrap-around. The result is acc of the direct GEMM,
-// so the same epilogue gives the same bytes.
+// Exact int8 Winograd F(2x2, 3x3) or F(4x4, 3x3) for stride-1, dilation-1 3x3 convs of one group
+// (docs/quantization.md, "Winograd"): Y = A^T [sum_c U'[oc, c] (.) V[c]] A equals a fixed multiple
+// of the direct sum of (x_q * w_q) exactly, with U' = G' g G'^T in int16 and V = B^T d B in int16 (d:
+// an input tile, padding holding the input zero point), products summed in int32 with wrap-around,
+// and an exact division recovers it. The result is acc of the direct GEMM, so the same epilogue
+// gives the same bytes.
 //
-// One call computes a block of output tiles (2x2 output pixels each, numbered across the batch
-// image-major, then tile row, then tile column) for a range of packed output-channel panels.
+// One call computes a block of output tiles (tile(c) x tile(c) output pixels each, numbered across
+// the batch image-major, then tile row, then tile column) for a range of packed output-channel panels.
 struct WinogradTask {
   const uint8_t* x;        // [n][h][w][c], the whole batch
   int h, w, c;
   uint8_t x_zp;            // what the padding holds
   int pad_t, pad_l;
-  int oh, ow;              // output size; tiles_w = ceil(ow / 2), tiles_h = ceil(oh / 2)
+  int oh, ow;              // output size; tiles_w = ceil(ow / tile(c)), tiles_h = ceil(oh / tile(c))
   int64_t tile0;           // first tile of the block
   int tiles;               // tiles in the block, <= WinogradKernels::block_tiles(c)
   const int16_t* u;        // packed U' (WinogradKernels::pack)
@@ -122,9 +123,11 @@ struct WinogradTask {
 };
 
 // One ISA path's Winograd kernel (null in the tables of paths without one: KernelTable::winograd).
+// The variant (the tile size) follows from the input channels c alone, so every function takes c.
 struct WinogradKernels {
   const char* isa;
   int nr;                                   // output channels per packed panel
+  int (*tile)(int c);                       // output pixels per tile side: 2 (F(2x2, 3x3)) or 4
   int (*block_tiles)(int c);                // most tiles per call, sized so V stays in L2
   size_t (*packed_bytes)(int oc, int c);
   // w: (oc, c, 3, 3) int8 in [-127, 127], torch's layout; dst: packed_bytes zeroed bytes.

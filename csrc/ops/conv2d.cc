@@ -282,14 +282,15 @@ void run_depthwise(const PackedConv2d& p, const uint8_t* x, int n, int h, int w,
   });
 }
 
-// Winograd F(2x2, 3x3) over the batch: blocks of output tiles (a multiple of the thread count, of
+// Winograd over the batch: blocks of output tiles (a multiple of the thread count, of
 // near-equal size) times chunks of output-channel panels when there are few blocks. Each call
 // transforms its block's input itself: when chunks share a block that is repeated, at a cost of
 // about 1.6 / oc of the block's GEMM work.
 void run_winograd(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, const Requant& rq, uint8_t zp,
                   const Conv2dGeometry& g, int oh, int ow, uint8_t* y) {
   const WinogradKernels& k = *p.table->winograd;
-  const int64_t tiles = static_cast<int64_t>(n) * ((oh + 1) / 2) * ((ow + 1) / 2);
+  const int t_side = k.tile(c);
+  const int64_t tiles = static_cast<int64_t>(n) * ((oh + t_side - 1) / t_side) * ((ow + t_side - 1) / t_side);
   ThreadPool& pool = ThreadPool::global();
   const int threads = pool.num_threads();
   int64_t blocks = (tiles + k.block_tiles(c) - 1) / k.block_tiles(c);
@@ -344,7 +345,8 @@ std::string winograd_choice(const KernelTable& table, int icg, int kh, int kw, i
   if (!table.winograd || kh != 3 || kw != 3 || groups != 1 || !g) return "";
   if (g->stride_h != 1 || g->stride_w != 1 || g->dil_h != 1 || g->dil_w != 1) return "";
   if (icg < kWinogradMinChannels || icg > kWinogradMaxChannels) return "";
-  return "winograd F(2x2,3x3): stride-1 3x3 conv of " + std::to_string(icg) +
+  const std::string t = std::to_string(table.winograd->tile(icg));
+  return "winograd F(" + t + "x" + t + ",3x3): stride-1 3x3 conv of " + std::to_string(icg) +
          " input channels, int16 transforms, exact";
 }
 

@@ -1,15 +1,18 @@
-// Exact int8 Winograd F(2x2, 3x3) for AVX2: the input tile transform V = B^T d B in int16, one
-// vpmaddwd GEMM per transformed position (the exact GEMM's K loop, vpmaddwd_avx2.h), the output
-// transform A^T M A in int32, a shift by 2 and the GEMM's epilogue. Bit-identical to the direct conv:
-// docs/quantization.md, "Winograd", proves the bounds. Layouts: docs/kernels.md, "Convolution",
-// the Winograd F(2x2, 3x3) entry:
-//   packed U': panels of 16 output channels; panel p is [16 positions][ceil(C/2) pairs][16 oc][2]
+// Exact int8 Winograd F(2x2, 3x3) and F(4x4, 3x3) for AVX2: the input tile transform V = B^T d B in
+// int16, one vpmaddwd GEMM per transformed position (the exact GEMM's K loop, vpmaddwd_avx2.h), the
+// output transform A^T M A in int32, the exact division that recovers the direct sum, and the GEMM's
+// epilogue. Bit-identical to the direct conv: docs/quantization.md, "Winograd", proves the bounds.
+// Layouts: docs/kernels.md, "Convolution", the Winograd entry. With T output pixels per tile side
+// (2 or 4) and P = (T + 2)^2 positions:
+//   packed U': panels of 16 output channels; panel p is [P positions][ceil(C/2) pairs][16 oc][2]
 //   int16, the exact GEMM's panel body once per position (zero padded in C and in the channels).
-//   V (scratch, per call): [16 positions][block tiles][2 * ceil(C/2)] int16, a row of K pairs per
+//   V (scratch, per call): [P positions][block tiles][2 * ceil(C/2)] int16, a row of K pairs per
 //   tile as the K loop reads A.
-//   M (scratch): [16 positions][5 tiles][16 oc] int32 per strip: one strip's, or where C > 256
-//   every strip's of the call (run() says why).
-// Positions are numbered xi = 4 * row + column of the 4x4 transformed tile.
+//   M (scratch): [P positions][5 tiles][16 oc] int32 per strip: one strip's, or where a panel's
+//   weights exceed 128 KB every strip's of the call (run() says why).
+//   S (scratch, F(4x4) over more than one channel chunk): [5 tiles][16 pixels][16 oc] int32 per
+//   strip held as M, the recovered sums of the chunks so far.
+// Positions are numbered xi = (T + 2) * row + column of the transformed tile.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -24,79 +27,178 @@ namespace {
 
 constexpr int kNR = 16;       // output channels per panel: the K loop's
 constexpr int kMR = 5;        // tiles per K loop call: its rows
-constexpr int kXi = 16;       // positions of a transformed tile
 constexpr size_t kVBudget = 256 * 1024;  // bytes of V per call: half of a Zen 3 / Skylake-SP L2
 constexpr size_t kUGroupBudget = 128 * 1024;  // bytes of weights a strip runs through before the next
 
+// F(4x4, 3x3) up to this many input channels, F(2x2, 3x3) above: 36 products per 16 outputs
+// against 64, but U' is 36/16 the size, and the wider layers of a network are its small images
+// (weights streamed from memory, a 4x4 tile mostly past a 7x7 or 14x14 output's edge).
+constexpr int kF4MaxChannels = 128;
+
+// F(2x2, 3x3). B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]], G' = 2G =
+// [[2,0,0],[1,1,1],[1,-1,1],[0,0,2]], A^T = [[1,1,1,0],[0,1,-1,-1]]: A^T M A = 4 acc.
+struct F2 {
+  static constexpr int kT = 2, kIn = 4;
+  static constexpr int kG[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
+  // One chunk holds every channel the packer allows (|4 acc| < 2^31 for C <= 1841).
+  static constexpr int kChunkPairs = 1 << 20;
+  // B^T on int16 lanes (each input <= 4 * 255 in size after both passes).
+  static void input(const __m256i (&x)[4], __m256i (&y)[4]) {
+    y[0] = _mm256_sub_epi16(x[0], x[2]);
+    y[1] = _mm256_add_epi16(x[1], x[2]);
+    y[2] = _mm256_sub_epi16(x[2], x[1]);
+    y[3] = _mm256_sub_epi16(x[1], x[3]);
+  }
+  // A^T on int32 lanes (wrapping).
+  static void output(const __m256i (&m)[4], __m256i (&y)[2]) {
+    y[0] = _mm256_add_epi32(_mm256_add_epi32(m[0], m[1]), m[2]);
+    y[1] = _mm256_sub_epi32(_mm256_sub_epi32(m[1], m[2]), m[3]);
+  }
+  static __m256i recover(__m256i y) { return _mm256_srai_epi32(y, 2); }
+};
+
+// F(4x4, 3x3) on the points 0, +-1, +-2, infinity (Lavin and Gray's matrices), G's rows scaled to
+// integers by s = (4, 6, 6, 24, 24, 1) and A^T's columns by 24 / s:
+// B^T = [[4,0,-5,0,1,0],[0,-4,-4,1,1,0],[0,4,-4,-1,1,0],[0,-2,-1,2,1,0],[0,2,-1,-2,1,0],[0,4,0,-5,0,1]],
+// G' = [[1,0,0],[-1,-1,-1],[-1,1,-1],[1,2,4],[1,-2,4],[0,0,1]],
+// A'^T = [[6,4,4,1,1,0],[0,4,-4,2,-2,0],[0,4,4,4,4,0],[0,4,-4,8,-8,24]]: A'^T M A' = 576 acc.
+struct F4 {
+  static constexpr int kT = 4, kIn = 6;
+  static constexpr int kG[6][3] = {{1, 0, 0}, {-1, -1, -1}, {-1, 1, -1}, {1, 2, 4}, {1, -2, 4}, {0, 0, 1}};
+  // Channels per chunk: 114, so that |acc| of a chunk < 2^25 (recover()).
+  static constexpr int kChunkPairs = 57;
+  static void input(const __m256i (&x)[6], __m256i (&y)[6]) {
+    const __m256i t0 = _mm256_sub_epi16(x[4], _mm256_slli_epi16(x[2], 2));    // x4 - 4 x2
+    const __m256i t1 = _mm256_sub_epi16(x[3], _mm256_slli_epi16(x[1], 2));    // x3 - 4 x1
+    const __m256i t2 = _mm256_sub_epi16(x[4], x[2]);                          // x4 - x2
+    const __m256i t3 = _mm256_slli_epi16(_mm256_sub_epi16(x[3], x[1]), 1);    // 2 (x3 - x1)
+    y[0] = _mm256_add_epi16(_mm256_slli_epi16(_mm256_sub_epi16(x[0], x[2]), 2), t2);
+    y[1] = _mm256_add_epi16(t0, t1);
+    y[2] = _mm256_sub_epi16(t0, t1);
+    y[3] = _mm256_add_epi16(t2, t3);
+    y[4] = _mm256_sub_epi16(t2, t3);
+    y[5] = _mm256_add_epi16(_mm256_slli_epi16(_mm256_sub_epi16(x[1], x[3]), 2), _mm256_sub_epi16(x[5], x[3]));
+  }
+  static void output(const __m256i (&m)[6], __m256i (&y)[4]) {
+    const __m256i s12 = _mm256_add_epi32(m[1], m[2]), d12 = _mm256_sub_epi32(m[1], m[2]);
+    const __m256i s34 = _mm256_add_epi32(m[3], m[4]), d34 = _mm256_sub_epi32(m[3], m[4]);
+    const __m256i m0x6 = _mm256_add_epi32(_mm256_slli_epi32(m[0], 2), _mm256_slli_epi32(m[0], 1));
+    const __m256i m5x24 = _mm256_add_epi32(_mm256_slli_epi32(m[5], 4), _mm256_slli_epi32(m[5], 3));
+    const __m256i s12x4 = _mm256_slli_epi32(s12, 2), d12x4 = _mm256_slli_epi32(d12, 2);
+    y[0] = _mm256_add_epi32(_mm256_add_epi32(m0x6, s12x4), s34);
+    y[1] = _mm256_add_epi32(d12x4, _mm256_slli_epi32(d34, 1));
+    y[2] = _mm256_add_epi32(s12x4, _mm256_slli_epi32(s34, 2));
+    y[3] = _mm256_add_epi32(_mm256_add_epi32(d12x4, _mm256_slli_epi32(d34, 3)), m5x24);
+  }
+  // y = 576 acc modulo 2^32 = 64 * 9 acc: times 9's inverse modulo 2^32 it is 64 acc modulo 2^32,
+  // which is 64 acc itself while |acc| < 2^25; the shift then gives acc.
+  static __m256i recover(__m256i y) {
+    return _mm256_srai_epi32(_mm256_mullo_epi32(y, _mm256_set1_epi32(static_cast<int>(0x38E38E39u))), 6);
+  }
+};
+
+template <class F>
+constexpr int kXi = F::kIn * F::kIn;  // positions of a transformed tile
+
+int tile(int c) { return c <= kF4MaxChannels ? F4::kT : F2::kT; }
+
 int pairs(int c) { return (c + 1) / 2; }
-size_t panel_elems(int c) { return static_cast<size_t>(kXi) * pairs(c) * kNR * 2; }
+template <class F>
+size_t panel_elems(int c) { return static_cast<size_t>(kXi<F>) * pairs(c) * kNR * 2; }
 
-size_t packed_bytes(int oc, int c) { return static_cast<size_t>((oc + kNR - 1) / kNR) * panel_elems(c) * 2; }
+// The channel chunks of F: near-equal runs of pairs, each within F::kChunkPairs.
+template <class F>
+int chunks(int c) { return (pairs(c) + F::kChunkPairs - 1) / F::kChunkPairs; }
 
-// U' = (2G) g (2G)^T per (oc, c): 2G = [[2,0,0],[1,1,1],[1,-1,1],[0,0,2]], so |U'| <= 9 * 127.
-void pack(const int8_t* w, int oc, int c, int16_t* dst) {
+template <class F>
+size_t packed_bytes_of(int oc, int c) { return static_cast<size_t>((oc + kNR - 1) / kNR) * panel_elems<F>(c) * 2; }
+
+size_t packed_bytes(int oc, int c) {
+  return tile(c) == F4::kT ? packed_bytes_of<F4>(oc, c) : packed_bytes_of<F2>(oc, c);
+}
+
+// U' = G' g G'^T per (oc, c): |U'| <= 9 * 127 (F2), 49 * 127 (F4).
+template <class F>
+void pack_as(const int8_t* w, int oc, int c, int16_t* dst) {
+  constexpr int n = F::kIn;
   const int kp = pairs(c);
   for (int o = 0; o < oc; ++o) {
-    int16_t* panel = dst + static_cast<size_t>(o / kNR) * panel_elems(c);
+    int16_t* panel = dst + static_cast<size_t>(o / kNR) * panel_elems<F>(c);
     const int col = o % kNR;
     for (int ci = 0; ci < c; ++ci) {
       const int8_t* g = w + (static_cast<size_t>(o) * c + ci) * 9;
-      int t[4][3];  // (2G) g
-      for (int j = 0; j < 3; ++j) {
-        const int g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
-        t[0][j] = 2 * g0;
-        t[1][j] = g0 + g1 + g2;
-        t[2][j] = g0 - g1 + g2;
-        t[3][j] = 2 * g2;
-      }
-      for (int i = 0; i < 4; ++i) {
-        const int u[4] = {2 * t[i][0], t[i][0] + t[i][1] + t[i][2], t[i][0] - t[i][1] + t[i][2], 2 * t[i][2]};
-        for (int j = 0; j < 4; ++j)
-          panel[((static_cast<size_t>(4 * i + j) * kp + ci / 2) * kNR + col) * 2 + (ci & 1)] = static_cast<int16_t>(u[j]);
-      }
+      int t[n][3];  // G' g
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j < 3; ++j) t[i][j] = F::kG[i][0] * g[j] + F::kG[i][1] * g[3 + j] + F::kG[i][2] * g[6 + j];
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j < n; ++j) {
+          const int u = t[i][0] * F::kG[j][0] + t[i][1] * F::kG[j][1] + t[i][2] * F::kG[j][2];
+          panel[((static_cast<size_t>(n * i + j) * kp + ci / 2) * kNR + col) * 2 + (ci & 1)] = static_cast<int16_t>(u);
+        }
     }
   }
 }
 
-// At least 16 tiles: a 7x7 output, whose weights are the layer's largest, then reads them once.
-int block_tiles(int c) {
-  const size_t per_tile = static_cast<size_t>(kXi) * pairs(c) * 4;
+void pack(const int8_t* w, int oc, int c, int16_t* dst) {
+  tile(c) == F4::kT ? pack_as<F4>(w, oc, c, dst) : pack_as<F2>(w, oc, c, dst);
+}
+
+// At least 16 tiles: a network's widest layers, whose weights are its largest, then read them once.
+template <class F>
+int block_tiles_of(int c) {
+  const size_t per_tile = static_cast<size_t>(kXi<F>) * pairs(c) * 4;
   return std::max(static_cast<int>(kVBudget / per_tile), 16);
 }
 
-size_t v_bytes(int c) { return (static_cast<size_t>(kXi) * block_tiles(c) * pairs(c) * 4 + 63) / 64 * 64; }
-constexpr size_t kStripMBytes = static_cast<size_t>(kXi) * kMR * kNR * 4;
+int block_tiles(int c) { return tile(c) == F4::kT ? block_tiles_of<F4>(c) : block_tiles_of<F2>(c); }
 
-// Whether one panel's weights exceed kUGroupBudget (C > 256): then run() goes position by position
-// (see there), keeping M for every strip of the block.
-bool wide_panels(int c) { return panel_elems(c) * 2 > kUGroupBudget; }
-size_t m_bytes(int c) { return wide_panels(c) ? (block_tiles(c) + kMR - 1) / kMR * kStripMBytes : kStripMBytes; }
+template <class F>
+size_t v_bytes(int c) { return (static_cast<size_t>(kXi<F>) * block_tiles_of<F>(c) * pairs(c) * 4 + 63) / 64 * 64; }
+template <class F>
+constexpr size_t kStripMBytes = static_cast<size_t>(kXi<F>) * kMR * kNR * 4;
+template <class F>
+constexpr size_t kStripSBytes = static_cast<size_t>(F::kT) * F::kT * kMR * kNR * 4;
 
-size_t scratch_bytes(int c) { return v_bytes(c) + m_bytes(c); }
+// Whether one panel's weights exceed kUGroupBudget (F2 with C > 256, F4 with C > 112): then run()
+// goes position by position (see there), keeping M (and S) for every strip of the block.
+template <class F>
+bool wide_panels(int c) { return panel_elems<F>(c) * 2 > kUGroupBudget; }
+template <class F>
+int strips_held(int c) { return wide_panels<F>(c) ? (block_tiles_of<F>(c) + kMR - 1) / kMR : 1; }
 
-// V = B^T d B for 16 channels, int16 lanes: B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
-// d in [0, 255] gives |V| <= 4 * 255.
-inline void input_transform(const __m256i (&d)[16], __m256i (&v)[16]) {
-  __m256i s[16];
-  for (int j = 0; j < 4; ++j) {
-    s[j] = _mm256_sub_epi16(d[j], d[8 + j]);
-    s[4 + j] = _mm256_add_epi16(d[4 + j], d[8 + j]);
-    s[8 + j] = _mm256_sub_epi16(d[8 + j], d[4 + j]);
-    s[12 + j] = _mm256_sub_epi16(d[4 + j], d[12 + j]);
+template <class F>
+size_t scratch_bytes_of(int c) {
+  return v_bytes<F>(c) + strips_held<F>(c) * (kStripMBytes<F> + (chunks<F>(c) > 1 ? kStripSBytes<F> : 0));
+}
+
+size_t scratch_bytes(int c) { return tile(c) == F4::kT ? scratch_bytes_of<F4>(c) : scratch_bytes_of<F2>(c); }
+
+// V = B^T d B for 16 channels in int16 lanes: d's rows, then its columns.
+template <class F>
+inline void input_transform(const __m256i (&d)[kXi<F>], __m256i (&v)[kXi<F>]) {
+  constexpr int n = F::kIn;
+  __m256i s[kXi<F>];
+  for (int j = 0; j < n; ++j) {
+    __m256i col[n], out[n];
+    for (int i = 0; i < n; ++i) col[i] = d[i * n + j];
+    F::input(col, out);
+    for (int i = 0; i < n; ++i) s[i * n + j] = out[i];
   }
-  for (int i = 0; i < 16; i += 4) {
-    v[i] = _mm256_sub_epi16(s[i], s[i + 2]);
-    v[i + 1] = _mm256_add_epi16(s[i + 1], s[i + 2]);
-    v[i + 2] = _mm256_sub_epi16(s[i + 2], s[i + 1]);
-    v[i + 3] = _mm256_sub_epi16(s[i + 1], s[i + 3]);
+  for (int i = 0; i < n; ++i) {
+    __m256i row[n], out[n];
+    for (int j = 0; j < n; ++j) row[j] = s[i * n + j];
+    F::input(row, out);
+    for (int j = 0; j < n; ++j) v[i * n + j] = out[j];
   }
 }
 
 // Fills V for the call's tiles: tile i's row at v_rows + (xi * tiles + i) * row_elems for each position.
+template <class F>
 void transform_tiles(const WinogradTask& t, int16_t* v_rows) {
+  constexpr int n = F::kIn, T = F::kT;
   const int c = t.c, w = t.w, h = t.h;
   const size_t row_elems = static_cast<size_t>(pairs(c)) * 2;
-  const int tiles_w = (t.ow + 1) / 2, tiles_h = (t.oh + 1) / 2;
+  const int tiles_w = (t.ow + T - 1) / T, tiles_h = (t.oh + T - 1) / T;
   const int64_t per_image = static_cast<int64_t>(tiles_h) * tiles_w;
   const size_t image_bytes = static_cast<size_t>(h) * w * c;
   for (int i = 0; i < t.tiles; ++i) {
@@ -104,39 +206,39 @@ void transform_tiles(const WinogradTask& t, int16_t* v_rows) {
     const int64_t img = tile / per_image;
     const int ty = static_cast<int>(tile % per_image / tiles_w), tx = static_cast<int>(tile % tiles_w);
     const uint8_t* image = t.x + static_cast<size_t>(img) * image_bytes;
-    const int iy0 = 2 * ty - t.pad_t, ix0 = 2 * tx - t.pad_l;
-    const bool inside = iy0 >= 0 && iy0 + 4 <= h && ix0 >= 0 && ix0 + 4 <= w;
+    const int iy0 = T * ty - t.pad_t, ix0 = T * tx - t.pad_l;
+    const bool inside = iy0 >= 0 && iy0 + n <= h && ix0 >= 0 && ix0 + n <= w;
     for (int c0 = 0; c0 < c; c0 += 16) {
       const int nch = std::min(16, c - c0);
-      __m256i d[16], vt[16];
+      __m256i d[kXi<F>], vt[kXi<F>];
       if (inside && nch == 16) {
         const uint8_t* corner = image + (static_cast<size_t>(iy0) * w + ix0) * c + c0;
-        for (int ky = 0; ky < 4; ++ky)
-          for (int kx = 0; kx < 4; ++kx)
-            d[ky * 4 + kx] = _mm256_cvtepu8_epi16(
+        for (int ky = 0; ky < n; ++ky)
+          for (int kx = 0; kx < n; ++kx)
+            d[ky * n + kx] = _mm256_cvtepu8_epi16(
                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(corner + (static_cast<size_t>(ky) * w + kx) * c)));
       } else {
         // A tile on the border (or the channels' last, partial chunk): positions outside the
         // image hold the zero point. Lanes past c (the pad channel of an odd c is stored) meet
         // zero weights.
         const __m256i zp = _mm256_set1_epi16(t.x_zp);
-        for (int ky = 0; ky < 4; ++ky)
-          for (int kx = 0; kx < 4; ++kx) {
+        for (int ky = 0; ky < n; ++ky)
+          for (int kx = 0; kx < n; ++kx) {
             const int iy = iy0 + ky, ix = ix0 + kx;
             if (iy < 0 || iy >= h || ix < 0 || ix >= w) {
-              d[ky * 4 + kx] = zp;
+              d[ky * n + kx] = zp;
               continue;
             }
             const uint8_t* src = image + (static_cast<size_t>(iy) * w + ix) * c + c0;
             alignas(16) uint8_t bytes[16] = {};
             if (nch < 16) src = static_cast<const uint8_t*>(std::memcpy(bytes, src, nch));
-            d[ky * 4 + kx] = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+            d[ky * n + kx] = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
           }
       }
-      input_transform(d, vt);
+      input_transform<F>(d, vt);
       // The last chunk writes only the row's remaining entries (c rounded up to a pair).
       const size_t n_elems = std::min<size_t>(16, row_elems - c0);
-      for (int xi = 0; xi < kXi; ++xi) {
+      for (int xi = 0; xi < kXi<F>; ++xi) {
         int16_t* dst = v_rows + (static_cast<size_t>(xi) * t.tiles + i) * row_elems + c0;
         if (n_elems == 16) {
           _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), vt[xi]);
@@ -150,41 +252,44 @@ void transform_tiles(const WinogradTask& t, int16_t* v_rows) {
   }
 }
 
-// Y = A^T M A / 4 for 8 output channels of one tile (M: 16 positions, `stride` int32 apart), with
-// A^T = [[1,1,1,0],[0,1,-1,-1]]: y[0..3] are output pixels (0,0), (0,1), (1,0), (1,1). The int32
-// sums wrap; their result is 4x the direct sum, which fits (docs/quantization.md), so the shift is
-// exact.
-inline void output_transform8(const int32_t* m, size_t stride, __m256i (&y)[4]) {
-  __m256i mv[16];
-  for (int xi = 0; xi < 16; ++xi) mv[xi] = _mm256_load_si256(reinterpret_cast<const __m256i*>(m + xi * stride));
-  __m256i t0[4], t1[4];
-  for (int j = 0; j < 4; ++j) {
-    t0[j] = _mm256_add_epi32(_mm256_add_epi32(mv[j], mv[4 + j]), mv[8 + j]);
-    t1[j] = _mm256_sub_epi32(_mm256_sub_epi32(mv[4 + j], mv[8 + j]), mv[12 + j]);
+// The recovered sums acc of one tile for 8 output channels, y[T * dy + dx] for output pixel (dy,
+// dx): A^T M A (M: P positions, `stride` int32 apart), columns then rows, in wrapping int32, then
+// F::recover (exact under the bounds of docs/quantization.md).
+template <class F>
+inline void output_transform8(const int32_t* m, size_t stride, __m256i (&y)[F::kT * F::kT]) {
+  constexpr int n = F::kIn, T = F::kT;
+  __m256i r[T][n];  // A^T M
+  for (int j = 0; j < n; ++j) {
+    __m256i col[n], out[T];
+    for (int i = 0; i < n; ++i) col[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(m + (i * n + j) * stride));
+    F::output(col, out);
+    for (int i = 0; i < T; ++i) r[i][j] = out[i];
   }
-  y[0] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(t0[0], t0[1]), t0[2]), 2);
-  y[1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(t0[1], t0[2]), t0[3]), 2);
-  y[2] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(t1[0], t1[1]), t1[2]), 2);
-  y[3] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(t1[1], t1[2]), t1[3]), 2);
+  for (int i = 0; i < T; ++i) {
+    __m256i out[T];
+    F::output(r[i], out);
+    for (int j = 0; j < T; ++j) y[i * T + j] = F::recover(out[j]);
+  }
 }
 
-// Positions [xi0, xi1)'s K loops for a strip of R tiles against one panel, into M [16][5][16]: one
-// call for all of a strip's positions where C is small, the accumulators stored straight into M (at
-// C = 64 a position is only 32 K pairs, and a call plus a copy of the accumulators per position
-// cost ~10 %).
+// Positions [xi0, xi1)'s K loops for a strip of R tiles against one panel, over `npairs` K pairs
+// from v's and panel's first, into M [P][5][16] (rows of V are row_pairs words long, a position's
+// weights slab elements): one call for all of a strip's positions where C is small, the
+// accumulators stored straight into M (at C = 64 a position is only 32 K pairs, and a call plus a
+// copy of the accumulators per position cost ~10 %).
 template <int R>
-__attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_elems, const int16_t* panel, int kp,
-                                          int xi0, int xi1, int32_t* m) {
-  const size_t slab = static_cast<size_t>(kp) * kNR * 2;
+__attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_elems, int row_pairs,
+                                          const int16_t* panel, size_t slab, int npairs, int xi0, int xi1, int32_t* m) {
   for (int xi = xi0; xi < xi1; ++xi) {
     const int32_t* arow[R];
 #pragma GCC unroll 5
-    for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(v + xi * v_position_elems) + r * kp;
+    for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(v + xi * v_position_elems) + r * row_pairs;
     __m256i acc[R][2];
 #pragma GCC unroll 5
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
     // Prefetches the next position's weights beside each pair's (the last: the next panel's).
-    vpmaddwd_loop<R>(arow, reinterpret_cast<const int8_t*>(panel + xi * slab), kp, static_cast<ptrdiff_t>(slab) * 2, acc);
+    vpmaddwd_loop<R>(arow, reinterpret_cast<const int8_t*>(panel + xi * slab), npairs, static_cast<ptrdiff_t>(slab) * 2,
+                     acc);
 #pragma GCC unroll 5
     for (int r = 0; r < R; ++r) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(m + (xi * kMR + r) * kNR), acc[r][0]);
@@ -193,82 +298,123 @@ __attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_el
   }
 }
 
-using StripGemm = void (*)(const int16_t*, size_t, const int16_t*, int, int, int, int32_t*);
+using StripGemm = void (*)(const int16_t*, size_t, int, const int16_t*, size_t, int, int, int, int32_t*);
 constexpr StripGemm kStripGemms[kMR + 1] = {nullptr, strip_gemm<1>, strip_gemm<2>, strip_gemm<3>, strip_gemm<4>,
                                             strip_gemm<5>};
 
-// The output transform and epilogue of a strip's tiles (m: the strip's M) for one panel: each
-// tile's (up to) 4 pixels, two horizontally adjacent ones at a time.
-void store_strip(const WinogradTask& t, int first_tile, int rows, const int32_t* m, int col, int valid) {
-  const int tiles_w = (t.ow + 1) / 2, tiles_h = (t.oh + 1) / 2;
+// Stores n (1..4) horizontally adjacent pixels of 16 channels through the GEMM's epilogue.
+inline void store_pixels(__m256i (&px)[4][2], int n, const Epilogue& ep, int col, uint8_t* out, size_t oc, int valid) {
+  switch (n) {
+    case 4: return store_rows16<4>(px, ep, col, out, oc, valid);
+    case 3: return store_rows16<3>(reinterpret_cast<__m256i(&)[3][2]>(px), ep, col, out, oc, valid);
+    case 2: return store_rows16<2>(reinterpret_cast<__m256i(&)[2][2]>(px), ep, col, out, oc, valid);
+    default: return store_rows16<1>(reinterpret_cast<__m256i(&)[1][2]>(px), ep, col, out, oc, valid);
+  }
+}
+
+// The output transform of a strip's tiles (m: the strip's M) for one panel and one channel chunk
+// of `of`: the first chunk's sums go to s (when there are more), later ones are added to them, and
+// the last chunk's totals go through the epilogue, a row of up to T pixels at a time.
+template <class F>
+void store_strip(const WinogradTask& t, int first_tile, int rows, const int32_t* m, int col, int valid, int32_t* s,
+                 int chunk, int of) {
+  constexpr int T = F::kT, kPx = T * T;
+  const int tiles_w = (t.ow + T - 1) / T, tiles_h = (t.oh + T - 1) / T;
   const int64_t per_image = static_cast<int64_t>(tiles_h) * tiles_w;
   const size_t xi_stride = static_cast<size_t>(kMR) * kNR;
   for (int r = 0; r < rows; ++r) {
+    __m256i lo[kPx], hi[kPx];
+    output_transform8<F>(m + r * kNR, xi_stride, lo);
+    output_transform8<F>(m + r * kNR + 8, xi_stride, hi);
+    if (of > 1) {
+      __m256i* sums = reinterpret_cast<__m256i*>(s + r * kPx * kNR);
+      for (int k = 0; k < kPx; ++k) {
+        if (chunk > 0) {
+          lo[k] = _mm256_add_epi32(lo[k], _mm256_load_si256(sums + 2 * k));
+          hi[k] = _mm256_add_epi32(hi[k], _mm256_load_si256(sums + 2 * k + 1));
+        }
+        if (chunk + 1 < of) {
+          _mm256_store_si256(sums + 2 * k, lo[k]);
+          _mm256_store_si256(sums + 2 * k + 1, hi[k]);
+        }
+      }
+      if (chunk + 1 < of) continue;
+    }
     const int64_t tile = t.tile0 + first_tile + r;
     const int64_t img = tile / per_image;
-    const int oy = 2 * static_cast<int>(tile % per_image / tiles_w), ox = 2 * static_cast<int>(tile % tiles_w);
-    __m256i lo[4], hi[4];
-    output_transform8(m + r * kNR, xi_stride, lo);
-    output_transform8(m + r * kNR + 8, xi_stride, hi);
+    const int oy = T * static_cast<int>(tile % per_image / tiles_w), ox = T * static_cast<int>(tile % tiles_w);
     uint8_t* out = t.y + ((static_cast<size_t>(img) * t.oh + oy) * t.ow + ox) * t.oc + col;
-    const bool two_across = ox + 1 < t.ow;
-    for (int dy = 0; dy < 2 && oy + dy < t.oh; ++dy) {
-      uint8_t* row = out + static_cast<size_t>(dy) * t.ow * t.oc;
-      if (two_across) {
-        __m256i px[2][2] = {{lo[2 * dy], hi[2 * dy]}, {lo[2 * dy + 1], hi[2 * dy + 1]}};
-        store_rows16<2>(px, t.ep, col, row, static_cast<size_t>(t.oc), valid);
-      } else {
-        __m256i px[1][2] = {{lo[2 * dy], hi[2 * dy]}};
-        store_rows16<1>(px, t.ep, col, row, static_cast<size_t>(t.oc), valid);
-      }
+    const int across = std::min(T, t.ow - ox);
+    for (int dy = 0; dy < T && oy + dy < t.oh; ++dy) {
+      __m256i px[4][2];
+      for (int dx = 0; dx < across; ++dx) px[dx][0] = lo[dy * T + dx], px[dx][1] = hi[dy * T + dx];
+      store_pixels(px, across, t.ep, col, out + static_cast<size_t>(dy) * t.ow * t.oc, static_cast<size_t>(t.oc),
+                   valid);
     }
   }
 }
 
-// Two orders, by the size of a panel's weights (16 positions x C x 16 channels x 2 bytes):
-// - up to kUGroupBudget (C <= 256): per group of panels that fit it, strip by strip, each panel's
-//   16 K loops, then the strip's output transform while its M is in L1. A strip's V (5 short rows
-//   per position at small C, which the hardware prefetchers do not follow) stays in L1 across the
-//   group's panels, whose weights stream in order from L2.
-// - larger (C > 256, a network's last and widest layers, few tiles, weights from memory): per
-//   panel, position by position, every strip's K loop, so all strips use a position's weights
-//   while the next position's are prefetched; then every strip's output transform. Strip-outer,
-//   the first strip would wait for the whole panel to arrive.
-void run(const WinogradTask& t) {
+// Two orders, by the size of a panel's weights (P positions x C x 16 channels x 2 bytes):
+// - up to kUGroupBudget (F2 with C <= 256, F4 with C <= 112): per group of panels that fit it, strip
+//   by strip, each panel's P K loops, then the strip's output transform while its M is in L1. A
+//   strip's V (5 short rows per position at small C, which the hardware prefetchers do not
+//   follow) stays in L1 across the group's panels, whose weights stream in order from L2.
+// - larger (F2 with C > 256, a network's last and widest layers, few tiles, weights from memory;
+//   F4 with C > 112): per panel and channel chunk, position by position, every strip's K loop,
+//   so all strips use a position's weights while the next position's are prefetched; then every
+//   strip's output transform. Strip-outer, the first strip would wait for the whole panel.
+template <class F>
+void run_as(const WinogradTask& t) {
+  constexpr int P = kXi<F>;
   int16_t* v = static_cast<int16_t*>(t.scratch);
-  int32_t* m = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(t.scratch) + v_bytes(t.c));
-  transform_tiles(t, v);
+  int32_t* m = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(t.scratch) + v_bytes<F>(t.c));
+  int32_t* s = m + strips_held<F>(t.c) * kStripMBytes<F> / 4;
+  transform_tiles<F>(t, v);
   const int kp = pairs(t.c);
   const size_t row_elems = static_cast<size_t>(kp) * 2, position_elems = t.tiles * row_elems;
-  const size_t strip_m = kStripMBytes / 4;
+  const size_t slab = static_cast<size_t>(kp) * kNR * 2;  // a position's weights in a panel
+  const size_t strip_m = kStripMBytes<F> / 4;
   // Strips of near-equal rows (16 tiles: 4 of 4, not 5 + 5 + 5 + 1, whose 1-row K loop runs at a
   // fifth of the rate).
   const int strips = (t.tiles + kMR - 1) / kMR;
   auto first = [&](int s) { return static_cast<int>(static_cast<int64_t>(t.tiles) * s / strips); };
   auto rows = [&](int s) { return first(s + 1) - first(s); };
-  auto panel = [&](int p) { return t.u + static_cast<size_t>(p) * panel_elems(t.c); };
+  auto panel = [&](int p) { return t.u + static_cast<size_t>(p) * panel_elems<F>(t.c); };
   auto valid = [&](int p) { return std::min(kNR, t.oc - p * kNR); };
-  if (wide_panels(t.c)) {
-    for (int p = t.panel0; p < t.panel0 + t.panels; ++p) {
-      for (int xi = 0; xi < kXi; ++xi)
-        for (int s = 0; s < strips; ++s)
-          kStripGemms[rows(s)](v + first(s) * row_elems, position_elems, panel(p), kp, xi, xi + 1, m + s * strip_m);
-      for (int s = 0; s < strips; ++s) store_strip(t, first(s), rows(s), m + s * strip_m, p * kNR, valid(p));
-    }
+  const int of = chunks<F>(t.c);
+  auto chunk_pair = [&](int ch) { return static_cast<int>(static_cast<int64_t>(kp) * ch / of); };
+  // Strip st's K loops of chunk ch against panel p, positions [xi0, xi1), into m.
+  auto gemm = [&](int st, int p, int ch, int xi0, int xi1, int32_t* m_strip) {
+    const int p0 = chunk_pair(ch);
+    kStripGemms[rows(st)](v + first(st) * row_elems + 2 * p0, position_elems, kp, panel(p) + p0 * kNR * 2, slab,
+                          chunk_pair(ch + 1) - p0, xi0, xi1, m_strip);
+  };
+  if (wide_panels<F>(t.c)) {
+    const size_t strip_s = kStripSBytes<F> / 4;
+    for (int p = t.panel0; p < t.panel0 + t.panels; ++p)
+      for (int ch = 0; ch < of; ++ch) {
+        for (int xi = 0; xi < P; ++xi)
+          for (int st = 0; st < strips; ++st) gemm(st, p, ch, xi, xi + 1, m + st * strip_m);
+        for (int st = 0; st < strips; ++st)
+          store_strip<F>(t, first(st), rows(st), m + st * strip_m, p * kNR, valid(p), s + st * strip_s, ch, of);
+      }
     return;
   }
-  const int group = std::clamp(static_cast<int>(kUGroupBudget / (panel_elems(t.c) * 2)), 1, t.panels);
+  const int group = std::clamp(static_cast<int>(kUGroupBudget / (panel_elems<F>(t.c) * 2)), 1, t.panels);
   for (int g = t.panel0; g < t.panel0 + t.panels; g += group) {
     const int g_end = std::min(g + group, t.panel0 + t.panels);
-    for (int s = 0; s < strips; ++s)
-      for (int p = g; p < g_end; ++p) {
-        kStripGemms[rows(s)](v + first(s) * row_elems, position_elems, panel(p), kp, 0, kXi, m);
-        store_strip(t, first(s), rows(s), m, p * kNR, valid(p));
-      }
+    for (int st = 0; st < strips; ++st)
+      for (int p = g; p < g_end; ++p)
+        for (int ch = 0; ch < of; ++ch) {
+          gemm(st, p, ch, 0, P, m);
+          store_strip<F>(t, first(st), rows(st), m, p * kNR, valid(p), s, ch, of);
+        }
   }
 }
 
-constexpr WinogradKernels kKernels = {"avx2", kNR, block_tiles, packed_bytes, pack, scratch_bytes, run};
+void run(const WinogradTask& t) { tile(t.c) == F4::kT ? run_as<F4>(t) : run_as<F2>(t); }
+
+constexpr WinogradKernels kKernels = {"avx2", kNR, tile, block_tiles, packed_bytes, pack, scratch_bytes, run};
 
 }  // namespace
 
