@@ -173,22 +173,23 @@ size_t scratch_bytes_of(int c) {
 
 size_t scratch_bytes(int c) { return tile(c) == F4::kT ? scratch_bytes_of<F4>(c) : scratch_bytes_of<F2>(c); }
 
-// V = B^T d B for 16 channels in int16 lanes: d's rows, then its columns.
-template <class F>
-inline void input_transform(const __m256i (&d)[kXi<F>], __m256i (&v)[kXi<F>]) {
+// V = B^T d B for 16 channels in int16 lanes: load(ky, kx) gives input position (ky, kx) of the
+// window; each row is transformed as it is loaded, then each column, whose results go to
+// store(xi, v). (Whole-window arrays cost GCC ~270 spill moves per call for F4.)
+template <class F, class Load, class Store>
+inline void input_transform(Load load, Store store) {
   constexpr int n = F::kIn;
-  __m256i s[kXi<F>];
+  __m256i s[n][n];  // d B
+  for (int ky = 0; ky < n; ++ky) {
+    __m256i row[n];
+    for (int kx = 0; kx < n; ++kx) row[kx] = load(ky, kx);
+    F::input(row, s[ky]);
+  }
   for (int j = 0; j < n; ++j) {
     __m256i col[n], out[n];
-    for (int i = 0; i < n; ++i) col[i] = d[i * n + j];
+    for (int i = 0; i < n; ++i) col[i] = s[i][j];
     F::input(col, out);
-    for (int i = 0; i < n; ++i) s[i * n + j] = out[i];
-  }
-  for (int i = 0; i < n; ++i) {
-    __m256i row[n], out[n];
-    for (int j = 0; j < n; ++j) row[j] = s[i * n + j];
-    F::input(row, out);
-    for (int j = 0; j < n; ++j) v[i * n + j] = out[j];
+    for (int i = 0; i < n; ++i) store(i * n + j, out[i]);
   }
 }
 
@@ -201,6 +202,7 @@ void transform_tiles(const WinogradTask& t, int16_t* v_rows) {
   const int tiles_w = (t.ow + T - 1) / T, tiles_h = (t.oh + T - 1) / T;
   const int64_t per_image = static_cast<int64_t>(tiles_h) * tiles_w;
   const size_t image_bytes = static_cast<size_t>(h) * w * c;
+  const __m256i zp = _mm256_set1_epi16(t.x_zp);
   for (int i = 0; i < t.tiles; ++i) {
     const int64_t tile = t.tile0 + i;
     const int64_t img = tile / per_image;
@@ -210,66 +212,65 @@ void transform_tiles(const WinogradTask& t, int16_t* v_rows) {
     const bool inside = iy0 >= 0 && iy0 + n <= h && ix0 >= 0 && ix0 + n <= w;
     for (int c0 = 0; c0 < c; c0 += 16) {
       const int nch = std::min(16, c - c0);
-      __m256i d[kXi<F>], vt[kXi<F>];
+      int16_t* row0 = v_rows + static_cast<size_t>(i) * row_elems + c0;
+      const size_t xi_elems = static_cast<size_t>(t.tiles) * row_elems;
+      // The last chunk writes only the row's remaining entries (c rounded up to a pair).
+      const size_t n_elems = std::min<size_t>(16, row_elems - c0);
+      auto store = [&](int xi, __m256i v) {
+        int16_t* dst = row0 + xi * xi_elems;
+        if (n_elems == 16) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v);
+        } else {
+          alignas(32) int16_t tmp[16];
+          _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), v);
+          std::memcpy(dst, tmp, n_elems * sizeof(int16_t));
+        }
+      };
       if (inside && nch == 16) {
         const uint8_t* corner = image + (static_cast<size_t>(iy0) * w + ix0) * c + c0;
-        for (int ky = 0; ky < n; ++ky)
-          for (int kx = 0; kx < n; ++kx)
-            d[ky * n + kx] = _mm256_cvtepu8_epi16(
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(corner + (static_cast<size_t>(ky) * w + kx) * c)));
-      } else {
-        // A tile on the border (or the channels' last, partial chunk): positions outside the
-        // image hold the zero point. Lanes past c (the pad channel of an odd c is stored) meet
-        // zero weights.
-        const __m256i zp = _mm256_set1_epi16(t.x_zp);
-        for (int ky = 0; ky < n; ++ky)
-          for (int kx = 0; kx < n; ++kx) {
+        input_transform<F>(
+            [&](int ky, int kx) {
+              return _mm256_cvtepu8_epi16(
+                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(corner + (static_cast<size_t>(ky) * w + kx) * c)));
+            },
+            store);
+        continue;
+      }
+      // A tile on the border (or the channels' last, partial chunk): positions outside the image
+      // hold the zero point. Lanes past c (the pad channel of an odd c is stored) meet zero weights.
+      input_transform<F>(
+          [&](int ky, int kx) {
             const int iy = iy0 + ky, ix = ix0 + kx;
-            if (iy < 0 || iy >= h || ix < 0 || ix >= w) {
-              d[ky * n + kx] = zp;
-              continue;
-            }
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) return zp;
             const uint8_t* src = image + (static_cast<size_t>(iy) * w + ix) * c + c0;
             alignas(16) uint8_t bytes[16] = {};
             if (nch < 16) src = static_cast<const uint8_t*>(std::memcpy(bytes, src, nch));
-            d[ky * n + kx] = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-          }
-      }
-      input_transform<F>(d, vt);
-      // The last chunk writes only the row's remaining entries (c rounded up to a pair).
-      const size_t n_elems = std::min<size_t>(16, row_elems - c0);
-      for (int xi = 0; xi < kXi<F>; ++xi) {
-        int16_t* dst = v_rows + (static_cast<size_t>(xi) * t.tiles + i) * row_elems + c0;
-        if (n_elems == 16) {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), vt[xi]);
-        } else {
-          alignas(32) int16_t tmp[16];
-          _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), vt[xi]);
-          std::memcpy(dst, tmp, n_elems * sizeof(int16_t));
-        }
-      }
+            return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+          },
+          store);
     }
   }
 }
 
-// The recovered sums acc of one tile for 8 output channels, y[T * dy + dx] for output pixel (dy,
-// dx): A^T M A (M: P positions, `stride` int32 apart), columns then rows, in wrapping int32, then
-// F::recover (exact under the bounds of docs/quantization.md).
+// A^T M for one tile and 8 output channels (M: P positions, `stride` int32 apart), in wrapping
+// int32: r[i][j], the output transform of M's column j.
 template <class F>
-inline void output_transform8(const int32_t* m, size_t stride, __m256i (&y)[F::kT * F::kT]) {
+inline void output_columns8(const int32_t* m, size_t stride, __m256i (&r)[F::kT][F::kIn]) {
   constexpr int n = F::kIn, T = F::kT;
-  __m256i r[T][n];  // A^T M
   for (int j = 0; j < n; ++j) {
     __m256i col[n], out[T];
     for (int i = 0; i < n; ++i) col[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(m + (i * n + j) * stride));
     F::output(col, out);
     for (int i = 0; i < T; ++i) r[i][j] = out[i];
   }
-  for (int i = 0; i < T; ++i) {
-    __m256i out[T];
-    F::output(r[i], out);
-    for (int j = 0; j < T; ++j) y[i * T + j] = F::recover(out[j]);
-  }
+}
+
+// Output row dy of a tile: (A^T M A)[dy][dx] for dx < T, through F::recover (exact under the
+// bounds of docs/quantization.md): the direct sums acc.
+template <class F>
+inline void output_row8(const __m256i (&r)[F::kT][F::kIn], int dy, __m256i (&y)[F::kT]) {
+  F::output(r[dy], y);
+  for (int dx = 0; dx < F::kT; ++dx) y[dx] = F::recover(y[dx]);
 }
 
 // Positions [xi0, xi1)'s K loops for a strip of R tiles against one panel, over `npairs` K pairs
@@ -302,16 +303,6 @@ using StripGemm = void (*)(const int16_t*, size_t, int, const int16_t*, size_t, 
 constexpr StripGemm kStripGemms[kMR + 1] = {nullptr, strip_gemm<1>, strip_gemm<2>, strip_gemm<3>, strip_gemm<4>,
                                             strip_gemm<5>};
 
-// Stores n (1..4) horizontally adjacent pixels of 16 channels through the GEMM's epilogue.
-inline void store_pixels(__m256i (&px)[4][2], int n, const Epilogue& ep, int col, uint8_t* out, size_t oc, int valid) {
-  switch (n) {
-    case 4: return store_rows16<4>(px, ep, col, out, oc, valid);
-    case 3: return store_rows16<3>(reinterpret_cast<__m256i(&)[3][2]>(px), ep, col, out, oc, valid);
-    case 2: return store_rows16<2>(reinterpret_cast<__m256i(&)[2][2]>(px), ep, col, out, oc, valid);
-    default: return store_rows16<1>(reinterpret_cast<__m256i(&)[1][2]>(px), ep, col, out, oc, valid);
-  }
-}
-
 // The output transform of a strip's tiles (m: the strip's M) for one panel and one channel chunk
 // of `of`: the first chunk's sums go to s (when there are more), later ones are added to them, and
 // the last chunk's totals go through the epilogue, a row of up to T pixels at a time.
@@ -322,34 +313,45 @@ void store_strip(const WinogradTask& t, int first_tile, int rows, const int32_t*
   const int tiles_w = (t.ow + T - 1) / T, tiles_h = (t.oh + T - 1) / T;
   const int64_t per_image = static_cast<int64_t>(tiles_h) * tiles_w;
   const size_t xi_stride = static_cast<size_t>(kMR) * kNR;
+  const bool last = chunk + 1 == of;
   for (int r = 0; r < rows; ++r) {
-    __m256i lo[kPx], hi[kPx];
-    output_transform8<F>(m + r * kNR, xi_stride, lo);
-    output_transform8<F>(m + r * kNR + 8, xi_stride, hi);
-    if (of > 1) {
-      __m256i* sums = reinterpret_cast<__m256i*>(s + r * kPx * kNR);
-      for (int k = 0; k < kPx; ++k) {
-        if (chunk > 0) {
-          lo[k] = _mm256_add_epi32(lo[k], _mm256_load_si256(sums + 2 * k));
-          hi[k] = _mm256_add_epi32(hi[k], _mm256_load_si256(sums + 2 * k + 1));
-        }
-        if (chunk + 1 < of) {
-          _mm256_store_si256(sums + 2 * k, lo[k]);
-          _mm256_store_si256(sums + 2 * k + 1, hi[k]);
-        }
-      }
-      if (chunk + 1 < of) continue;
-    }
+    __m256i rlo[T][F::kIn], rhi[T][F::kIn];
+    output_columns8<F>(m + r * kNR, xi_stride, rlo);
+    output_columns8<F>(m + r * kNR + 8, xi_stride, rhi);
     const int64_t tile = t.tile0 + first_tile + r;
     const int64_t img = tile / per_image;
     const int oy = T * static_cast<int>(tile % per_image / tiles_w), ox = T * static_cast<int>(tile % tiles_w);
     uint8_t* out = t.y + ((static_cast<size_t>(img) * t.oh + oy) * t.ow + ox) * t.oc + col;
     const int across = std::min(T, t.ow - ox);
-    for (int dy = 0; dy < T && oy + dy < t.oh; ++dy) {
-      __m256i px[4][2];
-      for (int dx = 0; dx < across; ++dx) px[dx][0] = lo[dy * T + dx], px[dx][1] = hi[dy * T + dx];
-      store_pixels(px, across, t.ep, col, out + static_cast<size_t>(dy) * t.ow * t.oc, static_cast<size_t>(t.oc),
-                   valid);
+    for (int dy = 0; dy < T; ++dy) {
+      __m256i lo[T], hi[T];
+      output_row8<F>(rlo, dy, lo);
+      output_row8<F>(rhi, dy, hi);
+      if (of > 1) {
+        __m256i* sums = reinterpret_cast<__m256i*>(s + (r * kPx + dy * T) * kNR);
+        for (int dx = 0; dx < T; ++dx) {
+          if (chunk > 0) {
+            lo[dx] = _mm256_add_epi32(lo[dx], _mm256_load_si256(sums + 2 * dx));
+            hi[dx] = _mm256_add_epi32(hi[dx], _mm256_load_si256(sums + 2 * dx + 1));
+          }
+          if (!last) {
+            _mm256_store_si256(sums + 2 * dx, lo[dx]);
+            _mm256_store_si256(sums + 2 * dx + 1, hi[dx]);
+          }
+        }
+      }
+      if (!last || oy + dy >= t.oh) continue;
+      __m256i px[T][2];
+      for (int dx = 0; dx < T; ++dx) px[dx][0] = lo[dx], px[dx][1] = hi[dx];
+      uint8_t* row = out + static_cast<size_t>(dy) * t.ow * t.oc;
+      if (across == T) {
+        store_rows16<T>(px, t.ep, col, row, static_cast<size_t>(t.oc), valid);
+      } else {  // the image's last tile column: fewer pixels
+        for (int dx = 0; dx < across; ++dx) {
+          __m256i one[1][2] = {{px[dx][0], px[dx][1]}};
+          store_rows16<1>(one, t.ep, col, row + static_cast<size_t>(dx) * t.oc, static_cast<size_t>(t.oc), valid);
+        }
+      }
     }
   }
 }
