@@ -133,7 +133,7 @@ def test_real_layer_shapes(simd_isa, c, h, w, oc, k, stride, pad, groups):
     args = (x, 0.03, 3, wq, w_scale, bias, out_scale, 100)
     kw = dict(stride=stride, padding=pad, groups=groups)
     want = ops.conv2d(*args, **kw, isa="scalar")
-    # Raw weights are packed for the call's geometry (avx2: Winograd for the stride-1 3x3 layers);
+    # Raw weights are packed for the call's geometry (avx2: Winograd for the stride-1 and -2 3x3 layers);
     # weights packed for any geometry run the GEMM (or depthwise) kernels.
     np.testing.assert_array_equal(ops.conv2d(*args, **kw, isa=simd_isa), want)
     gemm = ops.pack_conv2d(wq, groups, isa=simd_isa)

@@ -1,8 +1,8 @@
-"""Exact int8 Winograd F(4x4, 3x3) and F(2x2, 3x3) (docs/quantization.md, "Winograd"): on the paths
-that have it, the packer chooses it for stride-1 3x3 convs of one group (F(4x4) up to 128 input
-channels, F(2x2) above), and its bytes equal the scalar path's direct conv on every ResNet-18/VGG
-layer shape, odd sizes, every padding, channel tails and chunks, the bounds' edges and adversarial
-data (all-255 inputs against weights of +-127)."""
+"""Exact int8 Winograd (docs/quantization.md, "Winograd"): on the paths that have it, the packer
+chooses it for 3x3 convs of one group at stride 1 (F(4x4, 3x3) up to 128 input channels, F(2x2, 3x3)
+above) and stride 2 (F(2x2, 3x3) over the input's phases), and its bytes equal the scalar path's
+direct conv on every ResNet-18/VGG layer shape, odd sizes, every padding, channel tails and chunks,
+the bounds' edges and adversarial data (all-255 inputs against weights of +-127)."""
 import numpy as np
 import pytest
 
@@ -11,13 +11,17 @@ from qruntime import ops
 
 # The paths with a Winograd kernel (dispatch.h: KernelTable::winograd).
 WINOGRAD_ISAS = ["avx2"]
-MAX_CHANNELS = 1841  # 255 * 127 * 9 * c < 2**29 (conv2d.cc, kWinogradMaxChannels)
+# winograd_avx2.cc: kMaxChannels (255 * 127 * 9 * c < 2**29), kMinChannels, kF4MaxChannels, kS2*Channels
+MAX_CHANNELS = 1841
 MIN_CHANNELS = 16
-F4_MAX_CHANNELS = 128  # winograd_avx2.cc, kF4MaxChannels
+F4_MAX_CHANNELS = 128
+S2_CHANNELS = (32, 128)
 F4_CHUNK = 114  # channels per F(4x4) chunk: 255 * 127 * 9 * 114 < 2**25 <= 255 * 127 * 9 * 116
 
 
-def _variant(c):
+def _variant(c, stride=1):
+    if stride == 2:
+        return "F(2x2,3x3) on the stride-2 phases"
     return "F(4x4,3x3)" if c <= F4_MAX_CHANNELS else "F(2x2,3x3)"
 
 # (c, oc, h, w): ResNet-18's stride-1 3x3 layers at 224^2, VGG's channel steps on smaller inputs, odd sizes,
@@ -49,14 +53,23 @@ def _case(rng, c, oc, h, w, n=1, x_zp=None, x=None, weights=None):
                         out_zp=int(rng.integers(0, 256)))
 
 
-def _both(x, w_q, q, padding=1, relu=False, isa=None):
+def _both(x, w_q, q, padding=1, relu=False, isa=None, stride=1):
     """(Winograd path's bytes, scalar direct conv's bytes), with the Winograd packing checked."""
     isa = isa or _winograd_isa()
-    packed = ops.pack_conv2d(w_q, isa=isa, stride=1, dilation=1)
-    assert packed.winograd and _variant(w_q.shape[1]) in packed.kernel_choice, packed.kernel_choice
-    got = ops.conv2d(x, w_q=packed, padding=padding, relu=relu, isa=isa, **q)
-    want = ops.conv2d(x, w_q=w_q, padding=padding, relu=relu, isa="scalar", **q)
+    packed = ops.pack_conv2d(w_q, isa=isa, stride=stride, dilation=1)
+    assert packed.winograd and f"winograd {_variant(w_q.shape[1], stride)}:" in packed.kernel_choice, \
+        packed.kernel_choice
+    got = ops.conv2d(x, w_q=packed, padding=padding, stride=stride, relu=relu, isa=isa, **q)
+    want = ops.conv2d(x, w_q=w_q, padding=padding, stride=stride, relu=relu, isa="scalar", **q)
     return got, want
+
+
+# Stride 2: ResNet-18's stride-2 3x3 layers at 224^2 that take it, odd sizes, channel tails, both
+# ends of the channel range.
+SHAPES_STRIDE_2 = [
+    (64, 128, 56, 56), (128, 256, 28, 28), (32, 64, 56, 56),
+    (32, 16, 1, 1), (32, 8, 2, 3), (33, 33, 9, 8), (47, 15, 11, 13), (48, 40, 5, 5), (127, 20, 7, 9), (128, 24, 10, 6),
+]
 
 
 @pytest.mark.parametrize("c,oc,h,w", SHAPES)
@@ -66,19 +79,26 @@ def test_layer_shapes_equal_scalar(rng, c, oc, h, w):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("c", [24, 136])  # F(4x4), F(2x2)
-@pytest.mark.parametrize("padding", [0, 1, 2, (0, 1, 2, 0), (2, 0, 1, 2), (1, 2, 0, 0)])
-@pytest.mark.parametrize("hw", [(3, 3), (4, 4), (6, 6), (7, 10), (10, 7), (13, 13)])
-def test_every_padding_and_odd_size(rng, c, padding, hw):
-    x, w_q, q = _case(rng, c, 20, *hw, n=2)
-    got, want = _both(x, w_q, q, padding=padding, relu=bool(rng.integers(2)))
+@pytest.mark.parametrize("c,oc,h,w", SHAPES_STRIDE_2)
+def test_stride_2_layer_shapes_equal_scalar(rng, c, oc, h, w):
+    x, w_q, q = _case(rng, c, oc, h, w, n=2 if h * w <= 256 else 1)
+    got, want = _both(x, w_q, q, stride=2)
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("c", [114, 128, 200])  # F(4x4) in one chunk and in two, F(2x2)
+@pytest.mark.parametrize("c,stride", [(24, 1), (136, 1), (40, 2)])  # F(4x4), F(2x2), stride 2
+@pytest.mark.parametrize("padding", [0, 1, 2, (0, 1, 2, 0), (2, 0, 1, 2), (1, 2, 0, 0)])
+@pytest.mark.parametrize("hw", [(3, 3), (4, 4), (5, 5), (6, 6), (7, 10), (10, 7), (13, 13)])
+def test_every_padding_and_odd_size(rng, c, stride, padding, hw):
+    x, w_q, q = _case(rng, c, 20, *hw, n=2)
+    got, want = _both(x, w_q, q, padding=padding, relu=bool(rng.integers(2)), stride=stride)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("c,stride", [(114, 1), (128, 1), (200, 1), (128, 2)])  # F(4x4) in 1 and 2 chunks, F(2x2), S2
 @pytest.mark.parametrize("x_zp", [0, 255])
 @pytest.mark.parametrize("sign", [1, -1, 0])
-def test_adversarial_extremes(rng, c, x_zp, sign):
+def test_adversarial_extremes(rng, c, stride, x_zp, sign):
     """All inputs 255 against weights of +-127 (sign 0: alternating), with the padding at either
     extreme: the largest transformed values (F(2x2): |V| = 1020, |U'| = 1143; F(4x4): |U'| = 6223)
     and, at 114 channels, a chunk's sums within 1 % of F(4x4)'s bound (|acc| < 2**25)."""
@@ -89,9 +109,10 @@ def test_adversarial_extremes(rng, c, x_zp, sign):
     else:
         w_q = np.where(np.indices((oc, c, 3, 3)).sum(0) % 2 == 0, 127, -127).astype(np.int8)
     x_, w_, q = _case(rng, c, oc, 9, 9, x_zp=x_zp, x=x, weights=w_q)
-    # An output scale that keeps the extremes off the clamp, so a wrong sum would show.
+    # An output scale and zero point that keep the extremes off the clamp, so a wrong sum would show.
     q["out_scale"] = float(q["x_scale"] * 0.02 * 255 * 127 * 9 * c / 100)
-    got, want = _both(x_, w_, q)
+    q["out_zp"] = 128
+    got, want = _both(x_, w_, q, stride=stride)
     np.testing.assert_array_equal(got, want)
     # With the padding at 0 the border's sums differ from the interior's (at 255 every input is the
     # zero point, but the raw sums the kernel adds are still the extremes).
@@ -133,9 +154,16 @@ def test_what_the_packer_chooses():
     assert packed.winograd and "winograd F(4x4,3x3)" in packed.kernel_choice
     for c, variant in ((F4_MAX_CHANNELS, "F(4x4,3x3)"), (F4_MAX_CHANNELS + 1, "F(2x2,3x3)"), (MAX_CHANNELS, "F(2x2,3x3)")):
         assert variant in ops.pack_conv2d(np.ones((16, c, 3, 3), np.int8), isa=isa, stride=1, dilation=1).kernel_choice
+    assert f"winograd {_variant(32, 2)}: stride-2" in ops.pack_conv2d(w, isa=isa, stride=2, dilation=1).kernel_choice
     # Not for: other strides or dilations, no geometry given, other kernel sizes, groups, few
     # channels, the scalar path.
-    assert not ops.pack_conv2d(w, isa=isa, stride=2, dilation=1).winograd
+    for c in (S2_CHANNELS[0] - 1, S2_CHANNELS[1] + 1, 512):  # stride 2 outside its channel range: the GEMM
+        assert not ops.pack_conv2d(np.ones((16, c, 3, 3), np.int8), isa=isa, stride=2, dilation=1).winograd
+    for c in S2_CHANNELS:
+        assert ops.pack_conv2d(np.ones((16, c, 3, 3), np.int8), isa=isa, stride=2, dilation=1).winograd
+    assert not ops.pack_conv2d(w, isa=isa, stride=3, dilation=1).winograd
+    assert not ops.pack_conv2d(w, isa=isa, stride=(1, 2), dilation=1).winograd
+    assert not ops.pack_conv2d(w, isa=isa, stride=2, dilation=2).winograd
     assert not ops.pack_conv2d(w, isa=isa, stride=1, dilation=2).winograd
     assert not ops.pack_conv2d(w, isa=isa).winograd
     assert not ops.pack_conv2d(np.ones((16, 32, 5, 5), np.int8), isa=isa, stride=1, dilation=1).winograd
@@ -145,40 +173,48 @@ def test_what_the_packer_chooses():
     assert not ops.pack_conv2d(w, isa="scalar", stride=1, dilation=1).winograd
 
 
-def test_packed_for_stride_1_refuses_others(rng):
+def test_packed_for_one_stride_refuses_others(rng):
     isa = _winograd_isa()
-    x, w_q, q = _case(rng, 16, 16, 8, 8)
+    x, w_q, q = _case(rng, 32, 16, 8, 8)
     packed = ops.pack_conv2d(w_q, isa=isa, stride=1, dilation=1)
-    with pytest.raises(ValueError, match="Winograd"):
+    with pytest.raises(ValueError, match="Winograd at stride 1"):
         ops.conv2d(x, w_q=packed, stride=2, padding=1, isa=isa, **q)
     with pytest.raises(ValueError, match="Winograd"):
         ops.conv2d(x, w_q=packed, dilation=2, padding=1, isa=isa, **q)
+    packed = ops.pack_conv2d(w_q, isa=isa, stride=2, dilation=1)
+    for kw in (dict(stride=1), dict(stride=(2, 1)), dict(stride=2, dilation=2)):
+        with pytest.raises(ValueError, match="Winograd at stride 2"):
+            ops.conv2d(x, w_q=packed, padding=1, isa=isa, **kw, **q)
     with pytest.raises(ValueError, match="together"):
         ops.pack_conv2d(w_q, isa=isa, stride=1)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
-@pytest.mark.parametrize("c,oc,hw,n", [(64, 48, 15, 3), (120, 40, 13, 2), (300, 40, 9, 2), (512, 500, 7, 1),
-                                      (257, 17, 5, 4)])
-def test_threads_same_bytes(rng, threads, n_threads, c, oc, hw, n):
-    """Blocks and panel chunks split over the threads (F(4x4) in one and two channel chunks); C > 256
-    runs position by position (a C tail, strips of 5 and of 4, a last panel of 4 or 1 channels)."""
+@pytest.mark.parametrize("c,oc,hw,n,stride", [(64, 48, 15, 3, 1), (120, 40, 13, 2, 1), (300, 40, 9, 2, 1),
+                                             (512, 500, 7, 1, 1), (257, 17, 5, 4, 1), (64, 40, 15, 3, 2),
+                                             (120, 33, 14, 2, 2)])
+def test_threads_same_bytes(rng, threads, n_threads, c, oc, hw, n, stride):
+    """Blocks and panel chunks split over the threads (F(4x4) in one and two channel chunks, stride
+    2); C > 256 runs position by position (a C tail, strips of 5 and of 4, a last
+    panel of 4 or 1 channels)."""
     x, w_q, q = _case(rng, c, oc, hw, hw, n=n)
     qruntime.set_num_threads(n_threads)
-    got, want = _both(x, w_q, q)
+    got, want = _both(x, w_q, q, stride=stride)
     np.testing.assert_array_equal(got, want)
 
 
 def _model_graph(rng, c=32):
-    """quantize -> 3x3 stride 1 (Winograd where the path has it) -> 3x3 stride 2 (direct) -> dequantize."""
-    def conv(stride):
-        return {"stride": [stride, stride], "padding": [1, 1, 1, 1], "dilation": [1, 1], "groups": 1, "act": "relu"}
+    """quantize -> 3x3 stride 1 -> 3x3 stride 2 -> 3x3 stride 1, dilation 2 (Winograd where the path has
+    it, but the last: the GEMM) -> dequantize."""
+    def conv(stride, dilation=1):
+        return {"stride": [stride, stride], "padding": [dilation] * 4, "dilation": [dilation, dilation], "groups": 1,
+                "act": "relu"}
 
     def u8(scale, zp):
         return {"dtype": "uint8", "scale": float(np.float32(scale)), "zero_point": zp}
 
     t = {}
-    for name, shape in (("w", (c, c, 3, 3)), ("s", (24, c, 3, 3))):
+    for name, shape in (("w", (c, c, 3, 3)), ("s", (24, c, 3, 3)), ("d", (16, 24, 3, 3))):
         t[f"{name}.weight"] = rng.integers(-127, 128, shape, dtype=np.int8)
         t[f"{name}.w_scale"] = rng.uniform(0.0005, 0.002, shape[0]).astype(np.float32)
         t[f"{name}.bias"] = rng.normal(0, 0.5, shape[0]).astype(np.float32)
@@ -187,17 +223,19 @@ def _model_graph(rng, c=32):
         tensors = {k: f"{name}.{k}" for k in ("weight", "w_scale", "bias")} if name else {}
         return {"op": kind, "name": out, "inputs": inputs, "outputs": [out], "attrs": attrs or {}, "tensors": tensors}
 
-    values = {"x": {"dtype": "float32"}, "q": u8(0.02, 131), "a": u8(0.05, 0), "b": u8(0.05, 0), "y": {"dtype": "float32"}}
+    values = {"x": {"dtype": "float32"}, "q": u8(0.02, 131), "a": u8(0.05, 0), "b": u8(0.05, 0), "d": u8(0.05, 0),
+              "y": {"dtype": "float32"}}
     ops_ = [op("quantize", ["x"], "q"), op("conv2d", ["q"], "a", conv(1), "w"), op("conv2d", ["a"], "b", conv(2), "s"),
-            op("dequantize", ["b"], "y")]
+            op("conv2d", ["b"], "d", conv(1, 2), "d"), op("dequantize", ["d"], "y")]
     graph = {"inputs": [{"name": "x", "shape": [-1, c, -1, -1]}], "outputs": ["y"], "values": values, "ops": ops_}
     return graph, t
 
 
 @pytest.mark.parametrize("c", [32, 144])  # F(4x4), F(2x2)
 def test_model_node_chooses_winograd_and_equals_the_reference(rng, c):
-    """A model's conv node packs for its own geometry: its stride-1 3x3 conv runs Winograd, its
-    stride-2 one the GEMM, and the outputs equal the reference and the scalar path exactly."""
+    """A model's conv node packs for its own geometry: its stride-1 and (at up to 128 channels)
+    stride-2 3x3 convs run Winograd, its dilated one the GEMM, and the outputs equal the reference
+    and the scalar path exactly."""
     from qruntime import reference
     from qruntime.model import Model
 
@@ -211,4 +249,8 @@ def test_model_node_chooses_winograd_and_equals_the_reference(rng, c):
         np.testing.assert_array_equal(got, Model(graph, tensors, isa="scalar").run(x))
     kernels = {r["name"]: r["kernel"] for r in model.profile(rng.normal(0, 1, (1, c, 8, 8)).astype(np.float32), 1)}
     assert kernels["a"].startswith(f"winograd {isa} (winograd {_variant(c)}"), kernels["a"]
-    assert kernels["b"].startswith(f"gemm {isa}"), kernels["b"]
+    if c <= S2_CHANNELS[1]:
+        assert kernels["b"].startswith(f"winograd {isa} (winograd {_variant(c, 2)}"), kernels["b"]
+    else:
+        assert kernels["b"].startswith(f"gemm {isa}"), kernels["b"]
+    assert kernels["d"].startswith(f"gemm {isa}"), kernels["d"]

@@ -20,7 +20,7 @@ struct KernelTable {
   const EltwiseKernels* eltwise;
   const BytePermuteKernels* bytes;
   const TransformerKernels* transformer;
-  // avx2 only (docs/kernels.md, Convolution, "Winograd F(2x2, 3x3)"): on the VNNI paths vpdpbusd
+  // avx2 only (docs/kernels.md, Convolution, the Winograd entry): on the VNNI paths vpdpbusd
   // does 4 MACs per lane where int16 Winograd does 2; not built or measured there.
   const WinogradKernels* winograd = nullptr;
 };

@@ -97,42 +97,46 @@ struct DwConvKernels {
   bool (*pack_extra_weights)(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size);
 };
 
-// Exact int8 Winograd F(2x2, 3x3) or F(4x4, 3x3) for stride-1, dilation-1 3x3 convs of one group
-// (docs/quantization.md, "Winograd"): Y = A^T [sum_c U'[oc, c] (.) V[c]] A equals a fixed multiple
-// of the direct sum of (x_q * w_q) exactly, with U' = G' g G'^T in int16 and V = B^T d B in int16 (d:
-// an input tile, padding holding the input zero point), products summed in int32 with wrap-around,
-// and an exact division recovers it. The result is acc of the direct GEMM, so the same epilogue
-// gives the same bytes.
+// Exact int8 Winograd for 3x3 convs of one group and dilation 1: F(2x2, 3x3) or F(4x4, 3x3) at
+// stride 1, F(2x2, 3x3) over the input's phases at stride 2 (docs/quantization.md, "Winograd"):
+// Y = A^T [sum_c U'[oc, c] (.) V[c]] A equals a fixed multiple of the direct sum of (x_q * w_q)
+// exactly, with U' (from the filter) and V (from an input tile, padding holding the input zero
+// point) in int16, products summed in int32 with wrap-around, and an exact division recovers it.
+// The result is acc of the direct GEMM, so the same epilogue gives the same bytes.
 //
-// One call computes a block of output tiles (tile(c) x tile(c) output pixels each, numbered across
-// the batch image-major, then tile row, then tile column) for a range of packed output-channel panels.
+// One call computes a block of output tiles (tile(c, stride) x tile(c, stride) output pixels each,
+// numbered across the batch image-major, then tile row, then tile column) for a range of packed
+// output-channel panels.
 struct WinogradTask {
   const uint8_t* x;        // [n][h][w][c], the whole batch
   int h, w, c;
+  int stride;              // 1 or 2, in both directions: what the weights were packed for
   uint8_t x_zp;            // what the padding holds
   int pad_t, pad_l;
-  int oh, ow;              // output size; tiles_w = ceil(ow / tile(c)), tiles_h = ceil(oh / tile(c))
+  int oh, ow;              // output size; tiles_w = ceil(ow / tile), tiles_h = ceil(oh / tile)
   int64_t tile0;           // first tile of the block
-  int tiles;               // tiles in the block, <= WinogradKernels::block_tiles(c)
+  int tiles;               // tiles in the block, <= WinogradKernels::block_tiles(c, stride)
   const int16_t* u;        // packed U' (WinogradKernels::pack)
   int oc;
   int panel0, panels;      // output-channel panels [panel0, panel0 + panels), nr channels each
   Epilogue ep;             // requantize = true; bias and mult indexed by output channel
   uint8_t* y;              // [n][oh][ow][oc]
-  void* scratch;           // per-thread, scratch_bytes(c) bytes, 64-byte aligned
+  void* scratch;           // per-thread, scratch_bytes(c, stride) bytes, 64-byte aligned
 };
 
 // One ISA path's Winograd kernel (null in the tables of paths without one: KernelTable::winograd).
-// The variant (the tile size) follows from the input channels c alone, so every function takes c.
+// The variant follows from the input channels c and the stride (1 or 2) alone, so every function
+// takes them; the others are called only for a (c, stride) that tile() takes.
 struct WinogradKernels {
   const char* isa;
-  int nr;                                   // output channels per packed panel
-  int (*tile)(int c);                       // output pixels per tile side: 2 (F(2x2, 3x3)) or 4
-  int (*block_tiles)(int c);                // most tiles per call, sized so V stays in L2
-  size_t (*packed_bytes)(int oc, int c);
+  int nr;                                          // output channels per packed panel
+  int (*tile)(int c, int stride);                  // output pixels per tile side: 2 or 4; 0: no variant
+  const char* (*variant)(int c, int stride);       // e.g. "F(4x4,3x3)"
+  int (*block_tiles)(int c, int stride);           // most tiles per call, sized so V stays in L2
+  size_t (*packed_bytes)(int oc, int c, int stride);
   // w: (oc, c, 3, 3) int8 in [-127, 127], torch's layout; dst: packed_bytes zeroed bytes.
-  void (*pack)(const int8_t* w, int oc, int c, int16_t* dst);
-  size_t (*scratch_bytes)(int c);
+  void (*pack)(const int8_t* w, int oc, int c, int stride, int16_t* dst);
+  size_t (*scratch_bytes)(int c, int stride);
   void (*run)(const WinogradTask& task);
 };
 

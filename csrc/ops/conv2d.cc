@@ -289,11 +289,12 @@ void run_depthwise(const PackedConv2d& p, const uint8_t* x, int n, int h, int w,
 void run_winograd(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, const Requant& rq, uint8_t zp,
                   const Conv2dGeometry& g, int oh, int ow, uint8_t* y) {
   const WinogradKernels& k = *p.table->winograd;
-  const int t_side = k.tile(c);
+  const int stride = p.winograd_stride;
+  const int t_side = k.tile(c, stride);
   const int64_t tiles = static_cast<int64_t>(n) * ((oh + t_side - 1) / t_side) * ((ow + t_side - 1) / t_side);
   ThreadPool& pool = ThreadPool::global();
   const int threads = pool.num_threads();
-  int64_t blocks = (tiles + k.block_tiles(c) - 1) / k.block_tiles(c);
+  int64_t blocks = (tiles + k.block_tiles(c, stride) - 1) / k.block_tiles(c, stride);
   if (blocks >= threads) blocks = (blocks + threads - 1) / threads * threads;
   blocks = std::min(blocks, tiles);
   const int64_t per_block = (tiles + blocks - 1) / blocks;
@@ -307,6 +308,7 @@ void run_winograd(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, 
   base.h = h;
   base.w = w;
   base.c = c;
+  base.stride = stride;
   base.x_zp = zp;
   base.pad_t = g.pad_t;
   base.pad_l = g.pad_l;
@@ -316,7 +318,7 @@ void run_winograd(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, 
   base.oc = p.oc;
   base.ep = rq.epilogue();
   base.y = y;
-  const size_t scratch = k.scratch_bytes(c);
+  const size_t scratch = k.scratch_bytes(c, stride);
   pool.parallel_for(blocks * chunks, [&](int64_t task) {
     thread_local AlignedBuffer scratch_buf;
     scratch_buf.ensure(scratch);
@@ -332,22 +334,18 @@ void run_winograd(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, 
   });
 }
 
-// Winograd's bounds (docs/quantization.md, "Winograd"): the direct sum over 9 * c products of
-// [0, 255] by [-127, 127] must stay below 2^29 in magnitude, so that 4x it fits int32.
-constexpr int kWinogradMaxChannels = 1841;  // 255 * 127 * 9 * 1841 < 2^29 <= 255 * 127 * 9 * 1842
-// With fewer input channels the tile transforms cost about what the products save: on a Zen 3,
-// 1 thread, a 28x28 3x3 conv of 8 input channels ran 0.81-1.04x the direct GEMM's speed under
-// Winograd, of 16 channels 1.32x.
-constexpr int kWinogradMinChannels = 16;
+// The stride Winograd runs these weights at (1 or 2), or 0 when it does not: the kernel's tile()
+// says which input channel counts it takes at a stride (its bounds and where it pays).
+int winograd_stride(const KernelTable& table, int icg, int kh, int kw, int groups, const Conv2dGeometry* g) {
+  if (!table.winograd || kh != 3 || kw != 3 || groups != 1 || !g) return 0;
+  if (g->stride_h != g->stride_w || g->stride_h > 2 || g->dil_h != 1 || g->dil_w != 1) return 0;
+  return table.winograd->tile(icg, g->stride_h) ? g->stride_h : 0;
+}
 
-// Why Winograd runs on these weights, or empty when it does not.
-std::string winograd_choice(const KernelTable& table, int icg, int kh, int kw, int groups, const Conv2dGeometry* g) {
-  if (!table.winograd || kh != 3 || kw != 3 || groups != 1 || !g) return "";
-  if (g->stride_h != 1 || g->stride_w != 1 || g->dil_h != 1 || g->dil_w != 1) return "";
-  if (icg < kWinogradMinChannels || icg > kWinogradMaxChannels) return "";
-  const std::string t = std::to_string(table.winograd->tile(icg));
-  return "winograd F(" + t + "x" + t + ",3x3): stride-1 3x3 conv of " + std::to_string(icg) +
-         " input channels, int16 transforms, exact";
+// Why Winograd runs these weights at this stride.
+std::string winograd_choice(const WinogradKernels& k, int icg, int stride) {
+  return std::string("winograd ") + k.variant(icg, stride) + ": stride-" + std::to_string(stride) + " 3x3 conv of " +
+         std::to_string(icg) + " input channels, int16 transforms, exact";
 }
 
 }  // namespace
@@ -418,11 +416,12 @@ std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int 
     }
     return p;
   }
-  p->kernel_choice = winograd_choice(*p->table, icg, kh, kw, groups, geometry);
-  if (!p->kernel_choice.empty()) {
+  if (const int stride = winograd_stride(*p->table, icg, kh, kw, groups, geometry)) {
     const WinogradKernels& wk = *p->table->winograd;
-    p->winograd_u.reset(wk.packed_bytes(oc, icg));
-    wk.pack(w, oc, icg, p->winograd_u.as<int16_t>());
+    p->kernel_choice = winograd_choice(wk, icg, stride);
+    p->winograd_stride = stride;
+    p->winograd_u.reset(wk.packed_bytes(oc, icg, stride));
+    wk.pack(w, oc, icg, stride, p->winograd_u.as<int16_t>());
     return p;
   }
   // torch's (oc, icg, kh, kw) to the GEMM's rows of K ordered (ky, kx, ic), like the NHWC input.
@@ -457,8 +456,10 @@ void conv2d(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c,
   if (n == 0) return;
   if (p.depthwise) return run_depthwise(p, x, n, h, w, c, rq, zp, g, oh, ow, y);
   if (p.winograd()) {
-    QR_CHECK_ARG(g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1,
-                 "these weights were packed for Winograd, which runs at stride 1 and dilation 1 only");
+    const int ws = p.winograd_stride;
+    QR_CHECK_ARG(g.stride_h == ws && g.stride_w == ws && g.dil_h == 1 && g.dil_w == 1,
+                 "these weights were packed for Winograd at stride " + std::to_string(ws) +
+                     " and dilation 1, and run only so");
     return run_winograd(p, x, n, h, w, c, rq, zp, g, oh, ow, y);
   }
 

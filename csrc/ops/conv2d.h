@@ -24,9 +24,11 @@ struct PackedConv2d {
   std::vector<int8_t> dw_extra_weights;   // depthwise: the path's second layout, if it took these weights
   std::string dw_kernel_choice;           // depthwise: which of the path's kernels runs and why (empty: one kernel)
   std::vector<int32_t> colsum;            // per output channel, over all its K products
-  // Winograd (stride-1 3x3 of one group, where the path has the kernel): U' packed for it, in place
-  // of group_gemm, and why it was chosen; such weights run at stride 1 and dilation 1 only.
+  // Winograd (a 3x3 of one group at stride 1 or 2, dilation 1, where the path has the kernel): U'
+  // packed for it, in place of group_gemm, and why it was chosen; such weights run at that stride
+  // and dilation 1 only.
   AlignedBuffer winograd_u;
+  int winograd_stride = 1;
   std::string kernel_choice;
   bool winograd() const { return winograd_u.size() > 0; }
   int k() const { return kh * kw * icg; }

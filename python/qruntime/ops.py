@@ -197,9 +197,9 @@ def pack_conv2d(w_q, groups=1, isa=None, *, stride=None, dilation=None):
     """Prepacks conv weights (OC, IC/groups, KH, KW) int8 in [-127, 127] once for repeated calls.
 
     With stride and dilation given, the packer may choose a kernel for that geometry: exact Winograd
-    F(2x2, 3x3) for a stride-1 3x3 conv of one group, on a path that has it (``PackedConv2d.winograd``;
-    ``kernel_choice`` says why), and weights packed that way refuse other geometries. Without them,
-    the weights run with any geometry.
+    for a 3x3 conv of one group at stride 1 or 2, on a path that has it (``PackedConv2d.winograd``;
+    ``kernel_choice`` names the variant and says why), and weights packed that way refuse other
+    geometries. Without them, the weights run with any geometry.
     """
     groups = _groups(groups)
     _conv_weight_shape(w_q, groups)

@@ -1,9 +1,11 @@
-// Exact int8 Winograd F(2x2, 3x3) and F(4x4, 3x3) for AVX2: the input tile transform V = B^T d B in
-// int16, one vpmaddwd GEMM per transformed position (the exact GEMM's K loop, vpmaddwd_avx2.h), the
-// output transform A^T M A in int32, the exact division that recovers the direct sum, and the GEMM's
-// epilogue. Bit-identical to the direct conv: docs/quantization.md, "Winograd", proves the bounds.
-// Layouts: docs/kernels.md, "Convolution", the Winograd entry. With T output pixels per tile side
-// (2 or 4) and P = (T + 2)^2 positions:
+// Exact int8 Winograd for 3x3 convs on AVX2: F(2x2, 3x3) and F(4x4, 3x3) at stride 1, and at
+// stride 2 F(2x2, 3x3) over the input's four phases (each a stride-1 conv with a 2x2, 2x1, 1x2 or
+// 1x1 part of the filter, under F(2, 2)). The input tile transform V in int16, one vpmaddwd GEMM per
+// transformed position (the exact GEMM's K loop, vpmaddwd_avx2.h), the output transform in int32,
+// the exact division that recovers the direct sum (none at stride 2), and the GEMM's epilogue.
+// Bit-identical to the direct conv: docs/quantization.md, "Winograd", proves the bounds. Layouts:
+// docs/kernels.md, "Convolution", the Winograd entry. With T output pixels per tile side and P
+// transformed positions per tile (16, 36; 25 at stride 2):
 //   packed U': panels of 16 output channels; panel p is [P positions][ceil(C/2) pairs][16 oc][2]
 //   int16, the exact GEMM's panel body once per position (zero padded in C and in the channels).
 //   V (scratch, per call): [P positions][block tiles][2 * ceil(C/2)] int16, a row of K pairs per
@@ -12,7 +14,8 @@
 //   weights exceed 128 KB every strip's of the call (run() says why).
 //   S (scratch, F(4x4) over more than one channel chunk): [5 tiles][16 pixels][16 oc] int32 per
 //   strip held as M, the recovered sums of the chunks so far.
-// Positions are numbered xi = (T + 2) * row + column of the transformed tile.
+// Positions of the stride-1 variants are numbered xi = (T + 2) * row + column of the transformed
+// tile; the stride-2 variant's are listed at S2.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -30,10 +33,18 @@ constexpr int kMR = 5;        // tiles per K loop call: its rows
 constexpr size_t kVBudget = 256 * 1024;  // bytes of V per call: half of a Zen 3 / Skylake-SP L2
 constexpr size_t kUGroupBudget = 128 * 1024;  // bytes of weights a strip runs through before the next
 
-// F(4x4, 3x3) up to this many input channels, F(2x2, 3x3) above: 36 products per 16 outputs
-// against 64, but U' is 36/16 the size, and the wider layers of a network are its small images
-// (weights streamed from memory, a 4x4 tile mostly past a 7x7 or 14x14 output's edge).
-constexpr int kF4MaxChannels = 128;
+// Which input channel counts C get which variant.
+// Stride 1: from 16 (with fewer the tile transforms cost about what the products save: Zen 3, 1
+// thread, 28x28, 8 channels ran 0.81-1.04x the direct GEMM's speed under F(2x2, 3x3), 16 ran
+// 1.32x) to 1841 (F(2x2, 3x3)'s bound: |4 acc| < 2^31, 255 * 127 * 9 * 1841 < 2^29 <= 255 * 127 *
+// 9 * 1842); F(4x4, 3x3) up to 128, F(2x2, 3x3) above: 36 products per 16 outputs against 64, but
+// U' is 36/16 the size, and the wider layers of a network are its small images (weights streamed
+// from memory, a 4x4 tile mostly past a 7x7 or 14x14 output's edge).
+constexpr int kMinChannels = 16, kMaxChannels = 1841, kF4MaxChannels = 128;
+// Stride 2: 32 to 128. Its U' is 25/9 of the direct GEMM's int16 panels, so where they stream
+// from memory it loses (Zen 3, 1 thread, against the GEMM: 14x14 input of 256 or 512 channels
+// 0.88-0.90x, 56x56 of 16 0.94x; 56x56 of 32 and 64, 28x28 of 128: 1.18-1.28x).
+constexpr int kS2MinChannels = 32, kS2MaxChannels = 128;
 
 // F(2x2, 3x3). B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]], G' = 2G =
 // [[2,0,0],[1,1,1],[1,-1,1],[0,0,2]], A^T = [[1,1,1,0],[0,1,-1,-1]]: A^T M A = 4 acc.
@@ -97,106 +108,223 @@ struct F4 {
   }
 };
 
+// A stride-1 variant F(TxT, 3x3) from its 1-D transforms F (F2, F4): separable in rows and columns.
 template <class F>
-constexpr int kXi = F::kIn * F::kIn;  // positions of a transformed tile
+struct Separable {
+  static constexpr int kT = F::kT, kWin = F::kIn, kStep = F::kT, kP = F::kIn * F::kIn, kCols = F::kIn;
+  static constexpr int kChunkPairs = F::kChunkPairs;
+  static constexpr const char* kName = F::kT == 4 ? "F(4x4,3x3)" : "F(2x2,3x3)";
 
-int tile(int c) { return c <= kF4MaxChannels ? F4::kT : F2::kT; }
+  // U' = G' g G'^T: u[xi] for the 3x3 filter g (row-major).
+  static void weights(const int8_t* g, int* u) {
+    constexpr int n = F::kIn;
+    int t[n][3];  // G' g
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < 3; ++j) t[i][j] = F::kG[i][0] * g[j] + F::kG[i][1] * g[3 + j] + F::kG[i][2] * g[6 + j];
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) u[n * i + j] = t[i][0] * F::kG[j][0] + t[i][1] * F::kG[j][1] + t[i][2] * F::kG[j][2];
+  }
 
-int pairs(int c) { return (c + 1) / 2; }
-template <class F>
-size_t panel_elems(int c) { return static_cast<size_t>(kXi<F>) * pairs(c) * kNR * 2; }
+  // V = B^T d B for 16 channels in int16 lanes: load(ky, kx) gives input position (ky, kx) of the
+  // window; each row is transformed as it is loaded, then each column, whose results go to
+  // store(xi, v). (Whole-window arrays cost GCC ~270 spill moves per call for F4.)
+  template <class Load, class Store>
+  static void input(Load load, Store store) {
+    constexpr int n = F::kIn;
+    __m256i s[n][n];  // d B
+    for (int ky = 0; ky < n; ++ky) {
+      __m256i row[n];
+      for (int kx = 0; kx < n; ++kx) row[kx] = load(ky, kx);
+      F::input(row, s[ky]);
+    }
+    for (int j = 0; j < n; ++j) {
+      __m256i col[n], out[n];
+      for (int i = 0; i < n; ++i) col[i] = s[i][j];
+      F::input(col, out);
+      for (int i = 0; i < n; ++i) store(i * n + j, out[i]);
+    }
+  }
 
-// The channel chunks of F: near-equal runs of pairs, each within F::kChunkPairs.
-template <class F>
-int chunks(int c) { return (pairs(c) + F::kChunkPairs - 1) / F::kChunkPairs; }
+  // A^T M for 8 output channels (m(xi): position xi's M), in wrapping int32: r[i][j], the output
+  // transform of M's column j.
+  template <class Load>
+  static void output_columns(Load m, __m256i (&r)[kT][kCols]) {
+    constexpr int n = F::kIn;
+    for (int j = 0; j < n; ++j) {
+      __m256i col[n], out[kT];
+      for (int i = 0; i < n; ++i) col[i] = m(i * n + j);
+      F::output(col, out);
+      for (int i = 0; i < kT; ++i) r[i][j] = out[i];
+    }
+  }
+  // One output row from its r: (A^T M A)[dy][dx] for dx < T, through F::recover: the sums acc.
+  static void output_row(const __m256i (&r)[kCols], __m256i (&y)[kT]) {
+    F::output(r, y);
+    for (int dx = 0; dx < kT; ++dx) y[dx] = F::recover(y[dx]);
+  }
+};
 
-template <class F>
-size_t packed_bytes_of(int oc, int c) { return static_cast<size_t>((oc + kNR - 1) / kNR) * panel_elems<F>(c) * 2; }
+// Stride 2: x_pq[i][j] = x[2i + p][2j + q] are the input's phases, and the conv is the sum over
+// them of stride-1 convs with the filter's parts g[2a + p][2b + q]: 2x2 (phase 00), 2x1 (01), 1x2
+// (10), 1x1 (11). F(2, 2) on 3 points, integer throughout: B^T = [[1,-1,0],[0,1,0],[0,-1,1]],
+// G = [[1,0],[1,1],[0,1]], A^T = [[1,1,0],[0,1,1]], applied in both directions of the 2x2 part and
+// in the one direction of the 2-tap ones. A 2x2 output tile reads a 5x5 window, 4 input pixels
+// apart; its 25 positions: 0-8 phase 00 (3 x 3), 9-14 phase 01 (3 rows x 2 columns), 15-20 phase
+// 10 (2 x 3), 21-24 phase 11 (2 x 2), row-major within each. 25 products per tile and channel
+// where the direct conv takes 36; Y is acc itself.
+struct S2 {
+  static constexpr int kT = 2, kWin = 5, kStep = 4, kP = 25, kCols = 5;
+  static constexpr int kChunkPairs = 1 << 20;  // no division: one chunk
+  static constexpr const char* kName = "F(2x2,3x3) on the stride-2 phases";
 
-size_t packed_bytes(int oc, int c) {
-  return tile(c) == F4::kT ? packed_bytes_of<F4>(oc, c) : packed_bytes_of<F2>(oc, c);
+  static void weights(const int8_t* g, int* u) {
+    // G applied to 2 taps: (t0, t0 + t1, t1).
+    auto gt = [](int t0, int t1, int i) { return i == 0 ? t0 : i == 1 ? t0 + t1 : t1; };
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) u[3 * i + j] = gt(gt(g[0], g[2], j), gt(g[6], g[8], j), i);
+    for (int i = 0; i < 3; ++i) u[9 + 2 * i] = u[10 + 2 * i] = gt(g[1], g[7], i);
+    for (int j = 0; j < 3; ++j) u[15 + j] = u[18 + j] = gt(g[3], g[5], j);
+    u[21] = u[22] = u[23] = u[24] = g[4];
+  }
+
+  // B^T on 3 int16 vectors.
+  static void b3(__m256i x0, __m256i x1, __m256i x2, __m256i (&y)[3]) {
+    y[0] = _mm256_sub_epi16(x0, x1);
+    y[1] = x1;
+    y[2] = _mm256_sub_epi16(x2, x1);
+  }
+
+  template <class Load, class Store>
+  static void input(Load load, Store store) {
+    __m256i s[3][3], y[3];
+    for (int a = 0; a < 3; ++a) b3(load(2 * a, 0), load(2 * a, 2), load(2 * a, 4), s[a]);
+    for (int j = 0; j < 3; ++j) {
+      b3(s[0][j], s[1][j], s[2][j], y);
+      for (int i = 0; i < 3; ++i) store(3 * i + j, y[i]);
+    }
+    for (int j = 0; j < 2; ++j) {
+      b3(load(0, 2 * j + 1), load(2, 2 * j + 1), load(4, 2 * j + 1), y);
+      for (int i = 0; i < 3; ++i) store(9 + 2 * i + j, y[i]);
+    }
+    for (int i = 0; i < 2; ++i) {
+      b3(load(2 * i + 1, 0), load(2 * i + 1, 2), load(2 * i + 1, 4), y);
+      for (int j = 0; j < 3; ++j) store(15 + 3 * i + j, y[j]);
+    }
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j) store(21 + 2 * i + j, load(2 * i + 1, 2 * j + 1));
+  }
+
+  // r[dy][j] for j < 3: (A^T M00)[dy][j] + M10[dy][j], which A then combines across j; r[dy][3 + dx]:
+  // (A^T M01)[dy][dx] + M11[dy][dx], already in place.
+  template <class Load>
+  static void output_columns(Load m, __m256i (&r)[kT][kCols]) {
+    for (int j = 0; j < 3; ++j) {
+      const __m256i m1 = m(3 + j);
+      r[0][j] = _mm256_add_epi32(_mm256_add_epi32(m(j), m1), m(15 + j));
+      r[1][j] = _mm256_add_epi32(_mm256_add_epi32(m1, m(6 + j)), m(18 + j));
+    }
+    for (int dx = 0; dx < 2; ++dx) {
+      const __m256i m1 = m(11 + dx);
+      r[0][3 + dx] = _mm256_add_epi32(_mm256_add_epi32(m(9 + dx), m1), m(21 + dx));
+      r[1][3 + dx] = _mm256_add_epi32(_mm256_add_epi32(m1, m(13 + dx)), m(23 + dx));
+    }
+  }
+  static void output_row(const __m256i (&r)[kCols], __m256i (&y)[kT]) {
+    y[0] = _mm256_add_epi32(_mm256_add_epi32(r[0], r[1]), r[3]);
+    y[1] = _mm256_add_epi32(_mm256_add_epi32(r[1], r[2]), r[4]);
+  }
+};
+
+using W2 = Separable<F2>;
+using W4 = Separable<F4>;
+
+// Calls fn with the variant that runs c input channels at this stride (1 or 2).
+template <class Fn>
+auto with_variant(int c, int stride, Fn fn) {
+  if (stride == 2) return fn(S2{});
+  return c <= kF4MaxChannels ? fn(W4{}) : fn(W2{});
 }
 
-// U' = G' g G'^T per (oc, c): |U'| <= 9 * 127 (F2), 49 * 127 (F4).
-template <class F>
+int pairs(int c) { return (c + 1) / 2; }
+template <class W>
+size_t panel_elems(int c) { return static_cast<size_t>(W::kP) * pairs(c) * kNR * 2; }
+
+// The channel chunks of W: near-equal runs of pairs, each within W::kChunkPairs.
+template <class W>
+int chunks(int c) { return (pairs(c) + W::kChunkPairs - 1) / W::kChunkPairs; }
+
+int tile(int c, int stride) {
+  if (stride == 2 ? c < kS2MinChannels || c > kS2MaxChannels : stride != 1 || c < kMinChannels || c > kMaxChannels)
+    return 0;
+  return with_variant(c, stride, [](auto w) { return decltype(w)::kT; });
+}
+const char* variant_name(int c, int stride) {
+  return with_variant(c, stride, [](auto w) { return decltype(w)::kName; });
+}
+
+size_t packed_bytes(int oc, int c, int stride) {
+  return with_variant(c, stride, [&](auto w) {
+    return static_cast<size_t>((oc + kNR - 1) / kNR) * panel_elems<decltype(w)>(c) * 2;
+  });
+}
+
+// U' per (oc, c): |U'| <= 9 * 127 (F2), 49 * 127 (F4), 4 * 127 (S2).
+template <class W>
 void pack_as(const int8_t* w, int oc, int c, int16_t* dst) {
-  constexpr int n = F::kIn;
   const int kp = pairs(c);
   for (int o = 0; o < oc; ++o) {
-    int16_t* panel = dst + static_cast<size_t>(o / kNR) * panel_elems<F>(c);
+    int16_t* panel = dst + static_cast<size_t>(o / kNR) * panel_elems<W>(c);
     const int col = o % kNR;
     for (int ci = 0; ci < c; ++ci) {
-      const int8_t* g = w + (static_cast<size_t>(o) * c + ci) * 9;
-      int t[n][3];  // G' g
-      for (int i = 0; i < n; ++i)
-        for (int j = 0; j < 3; ++j) t[i][j] = F::kG[i][0] * g[j] + F::kG[i][1] * g[3 + j] + F::kG[i][2] * g[6 + j];
-      for (int i = 0; i < n; ++i)
-        for (int j = 0; j < n; ++j) {
-          const int u = t[i][0] * F::kG[j][0] + t[i][1] * F::kG[j][1] + t[i][2] * F::kG[j][2];
-          panel[((static_cast<size_t>(n * i + j) * kp + ci / 2) * kNR + col) * 2 + (ci & 1)] = static_cast<int16_t>(u);
-        }
+      int u[W::kP];
+      W::weights(w + (static_cast<size_t>(o) * c + ci) * 9, u);
+      for (int xi = 0; xi < W::kP; ++xi)
+        panel[((static_cast<size_t>(xi) * kp + ci / 2) * kNR + col) * 2 + (ci & 1)] = static_cast<int16_t>(u[xi]);
     }
   }
 }
 
-void pack(const int8_t* w, int oc, int c, int16_t* dst) {
-  tile(c) == F4::kT ? pack_as<F4>(w, oc, c, dst) : pack_as<F2>(w, oc, c, dst);
+void pack(const int8_t* w, int oc, int c, int stride, int16_t* dst) {
+  with_variant(c, stride, [&](auto v) { pack_as<decltype(v)>(w, oc, c, dst); });
 }
 
 // At least 16 tiles: a network's widest layers, whose weights are its largest, then read them once.
-template <class F>
+template <class W>
 int block_tiles_of(int c) {
-  const size_t per_tile = static_cast<size_t>(kXi<F>) * pairs(c) * 4;
+  const size_t per_tile = static_cast<size_t>(W::kP) * pairs(c) * 4;
   return std::max(static_cast<int>(kVBudget / per_tile), 16);
 }
 
-int block_tiles(int c) { return tile(c) == F4::kT ? block_tiles_of<F4>(c) : block_tiles_of<F2>(c); }
-
-template <class F>
-size_t v_bytes(int c) { return (static_cast<size_t>(kXi<F>) * block_tiles_of<F>(c) * pairs(c) * 4 + 63) / 64 * 64; }
-template <class F>
-constexpr size_t kStripMBytes = static_cast<size_t>(kXi<F>) * kMR * kNR * 4;
-template <class F>
-constexpr size_t kStripSBytes = static_cast<size_t>(F::kT) * F::kT * kMR * kNR * 4;
-
-// Whether one panel's weights exceed kUGroupBudget (F2 with C > 256, F4 with C > 112): then run()
-// goes position by position (see there), keeping M (and S) for every strip of the block.
-template <class F>
-bool wide_panels(int c) { return panel_elems<F>(c) * 2 > kUGroupBudget; }
-template <class F>
-int strips_held(int c) { return wide_panels<F>(c) ? (block_tiles_of<F>(c) + kMR - 1) / kMR : 1; }
-
-template <class F>
-size_t scratch_bytes_of(int c) {
-  return v_bytes<F>(c) + strips_held<F>(c) * (kStripMBytes<F> + (chunks<F>(c) > 1 ? kStripSBytes<F> : 0));
+int block_tiles(int c, int stride) {
+  return with_variant(c, stride, [&](auto w) { return block_tiles_of<decltype(w)>(c); });
 }
 
-size_t scratch_bytes(int c) { return tile(c) == F4::kT ? scratch_bytes_of<F4>(c) : scratch_bytes_of<F2>(c); }
+template <class W>
+size_t v_bytes(int c) { return (static_cast<size_t>(W::kP) * block_tiles_of<W>(c) * pairs(c) * 4 + 63) / 64 * 64; }
+template <class W>
+constexpr size_t kStripMBytes = static_cast<size_t>(W::kP) * kMR * kNR * 4;
+template <class W>
+constexpr size_t kStripSBytes = static_cast<size_t>(W::kT) * W::kT * kMR * kNR * 4;
 
-// V = B^T d B for 16 channels in int16 lanes: load(ky, kx) gives input position (ky, kx) of the
-// window; each row is transformed as it is loaded, then each column, whose results go to
-// store(xi, v). (Whole-window arrays cost GCC ~270 spill moves per call for F4.)
-template <class F, class Load, class Store>
-inline void input_transform(Load load, Store store) {
-  constexpr int n = F::kIn;
-  __m256i s[n][n];  // d B
-  for (int ky = 0; ky < n; ++ky) {
-    __m256i row[n];
-    for (int kx = 0; kx < n; ++kx) row[kx] = load(ky, kx);
-    F::input(row, s[ky]);
-  }
-  for (int j = 0; j < n; ++j) {
-    __m256i col[n], out[n];
-    for (int i = 0; i < n; ++i) col[i] = s[i][j];
-    F::input(col, out);
-    for (int i = 0; i < n; ++i) store(i * n + j, out[i]);
-  }
+// Whether one panel's weights exceed kUGroupBudget (F2 with C > 256, F4 with C > 112; never S2,
+// up to 128 channels): then run() goes position by position (see there), keeping M (and S) for
+// every strip of the block.
+template <class W>
+bool wide_panels(int c) { return panel_elems<W>(c) * 2 > kUGroupBudget; }
+template <class W>
+int strips_held(int c) { return wide_panels<W>(c) ? (block_tiles_of<W>(c) + kMR - 1) / kMR : 1; }
+
+size_t scratch_bytes(int c, int stride) {
+  return with_variant(c, stride, [&](auto w) {
+    using W = decltype(w);
+    return v_bytes<W>(c) + strips_held<W>(c) * (kStripMBytes<W> + (chunks<W>(c) > 1 ? kStripSBytes<W> : 0));
+  });
 }
 
 // Fills V for the call's tiles: tile i's row at v_rows + (xi * tiles + i) * row_elems for each position.
-template <class F>
+template <class W>
 void transform_tiles(const WinogradTask& t, int16_t* v_rows) {
-  constexpr int n = F::kIn, T = F::kT;
+  constexpr int n = W::kWin, T = W::kT;
   const int c = t.c, w = t.w, h = t.h;
   const size_t row_elems = static_cast<size_t>(pairs(c)) * 2;
   const int tiles_w = (t.ow + T - 1) / T, tiles_h = (t.oh + T - 1) / T;
@@ -208,7 +336,7 @@ void transform_tiles(const WinogradTask& t, int16_t* v_rows) {
     const int64_t img = tile / per_image;
     const int ty = static_cast<int>(tile % per_image / tiles_w), tx = static_cast<int>(tile % tiles_w);
     const uint8_t* image = t.x + static_cast<size_t>(img) * image_bytes;
-    const int iy0 = T * ty - t.pad_t, ix0 = T * tx - t.pad_l;
+    const int iy0 = W::kStep * ty - t.pad_t, ix0 = W::kStep * tx - t.pad_l;
     const bool inside = iy0 >= 0 && iy0 + n <= h && ix0 >= 0 && ix0 + n <= w;
     for (int c0 = 0; c0 < c; c0 += 16) {
       const int nch = std::min(16, c - c0);
@@ -228,7 +356,7 @@ void transform_tiles(const WinogradTask& t, int16_t* v_rows) {
       };
       if (inside && nch == 16) {
         const uint8_t* corner = image + (static_cast<size_t>(iy0) * w + ix0) * c + c0;
-        input_transform<F>(
+        W::input(
             [&](int ky, int kx) {
               return _mm256_cvtepu8_epi16(
                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(corner + (static_cast<size_t>(ky) * w + kx) * c)));
@@ -238,7 +366,7 @@ void transform_tiles(const WinogradTask& t, int16_t* v_rows) {
       }
       // A tile on the border (or the channels' last, partial chunk): positions outside the image
       // hold the zero point. Lanes past c (the pad channel of an odd c is stored) meet zero weights.
-      input_transform<F>(
+      W::input(
           [&](int ky, int kx) {
             const int iy = iy0 + ky, ix = ix0 + kx;
             if (iy < 0 || iy >= h || ix < 0 || ix >= w) return zp;
@@ -250,27 +378,6 @@ void transform_tiles(const WinogradTask& t, int16_t* v_rows) {
           store);
     }
   }
-}
-
-// A^T M for one tile and 8 output channels (M: P positions, `stride` int32 apart), in wrapping
-// int32: r[i][j], the output transform of M's column j.
-template <class F>
-inline void output_columns8(const int32_t* m, size_t stride, __m256i (&r)[F::kT][F::kIn]) {
-  constexpr int n = F::kIn, T = F::kT;
-  for (int j = 0; j < n; ++j) {
-    __m256i col[n], out[T];
-    for (int i = 0; i < n; ++i) col[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(m + (i * n + j) * stride));
-    F::output(col, out);
-    for (int i = 0; i < T; ++i) r[i][j] = out[i];
-  }
-}
-
-// Output row dy of a tile: (A^T M A)[dy][dx] for dx < T, through F::recover (exact under the
-// bounds of docs/quantization.md): the direct sums acc.
-template <class F>
-inline void output_row8(const __m256i (&r)[F::kT][F::kIn], int dy, __m256i (&y)[F::kT]) {
-  F::output(r[dy], y);
-  for (int dx = 0; dx < F::kT; ++dx) y[dx] = F::recover(y[dx]);
 }
 
 // Positions [xi0, xi1)'s K loops for a strip of R tiles against one panel, over `npairs` K pairs
@@ -306,18 +413,21 @@ constexpr StripGemm kStripGemms[kMR + 1] = {nullptr, strip_gemm<1>, strip_gemm<2
 // The output transform of a strip's tiles (m: the strip's M) for one panel and one channel chunk
 // of `of`: the first chunk's sums go to s (when there are more), later ones are added to them, and
 // the last chunk's totals go through the epilogue, a row of up to T pixels at a time.
-template <class F>
+template <class W>
 void store_strip(const WinogradTask& t, int first_tile, int rows, const int32_t* m, int col, int valid, int32_t* s,
                  int chunk, int of) {
-  constexpr int T = F::kT, kPx = T * T;
+  constexpr int T = W::kT, kPx = T * T;
   const int tiles_w = (t.ow + T - 1) / T, tiles_h = (t.oh + T - 1) / T;
   const int64_t per_image = static_cast<int64_t>(tiles_h) * tiles_w;
   const size_t xi_stride = static_cast<size_t>(kMR) * kNR;
   const bool last = chunk + 1 == of;
   for (int r = 0; r < rows; ++r) {
-    __m256i rlo[T][F::kIn], rhi[T][F::kIn];
-    output_columns8<F>(m + r * kNR, xi_stride, rlo);
-    output_columns8<F>(m + r * kNR + 8, xi_stride, rhi);
+    __m256i rlo[T][W::kCols], rhi[T][W::kCols];
+    const int32_t* mr = m + r * kNR;
+    W::output_columns([&](int xi) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(mr + xi * xi_stride)); },
+                      rlo);
+    W::output_columns(
+        [&](int xi) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(mr + xi * xi_stride + 8)); }, rhi);
     const int64_t tile = t.tile0 + first_tile + r;
     const int64_t img = tile / per_image;
     const int oy = T * static_cast<int>(tile % per_image / tiles_w), ox = T * static_cast<int>(tile % tiles_w);
@@ -325,8 +435,8 @@ void store_strip(const WinogradTask& t, int first_tile, int rows, const int32_t*
     const int across = std::min(T, t.ow - ox);
     for (int dy = 0; dy < T; ++dy) {
       __m256i lo[T], hi[T];
-      output_row8<F>(rlo, dy, lo);
-      output_row8<F>(rhi, dy, hi);
+      W::output_row(rlo[dy], lo);
+      W::output_row(rhi[dy], hi);
       if (of > 1) {
         __m256i* sums = reinterpret_cast<__m256i*>(s + (r * kPx + dy * T) * kNR);
         for (int dx = 0; dx < T; ++dx) {
@@ -357,7 +467,7 @@ void store_strip(const WinogradTask& t, int first_tile, int rows, const int32_t*
 }
 
 // Two orders, by the size of a panel's weights (P positions x C x 16 channels x 2 bytes):
-// - up to kUGroupBudget (F2 with C <= 256, F4 with C <= 112): per group of panels that fit it, strip
+// - up to kUGroupBudget (F2 with C <= 256, F4 with C <= 112, every S2 layer): per group of panels that fit it, strip
 //   by strip, each panel's P K loops, then the strip's output transform while its M is in L1. A
 //   strip's V (5 short rows per position at small C, which the hardware prefetchers do not
 //   follow) stays in L1 across the group's panels, whose weights stream in order from L2.
@@ -365,25 +475,25 @@ void store_strip(const WinogradTask& t, int first_tile, int rows, const int32_t*
 //   F4 with C > 112): per panel and channel chunk, position by position, every strip's K loop,
 //   so all strips use a position's weights while the next position's are prefetched; then every
 //   strip's output transform. Strip-outer, the first strip would wait for the whole panel.
-template <class F>
+template <class W>
 void run_as(const WinogradTask& t) {
-  constexpr int P = kXi<F>;
+  constexpr int P = W::kP;
   int16_t* v = static_cast<int16_t*>(t.scratch);
-  int32_t* m = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(t.scratch) + v_bytes<F>(t.c));
-  int32_t* s = m + strips_held<F>(t.c) * kStripMBytes<F> / 4;
-  transform_tiles<F>(t, v);
+  int32_t* m = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(t.scratch) + v_bytes<W>(t.c));
+  int32_t* s = m + strips_held<W>(t.c) * kStripMBytes<W> / 4;
+  transform_tiles<W>(t, v);
   const int kp = pairs(t.c);
   const size_t row_elems = static_cast<size_t>(kp) * 2, position_elems = t.tiles * row_elems;
   const size_t slab = static_cast<size_t>(kp) * kNR * 2;  // a position's weights in a panel
-  const size_t strip_m = kStripMBytes<F> / 4;
+  const size_t strip_m = kStripMBytes<W> / 4;
   // Strips of near-equal rows (16 tiles: 4 of 4, not 5 + 5 + 5 + 1, whose 1-row K loop runs at a
   // fifth of the rate).
   const int strips = (t.tiles + kMR - 1) / kMR;
   auto first = [&](int s) { return static_cast<int>(static_cast<int64_t>(t.tiles) * s / strips); };
   auto rows = [&](int s) { return first(s + 1) - first(s); };
-  auto panel = [&](int p) { return t.u + static_cast<size_t>(p) * panel_elems<F>(t.c); };
+  auto panel = [&](int p) { return t.u + static_cast<size_t>(p) * panel_elems<W>(t.c); };
   auto valid = [&](int p) { return std::min(kNR, t.oc - p * kNR); };
-  const int of = chunks<F>(t.c);
+  const int of = chunks<W>(t.c);
   auto chunk_pair = [&](int ch) { return static_cast<int>(static_cast<int64_t>(kp) * ch / of); };
   // Strip st's K loops of chunk ch against panel p, positions [xi0, xi1), into m.
   auto gemm = [&](int st, int p, int ch, int xi0, int xi1, int32_t* m_strip) {
@@ -391,32 +501,35 @@ void run_as(const WinogradTask& t) {
     kStripGemms[rows(st)](v + first(st) * row_elems + 2 * p0, position_elems, kp, panel(p) + p0 * kNR * 2, slab,
                           chunk_pair(ch + 1) - p0, xi0, xi1, m_strip);
   };
-  if (wide_panels<F>(t.c)) {
-    const size_t strip_s = kStripSBytes<F> / 4;
+  if (wide_panels<W>(t.c)) {
+    const size_t strip_s = kStripSBytes<W> / 4;
     for (int p = t.panel0; p < t.panel0 + t.panels; ++p)
       for (int ch = 0; ch < of; ++ch) {
         for (int xi = 0; xi < P; ++xi)
           for (int st = 0; st < strips; ++st) gemm(st, p, ch, xi, xi + 1, m + st * strip_m);
         for (int st = 0; st < strips; ++st)
-          store_strip<F>(t, first(st), rows(st), m + st * strip_m, p * kNR, valid(p), s + st * strip_s, ch, of);
+          store_strip<W>(t, first(st), rows(st), m + st * strip_m, p * kNR, valid(p), s + st * strip_s, ch, of);
       }
     return;
   }
-  const int group = std::clamp(static_cast<int>(kUGroupBudget / (panel_elems<F>(t.c) * 2)), 1, t.panels);
+  const int group = std::clamp(static_cast<int>(kUGroupBudget / (panel_elems<W>(t.c) * 2)), 1, t.panels);
   for (int g = t.panel0; g < t.panel0 + t.panels; g += group) {
     const int g_end = std::min(g + group, t.panel0 + t.panels);
     for (int st = 0; st < strips; ++st)
       for (int p = g; p < g_end; ++p)
         for (int ch = 0; ch < of; ++ch) {
           gemm(st, p, ch, 0, P, m);
-          store_strip<F>(t, first(st), rows(st), m, p * kNR, valid(p), s, ch, of);
+          store_strip<W>(t, first(st), rows(st), m, p * kNR, valid(p), s, ch, of);
         }
   }
 }
 
-void run(const WinogradTask& t) { tile(t.c) == F4::kT ? run_as<F4>(t) : run_as<F2>(t); }
+void run(const WinogradTask& t) {
+  with_variant(t.c, t.stride, [&](auto w) { run_as<decltype(w)>(t); });
+}
 
-constexpr WinogradKernels kKernels = {"avx2", kNR, tile, block_tiles, packed_bytes, pack, scratch_bytes, run};
+constexpr WinogradKernels kKernels = {"avx2",         kNR,  tile, variant_name, block_tiles, packed_bytes, pack,
+                                      scratch_bytes, run};
 
 }  // namespace
 
