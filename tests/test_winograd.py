@@ -1,6 +1,6 @@
 """Exact int8 Winograd (docs/quantization.md, "Winograd"): on the paths that have it, the packer
-chooses it for 3x3 convs of one group at stride 1 (F(4x4, 3x3) up to 128 input channels, F(2x2, 3x3)
-above) and stride 2 (F(2x2, 3x3) over the input's phases), and its bytes equal the scalar path's
+chooses it for 3x3 convs of one group at stride 1 (F(4x4, 3x3) up to 128 input channels, F(3x3, 3x3)
+up to 256, F(2x2, 3x3) above) and stride 2 (F(2x2, 3x3) over the input's phases), and its bytes equal the scalar path's
 direct conv on every ResNet-18/VGG layer shape, odd sizes, every padding, channel tails and chunks,
 the bounds' edges and adversarial data (all-255 inputs against weights of +-127)."""
 import numpy as np
@@ -11,10 +11,12 @@ from qruntime import ops
 
 # The paths with a Winograd kernel (dispatch.h: KernelTable::winograd).
 WINOGRAD_ISAS = ["avx2"]
-# winograd_avx2.cc: kMaxChannels (255 * 127 * 9 * c < 2**29), kMinChannels, kF4MaxChannels, kS2*Channels
+# winograd_avx2.cc: kMaxChannels (255 * 127 * 9 * c < 2**29), kMinChannels, kF4MaxChannels,
+# kF3MaxChannels, kS2*Channels
 MAX_CHANNELS = 1841
 MIN_CHANNELS = 16
 F4_MAX_CHANNELS = 128
+F3_MAX_CHANNELS = 256
 S2_CHANNELS = (32, 128)
 F4_CHUNK = 114  # channels per F(4x4) chunk: 255 * 127 * 9 * 114 < 2**25 <= 255 * 127 * 9 * 116
 
@@ -22,7 +24,7 @@ F4_CHUNK = 114  # channels per F(4x4) chunk: 255 * 127 * 9 * 114 < 2**25 <= 255 
 def _variant(c, stride=1):
     if stride == 2:
         return "F(2x2,3x3) on the stride-2 phases"
-    return "F(4x4,3x3)" if c <= F4_MAX_CHANNELS else "F(2x2,3x3)"
+    return "F(4x4,3x3)" if c <= F4_MAX_CHANNELS else "F(3x3,3x3)" if c <= F3_MAX_CHANNELS else "F(2x2,3x3)"
 
 # (c, oc, h, w): ResNet-18's stride-1 3x3 layers at 224^2, VGG's channel steps on smaller inputs, odd sizes,
 # channel tails (c or oc not a multiple of 16, odd c), one pixel wide or high.
@@ -30,8 +32,10 @@ SHAPES = [
     (64, 64, 56, 56), (128, 128, 28, 28), (256, 256, 14, 14), (512, 512, 7, 7),
     (64, 128, 16, 16), (128, 256, 12, 12), (256, 512, 6, 6), (3 * 8, 64, 32, 32), (128, 64, 9, 9),
     (16, 8, 1, 1), (16, 16, 1, 9), (17, 7, 7, 1), (17, 33, 5, 6), (31, 15, 11, 13), (48, 40, 3, 3), (65, 17, 2, 5),
-    # F(4x4)'s channel chunks (one up to 114, two above) and F(2x2) just past it.
+    # F(4x4)'s channel chunks (one up to 114, two above), F(3x3) just past it and at its end, F(2x2)
+    # just past that.
     (113, 20, 9, 11), (114, 16, 10, 10), (115, 24, 6, 7), (127, 33, 13, 5), (129, 17, 5, 9), (160, 40, 7, 7),
+    (200, 24, 10, 11), (256, 17, 13, 8), (257, 20, 9, 10), (384, 48, 14, 14),
 ]
 
 
@@ -86,7 +90,7 @@ def test_stride_2_layer_shapes_equal_scalar(rng, c, oc, h, w):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("c,stride", [(24, 1), (136, 1), (40, 2)])  # F(4x4), F(2x2), stride 2
+@pytest.mark.parametrize("c,stride", [(24, 1), (136, 1), (264, 1), (40, 2)])  # F(4x4), F(3x3), F(2x2), stride 2
 @pytest.mark.parametrize("padding", [0, 1, 2, (0, 1, 2, 0), (2, 0, 1, 2), (1, 2, 0, 0)])
 @pytest.mark.parametrize("hw", [(3, 3), (4, 4), (5, 5), (6, 6), (7, 10), (10, 7), (13, 13)])
 def test_every_padding_and_odd_size(rng, c, stride, padding, hw):
@@ -95,12 +99,13 @@ def test_every_padding_and_odd_size(rng, c, stride, padding, hw):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("c,stride", [(114, 1), (128, 1), (200, 1), (128, 2)])  # F(4x4) in 1 and 2 chunks, F(2x2), S2
+# F(4x4) in 1 and 2 chunks, F(3x3), F(2x2), stride 2
+@pytest.mark.parametrize("c,stride", [(114, 1), (128, 1), (256, 1), (300, 1), (128, 2)])
 @pytest.mark.parametrize("x_zp", [0, 255])
 @pytest.mark.parametrize("sign", [1, -1, 0])
 def test_adversarial_extremes(rng, c, stride, x_zp, sign):
     """All inputs 255 against weights of +-127 (sign 0: alternating), with the padding at either
-    extreme: the largest transformed values (F(2x2): |V| = 1020, |U'| = 1143; F(4x4): |U'| = 6223)
+    extreme: the largest transformed values (F(2x2): |V| = 1020, |U'| = 1143; F(3x3), F(4x4): |U'| = 6223)
     and, at 114 channels, a chunk's sums within 1 % of F(4x4)'s bound (|acc| < 2**25)."""
     oc = 32
     x = np.full((1, c, 9, 9), 255, np.uint8)
@@ -152,7 +157,9 @@ def test_what_the_packer_chooses():
     w = np.ones((16, 32, 3, 3), np.int8)
     packed = ops.pack_conv2d(w, isa=isa, stride=1, dilation=1)
     assert packed.winograd and "winograd F(4x4,3x3)" in packed.kernel_choice
-    for c, variant in ((F4_MAX_CHANNELS, "F(4x4,3x3)"), (F4_MAX_CHANNELS + 1, "F(2x2,3x3)"), (MAX_CHANNELS, "F(2x2,3x3)")):
+    for c, variant in ((F4_MAX_CHANNELS, "F(4x4,3x3)"), (F4_MAX_CHANNELS + 1, "F(3x3,3x3)"),
+                       (F3_MAX_CHANNELS, "F(3x3,3x3)"), (F3_MAX_CHANNELS + 1, "F(2x2,3x3)"),
+                       (MAX_CHANNELS, "F(2x2,3x3)")):
         assert variant in ops.pack_conv2d(np.ones((16, c, 3, 3), np.int8), isa=isa, stride=1, dilation=1).kernel_choice
     assert f"winograd {_variant(32, 2)}: stride-2" in ops.pack_conv2d(w, isa=isa, stride=2, dilation=1).kernel_choice
     # Not for: other strides or dilations, no geometry given, other kernel sizes, groups, few
@@ -190,12 +197,13 @@ def test_packed_for_one_stride_refuses_others(rng):
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
-@pytest.mark.parametrize("c,oc,hw,n,stride", [(64, 48, 15, 3, 1), (120, 40, 13, 2, 1), (300, 40, 9, 2, 1),
+@pytest.mark.parametrize("c,oc,hw,n,stride", [(64, 48, 15, 3, 1), (120, 40, 13, 2, 1), (200, 40, 11, 2, 1),
+                                             (300, 40, 9, 2, 1),
                                              (512, 500, 7, 1, 1), (257, 17, 5, 4, 1), (64, 40, 15, 3, 2),
                                              (120, 33, 14, 2, 2)])
 def test_threads_same_bytes(rng, threads, n_threads, c, oc, hw, n, stride):
-    """Blocks and panel chunks split over the threads (F(4x4) in one and two channel chunks, stride
-    2); C > 256 runs position by position (a C tail, strips of 5 and of 4, a last
+    """Blocks and panel chunks split over the threads (F(4x4) in one and two channel chunks, F(3x3),
+    stride 2); C > 256 runs position by position (a C tail, strips of 5 and of 4, a last
     panel of 4 or 1 channels)."""
     x, w_q, q = _case(rng, c, oc, hw, hw, n=n)
     qruntime.set_num_threads(n_threads)
@@ -231,7 +239,7 @@ def _model_graph(rng, c=32):
     return graph, t
 
 
-@pytest.mark.parametrize("c", [32, 144])  # F(4x4), F(2x2)
+@pytest.mark.parametrize("c", [32, 144, 272])  # F(4x4), F(3x3), F(2x2)
 def test_model_node_chooses_winograd_and_equals_the_reference(rng, c):
     """A model's conv node packs for its own geometry: its stride-1 and (at up to 128 channels)
     stride-2 3x3 convs run Winograd, its dilated one the GEMM, and the outputs equal the reference

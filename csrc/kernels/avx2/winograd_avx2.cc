@@ -1,11 +1,12 @@
-// Exact int8 Winograd for 3x3 convs on AVX2: F(2x2, 3x3) and F(4x4, 3x3) at stride 1, and at
-// stride 2 F(2x2, 3x3) over the input's four phases (each a stride-1 conv with a 2x2, 2x1, 1x2 or
-// 1x1 part of the filter, under F(2, 2)). The input tile transform V in int16, one vpmaddwd GEMM per
-// transformed position (the exact GEMM's K loop, vpmaddwd_avx2.h), the output transform in int32,
-// the exact division that recovers the direct sum (none at stride 2), and the GEMM's epilogue.
+// Exact int8 Winograd for 3x3 convs on AVX2: F(2x2, 3x3), F(3x3, 3x3) and F(4x4, 3x3) at stride 1,
+// and at stride 2 F(2x2, 3x3) over the input's four phases (each a stride-1 conv with a 2x2, 2x1,
+// 1x2 or 1x1 part of the filter, under F(2, 2)). The input tile transform V in int16, one vpmaddwd
+// GEMM per transformed position (the exact GEMM's K loop, vpmaddwd_avx2.h), the output transform
+// in int32, the exact division that recovers the direct sum (none at stride 2), and the GEMM's
+// epilogue.
 // Bit-identical to the direct conv: docs/quantization.md, "Winograd", proves the bounds. Layouts:
 // docs/kernels.md, "Convolution", the Winograd entry. With T output pixels per tile side and P
-// transformed positions per tile (16, 36; 25 at stride 2):
+// transformed positions per tile (16, 25, 36; 25 at stride 2):
 //   packed U': panels of 16 output channels; panel p is [P positions][ceil(C/2) pairs][16 oc][2]
 //   int16, the exact GEMM's panel body once per position (zero padded in C and in the channels).
 //   V (scratch, per call): [P positions][block tiles][2 * ceil(C/2)] int16, a row of K pairs per
@@ -36,11 +37,14 @@ constexpr size_t kUGroupBudget = 128 * 1024;  // bytes of weights a strip runs t
 // Which input channel counts C get which variant.
 // Stride 1: from 16 (with fewer the tile transforms cost about what the products save: Zen 3, 1
 // thread, 28x28, 8 channels ran 0.81-1.04x the direct GEMM's speed under F(2x2, 3x3), 16 ran
-// 1.32x) to 1841 (F(2x2, 3x3)'s bound: |4 acc| < 2^31, 255 * 127 * 9 * 1841 < 2^29 <= 255 * 127 *
-// 9 * 1842); F(4x4, 3x3) up to 128, F(2x2, 3x3) above: 36 products per 16 outputs against 64, but
-// U' is 36/16 the size, and the wider layers of a network are its small images (weights streamed
-// from memory, a 4x4 tile mostly past a 7x7 or 14x14 output's edge).
-constexpr int kMinChannels = 16, kMaxChannels = 1841, kF4MaxChannels = 128;
+// 1.32x) to 1841 (the bound of F(2x2) and F(3x3): |4 acc| < 2^31, 255 * 127 * 9 * 1841 < 2^29 <=
+// 255 * 127 * 9 * 1842). Per output F(4x4, 3x3) takes 2.25 products, F(3x3, 3x3) 2.78, F(2x2,
+// 3x3) 4, but their U' are 36, 25 and 16 int16 per filter, and the wider layers of a network are
+// its small images, whose weights stream from memory and whose outputs a large tile overhangs:
+// F(4x4) up to 128 channels, F(3x3) up to 256, F(2x2) above. (Zen 3, 1 thread: F(3x3) against
+// F(2x2) 1.16x at 14x14x256, 1.29x at 28x28x256, 1.15x at 7x7x512 alone, but in ResNet-18 its
+// 7x7x512 layers gained under 3 % for 14 MB more weights.)
+constexpr int kMinChannels = 16, kMaxChannels = 1841, kF4MaxChannels = 128, kF3MaxChannels = 256;
 // Stride 2: 32 to 128. Its U' is 25/9 of the direct GEMM's int16 panels, so where they stream
 // from memory it loses (Zen 3, 1 thread, against the GEMM: 14x14 input of 256 or 512 channels
 // 0.88-0.90x, 56x56 of 16 0.94x; 56x56 of 32 and 64, 28x28 of 128: 1.18-1.28x).
@@ -108,12 +112,44 @@ struct F4 {
   }
 };
 
-// A stride-1 variant F(TxT, 3x3) from its 1-D transforms F (F2, F4): separable in rows and columns.
+// F(3x3, 3x3) on the points 0, 1, -1, 2, infinity, G's rows scaled to integers by s = (2, 2, 6, 6, 1)
+// and A^T's columns by 6 / s:
+// B^T = [[2,-1,-2,1,0],[0,-2,-1,1,0],[0,2,-3,1,0],[0,-1,0,1,0],[0,2,-1,-2,1]],
+// G' = [[1,0,0],[-1,-1,-1],[-1,1,-1],[1,2,4],[0,0,1]], A'^T = [[3,3,1,1,0],[0,3,-1,2,0],[0,3,1,4,6]]:
+// A'^T M A' = 36 acc.
+struct F3 {
+  static constexpr int kT = 3, kIn = 5;
+  static constexpr int kG[5][3] = {{1, 0, 0}, {-1, -1, -1}, {-1, 1, -1}, {1, 2, 4}, {0, 0, 1}};
+  // One chunk holds every channel the packer allows (|4 acc| < 2^31 for C <= 1841, recover()).
+  static constexpr int kChunkPairs = 1 << 20;
+  static void input(const __m256i (&x)[5], __m256i (&y)[5]) {
+    const __m256i a = _mm256_sub_epi16(x[3], x[1]), b = _mm256_sub_epi16(x[3], x[2]);
+    y[0] = _mm256_add_epi16(_mm256_slli_epi16(_mm256_sub_epi16(x[0], x[2]), 1), a);
+    y[1] = _mm256_sub_epi16(b, _mm256_slli_epi16(x[1], 1));
+    y[2] = _mm256_add_epi16(b, _mm256_slli_epi16(_mm256_sub_epi16(x[1], x[2]), 1));
+    y[3] = a;
+    y[4] = _mm256_sub_epi16(_mm256_sub_epi16(x[4], x[2]), _mm256_slli_epi16(a, 1));
+  }
+  static void output(const __m256i (&m)[5], __m256i (&y)[3]) {
+    const __m256i m1x3 = _mm256_add_epi32(_mm256_slli_epi32(m[1], 1), m[1]);
+    const __m256i m0x3 = _mm256_add_epi32(_mm256_slli_epi32(m[0], 1), m[0]);
+    const __m256i m4x6 = _mm256_add_epi32(_mm256_slli_epi32(m[4], 2), _mm256_slli_epi32(m[4], 1));
+    y[0] = _mm256_add_epi32(_mm256_add_epi32(m0x3, m1x3), _mm256_add_epi32(m[2], m[3]));
+    y[1] = _mm256_add_epi32(_mm256_sub_epi32(m1x3, m[2]), _mm256_slli_epi32(m[3], 1));
+    y[2] = _mm256_add_epi32(_mm256_add_epi32(m1x3, m[2]), _mm256_add_epi32(_mm256_slli_epi32(m[3], 2), m4x6));
+  }
+  // y = 36 acc modulo 2^32 = 4 * 9 acc: times 9's inverse it is 4 acc, itself while |4 acc| < 2^31.
+  static __m256i recover(__m256i y) {
+    return _mm256_srai_epi32(_mm256_mullo_epi32(y, _mm256_set1_epi32(static_cast<int>(0x38E38E39u))), 2);
+  }
+};
+
+// A stride-1 variant F(TxT, 3x3) from its 1-D transforms F (F2, F3, F4): separable in rows and columns.
 template <class F>
 struct Separable {
   static constexpr int kT = F::kT, kWin = F::kIn, kStep = F::kT, kP = F::kIn * F::kIn, kCols = F::kIn;
   static constexpr int kChunkPairs = F::kChunkPairs;
-  static constexpr const char* kName = F::kT == 4 ? "F(4x4,3x3)" : "F(2x2,3x3)";
+  static constexpr const char* kName = F::kT == 4 ? "F(4x4,3x3)" : F::kT == 3 ? "F(3x3,3x3)" : "F(2x2,3x3)";
 
   // U' = G' g G'^T: u[xi] for the 3x3 filter g (row-major).
   static void weights(const int8_t* g, int* u) {
@@ -236,13 +272,14 @@ struct S2 {
 };
 
 using W2 = Separable<F2>;
+using W3 = Separable<F3>;
 using W4 = Separable<F4>;
 
 // Calls fn with the variant that runs c input channels at this stride (1 or 2).
 template <class Fn>
 auto with_variant(int c, int stride, Fn fn) {
   if (stride == 2) return fn(S2{});
-  return c <= kF4MaxChannels ? fn(W4{}) : fn(W2{});
+  return c <= kF4MaxChannels ? fn(W4{}) : c <= kF3MaxChannels ? fn(W3{}) : fn(W2{});
 }
 
 int pairs(int c) { return (c + 1) / 2; }
@@ -268,7 +305,7 @@ size_t packed_bytes(int oc, int c, int stride) {
   });
 }
 
-// U' per (oc, c): |U'| <= 9 * 127 (F2), 49 * 127 (F4), 4 * 127 (S2).
+// U' per (oc, c): |U'| <= 9 * 127 (F2), 49 * 127 (F3, F4), 4 * 127 (S2).
 template <class W>
 void pack_as(const int8_t* w, int oc, int c, int16_t* dst) {
   const int kp = pairs(c);
@@ -306,9 +343,9 @@ constexpr size_t kStripMBytes = static_cast<size_t>(W::kP) * kMR * kNR * 4;
 template <class W>
 constexpr size_t kStripSBytes = static_cast<size_t>(W::kT) * W::kT * kMR * kNR * 4;
 
-// Whether one panel's weights exceed kUGroupBudget (F2 with C > 256, F4 with C > 112; never S2,
-// up to 128 channels): then run() goes position by position (see there), keeping M (and S) for
-// every strip of the block.
+// Whether one panel's weights exceed kUGroupBudget (F2 with C > 256, F3 with C > 162, F4 with
+// C > 112; never S2, up to 128 channels): then run() goes position by position (see there),
+// keeping M (and S) for every strip of the block.
 template <class W>
 bool wide_panels(int c) { return panel_elems<W>(c) * 2 > kUGroupBudget; }
 template <class W>
@@ -467,14 +504,16 @@ void store_strip(const WinogradTask& t, int first_tile, int rows, const int32_t*
 }
 
 // Two orders, by the size of a panel's weights (P positions x C x 16 channels x 2 bytes):
-// - up to kUGroupBudget (F2 with C <= 256, F4 with C <= 112, every S2 layer): per group of panels that fit it, strip
-//   by strip, each panel's P K loops, then the strip's output transform while its M is in L1. A
-//   strip's V (5 short rows per position at small C, which the hardware prefetchers do not
-//   follow) stays in L1 across the group's panels, whose weights stream in order from L2.
+// - up to kUGroupBudget (F2 with C <= 256, F3 with C <= 162, F4 with C <= 112, every S2 layer):
+//   per group of panels that fit it, strip by strip, each panel's P K loops, then the strip's
+//   output transform while its M is in L1. A strip's V (5 short rows per position at small C,
+//   which the hardware prefetchers do not follow) stays in L1 across the group's panels, whose
+//   weights stream in order from L2.
 // - larger (F2 with C > 256, a network's last and widest layers, few tiles, weights from memory;
-//   F4 with C > 112): per panel and channel chunk, position by position, every strip's K loop,
-//   so all strips use a position's weights while the next position's are prefetched; then every
-//   strip's output transform. Strip-outer, the first strip would wait for the whole panel.
+//   F3 with C > 162, F4 with C > 112): per panel and channel chunk, position by position, every
+//   strip's K loop, so all strips use a position's weights while the next position's are
+//   prefetched; then every strip's output transform. Strip-outer, the first strip would wait
+//   for the whole panel.
 template <class W>
 void run_as(const WinogradTask& t) {
   constexpr int P = W::kP;
