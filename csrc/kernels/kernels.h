@@ -97,12 +97,12 @@ struct DwConvKernels {
   bool (*pack_extra_weights)(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size);
 };
 
-// Exact int8 Winograd for 3x3 convs of one group and dilation 1: F(2x2, 3x3) or F(4x4, 3x3) at
-// stride 1, F(2x2, 3x3) over the input's phases at stride 2 (docs/quantization.md, "Winograd"):
-// Y = A^T [sum_c U'[oc, c] (.) V[c]] A equals a fixed multiple of the direct sum of (x_q * w_q)
-// exactly, with U' (from the filter) and V (from an input tile, padding holding the input zero
-// point) in int16, products summed in int32 with wrap-around, and an exact division recovers it.
-// The result is acc of the direct GEMM, so the same epilogue gives the same bytes.
+// Exact int8 Winograd for 3x3 convs of one group and dilation 1: F(2x2, 3x3), F(3x3, 3x3) or
+// F(4x4, 3x3) at stride 1, F(2x2, 3x3) over the input's phases at stride 2 (docs/quantization.md,
+// "Winograd"): Y = A^T [sum_c U'[oc, c] (.) V[c]] A equals a fixed multiple of the direct sum of
+// (x_q * w_q) exactly, with U' (from the filter) and V (from an input tile, padding holding the
+// input zero point) in int16, products summed in int32 with wrap-around, and an exact division
+// recovers it. The result is acc of the direct GEMM, so the same epilogue gives the same bytes.
 //
 // One call computes a block of output tiles (tile(c, stride) x tile(c, stride) output pixels each,
 // numbered across the batch image-major, then tile row, then tile column) for a range of packed
@@ -130,7 +130,7 @@ struct WinogradTask {
 struct WinogradKernels {
   const char* isa;
   int nr;                                          // output channels per packed panel
-  int (*tile)(int c, int stride);                  // output pixels per tile side: 2 or 4; 0: no variant
+  int (*tile)(int c, int stride);                  // output pixels per tile side (2, 3, 4); 0: none
   const char* (*variant)(int c, int stride);       // e.g. "F(4x4,3x3)"
   int (*block_tiles)(int c, int stride);           // most tiles per call, sized so V stays in L2
   size_t (*packed_bytes)(int oc, int c, int stride);

@@ -284,8 +284,8 @@ void run_depthwise(const PackedConv2d& p, const uint8_t* x, int n, int h, int w,
 
 // Winograd over the batch: blocks of output tiles (a multiple of the thread count, of
 // near-equal size) times chunks of output-channel panels when there are few blocks. Each call
-// transforms its block's input itself: when chunks share a block that is repeated, at a cost of
-// about 1.6 / oc of the block's GEMM work.
+// transforms its block's input itself: when chunks share a block that is repeated (F(2x2, 3x3): at
+// a cost of about 1.6 / oc of the block's GEMM work).
 void run_winograd(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, const Requant& rq, uint8_t zp,
                   const Conv2dGeometry& g, int oh, int ow, uint8_t* y) {
   const WinogradKernels& k = *p.table->winograd;
