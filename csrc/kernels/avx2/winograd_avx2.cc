@@ -50,6 +50,13 @@ constexpr int kMinChannels = 16, kMaxChannels = 1841, kF4MaxChannels = 128, kF3M
 // 0.88-0.90x, 56x56 of 16 0.94x; 56x56 of 32 and 64, 28x28 of 128: 1.18-1.28x).
 constexpr int kS2MinChannels = 32, kS2MaxChannels = 128;
 
+// acc from y = 2^k * 9 * acc modulo 2^32 (int32 lanes): times 9's inverse modulo 2^32 (0x38E38E39)
+// it is 2^k acc modulo 2^32, which is 2^k acc itself while |2^k acc| < 2^31; the shift then gives acc.
+template <int k>
+inline __m256i exact_div_9_shift(__m256i y) {
+  return _mm256_srai_epi32(_mm256_mullo_epi32(y, _mm256_set1_epi32(static_cast<int>(0x38E38E39u))), k);
+}
+
 // F(2x2, 3x3). B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]], G' = 2G =
 // [[2,0,0],[1,1,1],[1,-1,1],[0,0,2]], A^T = [[1,1,1,0],[0,1,-1,-1]]: A^T M A = 4 acc.
 struct F2 {
@@ -105,11 +112,8 @@ struct F4 {
     y[2] = _mm256_add_epi32(s12x4, _mm256_slli_epi32(s34, 2));
     y[3] = _mm256_add_epi32(_mm256_add_epi32(d12x4, _mm256_slli_epi32(d34, 3)), m5x24);
   }
-  // y = 576 acc modulo 2^32 = 64 * 9 acc: times 9's inverse modulo 2^32 it is 64 acc modulo 2^32,
-  // which is 64 acc itself while |acc| < 2^25; the shift then gives acc.
-  static __m256i recover(__m256i y) {
-    return _mm256_srai_epi32(_mm256_mullo_epi32(y, _mm256_set1_epi32(static_cast<int>(0x38E38E39u))), 6);
-  }
+  // y = 576 acc = 2^6 * 9 acc modulo 2^32: exact while |acc| < 2^25.
+  static __m256i recover(__m256i y) { return exact_div_9_shift<6>(y); }
 };
 
 // F(3x3, 3x3) on the points 0, 1, -1, 2, infinity, G's rows scaled to integers by s = (2, 2, 6, 6, 1)
@@ -138,10 +142,8 @@ struct F3 {
     y[1] = _mm256_add_epi32(_mm256_sub_epi32(m1x3, m[2]), _mm256_slli_epi32(m[3], 1));
     y[2] = _mm256_add_epi32(_mm256_add_epi32(m1x3, m[2]), _mm256_add_epi32(_mm256_slli_epi32(m[3], 2), m4x6));
   }
-  // y = 36 acc modulo 2^32 = 4 * 9 acc: times 9's inverse it is 4 acc, itself while |4 acc| < 2^31.
-  static __m256i recover(__m256i y) {
-    return _mm256_srai_epi32(_mm256_mullo_epi32(y, _mm256_set1_epi32(static_cast<int>(0x38E38E39u))), 2);
-  }
+  // y = 36 acc = 2^2 * 9 acc modulo 2^32: exact while |4 acc| < 2^31.
+  static __m256i recover(__m256i y) { return exact_div_9_shift<2>(y); }
 };
 
 // A stride-1 variant F(TxT, 3x3) from its 1-D transforms F (F2, F3, F4): separable in rows and columns.
