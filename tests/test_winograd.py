@@ -1,30 +1,64 @@
 """Exact int8 Winograd (docs/quantization.md, "Winograd"): on the paths that have it, the packer
 chooses it for 3x3 convs of one group at stride 1 (F(4x4, 3x3) up to 128 input channels, F(3x3, 3x3)
-up to 256, F(2x2, 3x3) above) and stride 2 (F(2x2, 3x3) over the input's phases), and its bytes equal the scalar path's
-direct conv on every ResNet-18/VGG layer shape, odd sizes, every padding, channel tails and chunks,
-the bounds' edges and adversarial data (all-255 inputs against weights of +-127)."""
+up to 256, F(2x2, 3x3) above, as far as each path takes them) and stride 2 (F(2x2, 3x3) over the
+input's phases, avx2 only), and its bytes equal the scalar path's direct conv on every
+ResNet-18/VGG layer shape, odd sizes, every padding, channel tails and chunks, the bounds' edges and
+adversarial data (all-255 inputs against weights of +-127). Where a path does not take a layer, the
+packer keeps the GEMM, and the test checks that and the bytes."""
+from typing import NamedTuple, Optional, Tuple
+
 import numpy as np
 import pytest
 
 import qruntime
 from qruntime import ops
 
-# The paths with a Winograd kernel (dispatch.h: KernelTable::winograd).
-WINOGRAD_ISAS = ["avx2"]
-# winograd_avx2.cc: kMaxChannels (255 * 127 * 9 * c < 2**29), kMinChannels, kF4MaxChannels,
-# kF3MaxChannels, kS2*Channels
-MAX_CHANNELS = 1841
-MIN_CHANNELS = 16
-F4_MAX_CHANNELS = 128
-F3_MAX_CHANNELS = 256
-S2_CHANNELS = (32, 128)
+
+class Limits(NamedTuple):
+    """The input channels each variant takes on a path (its unit's kMinChannels .. kS2MaxChannels)."""
+    min: int
+    max: int  # avx2: 255 * 127 * 9 * c < 2**29, the bound of F(2x2) and F(3x3)
+    f4_max: int
+    f3_max: int
+    s2: Optional[Tuple[int, int]]
+
+
+# The paths with a Winograd kernel (dispatch.cc: KernelTable::winograd): winograd_avx2.cc and
+# winograd_avx512.cc (real and SIMDe builds).
+LIMITS = {"avx2": Limits(16, 1841, 128, 256, (32, 128)), "avx512_vnni": Limits(24, 128, 128, 128, None),
+          "avx512_vnni_emulated": Limits(24, 128, 128, 128, None)}
 F4_CHUNK = 114  # channels per F(4x4) chunk: 255 * 127 * 9 * 114 < 2**25 <= 255 * 127 * 9 * 116
+S2_NAME = "F(2x2,3x3) on the stride-2 phases"
 
 
-def _variant(c, stride=1):
+@pytest.fixture(params=list(LIMITS))
+def isa(request):
+    """Every path with a Winograd kernel; one this machine (or build) lacks is reported skipped."""
+    if request.param not in qruntime.available_isas(emulated=True):
+        pytest.skip(f"ISA path {request.param} is not available on this host/build")
+    return request.param
+
+
+def _variant(isa, c, stride=1):
+    """The variant `isa` runs c input channels with at this stride, or None (the GEMM)."""
+    lim = LIMITS[isa]
     if stride == 2:
-        return "F(2x2,3x3) on the stride-2 phases"
-    return "F(4x4,3x3)" if c <= F4_MAX_CHANNELS else "F(3x3,3x3)" if c <= F3_MAX_CHANNELS else "F(2x2,3x3)"
+        return S2_NAME if lim.s2 and lim.s2[0] <= c <= lim.s2[1] else None
+    if not lim.min <= c <= lim.max:
+        return None
+    return "F(4x4,3x3)" if c <= lim.f4_max else "F(3x3,3x3)" if c <= lim.f3_max else "F(2x2,3x3)"
+
+
+def _cases(cases, stride_of=lambda case: case[1], c_of=lambda case: case[0]):
+    """(isa, *case) for each path and each case it runs Winograd for (c_of, stride_of: the case's
+    input channels and stride)."""
+    return [pytest.param(isa, *case, id=f"{isa}-{'-'.join(map(str, case))}")
+            for isa in LIMITS for case in cases if _variant(isa, c_of(case), stride_of(case))]
+
+
+def _need(isa):
+    if isa not in qruntime.available_isas(emulated=True):
+        pytest.skip(f"ISA path {isa} is not available on this host/build")
 
 # (c, oc, h, w): ResNet-18's stride-1 3x3 layers at 224^2, VGG's channel steps on smaller inputs, odd sizes,
 # channel tails (c or oc not a multiple of 16, odd c), one pixel wide or high.
@@ -39,13 +73,6 @@ SHAPES = [
 ]
 
 
-def _winograd_isa():
-    isa = [i for i in WINOGRAD_ISAS if i in qruntime.available_isas()]
-    if not isa:  # a CPU without AVX2 (every host this project's CI draws has it)
-        pytest.skip(f"no path with a Winograd kernel on this host: {qruntime.available_isas()}")
-    return isa[0]
-
-
 def _case(rng, c, oc, h, w, n=1, x_zp=None, x=None, weights=None):
     x = rng.integers(0, 256, (n, c, h, w), dtype=np.uint8) if x is None else x
     w_q = rng.integers(-127, 128, (oc, c, 3, 3), dtype=np.int8) if weights is None else weights
@@ -57,12 +84,15 @@ def _case(rng, c, oc, h, w, n=1, x_zp=None, x=None, weights=None):
                         out_zp=int(rng.integers(0, 256)))
 
 
-def _both(x, w_q, q, padding=1, relu=False, isa=None, stride=1):
-    """(Winograd path's bytes, scalar direct conv's bytes), with the Winograd packing checked."""
-    isa = isa or _winograd_isa()
+def _both(x, w_q, q, isa, padding=1, relu=False, stride=1):
+    """(isa's bytes, scalar direct conv's bytes), with the packer's choice checked: the variant the
+    path's limits give, or the GEMM."""
     packed = ops.pack_conv2d(w_q, isa=isa, stride=stride, dilation=1)
-    assert packed.winograd and f"winograd {_variant(w_q.shape[1], stride)}:" in packed.kernel_choice, \
-        packed.kernel_choice
+    variant = _variant(isa, w_q.shape[1], stride)
+    if variant:
+        assert packed.winograd and f"winograd {variant}:" in packed.kernel_choice, packed.kernel_choice
+    else:
+        assert not packed.winograd, packed.kernel_choice
     got = ops.conv2d(x, w_q=packed, padding=padding, stride=stride, relu=relu, isa=isa, **q)
     want = ops.conv2d(x, w_q=w_q, padding=padding, stride=stride, relu=relu, isa="scalar", **q)
     return got, want
@@ -77,33 +107,36 @@ SHAPES_STRIDE_2 = [
 
 
 @pytest.mark.parametrize("c,oc,h,w", SHAPES)
-def test_layer_shapes_equal_scalar(rng, c, oc, h, w):
+def test_layer_shapes_equal_scalar(rng, isa, c, oc, h, w):
     x, w_q, q = _case(rng, c, oc, h, w, n=2 if h * w <= 256 else 1)
-    got, want = _both(x, w_q, q)
+    got, want = _both(x, w_q, q, isa)
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("c,oc,h,w", SHAPES_STRIDE_2)
-def test_stride_2_layer_shapes_equal_scalar(rng, c, oc, h, w):
+@pytest.mark.parametrize("isa,c,oc,h,w", _cases(SHAPES_STRIDE_2, stride_of=lambda case: 2))
+def test_stride_2_layer_shapes_equal_scalar(rng, isa, c, oc, h, w):
+    _need(isa)
     x, w_q, q = _case(rng, c, oc, h, w, n=2 if h * w <= 256 else 1)
-    got, want = _both(x, w_q, q, stride=2)
+    got, want = _both(x, w_q, q, isa, stride=2)
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("c,stride", [(24, 1), (136, 1), (264, 1), (40, 2)])  # F(4x4), F(3x3), F(2x2), stride 2
+# F(4x4), F(3x3), F(2x2), stride 2
+@pytest.mark.parametrize("isa,c,stride", _cases([(24, 1), (136, 1), (264, 1), (40, 2)]))
 @pytest.mark.parametrize("padding", [0, 1, 2, (0, 1, 2, 0), (2, 0, 1, 2), (1, 2, 0, 0)])
 @pytest.mark.parametrize("hw", [(3, 3), (4, 4), (5, 5), (6, 6), (7, 10), (10, 7), (13, 13)])
-def test_every_padding_and_odd_size(rng, c, stride, padding, hw):
+def test_every_padding_and_odd_size(rng, isa, c, stride, padding, hw):
+    _need(isa)
     x, w_q, q = _case(rng, c, 20, *hw, n=2)
-    got, want = _both(x, w_q, q, padding=padding, relu=bool(rng.integers(2)), stride=stride)
+    got, want = _both(x, w_q, q, isa, padding=padding, relu=bool(rng.integers(2)), stride=stride)
     np.testing.assert_array_equal(got, want)
 
 
 # F(4x4) in 1 and 2 chunks, F(3x3), F(2x2), stride 2
-@pytest.mark.parametrize("c,stride", [(114, 1), (128, 1), (256, 1), (300, 1), (128, 2)])
+@pytest.mark.parametrize("isa,c,stride", _cases([(114, 1), (128, 1), (256, 1), (300, 1), (128, 2)]))
 @pytest.mark.parametrize("x_zp", [0, 255])
 @pytest.mark.parametrize("sign", [1, -1, 0])
-def test_adversarial_extremes(rng, c, stride, x_zp, sign):
+def test_adversarial_extremes(rng, isa, c, stride, x_zp, sign):
     """All inputs 255 against weights of +-127 (sign 0: alternating), with the padding at either
     extreme: the largest transformed values (F(2x2): |V| = 1020, |U'| = 1143; F(3x3), F(4x4): |U'| = 6223)
     and, at 114 channels, a chunk's sums within 1 % of F(4x4)'s bound (|acc| < 2**25)."""
@@ -117,7 +150,8 @@ def test_adversarial_extremes(rng, c, stride, x_zp, sign):
     # An output scale and zero point that keep the extremes off the clamp, so a wrong sum would show.
     q["out_scale"] = float(q["x_scale"] * 0.02 * 255 * 127 * 9 * c / 100)
     q["out_zp"] = 128
-    got, want = _both(x_, w_, q, stride=stride)
+    _need(isa)
+    got, want = _both(x_, w_, q, isa, stride=stride)
     np.testing.assert_array_equal(got, want)
     # With the padding at 0 the border's sums differ from the interior's (at 255 every input is the
     # zero point, but the raw sums the kernel adds are still the extremes).
@@ -130,12 +164,13 @@ _G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]])
 _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
 
 
-def test_the_bound_edge(rng):
+@pytest.mark.parametrize("isa", [i for i in LIMITS if _variant(i, LIMITS[i].max) == "F(2x2,3x3)"])
+def test_the_bound_edge(rng, isa):
     """F(2x2, 3x3): at the most channels Winograd takes, a tile whose sums M, and the output transform's partial
     sums, come within 0.1 % of 2**31 (the largest a search over 0/255 tiles and +-127 filters found)
     still comes out exact; one more channel and the packer keeps the direct GEMM."""
-    isa = _winograd_isa()
-    c, oc = MAX_CHANNELS, 16
+    _need(isa)
+    c, oc = LIMITS[isa].max, 16
     tile = np.array([[0, 255, 255, 0], [255, 255, 255, 255], [255, 255, 255, 255], [0, 255, 255, 255]])
     x = np.broadcast_to(tile, (1, c, 4, 4)).astype(np.uint8)  # one tile: 4x4 in, 2x2 out, no padding
     w_q = np.full((oc, c, 3, 3), 127, np.int8)
@@ -145,29 +180,38 @@ def test_the_bound_edge(rng):
     assert 0.999 * 2**31 < peak < 2**31
     x_, w_, q = _case(rng, c, oc, 4, 4, x_zp=0, x=x, weights=w_q)
     q["out_scale"] = float(q["x_scale"] * 0.02 * 255 * 127 * 9 * c / 100)
-    got, want = _both(x_, w_, q, padding=0, isa=isa)
+    got, want = _both(x_, w_, q, isa, padding=0)
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(want)) > 1
     over = np.ones((oc, c + 1, 3, 3), np.int8)
     assert not ops.pack_conv2d(over, isa=isa, stride=1, dilation=1).winograd
 
 
-def test_what_the_packer_chooses():
-    isa = _winograd_isa()
+def test_what_the_packer_chooses(isa):
+    lim = LIMITS[isa]
+
+    def chosen(c, stride=1, **kw):
+        return ops.pack_conv2d(np.ones((16, c, 3, 3), np.int8), isa=isa, stride=stride, dilation=1, **kw)
+
+    # Each variant's channel range, both ends, and the GEMM on either side.
+    edges = [lim.min, lim.f4_max, lim.f4_max + 1, lim.f3_max, lim.f3_max + 1, lim.max]
+    for c in sorted({c for c in edges if lim.min <= c <= lim.max}):
+        packed = chosen(c)
+        assert packed.winograd and f"winograd {_variant(isa, c)}: stride-1" in packed.kernel_choice, (c, packed.kernel_choice)
+    assert "F(4x4,3x3)" in chosen(lim.min).kernel_choice
+    assert not chosen(lim.min - 1).winograd
+    assert not chosen(lim.max + 1).winograd
+    if lim.s2:
+        for c in lim.s2:
+            assert f"winograd {S2_NAME}: stride-2" in chosen(c, 2).kernel_choice
+        stride_2_gemm = (lim.s2[0] - 1, lim.s2[1] + 1, 512)
+    else:
+        stride_2_gemm = (lim.min, lim.max, 64)
+    for c in stride_2_gemm:  # stride 2 outside its channel range (or on a path without it): the GEMM
+        assert not chosen(c, 2).winograd
+    # Not for: other strides or dilations, no geometry given, other kernel sizes, groups, the
+    # scalar path.
     w = np.ones((16, 32, 3, 3), np.int8)
-    packed = ops.pack_conv2d(w, isa=isa, stride=1, dilation=1)
-    assert packed.winograd and "winograd F(4x4,3x3)" in packed.kernel_choice
-    for c, variant in ((F4_MAX_CHANNELS, "F(4x4,3x3)"), (F4_MAX_CHANNELS + 1, "F(3x3,3x3)"),
-                       (F3_MAX_CHANNELS, "F(3x3,3x3)"), (F3_MAX_CHANNELS + 1, "F(2x2,3x3)"),
-                       (MAX_CHANNELS, "F(2x2,3x3)")):
-        assert variant in ops.pack_conv2d(np.ones((16, c, 3, 3), np.int8), isa=isa, stride=1, dilation=1).kernel_choice
-    assert f"winograd {_variant(32, 2)}: stride-2" in ops.pack_conv2d(w, isa=isa, stride=2, dilation=1).kernel_choice
-    # Not for: other strides or dilations, no geometry given, other kernel sizes, groups, few
-    # channels, the scalar path.
-    for c in (S2_CHANNELS[0] - 1, S2_CHANNELS[1] + 1, 512):  # stride 2 outside its channel range: the GEMM
-        assert not ops.pack_conv2d(np.ones((16, c, 3, 3), np.int8), isa=isa, stride=2, dilation=1).winograd
-    for c in S2_CHANNELS:
-        assert ops.pack_conv2d(np.ones((16, c, 3, 3), np.int8), isa=isa, stride=2, dilation=1).winograd
     assert not ops.pack_conv2d(w, isa=isa, stride=3, dilation=1).winograd
     assert not ops.pack_conv2d(w, isa=isa, stride=(1, 2), dilation=1).winograd
     assert not ops.pack_conv2d(w, isa=isa, stride=2, dilation=2).winograd
@@ -175,13 +219,10 @@ def test_what_the_packer_chooses():
     assert not ops.pack_conv2d(w, isa=isa).winograd
     assert not ops.pack_conv2d(np.ones((16, 32, 5, 5), np.int8), isa=isa, stride=1, dilation=1).winograd
     assert not ops.pack_conv2d(np.ones((32, 16, 3, 3), np.int8), groups=2, isa=isa, stride=1, dilation=1).winograd
-    assert not ops.pack_conv2d(np.ones((16, MIN_CHANNELS - 1, 3, 3), np.int8), isa=isa, stride=1, dilation=1).winograd
-    assert ops.pack_conv2d(np.ones((16, MIN_CHANNELS, 3, 3), np.int8), isa=isa, stride=1, dilation=1).winograd
     assert not ops.pack_conv2d(w, isa="scalar", stride=1, dilation=1).winograd
 
 
-def test_packed_for_one_stride_refuses_others(rng):
-    isa = _winograd_isa()
+def test_packed_for_one_stride_refuses_others(rng, isa):
     x, w_q, q = _case(rng, 32, 16, 8, 8)
     packed = ops.pack_conv2d(w_q, isa=isa, stride=1, dilation=1)
     with pytest.raises(ValueError, match="Winograd at stride 1"):
@@ -189,7 +230,8 @@ def test_packed_for_one_stride_refuses_others(rng):
     with pytest.raises(ValueError, match="Winograd"):
         ops.conv2d(x, w_q=packed, dilation=2, padding=1, isa=isa, **q)
     packed = ops.pack_conv2d(w_q, isa=isa, stride=2, dilation=1)
-    for kw in (dict(stride=1), dict(stride=(2, 1)), dict(stride=2, dilation=2)):
+    assert packed.winograd == bool(LIMITS[isa].s2)
+    for kw in (dict(stride=1), dict(stride=(2, 1)), dict(stride=2, dilation=2)) if packed.winograd else ():
         with pytest.raises(ValueError, match="Winograd at stride 2"):
             ops.conv2d(x, w_q=packed, padding=1, isa=isa, **kw, **q)
     with pytest.raises(ValueError, match="together"):
@@ -197,17 +239,18 @@ def test_packed_for_one_stride_refuses_others(rng):
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
-@pytest.mark.parametrize("c,oc,hw,n,stride", [(64, 48, 15, 3, 1), (120, 40, 13, 2, 1), (200, 40, 11, 2, 1),
-                                             (300, 40, 9, 2, 1),
-                                             (512, 500, 7, 1, 1), (257, 17, 5, 4, 1), (64, 40, 15, 3, 2),
-                                             (120, 33, 14, 2, 2)])
-def test_threads_same_bytes(rng, threads, n_threads, c, oc, hw, n, stride):
+@pytest.mark.parametrize("isa,c,oc,hw,n,stride", _cases([(64, 48, 15, 3, 1), (120, 40, 13, 2, 1), (200, 40, 11, 2, 1),
+                                                         (300, 40, 9, 2, 1), (512, 500, 7, 1, 1), (257, 17, 5, 4, 1),
+                                                         (64, 40, 15, 3, 2), (120, 33, 14, 2, 2), (40, 70, 12, 3, 1)],
+                                                        stride_of=lambda case: case[4]))
+def test_threads_same_bytes(rng, threads, n_threads, isa, c, oc, hw, n, stride):
     """Blocks and panel chunks split over the threads (F(4x4) in one and two channel chunks, F(3x3),
     stride 2); C > 256 runs position by position (a C tail, strips of 5 and of 4, a last
-    panel of 4 or 1 channels)."""
+    panel of 4 or 1 channels); a partial last chunk of input channels, panels of 32 over 70."""
+    _need(isa)
     x, w_q, q = _case(rng, c, oc, hw, hw, n=n)
     qruntime.set_num_threads(n_threads)
-    got, want = _both(x, w_q, q, stride=stride)
+    got, want = _both(x, w_q, q, isa, stride=stride)
     np.testing.assert_array_equal(got, want)
 
 
@@ -239,15 +282,15 @@ def _model_graph(rng, c=32):
     return graph, t
 
 
-@pytest.mark.parametrize("c", [32, 144, 272])  # F(4x4), F(3x3), F(2x2)
-def test_model_node_chooses_winograd_and_equals_the_reference(rng, c):
+@pytest.mark.parametrize("isa,c", _cases([(32,), (144,), (272,)], stride_of=lambda case: 1))  # F(4x4), F(3x3), F(2x2)
+def test_model_node_chooses_winograd_and_equals_the_reference(rng, isa, c):
     """A model's conv node packs for its own geometry: its stride-1 and (at up to 128 channels)
     stride-2 3x3 convs run Winograd, its dilated one the GEMM, and the outputs equal the reference
     and the scalar path exactly."""
     from qruntime import reference
     from qruntime.model import Model
 
-    isa = _winograd_isa()
+    _need(isa)
     graph, tensors = _model_graph(rng, c)
     model = Model(graph, tensors, isa=isa)
     for shape in [(1, c, 1, 1), (2, c, 7, 9), (1, c, 20, 17)]:
@@ -256,9 +299,9 @@ def test_model_node_chooses_winograd_and_equals_the_reference(rng, c):
         np.testing.assert_array_equal(got, reference.run_graph(graph, tensors, [x])[0])
         np.testing.assert_array_equal(got, Model(graph, tensors, isa="scalar").run(x))
     kernels = {r["name"]: r["kernel"] for r in model.profile(rng.normal(0, 1, (1, c, 8, 8)).astype(np.float32), 1)}
-    assert kernels["a"].startswith(f"winograd {isa} (winograd {_variant(c)}"), kernels["a"]
-    if c <= S2_CHANNELS[1]:
-        assert kernels["b"].startswith(f"winograd {isa} (winograd {_variant(c, 2)}"), kernels["b"]
+    assert kernels["a"].startswith(f"winograd {isa} (winograd {_variant(isa, c)}"), kernels["a"]
+    if _variant(isa, c, 2):
+        assert kernels["b"].startswith(f"winograd {isa} (winograd {_variant(isa, c, 2)}"), kernels["b"]
     else:
         assert kernels["b"].startswith(f"gemm {isa}"), kernels["b"]
     assert kernels["d"].startswith(f"gemm {isa}"), kernels["d"]

@@ -78,6 +78,17 @@ static inline void qr_emu_mm_mask_storeu_epi8(void* dst, uint16_t k, simde__m128
 #define _mm_mask_storeu_epi8(dst, k, v) qr_emu_mm_mask_storeu_epi8(dst, k, v)
 #endif
 
+#ifndef _mm256_maskz_loadu_epi8
+// 32 bytes; masked-off bytes read as zero and are never touched in memory (a tail load cannot fault).
+static inline simde__m256i qr_emu_mm256_maskz_loadu_epi8(uint32_t k, const void* src) {
+  uint8_t bytes[32] = {};
+  for (int i = 0; i < 32; ++i)
+    if ((k >> i) & 1) bytes[i] = static_cast<const uint8_t*>(src)[i];
+  return simde_mm256_loadu_si256(bytes);
+}
+#define _mm256_maskz_loadu_epi8(k, src) qr_emu_mm256_maskz_loadu_epi8(k, src)
+#endif
+
 #ifndef _mm512_maskz_loadu_epi8
 // 64 bytes; masked-off bytes read as zero and are never touched in memory (a tail load cannot fault).
 static inline simde__m512i qr_emu_mm512_maskz_loadu_epi8(uint64_t k, const void* src) {
@@ -98,4 +109,24 @@ static inline void qr_emu_mm512_mask_storeu_epi8(void* dst, uint64_t k, simde__m
     if ((k >> i) & 1) static_cast<uint8_t*>(dst)[i] = bytes[i];
 }
 #define _mm512_mask_storeu_epi8(dst, k, v) qr_emu_mm512_mask_storeu_epi8(dst, k, v)
+#endif
+
+#ifndef _mm512_cvtepu8_epi16
+// 32 bytes zero extended to 32 int16 lanes.
+static inline simde__m512i qr_emu_mm512_cvtepu8_epi16(simde__m256i v) {
+  simde__m256i lo = simde_mm256_cvtepu8_epi16(simde_mm256_castsi256_si128(v));
+  simde__m256i hi = simde_mm256_cvtepu8_epi16(simde_mm256_extracti128_si256(v, 1));
+  return simde_mm512_inserti64x4(simde_mm512_castsi256_si512(lo), hi, 1);
+}
+#define _mm512_cvtepu8_epi16(v) qr_emu_mm512_cvtepu8_epi16(v)
+#endif
+
+#ifndef _mm512_srai_epi32
+// Arithmetic shift right of 16 int32 lanes by imm (< 32).
+static inline simde__m512i qr_emu_mm512_srai_epi32(simde__m512i v, int imm) {
+  simde__m256i lo = simde_mm256_srai_epi32(simde_mm512_castsi512_si256(v), imm);
+  simde__m256i hi = simde_mm256_srai_epi32(simde_mm512_extracti64x4_epi64(v, 1), imm);
+  return simde_mm512_inserti64x4(simde_mm512_castsi256_si512(lo), hi, 1);
+}
+#define _mm512_srai_epi32(v, imm) qr_emu_mm512_srai_epi32(v, imm)
 #endif

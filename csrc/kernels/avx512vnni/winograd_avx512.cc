@@ -1,0 +1,107 @@
+// Exact int8 Winograd for 3x3 convs on AVX-512 VNNI (kernels/winograd_body.inc): 32 int16 lanes per
+// zmm, panels of 32 output channels, and per transformed position a vpdpwssd K loop (2 int16
+// products per int32 lane, summed with wrap-around, as the exact bounds need) on strips of kMR tiles.
+// vpdpwssd does half of vpdpbusd's products per instruction, so a variant keeps half its saving in
+// products before its transforms: F(4x4, 3x3) 2x, F(3x3, 3x3) 1.62x, F(2x2, 3x3) 1.125x, the
+// stride-2 phases 0.72x.
+//
+// Register map of the K loop (strip_gemm<R>): R <= kMR tiles x 32 output channels in 2R zmm
+// accumulators, 2 zmm of weights per K pair, one broadcast of a tile's pair.
+#include "kernels/avx512_intrinsics.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/avx512vnni/avx512vnni.h"
+#include "kernels/avx512vnni/epilogue_avx512.h"
+
+namespace qr::QR_ISA_NS {
+namespace {
+
+constexpr const char* kIsaName = QR_ISA_NAME;
+constexpr int kNR = 32;  // output channels per panel: 2 zmm of int32
+// Tiles per K loop call: 16 accumulators; one strip's M (F(4x4)) is 36 KB. (Xeon, 1 thread: 6 tiles
+// ran 56x56x64 in 0.386-0.391 ms, 8 in 0.376-0.379; 28x28x128 0.302 and 0.285.)
+constexpr int kMR = 8;
+constexpr size_t kVBudget = 256 * 1024;  // bytes of V per call
+constexpr size_t kUGroupBudget = 256 * 1024;  // avx2's 128 KB per 16 channels: the same C thresholds
+
+// Which input channel counts C get which variant: F(4x4) from 24 to 128 (its chunks as on avx2).
+// Against the GEMM (Xeon, 1 thread, ops.conv2d): 56x56 of 16 channels 0.88x, 24 1.08x, 32 1.52x,
+// 64 1.41-1.52x; 28x28x128 1.21-1.33x; but F(3x3) at 14x14x256 0.83-0.90x (3.3 MB of U' per conv
+// stream from memory) and F(2x2) at 7x7x512 0.85-1.00x, so neither is taken.
+constexpr int kMinChannels = 24, kMaxChannels = 128, kF4MaxChannels = 128, kF3MaxChannels = 128;
+// Stride 2: none (an empty range).
+constexpr int kS2MinChannels = 1, kS2MaxChannels = 0;
+
+using VecI = __m512i;
+constexpr int kLanes16 = 32, kLanes32 = 16;
+inline VecI add16(VecI a, VecI b) { return _mm512_add_epi16(a, b); }
+inline VecI sub16(VecI a, VecI b) { return _mm512_sub_epi16(a, b); }
+template <int k>
+inline VecI shl16(VecI a) { return _mm512_slli_epi16(a, k); }
+inline VecI add32(VecI a, VecI b) { return _mm512_add_epi32(a, b); }
+inline VecI sub32(VecI a, VecI b) { return _mm512_sub_epi32(a, b); }
+template <int k>
+inline VecI shl32(VecI a) { return _mm512_slli_epi32(a, k); }
+template <int k>
+inline VecI sra32(VecI a) { return _mm512_srai_epi32(a, k); }
+inline VecI mul32(VecI a, VecI b) { return _mm512_mullo_epi32(a, b); }
+inline VecI set1_16(int16_t v) { return _mm512_set1_epi16(v); }
+inline VecI set1_32(int32_t v) { return _mm512_set1_epi32(v); }
+inline VecI load_u8(const uint8_t* p) { return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+// A masked load: the bytes past n are neither read (no fault past an image's end) nor kept.
+inline VecI load_u8_part(const uint8_t* p, int n) {
+  return _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(static_cast<__mmask32>((1u << n) - 1), p));
+}
+inline VecI load32(const int32_t* p) { return _mm512_load_si512(p); }
+inline void store32(int32_t* p, VecI v) { _mm512_store_si512(p, v); }
+inline void storeu16(int16_t* p, VecI v) { _mm512_storeu_si512(p, v); }
+template <int R>
+inline void store_rows(VecI (&px)[R][2], const Epilogue& ep, int col, uint8_t* row, size_t row_bytes, int valid) {
+  store_rows32<R>(px, ep, col, row, row_bytes, valid);
+}
+
+template <int R>
+__attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_elems, int row_pairs,
+                                          const int16_t* panel, size_t slab, int npairs, int xi0, int xi1, int32_t* m) {
+  for (int xi = xi0; xi < xi1; ++xi) {
+    const int32_t* arow[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(v + xi * v_position_elems) + r * row_pairs;
+    __m512i acc[R][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+    const int16_t* b = panel + xi * slab;
+    for (int p = 0; p < npairs; ++p) {
+      const __m512i b0 = _mm512_loadu_si512(b + p * 64);
+      const __m512i b1 = _mm512_loadu_si512(b + p * 64 + 32);
+      // The next position's weights (the last: the next panel's), two lines per pair.
+      __builtin_prefetch(b + p * 64 + slab, 0, 2);
+      __builtin_prefetch(b + p * 64 + slab + 32, 0, 2);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512i av = _mm512_set1_epi32(arow[r][p]);
+        acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], av, b0);
+        acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], av, b1);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      store32(m + (xi * kMR + r) * kNR, acc[r][0]);
+      store32(m + (xi * kMR + r) * kNR + kLanes32, acc[r][1]);
+    }
+  }
+}
+
+using StripGemm = void (*)(const int16_t*, size_t, int, const int16_t*, size_t, int, int, int, int32_t*);
+constexpr StripGemm kStripGemms[kMR + 1] = {nullptr,       strip_gemm<1>, strip_gemm<2>, strip_gemm<3>,
+                                            strip_gemm<4>, strip_gemm<5>, strip_gemm<6>, strip_gemm<7>, strip_gemm<8>};
+
+#include "kernels/winograd_body.inc"
+
+}  // namespace
+
+const WinogradKernels* winograd_kernels() { return &kKernels; }
+
+}  // namespace qr::QR_ISA_NS
