@@ -20,9 +20,12 @@ namespace {
 
 constexpr const char* kIsaName = QR_ISA_NAME;
 constexpr int kNR = 32;  // output channels per panel: 2 zmm of int32
-// Tiles per K loop call: 16 accumulators; one strip's M (F(4x4)) is 36 KB. (Xeon, 1 thread: 6 tiles
-// ran 56x56x64 in 0.386-0.391 ms, 8 in 0.376-0.379; 28x28x128 0.302 and 0.285.)
-constexpr int kMR = 8;
+// Tiles per K loop call: 28 accumulators, the GEMM's 14 x 32 tile. Each K pair's two weight vectors
+// come from L2 (a strip runs through its panel's U' of every position), so the more tiles share
+// them the better, though one strip's M (F(4x4)) is then 63 KB, past L1. (Xeon, 1 thread: ResNet-18's
+// seven F(4x4) convs in all, alternating processes: 8 tiles 1.82-2.56 ms, 14 tiles 4-14 % less;
+// 6 tiles against 8, alone: 56x56x64 0.386-0.391 against 0.376-0.379 ms.)
+constexpr int kMR = 14;
 constexpr size_t kVBudget = 256 * 1024;  // bytes of V per call
 constexpr size_t kUGroupBudget = 256 * 1024;  // avx2's 128 KB per 16 channels: the same C thresholds
 
@@ -67,10 +70,10 @@ __attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_el
                                           const int16_t* panel, size_t slab, int npairs, int xi0, int xi1, int32_t* m) {
   for (int xi = xi0; xi < xi1; ++xi) {
     const int32_t* arow[R];
-#pragma GCC unroll 8
+#pragma GCC unroll 14
     for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(v + xi * v_position_elems) + r * row_pairs;
     __m512i acc[R][2];
-#pragma GCC unroll 8
+#pragma GCC unroll 14
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
     const int16_t* b = panel + xi * slab;
     for (int p = 0; p < npairs; ++p) {
@@ -79,14 +82,14 @@ __attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_el
       // The next position's weights (the last: the next panel's), two lines per pair.
       __builtin_prefetch(b + p * 64 + slab, 0, 2);
       __builtin_prefetch(b + p * 64 + slab + 32, 0, 2);
-#pragma GCC unroll 8
+#pragma GCC unroll 14
       for (int r = 0; r < R; ++r) {
         const __m512i av = _mm512_set1_epi32(arow[r][p]);
         acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], av, b0);
         acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], av, b1);
       }
     }
-#pragma GCC unroll 8
+#pragma GCC unroll 14
     for (int r = 0; r < R; ++r) {
       store32(m + (xi * kMR + r) * kNR, acc[r][0]);
       store32(m + (xi * kMR + r) * kNR + kLanes32, acc[r][1]);
@@ -96,7 +99,7 @@ __attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_el
 
 using StripGemm = void (*)(const int16_t*, size_t, int, const int16_t*, size_t, int, int, int, int32_t*);
 constexpr StripGemm kStripGemms[kMR + 1] = {nullptr,       strip_gemm<1>, strip_gemm<2>, strip_gemm<3>,
-                                            strip_gemm<4>, strip_gemm<5>, strip_gemm<6>, strip_gemm<7>, strip_gemm<8>};
+                                            strip_gemm<4>, strip_gemm<5>, strip_gemm<6>, strip_gemm<7>, strip_gemm<8>, strip_gemm<9>, strip_gemm<10>, strip_gemm<11>, strip_gemm<12>, strip_gemm<13>, strip_gemm<14>};
 
 #include "kernels/winograd_body.inc"
 
