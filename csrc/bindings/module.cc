@@ -167,6 +167,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("depthwise", [](const qr::ops::PackedConv2d& p) { return p.depthwise; })
       .def_property_readonly("dw_kernel_choice", [](const qr::ops::PackedConv2d& p) { return p.dw_kernel_choice; })
       .def_property_readonly("winograd", [](const qr::ops::PackedConv2d& p) { return p.winograd(); })
+      .def_property_readonly("direct", [](const qr::ops::PackedConv2d& p) { return p.direct(); })
       .def_property_readonly("kernel_choice", [](const qr::ops::PackedConv2d& p) { return p.kernel_choice; });
 
   m.def(

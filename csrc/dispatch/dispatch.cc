@@ -55,8 +55,12 @@ KernelTable make_table(Registry& r, const std::string& isa, const CpuFeatures& f
   if (isa == "avx512_vnni" || isa == "amx") {
     t.gemm = isa == "amx" ? amx::gemm_kernels() : avx512_vnni::gemm_kernels();
     t.dwconv = avx512_vnni::dwconv_kernels();
-    // AMX's int8 tiles outrun any int16 Winograd; the VNNI path's vpdpwssd does not.
-    if (isa == "avx512_vnni") t.winograd = avx512_vnni::winograd_kernels();
+    // AMX's int8 tiles outrun any int16 Winograd; the VNNI path's vpdpwssd does not. The direct
+    // first-layer kernel was measured on the VNNI path only, so amx keeps its GEMM there too.
+    if (isa == "avx512_vnni") {
+      t.winograd = avx512_vnni::winograd_kernels();
+      t.direct_conv = avx512_vnni::direct_conv_kernels();
+    }
     // vpermi2b is AVX512_VBMI, a CPUID bit of its own: without it the AVX-512 tables keep avx2's bytes.
     if (f.avx512_vbmi) t.bytes = overlay(r, t.bytes, avx512_vbmi::byte_kernels());
     return t;
@@ -67,7 +71,10 @@ KernelTable make_table(Registry& r, const std::string& isa, const CpuFeatures& f
   if (isa == "avx512_vnni_emulated" || isa == "amx_emulated") {
     t.gemm = isa == "amx_emulated" ? amx_emulated::gemm_kernels() : avx512_vnni_emulated::gemm_kernels();
     t.dwconv = avx512_vnni_emulated::dwconv_kernels();
-    if (isa == "avx512_vnni_emulated") t.winograd = avx512_vnni_emulated::winograd_kernels();
+    if (isa == "avx512_vnni_emulated") {
+      t.winograd = avx512_vnni_emulated::winograd_kernels();
+      t.direct_conv = avx512_vnni_emulated::direct_conv_kernels();
+    }
     t.bytes = overlay(r, t.bytes, avx512_vbmi_emulated::byte_kernels());  // whether or not this CPU has VBMI
     return t;
   }

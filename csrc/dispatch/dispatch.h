@@ -20,9 +20,10 @@ struct KernelTable {
   const EltwiseKernels* eltwise;
   const BytePermuteKernels* bytes;
   const TransformerKernels* transformer;
-  // avx2 only (docs/kernels.md, Convolution, the Winograd entry): on the VNNI paths vpdpbusd
-  // does 4 MACs per lane where int16 Winograd does 2; not built or measured there.
+  // avx2 and avx512_vnni (docs/kernels.md, Convolution, the Winograd entry).
   const WinogradKernels* winograd = nullptr;
+  // avx512_vnni only (docs/kernels.md, Convolution): first layers without im2col.
+  const DirectConvKernels* direct_conv = nullptr;
 };
 
 // The paths a CPU with features `f` runs, for a build with the x86 units (x86) and the emulated

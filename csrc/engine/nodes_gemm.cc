@@ -103,6 +103,7 @@ class Conv2dNode : public Node {
       return std::string("dwconv ") + packed_->table->isa +
              (packed_->dw_kernel_choice.empty() ? "" : " (" + packed_->dw_kernel_choice + ")");
     if (packed_->winograd()) return std::string("winograd ") + packed_->table->isa + " (" + packed_->kernel_choice + ")";
+    if (packed_->direct()) return std::string("direct ") + packed_->table->isa + " (" + packed_->kernel_choice + ")";
     return std::string("gemm ") + packed_->table->isa + kernel_choice(packed_->group_gemm);
   }
 

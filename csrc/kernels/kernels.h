@@ -140,6 +140,35 @@ struct WinogradKernels {
   void (*run)(const WinogradTask& task);
 };
 
+// Direct convolution of a layer with few input channels (a network's first: 1 or 3), one group,
+// dilation 1, any stride and padding, over one image: each kernel row's kw * c input bytes are
+// contiguous in an NHWC row, so they are read as ceil(kw * c / 4) words, each broadcast against 4
+// bytes of weights per output channel (zero past kw * c): no im2col, no packing of A. The sums are
+// the GEMM's acc, so the same epilogue gives the same bytes.
+struct DirectConvTask {
+  const uint8_t* x;        // one image, [h][w][c]
+  int h, w, c, kh, kw;
+  int stride_h, stride_w, pad_t, pad_l;
+  uint8_t x_zp;            // what the padding holds
+  int oh, ow;              // output size
+  int oh_begin, oh_end;    // output rows this call computes
+  const int8_t* weights;   // DirectConvKernels::pack
+  int oc;
+  Epilogue ep;             // requantize = true; bias and mult readable to oc rounded up to 64
+  uint8_t* y;              // the image's [oh][ow][oc]
+  void* scratch;           // scratch_bytes(...) bytes, 64-byte aligned
+};
+
+struct DirectConvKernels {
+  const char* isa;
+  bool (*takes)(int c, int kh, int kw);
+  size_t (*packed_bytes)(int oc, int c, int kh, int kw);
+  // w: (oc, c, kh, kw) int8, torch's layout; dst: packed_bytes zeroed bytes.
+  void (*pack)(const int8_t* w, int oc, int c, int kh, int kw, int8_t* dst);
+  size_t (*scratch_bytes)(int c, int kh, int kw, int ow, int stride_w);
+  void (*run)(const DirectConvTask& t);
+};
+
 // Byte moves (docs/kernels.md, "Byte lookups and gathers"): 256-entry table lookups and the gather
 // of channel bytes within NHWC rows, yr[i] = xr[index[i]].
 //

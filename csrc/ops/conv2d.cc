@@ -334,6 +334,44 @@ void run_winograd(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, 
   });
 }
 
+// The direct first-layer kernel over the batch: tasks of a few output rows of one image, as depthwise.
+void run_direct(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, const Requant& rq, uint8_t zp,
+                const Conv2dGeometry& g, int oh, int ow, uint8_t* y) {
+  const DirectConvKernels& k = *p.table->direct_conv;
+  DirectConvTask base{};
+  base.h = h;
+  base.w = w;
+  base.c = c;
+  base.kh = p.kh;
+  base.kw = p.kw;
+  base.stride_h = g.stride_h;
+  base.stride_w = g.stride_w;
+  base.pad_t = g.pad_t;
+  base.pad_l = g.pad_l;
+  base.x_zp = zp;
+  base.oh = oh;
+  base.ow = ow;
+  base.weights = p.direct_w.as<int8_t>();
+  base.oc = p.oc;
+  base.ep = rq.epilogue();
+  const size_t scratch = k.scratch_bytes(c, p.kh, p.kw, ow, g.stride_w);
+  const int rows_per_task = std::max(1, oh / 8);
+  const int tasks_per_image = (oh + rows_per_task - 1) / rows_per_task;
+  const size_t in_image = static_cast<size_t>(h) * w * c, out_image = static_cast<size_t>(oh) * ow * p.oc;
+  ThreadPool::global().parallel_for(static_cast<int64_t>(n) * tasks_per_image, [&](int64_t t) {
+    thread_local AlignedBuffer scratch_buf;
+    scratch_buf.ensure(scratch);
+    DirectConvTask task = base;
+    const int img = static_cast<int>(t / tasks_per_image);
+    task.oh_begin = static_cast<int>(t % tasks_per_image) * rows_per_task;
+    task.oh_end = std::min(oh, task.oh_begin + rows_per_task);
+    task.x = x + img * in_image;
+    task.y = y + img * out_image;
+    task.scratch = scratch_buf.as<void>();
+    k.run(task);
+  });
+}
+
 // The stride Winograd runs these weights at (1 or 2), or 0 when it does not: the kernel's tile()
 // says which input channel counts it takes at a stride (its bounds and where it pays).
 int winograd_stride(const KernelTable& table, int icg, int kh, int kw, int groups, const Conv2dGeometry* g) {
@@ -424,6 +462,14 @@ std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int 
     wk.pack(w, oc, icg, stride, p->winograd_u.as<int16_t>());
     return p;
   }
+  if (const DirectConvKernels* dk = p->table->direct_conv;
+      dk && groups == 1 && geometry && geometry->dil_h == 1 && geometry->dil_w == 1 && dk->takes(icg, kh, kw)) {
+    p->kernel_choice = "direct: " + std::to_string(icg) + "-channel " + std::to_string(kh) + "x" + std::to_string(kw) +
+                       " conv, input rows read in place of im2col";
+    p->direct_w.reset(dk->packed_bytes(oc, icg, kh, kw));
+    dk->pack(w, oc, icg, kh, kw, p->direct_w.as<int8_t>());
+    return p;
+  }
   // torch's (oc, icg, kh, kw) to the GEMM's rows of K ordered (ky, kx, ic), like the NHWC input.
   const int ocg = oc / groups;
   std::vector<int8_t> b(static_cast<size_t>(ocg) * k);
@@ -463,6 +509,11 @@ void conv2d(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c,
     return run_winograd(p, x, n, h, w, c, rq, zp, g, oh, ow, y);
   }
 
+  if (p.direct()) {
+    QR_CHECK_ARG(g.dil_h == 1 && g.dil_w == 1,
+                 "these weights were packed for the direct first-layer kernel, which runs at dilation 1 only");
+    return run_direct(p, x, n, h, w, c, rq, zp, g, oh, ow, y);
+  }
   const int64_t m64 = static_cast<int64_t>(n) * oh * ow;
   QR_CHECK_ARG(m64 <= std::numeric_limits<int>::max(), "x_q: batch * output pixels must be below 2^31");
   const int m = static_cast<int>(m64);

@@ -31,6 +31,10 @@ struct PackedConv2d {
   int winograd_stride = 1;
   std::string kernel_choice;
   bool winograd() const { return winograd_u.size() > 0; }
+  // Direct first-layer kernel (few input channels, one group, dilation 1, where the path has it):
+  // weights packed for it in place of group_gemm; such weights run at dilation 1 only.
+  AlignedBuffer direct_w;
+  bool direct() const { return direct_w.size() > 0; }
   int k() const { return kh * kw * icg; }
 };
 

@@ -198,7 +198,8 @@ def pack_conv2d(w_q, groups=1, isa=None, *, stride=None, dilation=None):
 
     With stride and dilation given, the packer may choose a kernel for that geometry: exact Winograd
     for a 3x3 conv of one group at stride 1 or 2, on a path that has it (``PackedConv2d.winograd``;
-    ``kernel_choice`` names the variant and says why), and weights packed that way refuse other
+    ``kernel_choice`` names the variant and says why), or a direct kernel for a first layer of few
+    input channels at dilation 1 (``PackedConv2d.direct``), and weights packed that way refuse other
     geometries. Without them, the weights run with any geometry.
     """
     groups = _groups(groups)

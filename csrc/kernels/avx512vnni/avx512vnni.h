@@ -9,6 +9,7 @@
   const GemmKernels* gemm_kernels();                                                                      \
   const DwConvKernels* dwconv_kernels();                                                                  \
   const WinogradKernels* winograd_kernels();                                                              \
+  const DirectConvKernels* direct_conv_kernels();                                                         \
   /* Packs B as panels of 32 columns, `groups` K groups of 4 each (>= ceil(k / 4)), zero padded. */      \
   void pack_b_groups(const int8_t* b, ptrdiff_t ldb, int n, int k, int groups, int8_t* dst);             \
   /* gemm_block over panels of panel_bytes each, for any K padding of the same layout. */                 \
