@@ -25,8 +25,8 @@ class Limits(NamedTuple):
 
 # The paths with a Winograd kernel (dispatch.cc: KernelTable::winograd): winograd_avx2.cc and
 # winograd_avx512.cc (real and SIMDe builds).
-LIMITS = {"avx2": Limits(16, 1841, 128, 256, (32, 128)), "avx512_vnni": Limits(24, 128, 128, 128, None),
-          "avx512_vnni_emulated": Limits(24, 128, 128, 128, None)}
+LIMITS = {"avx2": Limits(16, 1841, 128, 256, (32, 128)), "avx512_vnni": Limits(24, 256, 128, 256, None),
+          "avx512_vnni_emulated": Limits(24, 256, 128, 256, None)}
 F4_CHUNK = 114  # channels per F(4x4) chunk: 255 * 127 * 9 * 114 < 2**25 <= 255 * 127 * 9 * 116
 S2_NAME = "F(2x2,3x3) on the stride-2 phases"
 

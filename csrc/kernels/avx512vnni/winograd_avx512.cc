@@ -29,11 +29,13 @@ constexpr int kMR = 14;
 constexpr size_t kVBudget = 256 * 1024;  // bytes of V per call
 constexpr size_t kUGroupBudget = 256 * 1024;  // avx2's 128 KB per 16 channels: the same C thresholds
 
-// Which input channel counts C get which variant: F(4x4) from 24 to 128 (its chunks as on avx2).
-// Against the GEMM (Xeon, 1 thread, ops.conv2d): 56x56 of 16 channels 0.88x, 24 1.08x, 32 1.52x,
-// 64 1.41-1.52x; 28x28x128 1.21-1.33x; but F(3x3) at 14x14x256 0.83-0.90x (3.3 MB of U' per conv
-// stream from memory) and F(2x2) at 7x7x512 0.85-1.00x, so neither is taken.
-constexpr int kMinChannels = 24, kMaxChannels = 128, kF4MaxChannels = 128, kF3MaxChannels = 128;
+// Which input channel counts C get which variant: F(4x4) from 24 to 128 (its chunks as on avx2),
+// F(3x3) to 256. Against the GEMM (Xeon, 1 thread, ops.conv2d): 56x56 of 16 channels 0.88x, 24
+// 1.08x, 32 1.52x, 64 1.41-1.52x; 28x28x128 1.21-1.33x; F(3x3) at 14x14x256 1.13-1.16x at batch 1,
+// 1.21-1.27x at 16, and in ResNet-18 its three such layers took 3-5 % off the whole run. F(2x2) on
+// ResNet-18's 7x7x512 layers made the run 12-32 % slower (their 4.7 MB of U' per conv stream from
+// memory for 16 tiles), so it is not taken.
+constexpr int kMinChannels = 24, kMaxChannels = 256, kF4MaxChannels = 128, kF3MaxChannels = 256;
 // Stride 2: none (an empty range).
 constexpr int kS2MinChannels = 1, kS2MaxChannels = 0;
 
