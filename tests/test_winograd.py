@@ -23,10 +23,11 @@ class Limits(NamedTuple):
     s2: Optional[Tuple[int, int]]
 
 
-# The paths with a Winograd kernel (dispatch.cc: KernelTable::winograd): winograd_avx2.cc and
-# winograd_avx512.cc (real and SIMDe builds).
-LIMITS = {"avx2": Limits(16, 1841, 128, 256, (32, 128)), "avx512_vnni": Limits(24, 256, 128, 256, None),
-          "avx512_vnni_emulated": Limits(24, 256, 128, 256, None)}
+# The paths with a Winograd kernel (dispatch.cc: KernelTable::winograd): winograd_avx2.cc,
+# winograd_avx512.cc (real and SIMDe builds) and winograd_avxvnni.cc (VEX, EVEX and SIMDe builds).
+LIMITS = {"avx2": Limits(16, 1841, 128, 256, (32, 128)),
+          **{isa: Limits(24, 256, 128, 256, None) for isa in ("avx512_vnni", "avx512_vnni_emulated", "avx_vnni",
+                                                               "avx_vnni_evex", "avx_vnni_emulated")}}
 F4_CHUNK = 114  # channels per F(4x4) chunk: 255 * 127 * 9 * 114 < 2**25 <= 255 * 127 * 9 * 116
 S2_NAME = "F(2x2,3x3) on the stride-2 phases"
 

@@ -35,33 +35,7 @@ constexpr int kMinChannels = 16, kMaxChannels = 1841, kF4MaxChannels = 128, kF3M
 // 0.88-0.90x, 56x56 of 16 0.94x; 56x56 of 32 and 64, 28x28 of 128: 1.18-1.28x).
 constexpr int kS2MinChannels = 32, kS2MaxChannels = 128;
 
-using VecI = __m256i;
-constexpr int kLanes16 = 16, kLanes32 = 8;
-inline VecI add16(VecI a, VecI b) { return _mm256_add_epi16(a, b); }
-inline VecI sub16(VecI a, VecI b) { return _mm256_sub_epi16(a, b); }
-template <int k>
-inline VecI shl16(VecI a) { return _mm256_slli_epi16(a, k); }
-inline VecI add32(VecI a, VecI b) { return _mm256_add_epi32(a, b); }
-inline VecI sub32(VecI a, VecI b) { return _mm256_sub_epi32(a, b); }
-template <int k>
-inline VecI shl32(VecI a) { return _mm256_slli_epi32(a, k); }
-template <int k>
-inline VecI sra32(VecI a) { return _mm256_srai_epi32(a, k); }
-inline VecI mul32(VecI a, VecI b) { return _mm256_mullo_epi32(a, b); }
-inline VecI set1_16(int16_t v) { return _mm256_set1_epi16(v); }
-inline VecI set1_32(int32_t v) { return _mm256_set1_epi32(v); }
-inline VecI load_u8(const uint8_t* p) { return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-inline VecI load_u8_part(const uint8_t* p, int n) {
-  alignas(16) uint8_t bytes[16] = {};
-  return load_u8(static_cast<const uint8_t*>(std::memcpy(bytes, p, n)));
-}
-inline VecI load32(const int32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
-inline void store32(int32_t* p, VecI v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); }
-inline void storeu16(int16_t* p, VecI v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
-template <int R>
-inline void store_rows(VecI (&px)[R][2], const Epilogue& ep, int col, uint8_t* row, size_t row_bytes, int valid) {
-  store_rows16<R>(px, ep, col, row, row_bytes, valid);
-}
+#include "kernels/winograd_ymm.inc"
 
 // One call for all of a strip's positions where C is small, the accumulators stored straight into
 // M (at C = 64 a position is only 32 K pairs, and a call plus a copy of the accumulators per
