@@ -1,6 +1,6 @@
 """The direct kernel for convs of few input channels (a network's first layer; docs/kernels.md,
 "Convolution", the direct entry): on the paths that have it, the packer chooses it for a conv of one
-group and dilation 1 with at most 4 input channels and kw * c <= 32, and its bytes equal the scalar
+group and dilation 1 with at most 4 input channels, kw * c <= 32 and kh <= 16, and its bytes equal the scalar
 path's GEMM for every channel count, kernel size, stride, padding, output-channel tail and batch, on
 adversarial data, and at every thread count."""
 import numpy as np
@@ -103,6 +103,7 @@ def test_what_the_packer_chooses(isa):
     assert not packed(MAX_CHANNELS + 1, 3, 3, **one).direct
     assert not packed(1, 3, MAX_ROW_BYTES + 1, **one).direct
     assert not packed(3, 3, 11, **one).direct
+    assert packed(1, 16, 3, **one).direct and not packed(1, 17, 3, **one).direct  # kernel rows: at most 16
     assert not packed(2, 3, 3, groups=2, **one).direct
     assert not packed(3, 3, 3, stride=1, dilation=2).direct
     assert not packed(3, 3, 3).direct

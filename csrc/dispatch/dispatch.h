@@ -20,7 +20,7 @@ struct KernelTable {
   const EltwiseKernels* eltwise;
   const BytePermuteKernels* bytes;
   const TransformerKernels* transformer;
-  // avx2 and avx512_vnni (docs/kernels.md, Convolution, the Winograd entry).
+  // avx2, avx_vnni and avx512_vnni (docs/kernels.md, Convolution, the Winograd entry).
   const WinogradKernels* winograd = nullptr;
   // avx512_vnni only (docs/kernels.md, Convolution): first layers without im2col.
   const DirectConvKernels* direct_conv = nullptr;

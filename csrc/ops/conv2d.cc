@@ -226,6 +226,18 @@ class Im2colRows : public RowSource {
   bool contiguous_taps_;
 };
 
+// fn(image, first output row, end row) over every image's output rows, in tasks of a few rows:
+// enough of them to balance two threads on one image.
+template <class Fn>
+void for_row_tasks(int n, int oh, Fn fn) {
+  const int rows_per_task = std::max(1, oh / 8);
+  const int tasks_per_image = (oh + rows_per_task - 1) / rows_per_task;
+  ThreadPool::global().parallel_for(static_cast<int64_t>(n) * tasks_per_image, [&](int64_t t) {
+    const int oy0 = static_cast<int>(t % tasks_per_image) * rows_per_task;
+    fn(static_cast<int>(t / tasks_per_image), oy0, std::min(oh, oy0 + rows_per_task));
+  });
+}
+
 void run_depthwise(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, int c, const Requant& rq,
                    uint8_t zp, const Conv2dGeometry& g, int oh, int ow, uint8_t* y) {
   // A channel multiplier > 1 reads input channel oc / mult for output channel oc: expand the input
@@ -265,17 +277,13 @@ void run_depthwise(const PackedConv2d& p, const uint8_t* x, int n, int h, int w,
   base.tap_offsets = offsets.data();
   base.ep = rq.epilogue();
   base.extra_weights = p.dw_extra_weights.empty() ? nullptr : p.dw_extra_weights.data();
-  // Tasks of a few output rows: enough of them to balance two threads on one image.
-  const int rows_per_task = std::max(1, oh / 8);
-  const int tasks_per_image = (oh + rows_per_task - 1) / rows_per_task;
   const size_t in_image = static_cast<size_t>(h) * w * p.oc, out_image = static_cast<size_t>(oh) * ow * p.oc;
-  ThreadPool::global().parallel_for(static_cast<int64_t>(n) * tasks_per_image, [&](int64_t t) {
+  for_row_tasks(n, oh, [&](int img, int oy0, int oy1) {
     std::vector<uintptr_t> scratch(offsets.size());
     DwConvArgs a = base;
     a.tap_scratch = scratch.data();
-    const int img = static_cast<int>(t / tasks_per_image);
-    a.oh_begin = static_cast<int>(t % tasks_per_image) * rows_per_task;
-    a.oh_end = std::min(oh, a.oh_begin + rows_per_task);
+    a.oh_begin = oy0;
+    a.oh_end = oy1;
     a.x = x + img * in_image;
     a.y = y + img * out_image;
     p.table->dwconv->dwconv(a);
@@ -355,16 +363,13 @@ void run_direct(const PackedConv2d& p, const uint8_t* x, int n, int h, int w, in
   base.oc = p.oc;
   base.ep = rq.epilogue();
   const size_t scratch = k.scratch_bytes(c, p.kh, p.kw, ow, g.stride_w);
-  const int rows_per_task = std::max(1, oh / 8);
-  const int tasks_per_image = (oh + rows_per_task - 1) / rows_per_task;
   const size_t in_image = static_cast<size_t>(h) * w * c, out_image = static_cast<size_t>(oh) * ow * p.oc;
-  ThreadPool::global().parallel_for(static_cast<int64_t>(n) * tasks_per_image, [&](int64_t t) {
+  for_row_tasks(n, oh, [&](int img, int oy0, int oy1) {
     thread_local AlignedBuffer scratch_buf;
     scratch_buf.ensure(scratch);
     DirectConvTask task = base;
-    const int img = static_cast<int>(t / tasks_per_image);
-    task.oh_begin = static_cast<int>(t % tasks_per_image) * rows_per_task;
-    task.oh_end = std::min(oh, task.oh_begin + rows_per_task);
+    task.oh_begin = oy0;
+    task.oh_end = oy1;
     task.x = x + img * in_image;
     task.y = y + img * out_image;
     task.scratch = scratch_buf.as<void>();
