@@ -37,33 +37,12 @@ constexpr int kS2MinChannels = 32, kS2MaxChannels = 128;
 
 #include "kernels/winograd_ymm.inc"
 
-// One call for all of a strip's positions where C is small, the accumulators stored straight into
-// M (at C = 64 a position is only 32 K pairs, and a call plus a copy of the accumulators per
-// position cost ~10 %).
+// The exact GEMM's K loop, prefetching beside each pair's weights the next position's.
 template <int R>
-__attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_elems, int row_pairs,
-                                          const int16_t* panel, size_t slab, int npairs, int xi0, int xi1, int32_t* m) {
-  for (int xi = xi0; xi < xi1; ++xi) {
-    const int32_t* arow[R];
-#pragma GCC unroll 5
-    for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(v + xi * v_position_elems) + r * row_pairs;
-    __m256i acc[R][2];
-#pragma GCC unroll 5
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    // Prefetches the next position's weights beside each pair's (the last: the next panel's).
-    vpmaddwd_loop<R>(arow, reinterpret_cast<const int8_t*>(panel + xi * slab), npairs, static_cast<ptrdiff_t>(slab) * 2,
-                     acc);
-#pragma GCC unroll 5
-    for (int r = 0; r < R; ++r) {
-      store32(m + (xi * kMR + r) * kNR, acc[r][0]);
-      store32(m + (xi * kMR + r) * kNR + 8, acc[r][1]);
-    }
-  }
+__attribute__((always_inline)) inline void k_loop(const int32_t* const* arow, const int16_t* b, int npairs,
+                                                  size_t slab, VecI (&acc)[R][2]) {
+  vpmaddwd_loop<R>(arow, reinterpret_cast<const int8_t*>(b), npairs, static_cast<ptrdiff_t>(slab) * 2, acc);
 }
-
-using StripGemm = void (*)(const int16_t*, size_t, int, const int16_t*, size_t, int, int, int, int32_t*);
-constexpr StripGemm kStripGemms[kMR + 1] = {nullptr, strip_gemm<1>, strip_gemm<2>, strip_gemm<3>, strip_gemm<4>,
-                                            strip_gemm<5>};
 
 #include "kernels/winograd_body.inc"
 

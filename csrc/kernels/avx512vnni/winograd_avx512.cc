@@ -5,7 +5,7 @@
 // products before its transforms: F(4x4, 3x3) 2x, F(3x3, 3x3) 1.62x, F(2x2, 3x3) 1.125x, the
 // stride-2 phases 0.72x.
 //
-// Register map of the K loop (strip_gemm<R>): R <= kMR tiles x 32 output channels in 2R zmm
+// Register map of the K loop (k_loop<R>): R <= kMR tiles x 32 output channels in 2R zmm
 // accumulators, 2 zmm of weights per K pair, one broadcast of a tile's pair.
 #include "kernels/avx512_intrinsics.h"
 
@@ -68,40 +68,22 @@ inline void store_rows(VecI (&px)[R][2], const Epilogue& ep, int col, uint8_t* r
 }
 
 template <int R>
-__attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_elems, int row_pairs,
-                                          const int16_t* panel, size_t slab, int npairs, int xi0, int xi1, int32_t* m) {
-  for (int xi = xi0; xi < xi1; ++xi) {
-    const int32_t* arow[R];
-#pragma GCC unroll 14
-    for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(v + xi * v_position_elems) + r * row_pairs;
-    __m512i acc[R][2];
-#pragma GCC unroll 14
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
-    const int16_t* b = panel + xi * slab;
-    for (int p = 0; p < npairs; ++p) {
-      const __m512i b0 = _mm512_loadu_si512(b + p * 64);
-      const __m512i b1 = _mm512_loadu_si512(b + p * 64 + 32);
-      // The next position's weights (the last: the next panel's), two lines per pair.
-      __builtin_prefetch(b + p * 64 + slab, 0, 2);
-      __builtin_prefetch(b + p * 64 + slab + 32, 0, 2);
-#pragma GCC unroll 14
-      for (int r = 0; r < R; ++r) {
-        const __m512i av = _mm512_set1_epi32(arow[r][p]);
-        acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], av, b0);
-        acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], av, b1);
-      }
-    }
+__attribute__((always_inline)) inline void k_loop(const int32_t* const* arow, const int16_t* b, int npairs,
+                                                  size_t slab, VecI (&acc)[R][2]) {
+  for (int p = 0; p < npairs; ++p) {
+    const __m512i b0 = _mm512_loadu_si512(b + p * 64);
+    const __m512i b1 = _mm512_loadu_si512(b + p * 64 + 32);
+    // The next position's weights (the last: the next panel's), two lines per pair.
+    __builtin_prefetch(b + p * 64 + slab, 0, 2);
+    __builtin_prefetch(b + p * 64 + slab + 32, 0, 2);
 #pragma GCC unroll 14
     for (int r = 0; r < R; ++r) {
-      store32(m + (xi * kMR + r) * kNR, acc[r][0]);
-      store32(m + (xi * kMR + r) * kNR + kLanes32, acc[r][1]);
+      const __m512i av = _mm512_set1_epi32(arow[r][p]);
+      acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], av, b1);
     }
   }
 }
-
-using StripGemm = void (*)(const int16_t*, size_t, int, const int16_t*, size_t, int, int, int, int32_t*);
-constexpr StripGemm kStripGemms[kMR + 1] = {nullptr,       strip_gemm<1>, strip_gemm<2>, strip_gemm<3>,
-                                            strip_gemm<4>, strip_gemm<5>, strip_gemm<6>, strip_gemm<7>, strip_gemm<8>, strip_gemm<9>, strip_gemm<10>, strip_gemm<11>, strip_gemm<12>, strip_gemm<13>, strip_gemm<14>};
 
 #include "kernels/winograd_body.inc"
 

@@ -4,7 +4,7 @@
 // gemm_avxvnni.cc: VEX (avx_vnni), EVEX (avx_vnni_evex), SIMDe (avx_vnni_emulated).
 // As on avx512_vnni, vpdpwssd does half of vpdpbusd's products per instruction, so only F(4x4) and
 // F(3x3) are taken, at stride 1.
-// Register map of the K loop (strip_gemm<R>): R <= 6 tiles x 16 output channels in 2R ymm
+// Register map of the K loop (k_loop<R>): R <= 6 tiles x 16 output channels in 2R ymm
 // accumulators, 2 ymm of weights per K pair, one broadcast: 15 of 16 registers, the GEMM's 6x16.
 #if defined(QR_EMULATED)
 #include "kernels/avx512_intrinsics.h"
@@ -37,38 +37,20 @@ constexpr int kS2MinChannels = 1, kS2MaxChannels = 0;  // stride 2: none
 #include "kernels/winograd_ymm.inc"
 
 template <int R>
-__attribute__((noinline)) void strip_gemm(const int16_t* v, size_t v_position_elems, int row_pairs,
-                                          const int16_t* panel, size_t slab, int npairs, int xi0, int xi1, int32_t* m) {
-  for (int xi = xi0; xi < xi1; ++xi) {
-    const int32_t* arow[R];
-#pragma GCC unroll 6
-    for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(v + xi * v_position_elems) + r * row_pairs;
-    __m256i acc[R][2];
-#pragma GCC unroll 6
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    const int16_t* b = panel + xi * slab;
-    for (int p = 0; p < npairs; ++p) {
-      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 32));
-      const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 32 + 16));
-      __builtin_prefetch(b + p * 32 + slab, 0, 2);  // the next position's weights (the last: the next panel's)
-#pragma GCC unroll 6
-      for (int r = 0; r < R; ++r) {
-        const __m256i av = _mm256_set1_epi32(arow[r][p]);
-        acc[r][0] = QR_DPWSSD256(acc[r][0], av, b0);
-        acc[r][1] = QR_DPWSSD256(acc[r][1], av, b1);
-      }
-    }
+__attribute__((always_inline)) inline void k_loop(const int32_t* const* arow, const int16_t* b, int npairs,
+                                                  size_t slab, VecI (&acc)[R][2]) {
+  for (int p = 0; p < npairs; ++p) {
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 32));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + p * 32 + 16));
+    __builtin_prefetch(b + p * 32 + slab, 0, 2);  // the next position's weights (the last: the next panel's)
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
-      store32(m + (xi * kMR + r) * kNR, acc[r][0]);
-      store32(m + (xi * kMR + r) * kNR + kLanes32, acc[r][1]);
+      const __m256i av = _mm256_set1_epi32(arow[r][p]);
+      acc[r][0] = QR_DPWSSD256(acc[r][0], av, b0);
+      acc[r][1] = QR_DPWSSD256(acc[r][1], av, b1);
     }
   }
 }
-
-using StripGemm = void (*)(const int16_t*, size_t, int, const int16_t*, size_t, int, int, int, int32_t*);
-constexpr StripGemm kStripGemms[kMR + 1] = {nullptr,       strip_gemm<1>, strip_gemm<2>, strip_gemm<3>,
-                                            strip_gemm<4>, strip_gemm<5>, strip_gemm<6>};
 
 #include "kernels/winograd_body.inc"
 
