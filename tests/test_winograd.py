@@ -32,11 +32,15 @@ F4_CHUNK = 114  # channels per F(4x4) chunk: 255 * 127 * 9 * 114 < 2**25 <= 255 
 S2_NAME = "F(2x2,3x3) on the stride-2 phases"
 
 
+def _need(isa):
+    if isa not in qruntime.available_isas(emulated=True):
+        pytest.skip(f"ISA path {isa} is not available on this host/build")
+
+
 @pytest.fixture(params=list(LIMITS))
 def isa(request):
     """Every path with a Winograd kernel; one this machine (or build) lacks is reported skipped."""
-    if request.param not in qruntime.available_isas(emulated=True):
-        pytest.skip(f"ISA path {request.param} is not available on this host/build")
+    _need(request.param)
     return request.param
 
 
@@ -56,10 +60,6 @@ def _cases(cases, stride_of=lambda case: case[1], c_of=lambda case: case[0]):
     return [pytest.param(isa, *case, id=f"{isa}-{'-'.join(map(str, case))}")
             for isa in LIMITS for case in cases if _variant(isa, c_of(case), stride_of(case))]
 
-
-def _need(isa):
-    if isa not in qruntime.available_isas(emulated=True):
-        pytest.skip(f"ISA path {isa} is not available on this host/build")
 
 # (c, oc, h, w): ResNet-18's stride-1 3x3 layers at 224^2, VGG's channel steps on smaller inputs, odd sizes,
 # channel tails (c or oc not a multiple of 16, odd c), one pixel wide or high.
