@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import qruntime
+from conv_graphs import conv_chain
 from qruntime import ops
 
 # The paths with the kernel (dispatch.cc: KernelTable::direct_conv) and its limits
@@ -124,26 +125,7 @@ def test_model_node_chooses_direct_and_equals_the_reference(rng, isa):
     from qruntime import reference
     from qruntime.model import Model
 
-    def u8(scale, zp):
-        return {"dtype": "uint8", "scale": float(np.float32(scale)), "zero_point": zp}
-
-    t = {}
-    for name, shape in (("a", (16, 3, 7, 7)), ("b", (8, 16, 3, 3))):
-        t[f"{name}.weight"] = rng.integers(-127, 128, shape, dtype=np.int8)
-        t[f"{name}.w_scale"] = rng.uniform(0.0005, 0.002, shape[0]).astype(np.float32)
-        t[f"{name}.bias"] = rng.normal(0, 0.5, shape[0]).astype(np.float32)
-
-    def op(kind, inputs, out, attrs=None, name=None):
-        tensors = {k: f"{name}.{k}" for k in ("weight", "w_scale", "bias")} if name else {}
-        return {"op": kind, "name": out, "inputs": inputs, "outputs": [out], "attrs": attrs or {}, "tensors": tensors}
-
-    def conv(stride, pad):
-        return {"stride": [stride, stride], "padding": [pad] * 4, "dilation": [1, 1], "groups": 1, "act": "relu"}
-
-    values = {"x": {"dtype": "float32"}, "q": u8(0.02, 131), "a": u8(0.05, 0), "b": u8(0.05, 0), "y": {"dtype": "float32"}}
-    ops_ = [op("quantize", ["x"], "q"), op("conv2d", ["q"], "a", conv(2, 3), "a"), op("conv2d", ["a"], "b", conv(1, 1), "b"),
-            op("dequantize", ["b"], "y")]
-    graph = {"inputs": [{"name": "x", "shape": [-1, 3, -1, -1]}], "outputs": ["y"], "values": values, "ops": ops_}
+    graph, t = conv_chain(rng, 3, [("a", 16, 7, 2, 3, 1), ("b", 8, 3, 1, 1, 1)])
     model = Model(graph, t, isa=isa)
     for shape in [(1, 3, 1, 1), (2, 3, 15, 17), (1, 3, 32, 24)]:
         x = rng.normal(0, 1.0, shape).astype(np.float32)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import qruntime
+from conv_graphs import conv_chain
 from qruntime import ops
 
 
@@ -258,29 +259,7 @@ def test_threads_same_bytes(rng, threads, n_threads, isa, c, oc, hw, n, stride):
 def _model_graph(rng, c=32):
     """quantize -> 3x3 stride 1 -> 3x3 stride 2 -> 3x3 stride 1, dilation 2 (Winograd where the path has
     it, but the last: the GEMM) -> dequantize."""
-    def conv(stride, dilation=1):
-        return {"stride": [stride, stride], "padding": [dilation] * 4, "dilation": [dilation, dilation], "groups": 1,
-                "act": "relu"}
-
-    def u8(scale, zp):
-        return {"dtype": "uint8", "scale": float(np.float32(scale)), "zero_point": zp}
-
-    t = {}
-    for name, shape in (("w", (c, c, 3, 3)), ("s", (24, c, 3, 3)), ("d", (16, 24, 3, 3))):
-        t[f"{name}.weight"] = rng.integers(-127, 128, shape, dtype=np.int8)
-        t[f"{name}.w_scale"] = rng.uniform(0.0005, 0.002, shape[0]).astype(np.float32)
-        t[f"{name}.bias"] = rng.normal(0, 0.5, shape[0]).astype(np.float32)
-
-    def op(kind, inputs, out, attrs=None, name=None):
-        tensors = {k: f"{name}.{k}" for k in ("weight", "w_scale", "bias")} if name else {}
-        return {"op": kind, "name": out, "inputs": inputs, "outputs": [out], "attrs": attrs or {}, "tensors": tensors}
-
-    values = {"x": {"dtype": "float32"}, "q": u8(0.02, 131), "a": u8(0.05, 0), "b": u8(0.05, 0), "d": u8(0.05, 0),
-              "y": {"dtype": "float32"}}
-    ops_ = [op("quantize", ["x"], "q"), op("conv2d", ["q"], "a", conv(1), "w"), op("conv2d", ["a"], "b", conv(2), "s"),
-            op("conv2d", ["b"], "d", conv(1, 2), "d"), op("dequantize", ["d"], "y")]
-    graph = {"inputs": [{"name": "x", "shape": [-1, c, -1, -1]}], "outputs": ["y"], "values": values, "ops": ops_}
-    return graph, t
+    return conv_chain(rng, c, [("a", c, 3, 1, 1, 1), ("b", 24, 3, 2, 1, 1), ("d", 16, 3, 1, 2, 2)])
 
 
 @pytest.mark.parametrize("isa,c", _cases([(32,), (144,), (272,)], stride_of=lambda case: 1))  # F(4x4), F(3x3), F(2x2)
