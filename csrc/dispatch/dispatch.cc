@@ -48,7 +48,7 @@ KernelTable make_table(Registry& r, const std::string& isa, const CpuFeatures& f
   t.eltwise = avx2::eltwise_kernels();
   t.transformer = avx2::transformer_kernels();
   t.isa = isa;
-  if (isa == "avx2") return t.winograd = avx2::winograd_kernels(), t;
+  if (isa == "avx2") return t.winograd = avx2::winograd_kernels(), t.direct_conv = avx2::direct_conv_kernels(), t;
   // AVX-VNNI: avx2's table with the GEMM and Winograd replaced.
   if (isa == "avx_vnni") return t.gemm = avx_vnni::gemm_kernels(), t.winograd = avx_vnni::winograd_kernels(), t;
   if (isa == "avx_vnni_evex") return t.gemm = avx_vnni_evex::gemm_kernels(), t.winograd = avx_vnni_evex::winograd_kernels(), t;

@@ -9,4 +9,5 @@ const DwConvKernels* dwconv_kernels();
 const EltwiseKernels* eltwise_kernels();
 const TransformerKernels* transformer_kernels();
 const WinogradKernels* winograd_kernels();
+const DirectConvKernels* direct_conv_kernels();
 }
