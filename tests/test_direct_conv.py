@@ -11,8 +11,8 @@ from conv_graphs import conv_chain
 from qruntime import ops
 
 # The paths with the kernel (dispatch.cc: KernelTable::direct_conv) and its limits
-# (direct_conv_avx2.cc and direct_conv_avx512.cc: kMaxChannels, kMaxRowBytes).
-DIRECT_ISAS = ["avx2", "avx512_vnni", "avx512_vnni_emulated"]
+# (direct_conv_avx2.cc and direct_conv_words.h: kMaxChannels, kMaxRowBytes).
+DIRECT_ISAS = ["avx2", "avx_vnni", "avx_vnni_evex", "avx_vnni_emulated", "avx512_vnni", "avx512_vnni_emulated"]
 MAX_CHANNELS, MAX_ROW_BYTES = 4, 32
 
 

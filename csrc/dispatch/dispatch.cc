@@ -49,9 +49,19 @@ KernelTable make_table(Registry& r, const std::string& isa, const CpuFeatures& f
   t.transformer = avx2::transformer_kernels();
   t.isa = isa;
   if (isa == "avx2") return t.winograd = avx2::winograd_kernels(), t.direct_conv = avx2::direct_conv_kernels(), t;
-  // AVX-VNNI: avx2's table with the GEMM and Winograd replaced.
-  if (isa == "avx_vnni") return t.gemm = avx_vnni::gemm_kernels(), t.winograd = avx_vnni::winograd_kernels(), t;
-  if (isa == "avx_vnni_evex") return t.gemm = avx_vnni_evex::gemm_kernels(), t.winograd = avx_vnni_evex::winograd_kernels(), t;
+  // AVX-VNNI: avx2's table with the GEMM, Winograd and the direct first-layer kernel replaced.
+  if (isa == "avx_vnni") {
+    t.gemm = avx_vnni::gemm_kernels();
+    t.winograd = avx_vnni::winograd_kernels();
+    t.direct_conv = avx_vnni::direct_conv_kernels();
+    return t;
+  }
+  if (isa == "avx_vnni_evex") {
+    t.gemm = avx_vnni_evex::gemm_kernels();
+    t.winograd = avx_vnni_evex::winograd_kernels();
+    t.direct_conv = avx_vnni_evex::direct_conv_kernels();
+    return t;
+  }
   if (isa == "avx512_vnni" || isa == "amx") {
     t.gemm = isa == "amx" ? amx::gemm_kernels() : avx512_vnni::gemm_kernels();
     t.dwconv = avx512_vnni::dwconv_kernels();
@@ -67,7 +77,12 @@ KernelTable make_table(Registry& r, const std::string& isa, const CpuFeatures& f
   }
 #if defined(QR_WITH_EMULATED)
   // Emulated code is SIMDe on AVX2 (or the tile model), so it needs an AVX2 CPU.
-  if (isa == "avx_vnni_emulated") return t.gemm = avx_vnni_emulated::gemm_kernels(), t.winograd = avx_vnni_emulated::winograd_kernels(), t;
+  if (isa == "avx_vnni_emulated") {
+    t.gemm = avx_vnni_emulated::gemm_kernels();
+    t.winograd = avx_vnni_emulated::winograd_kernels();
+    t.direct_conv = avx_vnni_emulated::direct_conv_kernels();
+    return t;
+  }
   if (isa == "avx512_vnni_emulated" || isa == "amx_emulated") {
     t.gemm = isa == "amx_emulated" ? amx_emulated::gemm_kernels() : avx512_vnni_emulated::gemm_kernels();
     t.dwconv = avx512_vnni_emulated::dwconv_kernels();
