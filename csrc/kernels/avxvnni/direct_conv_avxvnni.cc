@@ -9,16 +9,7 @@
 // two ymm of weights).
 // Register map of the block (block<P>): P <= 6 pixels x 16 outputs in 2P ymm accumulators, 2 ymm of
 // weights per word, one broadcast: the GEMM's 6x16 tile.
-#if defined(QR_EMULATED)
-#include "kernels/avx512_intrinsics.h"
-#define QR_DPBUSD256(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
-#elif defined(QR_VNNI_EVEX)
-#include <immintrin.h>
-#define QR_DPBUSD256(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
-#else
-#include <immintrin.h>
-#define QR_DPBUSD256(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
-#endif
+#include "kernels/avxvnni/vnni256.h"
 
 #include <algorithm>
 #include <cstring>

@@ -14,16 +14,7 @@
 //     padded, so one pointer with constant offsets feeds every broadcast of a K group.
 // The accumulators start from the bias; the epilogue is avx2's (epilogue_avx2.h), bit-identical
 // to the scalar reference.
-#if defined(QR_EMULATED)
-#include "kernels/avx512_intrinsics.h"
-#define QR_DPBUSD256(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
-#elif defined(QR_VNNI_EVEX)
-#include <immintrin.h>
-#define QR_DPBUSD256(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
-#else
-#include <immintrin.h>
-#define QR_DPBUSD256(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
-#endif
+#include "kernels/avxvnni/vnni256.h"
 
 #include <cstring>
 

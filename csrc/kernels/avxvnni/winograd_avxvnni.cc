@@ -6,16 +6,7 @@
 // F(3x3) are taken, at stride 1.
 // Register map of the K loop (k_loop<R>): R <= 6 tiles x 16 output channels in 2R ymm
 // accumulators, 2 ymm of weights per K pair, one broadcast: 15 of 16 registers, the GEMM's 6x16.
-#if defined(QR_EMULATED)
-#include "kernels/avx512_intrinsics.h"
-#define QR_DPWSSD256(acc, a, b) _mm256_dpwssd_epi32(acc, a, b)
-#elif defined(QR_VNNI_EVEX)
-#include <immintrin.h>
-#define QR_DPWSSD256(acc, a, b) _mm256_dpwssd_epi32(acc, a, b)
-#else
-#include <immintrin.h>
-#define QR_DPWSSD256(acc, a, b) _mm256_dpwssd_avx_epi32(acc, a, b)
-#endif
+#include "kernels/avxvnni/vnni256.h"
 
 #include <algorithm>
 #include <cstring>
