@@ -142,10 +142,10 @@ struct WinogradKernels {
 
 // Direct convolution of a layer with few input channels (a network's first: 1 or 3), one group,
 // dilation 1, any stride and padding, over one image: each kernel row's kw * c input bytes are
-// contiguous in an NHWC row, so they are read as groups of 4 bytes (avx512_vnni, vpdpbusd) or 2
-// values widened to int16 (avx2, vpmaddwd), each broadcast against that many weights per output
-// channel (zero past kw * c): no im2col, no packing of A. The sums are the GEMM's acc, so the same
-// epilogue gives the same bytes.
+// contiguous in an NHWC row, so they are read as groups of 4 bytes (avx512_vnni and avx_vnni,
+// vpdpbusd) or 2 values widened to int16 (avx2, vpmaddwd), each broadcast against that many weights
+// per output channel (zero past kw * c): no im2col, no packing of A. The sums are the GEMM's acc, so
+// the same epilogue gives the same bytes.
 struct DirectConvTask {
   const uint8_t* x;        // one image, [h][w][c]
   int h, w, c, kh, kw;

@@ -9,10 +9,10 @@
 #pragma once
 #include "kernels/kernels.h"
 
-#define QR_DECLARE_AVXVNNI(ns)                   \
-  namespace qr::ns {                             \
-  const GemmKernels* gemm_kernels();             \
-  const WinogradKernels* winograd_kernels();     \
+#define QR_DECLARE_AVXVNNI(ns)                    \
+  namespace qr::ns {                              \
+  const GemmKernels* gemm_kernels();              \
+  const WinogradKernels* winograd_kernels();      \
   const DirectConvKernels* direct_conv_kernels(); \
   }
 
