@@ -135,7 +135,7 @@ def interleave_main(spec):
                 time.sleep(INTERLEAVE_GAP_S)
                 engine.run(x)
                 burst_end = time.perf_counter() + INTERLEAVE_BURST_S
-                for i in range(INTERLEAVE_BURST_RUNS):
+                for _ in range(INTERLEAVE_BURST_RUNS):
                     t0 = time.perf_counter()
                     engine.run(x)
                     samples[name].append(time.perf_counter() - t0)
@@ -220,8 +220,8 @@ def parse_args(argv):
                    help="seconds of timed runs per cell after warm-up (default: 2, --quick: 0.3)")
     p.add_argument("--child-timeout", type=float, default=600, help="seconds before a cell is abandoned")
     p.add_argument("--interleave", action="store_true",
-                   help="after each column's fresh-process cells, time its engines once more in one process, their "
-                        "runs alternated, and compare qruntime with the peers (and judge the targets) on those "
+                   help="after each column's fresh-process cells, time its engines once more in one process, taking "
+                        "turns in short bursts, and compare qruntime with the peers (and judge the targets) on those "
                         "medians: a host whose speed drifts by more than the gaps between engines then still gives "
                         "fair ratios")
     p.add_argument("--cap-isa", choices=CAP_ISAS, default=None,
@@ -684,7 +684,7 @@ def speedup_chart(records, models, engines, threads, path, title, names=None):
 
 
 def interleave_column(records, model, files, b, t, args):
-    """--interleave: the column's engines that ran in their own processes, timed again alternately in one; each
+    """--interleave: the column's engines that ran in their own processes, timed again in turns in one; each
     record gains `interleaved` (median_ms, p25_ms, min_ms, runs, or an error)."""
     import model_engines
 
