@@ -155,12 +155,13 @@ def test_conv2d_equals_scalar(limit, icg, rng):
 
 def test_engine_reports_the_kernel_choice(rng):
     graph, tensors = every_op_graph(rng)
-    tensors["c1.weight"] = np.clip(tensors["c1.weight"], -64, 64)  # 3x3 conv, K = 27
+    tensors["e1.weight"] = np.clip(tensors["e1.weight"], -64, 64)  # 1x1 conv, K = 8
     fc = tensors["fc.weight"]  # linear, K = 48, full range
     model = Model(graph, tensors, isa="avx2")
     x = rng.normal(0, 1.5, (2, 3, 9, 9)).astype(np.float32)
     kernels = {r["name"]: r["kernel"] for r in model.profile(x, repeat=1)}
-    assert kernels["c1"].startswith(f"gemm avx2 ({FAST_ALL}")
+    assert kernels["e1"].startswith(f"gemm avx2 ({FAST_ALL}")
+    assert kernels["c1"].startswith("direct avx2 (direct: 3-channel 3x3")  # a first layer: no GEMM
     over = f"{_pairs_over(fc)} of {_total_pairs(fc)} weight pairs have |w1|+|w2| > 128"
     assert kernels["fc"] == f"gemm avx2 (vpmaddwd: {over})"
     assert kernels["d1"] == "dwconv avx2 (vpmaddwd: fewer than 32 channels)"  # 8 channels
