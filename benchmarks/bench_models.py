@@ -57,6 +57,16 @@ TARGET_W7_AVX2 = {"seed_cnn": 1.3, "resnet18": 1.0, "mobilenet_v2": 1.3}
 
 # ---- the child: one (engine, model, batch, threads) cell -----------------------------------------
 
+def timed_batch(files, batch):
+    """The first `batch` timed inputs of the model (repeated when it has fewer), contiguous float32."""
+    import numpy as np
+
+    x = np.ascontiguousarray(np.load(files.inputs, mmap_mode="r")[:batch])
+    if len(x) < batch:
+        x = np.concatenate([x] * -(-batch // len(x)))[:batch]
+    return x
+
+
 def child_main(spec):
     """Runs one cell in this fresh process and prints its measurements as one `RESULT {json}` line."""
     result, stage = {}, "import numpy"
@@ -80,9 +90,7 @@ def child_main(spec):
         result["load_ms"] = (time.perf_counter() - t0) * 1e3 - extra.get("remake_ms", 0.0)
         result.update(extra)
         stage = "run"
-        x = np.ascontiguousarray(np.load(files.inputs, mmap_mode="r")[:batch])
-        if len(x) < batch:
-            x = np.concatenate([x] * -(-batch // len(x)))[:batch]
+        x = timed_batch(files, batch)
         samples, first = time_runs(engine.run, x, spec["min_time"], spec["min_runs"])
         result.update(runs=len(samples), first_run_ms=first * 1e3, median_ms=statistics.median(samples) * 1e3,
                       p90_ms=float(np.percentile(samples, 90)) * 1e3, min_ms=min(samples) * 1e3)
@@ -111,9 +119,7 @@ def interleave_main(spec):
         import model_engines
 
         files = model_engines.ModelFiles(Path(spec["root"]), spec["model"])
-        x = np.ascontiguousarray(np.load(files.inputs, mmap_mode="r")[:spec["batch"]])
-        if len(x) < spec["batch"]:
-            x = np.concatenate([x] * -(-spec["batch"] // len(x)))[:spec["batch"]]
+        x = timed_batch(files, spec["batch"])
         engines = {}
         for name, artifact in spec["engines"].items():
             try:
