@@ -1,5 +1,6 @@
 """The avx2 path's depthwise kernels: tap quads on vpmaddubsw when every tap pair the kernel multiplies
-has |w1| + |w2| <= 128, vpmaddwd otherwise; bits equal to scalar and to the reference either way."""
+has |w1| + |w2| <= 128, vpmaddwd on tap pairs otherwise; bits equal to scalar and to the reference either
+way."""
 import numpy as np
 import pytest
 
@@ -87,6 +88,24 @@ def test_full_range_weights_take_vpmaddwd(rng):
     over, total = _pairs_over(w)
     assert _check(rng.integers(0, 256, (1, c, 12, 12), dtype=np.uint8), w, padding=1) == \
         f"vpmaddwd: {over} of {total} tap pairs have |w1|+|w2| > 128"
+
+
+# Full-range weights: the vpmaddwd kernel on tap pairs (2u, 2u + 1), the last of an odd count with
+# itself at weight 0; runs of 4 pixels and single pixels (borders, short rows) of whole 16-channel
+# blocks, a channel tail on the plain layout. Every activation 255 and weights +-127 give each lane's
+# largest pair sums.
+@pytest.mark.parametrize("c", [16, 40, 96])
+@pytest.mark.parametrize("kh,kw,stride,pad", [(3, 3, 1, 1), (3, 3, 2, 1), (1, 2, 1, 0), (2, 3, 1, 1), (5, 5, 1, 2),
+                                              (7, 1, 2, (3, 0))])
+def test_full_range_weights_on_tap_pairs(rng, c, kh, kw, stride, pad):
+    x = rng.integers(0, 256, (2, c, 10, 13), dtype=np.uint8)
+    x[1] = 255
+    w = rng.integers(-127, 128, (c, 1, kh, kw), dtype=np.int8)
+    w[:, 0, 0, 0] = np.where(np.arange(c) % 2, 127, -127)
+    w[: c // 2, 0, -1, -1] = 127  # the last tap: of an odd count, paired with itself
+    w[c // 2:, 0, -1, -1] = -127
+    note = _check(x, w, stride=stride, padding=pad)
+    assert note.startswith("vpmaddwd: "), note
 
 
 def test_fewer_than_32_channels_stay_on_vpmaddwd(rng):

@@ -90,9 +90,9 @@ struct DwConvKernels {
   const char* isa;
   void (*dwconv)(const DwConvArgs& args);
   // Null for a path with one kernel. Otherwise the bytes of its second weight layout (AVX2: tap
-  // quads for vpmaddubsw) for c channels and `taps` taps, and its packer: w is [c][taps] int8; it
-  // returns false when the weights do not allow that kernel, and writes to note (NUL terminated)
-  // which kernel runs and why.
+  // quads for vpmaddubsw, or tap pairs for vpmaddwd) for c channels and `taps` taps, and its packer:
+  // w is [c][taps] int8; it returns false when the weights do not allow that kernel, and writes to
+  // note (NUL terminated) which kernel runs and why.
   size_t (*extra_weights_bytes)(int c, int taps);
   bool (*pack_extra_weights)(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size);
 };
