@@ -10,8 +10,7 @@
 namespace {
 
 // acc[r] += rows r of A (one int32 K pair per word, row r at arow[r]) times the 16-column panel b
-// (64 bytes per K pair), for kp pairs; pf: the line to prefetch beside each pair's. Always
-// inlined into a caller that is itself kept out of line (below).
+// (64 bytes per K pair), for kp pairs; pf: the line to prefetch beside each pair's.
 template <int R>
 __attribute__((always_inline)) inline void vpmaddwd_loop(const int32_t* const* arow, const int8_t* b, int kp, ptrdiff_t pf,
                                                          __m256i (&acc)[R][2]) {
@@ -26,25 +25,6 @@ __attribute__((always_inline)) inline void vpmaddwd_loop(const int32_t* const* a
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
     }
   }
-}
-
-// The GEMM's K loop on its own, for the same reason as the vpmaddubsw kernel's
-// (gemm_avx2_maddubs.cc): inlined next to the epilogue, GCC's register allocation of the loop gets
-// worse (256x1024x1024, 1 thread: ~49 GMAC/s inlined with the two-row epilogue, ~75-89 on its own).
-// Rows of packed A are kp words apart.
-template <int R>
-__attribute__((noinline)) void accumulate(const uint8_t* a, const int8_t* b, int kp, ptrdiff_t pf, __m256i init0,
-                                          __m256i init1, __m256i (&out)[R][2]) {
-  __m256i acc[R][2];
-#pragma GCC unroll 5
-  for (int r = 0; r < R; ++r) acc[r][0] = init0, acc[r][1] = init1;
-  // One pointer per row (5 general registers).
-  const int32_t* arow[R];
-#pragma GCC unroll 5
-  for (int r = 0; r < R; ++r) arow[r] = reinterpret_cast<const int32_t*>(a) + static_cast<size_t>(r) * kp;
-  vpmaddwd_loop<R>(arow, b, kp, pf, acc);
-#pragma GCC unroll 5
-  for (int r = 0; r < R; ++r) out[r][0] = acc[r][0], out[r][1] = acc[r][1];
 }
 
 }  // namespace
