@@ -131,7 +131,7 @@ def _expected_avx2(b, packed):
     n, k = b.shape
     nr, kp, g_all = 16, (k + 1) // 2, (k + 3) // 4
     table = -(-(8 + 6 * g_all) // 64) * 64
-    slot = 64 + max(kp * nr * 4, g_all * nr * 4 + table)
+    slot = 64 + max(kp * nr * 2, g_all * nr * 4 + table)
     got = packed.view(np.uint8).reshape(-1, slot)
     out = np.zeros((-(-n // nr), slot), np.uint8)
     for j0 in range(0, n, nr):
@@ -140,8 +140,8 @@ def _expected_avx2(b, packed):
         w = np.abs(cols.astype(np.int64))
         over = int((w[:, 0:k - 1:2] + w[:, 1:k:2] > 128).sum())
         panel = out[j0 // nr]
-        if over:  # vpmaddwd: [pairs][16 columns][2 x int16]
-            body = np.zeros((kp, nr, 2), np.int16)
+        if over:  # vpmaddwd: [pairs][16 columns][2 x int8]
+            body = np.zeros((kp, nr, 2), np.int8)
             for p in range(k):
                 body[p // 2, :, p % 2] = cols[:, p]
         else:  # vpmaddubsw: groups in step order, then the step table

@@ -3,12 +3,13 @@
 //
 // Register map of the micro-kernel (qgemm_u8s8_5x16__avx2): 5 rows x 16 columns of C held in
 // 10 ymm accumulators (acc[r][0] columns 0-7, acc[r][1] columns 8-15), 2 ymm of B (one K pair for
-// 16 columns, int16), 1 ymm broadcast of one row's K pair of A, 2 for the products before they are
-// added: 15 of 16 registers. (6 rows would need 17 and spill two accumulators every K pair.)
+// 16 columns, sign-extended to int16 as loaded), 1 ymm broadcast of one row's K pair of A, 2 for the
+// products before they are added: 15 of 16 registers. (6 rows would need 17 and spill two
+// accumulators every K pair.)
 // Layouts (docs/kernels.md, "avx2"):
 //   packed B panel: a 64-byte header (int32 kernel: 0 vpmaddwd, 1 vpmaddubsw; int32 pairs over the
-//   bound), then the body of that kernel, in a slot sized for the larger (vpmaddwd) body:
-//   vpmaddwd body: [ceil(K/2) pairs][16 columns][b(n,2p), b(n,2p+1)] int16, zero padded in K and N.
+//   bound), then the body of that kernel, in a slot sized for the larger of the two bodies:
+//   vpmaddwd body: [ceil(K/2) pairs][16 columns][b(n,2p), b(n,2p+1)] int8, zero padded in K and N.
 //   packed A (per block, in scratch): [row][ceil(K/2) pairs] uint32 = two zero-extended bytes.
 // vpmaddwd multiplies int16 pairs and adds them into int32: 255*127*2 fits, so nothing saturates.
 // Routing: a panel takes the vpmaddubsw kernel when every K pair it multiplies has |w1|+|w2| <= 128
@@ -40,7 +41,7 @@ struct PanelHeader {
 constexpr int32_t kVpmaddwd = 0, kVpmaddubsw = 1;
 constexpr size_t kHeaderBytes = 64;  // keeps the body 64-byte aligned
 
-size_t wd_body_bytes(int k) { return static_cast<size_t>(pairs(k)) * kNR * 4; }
+size_t wd_body_bytes(int k) { return static_cast<size_t>(pairs(k)) * kNR * 2; }
 
 // Every panel gets the larger body's room, so panel j starts at j * panel_bytes(k).
 size_t panel_bytes(int k) {
@@ -50,8 +51,7 @@ size_t panel_bytes(int k) {
 
 size_t packed_b_bytes(int n, int k) { return static_cast<size_t>((n + kNR - 1) / kNR) * panel_bytes(k); }
 
-void pack_wd_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int8_t* dst) {
-  int16_t* body = reinterpret_cast<int16_t*>(dst);
+void pack_wd_panel(const int8_t* b, ptrdiff_t ldb, int cols, int k, int8_t* body) {
   for (int jj = 0; jj < cols; ++jj) {
     const int8_t* row = b + jj * ldb;
     for (int p = 0; p < k; ++p) body[(p / 2) * kNR * 2 + jj * 2 + (p & 1)] = row[p];
@@ -140,7 +140,7 @@ void micro_kernel(const uint8_t* a, const int8_t* b, int kp, const Epilogue& ep,
     arow[r] = reinterpret_cast<const int32_t*>(a) + static_cast<size_t>(r) * kp;
     acc[r][0] = init0, acc[r][1] = init1;
   }
-  vpmaddwd_loop<R>(arow, b, kp, pf, acc);
+  vpmaddwd_loop<R, true>(arow, b, kp, pf, acc);
   store_rows16<R, true>(acc, ep, col, c, c_row_bytes, valid);
 }
 
