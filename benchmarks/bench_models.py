@@ -114,8 +114,6 @@ def interleave_main(spec):
     `INTERLEAVED {json}` line: per engine its median, p25 and min ms and run count, or its error."""
     results = {}
     try:
-        import numpy as np
-
         import model_engines
 
         files = model_engines.ModelFiles(Path(spec["root"]), spec["model"])
@@ -131,28 +129,35 @@ def interleave_main(spec):
                 engines[name] = engine
             except Exception as e:  # reported in that engine's record, never dropped
                 results[name] = {"error": f"interleaved: {type(e).__name__}: {first_line(e)}"}
-        samples = {name: [] for name in engines}
-        start = time.perf_counter()
-        while engines and (min(map(len, samples.values())) < spec["min_runs"]
-                           or time.perf_counter() - start < spec["min_time"] * len(engines)):
-            for name, engine in engines.items():
-                # A burst per engine: a pause (the last engine's spinning worker threads go idle), one untimed run
-                # (its caches and threads warm again), then timed runs.
-                time.sleep(INTERLEAVE_GAP_S)
-                engine.run(x)
-                burst_end = time.perf_counter() + INTERLEAVE_BURST_S
-                for _ in range(INTERLEAVE_BURST_RUNS):
-                    t0 = time.perf_counter()
-                    engine.run(x)
-                    samples[name].append(time.perf_counter() - t0)
-                    if t0 > burst_end:
-                        break
-        for name, ts in samples.items():
-            results[name] = {"median_ms": statistics.median(ts) * 1e3, "p25_ms": float(np.percentile(ts, 25)) * 1e3,
-                             "min_ms": min(ts) * 1e3, "runs": len(ts)}
+        results.update(take_turns({name: (lambda engine=engine: engine.run(x)) for name, engine in engines.items()},
+                                  spec["min_runs"], spec["min_time"]))
     except Exception as e:
         results = {name: {"error": f"interleaved: {type(e).__name__}: {first_line(e)}"} for name in spec["engines"]}
     print("INTERLEAVED " + json.dumps(results), flush=True)
+
+
+def take_turns(runs, min_runs, min_time):
+    """Times each of `runs` ({name: a call with no arguments}) in turns of short bursts until every one has
+    min_runs runs and min_time seconds per engine have passed: {name: {median_ms, p25_ms, min_ms, runs}}."""
+    import numpy as np
+
+    samples = {name: [] for name in runs}
+    start = time.perf_counter()
+    while runs and (min(map(len, samples.values())) < min_runs or time.perf_counter() - start < min_time * len(runs)):
+        for name, run in runs.items():
+            # A burst per engine: a pause (the last engine's spinning worker threads go idle), one untimed run
+            # (its caches and threads warm again), then timed runs.
+            time.sleep(INTERLEAVE_GAP_S)
+            run()
+            burst_end = time.perf_counter() + INTERLEAVE_BURST_S
+            for _ in range(INTERLEAVE_BURST_RUNS):
+                t0 = time.perf_counter()
+                run()
+                samples[name].append(time.perf_counter() - t0)
+                if t0 > burst_end:
+                    break
+    return {name: {"median_ms": statistics.median(ts) * 1e3, "p25_ms": float(np.percentile(ts, 25)) * 1e3,
+                   "min_ms": min(ts) * 1e3, "runs": len(ts)} for name, ts in samples.items()}
 
 
 def peak_rss_mb():

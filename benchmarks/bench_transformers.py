@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_models import first_line, fmt_ms, peak_rss_mb, time_runs
+from bench_models import first_line, fmt_ms, peak_rss_mb, take_turns, time_runs
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -46,8 +46,7 @@ def child_main(spec):
         result.update(engine.load(spec["artifact"], spec["batch"], spec["seq"], spec["threads"]))
         result["load_ms"] = (time.perf_counter() - t0) * 1e3
         stage = "run"
-        with np.load(spec["inputs"]) as inputs:
-            x = (inputs["input_ids"][:spec["batch"]].copy(), inputs["attention_mask"][:spec["batch"]].copy())
+        x = load_inputs(spec["inputs"], spec["batch"])
         samples, first = time_runs(lambda pair: engine.run(*pair), x, spec["min_time"], spec["repeat"])
         result.update(runs=len(samples), first_run_ms=first * 1e3, median_ms=statistics.median(samples) * 1e3,
                       p90_ms=float(np.percentile(samples, 90)) * 1e3, min_ms=min(samples) * 1e3)
@@ -60,6 +59,41 @@ def child_main(spec):
     except Exception as e:  # reported in the table, never dropped
         result["error"] = f"{stage}: {type(e).__name__}: {first_line(e)}"
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def load_inputs(path, batch):
+    """The cell's (input_ids, attention_mask): the first `batch` rows of the saved inputs."""
+    import numpy as np
+
+    with np.load(path) as inputs:
+        return inputs["input_ids"][:batch].copy(), inputs["attention_mask"][:batch].copy()
+
+
+def interleave_main(spec):
+    """One row (seq, batch, threads) with --interleave: every engine of spec["engines"] ({name: artifact}) loaded
+    in this one process and timed in turns of short bursts (bench_models.take_turns), so that the host's drift
+    lands on every engine alike. Prints one `INTERLEAVED {json}` line: per engine its median, p25 and min ms and
+    run count, or its error."""
+    results = {}
+    try:
+        import transformer_engines
+
+        x = load_inputs(spec["inputs"], spec["batch"])
+        runs = {}
+        for name, artifact in spec["engines"].items():
+            try:
+                engine = transformer_engines.ENGINES[name]()
+                engine.import_modules()
+                engine.load(artifact, spec["batch"], spec["seq"], spec["threads"])
+                for _ in range(3):  # warm-up: lazy set-up, page faults
+                    engine.run(*x)
+                runs[name] = lambda engine=engine: engine.run(*x)
+            except Exception as e:  # reported in that engine's record, never dropped
+                results[name] = {"error": f"interleaved: {type(e).__name__}: {first_line(e)}"}
+        results.update(take_turns(runs, spec["repeat"], spec["min_time"]))
+    except Exception as e:
+        results = {name: {"error": f"interleaved: {type(e).__name__}: {first_line(e)}"} for name in spec["engines"]}
+    print("INTERLEAVED " + json.dumps(results), flush=True)
 
 
 # ---- the parent: prepare, run the children, report --------------------------------------------
@@ -77,6 +111,9 @@ def parse_args(argv):
     p.add_argument("--repeat", type=int, default=10, help="timed runs per cell after warm-up, at least (default 10)")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs per cell, at least (default 1)")
     p.add_argument("--child-timeout", type=float, default=900, help="seconds before a cell is abandoned")
+    p.add_argument("--interleave", action="store_true",
+                   help="after each row's fresh-process cells, time its engines again in one process, in turns of "
+                        "short bursts, and compare those medians too (for hosts whose speed drifts)")
     p.add_argument("--out", type=Path, default=RESULTS / "bench_transformers.json",
                    help="JSON records (default: results/bench_transformers.json); the .md goes beside it")
     args = p.parse_args(argv)
@@ -154,16 +191,17 @@ def prepare(args):
     return inputs, reference, prepared
 
 
-def run_child(spec, timeout):
-    """Runs one cell in a fresh interpreter; its RESULT record, or an error record."""
+def run_child(spec, timeout, mode="--child", tag="RESULT"):
+    """Runs one cell (or with mode "--interleave-child" one interleaved row) in a fresh interpreter; its `tag`
+    record, or an error record."""
     try:
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), mode, json.dumps(spec)],
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timeout: the child ran over {timeout:.0f} s"}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(tag + " ")]
     if lines:
-        return json.loads(lines[-1][len("RESULT "):])
+        return json.loads(lines[-1][len(tag) + 1:])
     tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
     return {"error": f"child exited with code {proc.returncode}: {tail}"}
 
@@ -195,32 +233,48 @@ def tables(records, args):
     engines, errors = args.engines, []
     rows = [(s, b, t) for s in args.seqs for b in args.batches for t in args.threads]
 
-    def error_ref(rec):
-        if rec["error"] not in errors:
-            errors.append(rec["error"])
-        return f"error[{errors.index(rec['error']) + 1}]"
+    def error_ref(message):
+        if message not in errors:
+            errors.append(message)
+        return f"error[{errors.index(message) + 1}]"
 
     def cell(engine, key, fmt):
         rec = cells[(engine, *key)]
-        return fmt(rec) if "median_ms" in rec else error_ref(rec)
+        return fmt(rec) if "median_ms" in rec else error_ref(rec["error"])
 
     def table(title, head, body):
         return [title, "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
                 *("| " + " | ".join(row) + " |" for row in body), ""]
 
-    latency = []
-    for key in rows:
-        row = [str(v) for v in key] + [cell(e, key, lambda r: fmt_ms(r["median_ms"])) for e in engines]
-        if QRUNTIME in engines:
-            peers = [(cells[(e, *key)]["median_ms"], e) for e in engines
-                     if e != QRUNTIME and "median_ms" in cells[(e, *key)]]
-            qr = cells[(QRUNTIME, *key)]
-            row.append(f"{qr['median_ms'] / min(peers)[0]:.2f} ({min(peers)[1]})" if peers and "median_ms" in qr
-                       else "-")
-        latency.append(row)
+    def own(rec):
+        return rec.get("median_ms")
+
+    def interleaved(rec):
+        return rec.get("interleaved", {}).get("median_ms")
+
+    def latency(median):
+        """Rows of medians (own processes, or interleaved), and qruntime's over the fastest peer's."""
+        body = []
+        for key in rows:
+            recs = [cells[(e, *key)] for e in engines]
+            row = [str(v) for v in key]
+            for rec in recs:
+                message = (rec.get("interleaved", {}).get("error") if median is interleaved else None) or rec.get("error")
+                row.append(fmt_ms(median(rec)) if median(rec) is not None else error_ref(message) if message else "-")
+            if QRUNTIME in engines:
+                peers = [(median(r), r["engine"]) for r in recs if r["engine"] != QRUNTIME and median(r) is not None]
+                qr = median(cells[(QRUNTIME, *key)])
+                row.append(f"{qr / min(peers)[0]:.2f} ({min(peers)[1]})" if peers and qr is not None else "-")
+            body.append(row)
+        return body
+
     ratio_head = ["qruntime / fastest peer"] if QRUNTIME in engines else []
+    head = ["seq", "batch", "threads", *engines, *ratio_head]
     out = table("Median latency, ms per call (p90 in the JSON); last column: qruntime's time over the fastest "
-                "other engine's (< 1: qruntime faster).", ["seq", "batch", "threads", *engines, *ratio_head], latency)
+                "other engine's (< 1: qruntime faster).", head, latency(own))
+    if any("interleaved" in r for r in records):
+        out += table("Interleaved (--interleave): each row's engines loaded in one process and timed in turns of "
+                     "short bursts, median ms; last column as above.", head, latency(interleaved))
     out += table("Peak RSS of the cell's process, MB (VmHWM: import + load + runs).", ["seq", "batch", "threads",
                  *engines], [[str(v) for v in key] + [cell(e, key, lambda r: f"{r['rss_mb']:.0f}") for e in engines]
                              for key in rows])
@@ -251,11 +305,30 @@ def tables(records, args):
     return out
 
 
+def interleave_row(row, inputs, seq, batch, threads, args):
+    """--interleave: the row's engines that ran in their own processes, timed again in turns in one; each record
+    gains `interleaved` (median_ms, p25_ms, min_ms, runs, or an error)."""
+    ok = [r for r in row if "median_ms" in r]
+    if not ok:
+        return
+    spec = {"engines": {r["engine"]: r["artifact"] for r in ok}, "inputs": str(inputs), "seq": seq, "batch": batch,
+            "threads": threads, "repeat": args.repeat, "min_time": args.min_time}
+    result = run_child(spec, args.child_timeout * len(ok), mode="--interleave-child", tag="INTERLEAVED")
+    for r in ok:
+        r["interleaved"] = result.get(r["engine"], {"error": result.get("error", "interleaved: no record")})
+    print(f"  s{seq} b{batch} t{threads} interleaved        " + ", ".join(
+        f"{r['engine']} {fmt_ms(r['interleaved']['median_ms'])}" if "median_ms" in r["interleaved"]
+        else f"{r['engine']} {r['interleaved']['error']}" for r in ok), flush=True)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     os.environ.update(OFFLINE_ENV)  # nothing is downloaded, in this process or its children
     if argv[:1] == ["--child"]:
         child_main(json.loads(argv[1]))
+        return 0
+    if argv[:1] == ["--interleave-child"]:
+        interleave_main(json.loads(argv[1]))
         return 0
     args = parse_args(argv)
     start_busy, start_own, start_wall = cpu_busy_seconds(), sum(os.times()[:4]), time.perf_counter()
@@ -268,6 +341,7 @@ def main(argv=None):
     for seq in args.seqs:
         for batch in args.batches:
             for threads in args.threads:  # engines innermost: one row is measured close together in time
+                row = []
                 for engine in args.engines:
                     rec = {"engine": engine, "seq": seq, "batch": batch, "threads": threads, **prepared[engine]}
                     if "error" not in prepared[engine]:
@@ -282,12 +356,15 @@ def main(argv=None):
                             except Exception as e:
                                 rec["error"] = f"accuracy: {type(e).__name__}: {first_line(e)}"
                     records.append(rec)
+                    row.append(rec)
                     print(f"  s{seq} b{batch} t{threads} {engine:<18} " + (
                         f"{fmt_ms(rec['median_ms'])} ms (p90 {fmt_ms(rec['p90_ms'])}, {rec['runs']} runs), "
                         f"RSS {rec['rss_mb']:.0f} MB, import {rec['import_ms']:.0f} ms, load {rec['load_ms']:.0f} ms"
                         + (f", cos {rec['cos_mean']:.4f} (min {rec['cos_min']:.4f})" if "cos_mean" in rec else "")
                         + (f", {rec['error']}" if "error" in rec else "") if "median_ms" in rec
                         else rec["error"]), flush=True)
+                if args.interleave:
+                    interleave_row(row, inputs[seq], seq, batch, threads, args)
 
     wall = time.perf_counter() - start_wall
     idle_note = None
