@@ -77,7 +77,8 @@ inline int32_t pair_at(const int16_t* p) {
 }
 
 // acc[r] = init + the window of pixel r (rows[ky] + r * px_step) times one panel's weights. Kept out
-// of line, as the GEMM's K loop (vpmaddwd_avx2.h): inlined beside the epilogue, its registers spill.
+// of line: inlined beside the epilogue it was no faster (Zen 3, three models' first layers, within
+// the noise), unlike the GEMM's K loop.
 template <int R>
 __attribute__((noinline)) void accumulate(const int16_t* const* rows, int kh, int np, size_t px_step, const int8_t* w,
                                           __m256i init0, __m256i init1, __m256i (&out)[R][2]) {

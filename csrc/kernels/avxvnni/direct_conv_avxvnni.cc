@@ -24,8 +24,8 @@ namespace {
 constexpr int kMaxP = 6;  // pixels per block
 
 // acc[p] = init + the window of pixel p (rows + ky * rbytes + p * px_step) times the weights of
-// 16 output channels (w: their vector). Kept out of line, as the GEMM's K loop (vpmaddwd_avx2.h):
-// inlined beside the epilogue, its registers spill.
+// 16 output channels (w: their vector). Kept out of line, as avx2's direct kernel; not measured
+// inlined (no AVX-VNNI host yet).
 template <int P>
 __attribute__((noinline)) void accumulate(const DirectConvTask& t, const uint8_t* rows, size_t rbytes, size_t px_step,
                                           const int8_t* w, __m256i init0, __m256i init1, __m256i (&out)[P][2]) {
