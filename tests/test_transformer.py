@@ -316,7 +316,7 @@ def attention64(q, k, v, mask, heads, scale):
     return ((t / t.sum(axis=-1, keepdims=True)) @ v).transpose(0, 2, 1, 3).reshape(n, s, f)
 
 
-@pytest.mark.parametrize("seq", [1, 5, 16, 33])
+@pytest.mark.parametrize("seq", [1, 5, 16, 33, 50])
 def test_attention_wide_scores_ties_and_masked_rows(seq, any_path, rng):
     for features, heads in ((48, 1), (48, 3), (64, 4)):
         graph, tensors = attention_graph(features, heads)

@@ -245,9 +245,11 @@ struct EltwiseKernels {
 struct TransformerKernels {
   const char* isa;
   // One (image, head) of attention: q, k, v and out point at the head's first column, rows ld (q, k, v)
-  // and ld_out (out) floats apart; bias has one value per key; scratch holds 2 * dh * seq + 4 * seq floats.
+  // and ld_out (out) floats apart; bias has one value per key; scratch holds attention_scratch_floats(seq, dh)
+  // floats.
   void (*attention_head)(const float* q, const float* k, const float* v, const float* bias, int64_t seq, int64_t dh,
                          int64_t ld, float scale, float* out, int64_t ld_out, float* scratch);
+  size_t (*attention_scratch_floats)(int64_t seq, int64_t dh);
   // y = y * (0.5 + 0.5 * erf_q(y * 0.70710678)) in place.
   void (*gelu)(float* y, int64_t n);
   // One row of linear_dynamic's input (k floats) to uint8 codes, its scale and zero point, after the

@@ -99,7 +99,7 @@ void attention(const float* q, const float* k, const float* v, int64_t ld, const
     const int64_t in = img * seq * ld + column, first = img * seq * features + column;
     thread_local AlignedBuffer buf;
     kernels.attention_head(q + in, k + in, v + in, bias + img * seq, seq, dh, ld, scale, out + first, features,
-                           scratch<float>(buf, (2 * dh + 4) * seq));
+                           scratch<float>(buf, static_cast<int64_t>(kernels.attention_scratch_floats(seq, dh))));
   });
 }
 

@@ -3,6 +3,7 @@
 // element as ref's dot_tile (separate mul and add, no FMA), so the bits of the scalar path.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/avx2/avx2.h"
@@ -12,9 +13,11 @@ namespace {
 
 constexpr int kTileQ = 4, kTileK = 16;
 
-// acc (4 x 16) = a (4 rows, lda apart) . b (steps rows of 16, ldb apart): 8 named ymm accumulators (an
-// array of them was kept in memory too, a store per add).
-void dot_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t steps, float (*acc)[kTileK]) {
+// The 4 x 16 sums of a (4 rows, lda apart) . b (steps rows of 16, ldb apart) in 8 named ymm accumulators
+// (an array of them was kept in memory too, a store per add), finished in registers: scaled and biased
+// through a float array, the scores' epilogue was a tenth of attention (the vectoriser shuffled it).
+void dot_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t steps, float scale, const float* bias,
+              float* out, int64_t ldo) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
   for (int64_t s = 0; s < steps; ++s) {
@@ -32,14 +35,25 @@ void dot_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t 
     c30 = _mm256_add_ps(c30, _mm256_mul_ps(v, b0));
     c31 = _mm256_add_ps(c31, _mm256_mul_ps(v, b1));
   }
-  _mm256_storeu_ps(acc[0], c00);
-  _mm256_storeu_ps(acc[0] + 8, c01);
-  _mm256_storeu_ps(acc[1], c10);
-  _mm256_storeu_ps(acc[1] + 8, c11);
-  _mm256_storeu_ps(acc[2], c20);
-  _mm256_storeu_ps(acc[2] + 8, c21);
-  _mm256_storeu_ps(acc[3], c30);
-  _mm256_storeu_ps(acc[3] + 8, c31);
+  if (bias) {
+    const __m256 sv = _mm256_set1_ps(scale), b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
+    c00 = _mm256_add_ps(_mm256_mul_ps(c00, sv), b0);
+    c01 = _mm256_add_ps(_mm256_mul_ps(c01, sv), b1);
+    c10 = _mm256_add_ps(_mm256_mul_ps(c10, sv), b0);
+    c11 = _mm256_add_ps(_mm256_mul_ps(c11, sv), b1);
+    c20 = _mm256_add_ps(_mm256_mul_ps(c20, sv), b0);
+    c21 = _mm256_add_ps(_mm256_mul_ps(c21, sv), b1);
+    c30 = _mm256_add_ps(_mm256_mul_ps(c30, sv), b0);
+    c31 = _mm256_add_ps(_mm256_mul_ps(c31, sv), b1);
+  }
+  _mm256_storeu_ps(out, c00);
+  _mm256_storeu_ps(out + 8, c01);
+  _mm256_storeu_ps(out + ldo, c10);
+  _mm256_storeu_ps(out + ldo + 8, c11);
+  _mm256_storeu_ps(out + 2 * ldo, c20);
+  _mm256_storeu_ps(out + 2 * ldo + 8, c21);
+  _mm256_storeu_ps(out + 3 * ldo, c30);
+  _mm256_storeu_ps(out + 3 * ldo + 8, c31);
 }
 
 // The min and max lanes of quantize_row: vminps(x, lo) is x < lo ? x : lo lane by lane, the body's select
@@ -59,7 +73,7 @@ int64_t minmax_lanes(const float* x, int64_t k, float* lo8, float* hi8) {
 
 // kt = k transposed in 8 x 8 blocks (a scalar copy with writes seq floats apart was an eighth of
 // attention's time: every write to one cache set); the edges are copied one by one.
-void transpose_keys(const float* k, int64_t ld, int64_t seq, int64_t dh, float* kt) {
+void transpose_keys(const float* k, int64_t ld, int64_t seq, int64_t dh, float* kt, int64_t ldt) {
   const int64_t j8 = seq - seq % 8, d8 = dh - dh % 8;
   for (int64_t j = 0; j < j8; j += 8)
     for (int64_t d = 0; d < d8; d += 8) {
@@ -76,23 +90,23 @@ void transpose_keys(const float* k, int64_t ld, int64_t seq, int64_t dh, float* 
                    s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE),
                    s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE),
                    s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      float* dst = kt + d * seq + j;
+      float* dst = kt + d * ldt + j;
       _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
-      _mm256_storeu_ps(dst + seq, _mm256_permute2f128_ps(s1, s5, 0x20));
-      _mm256_storeu_ps(dst + 2 * seq, _mm256_permute2f128_ps(s2, s6, 0x20));
-      _mm256_storeu_ps(dst + 3 * seq, _mm256_permute2f128_ps(s3, s7, 0x20));
-      _mm256_storeu_ps(dst + 4 * seq, _mm256_permute2f128_ps(s0, s4, 0x31));
-      _mm256_storeu_ps(dst + 5 * seq, _mm256_permute2f128_ps(s1, s5, 0x31));
-      _mm256_storeu_ps(dst + 6 * seq, _mm256_permute2f128_ps(s2, s6, 0x31));
-      _mm256_storeu_ps(dst + 7 * seq, _mm256_permute2f128_ps(s3, s7, 0x31));
+      _mm256_storeu_ps(dst + ldt, _mm256_permute2f128_ps(s1, s5, 0x20));
+      _mm256_storeu_ps(dst + 2 * ldt, _mm256_permute2f128_ps(s2, s6, 0x20));
+      _mm256_storeu_ps(dst + 3 * ldt, _mm256_permute2f128_ps(s3, s7, 0x20));
+      _mm256_storeu_ps(dst + 4 * ldt, _mm256_permute2f128_ps(s0, s4, 0x31));
+      _mm256_storeu_ps(dst + 5 * ldt, _mm256_permute2f128_ps(s1, s5, 0x31));
+      _mm256_storeu_ps(dst + 6 * ldt, _mm256_permute2f128_ps(s2, s6, 0x31));
+      _mm256_storeu_ps(dst + 7 * ldt, _mm256_permute2f128_ps(s3, s7, 0x31));
     }
   for (int64_t d = 0; d < dh; ++d)
-    for (int64_t j = d < d8 ? j8 : 0; j < seq; ++j) kt[d * seq + j] = k[j * ld + d];
+    for (int64_t j = d < d8 ? j8 : 0; j < seq; ++j) kt[d * ldt + j] = k[j * ld + d];
 }
 
 #include "kernels/transformer_body.inc"
 
-constexpr TransformerKernels kKernels = {QR_ISA_NAME, attention_head, gelu, quantize_row, quantize_row_static, dequantize_row};
+constexpr TransformerKernels kKernels = {QR_ISA_NAME, attention_head, attention_scratch_floats, gelu, quantize_row, quantize_row_static, dequantize_row};
 }  // namespace
 
 const TransformerKernels* transformer_kernels() { return &kKernels; }
