@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_models import first_line, fmt_ms, peak_rss_mb, take_turns, time_runs
+from bench_models import compile_qruntime_sources, first_line, fmt_ms, peak_rss_mb, take_turns, time_runs
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -331,6 +331,7 @@ def main(argv=None):
         interleave_main(json.loads(argv[1]))
         return 0
     args = parse_args(argv)
+    compile_qruntime_sources()
     start_busy, start_own, start_wall = cpu_busy_seconds(), sum(os.times()[:4]), time.perf_counter()
     host = host_info()
     print(f"host: {host['cpu']}, {host['cpus']} CPUs, qruntime isa {host['qruntime_isa']}; "
