@@ -38,7 +38,8 @@ void transpose_keys(const float* k, int64_t ld, int64_t seq, int64_t dh, float* 
 
 #include "kernels/transformer_body.inc"
 
-constexpr TransformerKernels kKernels = {"scalar", attention_head, attention_scratch_floats, gelu, quantize_row, quantize_row_static, dequantize_row};
+constexpr TransformerKernels kKernels = {"scalar", attention_head, attention_scratch_floats, gelu,
+                                         quantize_row, quantize_row_static, dequantize_row};
 }  // namespace
 
 const TransformerKernels* transformer_kernels() { return &kKernels; }
