@@ -6,10 +6,8 @@
 // interleaved in pairs (vpunpck{l,h}bw: t0 with t1, t2 with t3), vpmaddubsw gives x0 w0 + x1 w1 and
 // x2 w2 + x3 w3 per channel as int16, vpunpck{l,h}wd puts each channel's two sums side by side and
 // vpmaddwd by ones adds them into int32. 128 MACs in 20 instructions, where the vpmaddwd kernel
-// needs 48. The in-lane unpacks leave the accumulators' channels in the order
-//   acc0 [0-3 | 16-19], acc1 [4-7 | 20-23], acc2 [8-11 | 24-27], acc3 [12-15 | 28-31]
-// (| separates the two 128-bit lanes), which the packed weights follow and vperm2i128 undoes once
-// per block before the epilogue.
+// needs 48. The accumulators hold the channels in dwconv_quad_order.h's order, which the packed
+// weights follow.
 // Registers for 2 pixels: 8 accumulators, 4 input vectors, ones, 2 temporaries.
 #include "kernels/avx2/dwconv_avx2_maddubs.h"
 
@@ -18,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "kernels/avx2/dwconv_quad_order.h"
 #include "kernels/avx2/epilogue_avx2.h"
 
 namespace qr::avx2::dw_maddubs {
@@ -29,7 +28,8 @@ constexpr int kPairBound = 128;
 int quads(int taps) { return (taps + 3) / 4; }
 
 // The byte of the layout holding weight (tap t of the quad, channel ch of the block), per the
-// unpack order above: vector (t / 2) * 2 + (ch / 8) % 2, lane ch / 16, pair ch % 8, byte t % 2.
+// unpack order (dwconv_quad_order.h): vector (t / 2) * 2 + (ch / 8) % 2, lane ch / 16, pair ch % 8,
+// byte t % 2.
 size_t quad_offset(int t, int ch) {
   const int vec = (t / 2) * 2 + (ch / 8) % 2;
   return static_cast<size_t>(vec) * 32 + (ch / 16) * 16 + (ch % 8) * 2 + t % 2;
@@ -37,30 +37,6 @@ size_t quad_offset(int t, int ch) {
 
 inline __m256i loadu(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 inline __m256i load_w(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-
-// The bias of 32 channels in the quad order above, to start the accumulators from.
-struct QuadBias {
-  __m256i v[4];
-  explicit QuadBias(const int32_t* bias) {
-    const __m256i* b = reinterpret_cast<const __m256i*>(bias);
-    const __m256i b0 = _mm256_loadu_si256(b), b8 = _mm256_loadu_si256(b + 1);
-    const __m256i b16 = _mm256_loadu_si256(b + 2), b24 = _mm256_loadu_si256(b + 3);
-    v[0] = _mm256_permute2x128_si256(b0, b16, 0x20);
-    v[1] = _mm256_permute2x128_si256(b0, b16, 0x31);
-    v[2] = _mm256_permute2x128_si256(b8, b24, 0x20);
-    v[3] = _mm256_permute2x128_si256(b8, b24, 0x31);
-  }
-};
-
-// Writes 32 requantized channels, given the accumulators (bias included) in the quad order above.
-inline void finish(__m256i a0, __m256i a1, __m256i a2, __m256i a3, const float* mult, const RequantConsts& k,
-                   uint8_t* out) {
-  const __m256i c0 = _mm256_permute2x128_si256(a0, a1, 0x20), c8 = _mm256_permute2x128_si256(a2, a3, 0x20);
-  const __m256i c16 = _mm256_permute2x128_si256(a0, a1, 0x31), c24 = _mm256_permute2x128_si256(a2, a3, 0x31);
-  const __m256i p0 = pack16(scale_round8(c0, mult, k), scale_round8(c8, mult + 8, k), k);
-  const __m256i p1 = pack16(scale_round8(c16, mult + 16, k), scale_round8(c24, mult + 24, k), k);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), to_bytes32(p0, p1, k));
-}
 
 // Adds int16 sums in the unpacked order (lo: channels 0-7 | 16-23, hi: 8-15 | 24-31) into the four
 // accumulators: each channel's two sums (p01, p23) side by side, added into int32 by vpmaddwd with
@@ -129,7 +105,9 @@ inline void block(uintptr_t base, ptrdiff_t step, const uintptr_t* off, int taps
       default: quad<P, 4>(tap, step, w, ones, acc); break;
     }
   }
-  for (int j = 0; j < P; ++j) finish(acc[j][0], acc[j][1], acc[j][2], acc[j][3], mult, k, out + j * out_step);
+  for (int j = 0; j < P; ++j)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j * out_step),
+                        finish_quads(acc[j][0], acc[j][1], acc[j][2], acc[j][3], mult, k));
 }
 
 template <int kTaps>
