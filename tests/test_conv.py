@@ -199,7 +199,8 @@ def test_depthwise_runs_and_channel_tails(any_path, c, w, k, stride, pad, dilati
 
 
 # AVX-512 tap quads: blocks of 64 channels (a masked tail of 1-63), quads of 4 taps with 1-3 taps
-# left over (1x1: 1 tap, 2x2: 4, 3x3: 9, 5x5: 25, 7x7: 49), 4-pixel runs and single pixels.
+# left over (1x1: 1 tap, 2x2: 4, 3x3: 9, 5x5: 25, 7x7: 49), 4-pixel runs and single pixels. The
+# avx_vnni ones: blocks of 32, a last block of 1-31 (16 with one load, the others through a copy).
 # 16 and 32: the AVX-512 kernel's narrow blocks (4 or 2 stride-1 pixels per block of lanes, weights
 # repeated), and their fallbacks at stride 2 and at a row's edges.
 @pytest.mark.parametrize("c", [16, 32, 63, 64, 65, 127, 128, 130, 200])

@@ -179,10 +179,9 @@ def test_other_paths_have_no_kernel_choice():
     for isa in qruntime.available_isas(emulated=True):
         if isa != "avx2":
             assert ops.pack_weights(b, isa=isa).kernel_choice == ""
-            # The AVX-512 paths (amx reuses them for depthwise) have one depthwise kernel on packed tap quads.
-            # The avx_vnni tables keep avx2's depthwise kernels (only their GEMM differs).
-            want = ("" if isa == "scalar" else dw_choice("avx2") if isa.startswith("avx_vnni")
-                    else "vpdpbusd on tap quads")
+            # The AVX-512 paths (amx reuses them for depthwise) and the avx_vnni ones have one depthwise
+            # kernel, on packed tap quads.
+            want = "" if isa == "scalar" else "vpdpbusd on tap quads"
             assert dw_choice(isa) == want
 
 

@@ -49,17 +49,19 @@ KernelTable make_table(Registry& r, const std::string& isa, const CpuFeatures& f
   t.transformer = avx2::transformer_kernels();
   t.isa = isa;
   if (isa == "avx2") return t.winograd = avx2::winograd_kernels(), t.direct_conv = avx2::direct_conv_kernels(), t;
-  // AVX-VNNI: avx2's table with the GEMM, Winograd and the direct first-layer kernel replaced.
+  // AVX-VNNI: avx2's table with the GEMM, depthwise, Winograd and the direct first-layer kernel replaced.
   if (isa == "avx_vnni") {
     t.gemm = avx_vnni::gemm_kernels();
     t.winograd = avx_vnni::winograd_kernels();
     t.direct_conv = avx_vnni::direct_conv_kernels();
+    t.dwconv = avx_vnni::dwconv_kernels();
     return t;
   }
   if (isa == "avx_vnni_evex") {
     t.gemm = avx_vnni_evex::gemm_kernels();
     t.winograd = avx_vnni_evex::winograd_kernels();
     t.direct_conv = avx_vnni_evex::direct_conv_kernels();
+    t.dwconv = avx_vnni_evex::dwconv_kernels();
     return t;
   }
   if (isa == "avx512_vnni" || isa == "amx") {
@@ -81,6 +83,7 @@ KernelTable make_table(Registry& r, const std::string& isa, const CpuFeatures& f
     t.gemm = avx_vnni_emulated::gemm_kernels();
     t.winograd = avx_vnni_emulated::winograd_kernels();
     t.direct_conv = avx_vnni_emulated::direct_conv_kernels();
+    t.dwconv = avx_vnni_emulated::dwconv_kernels();
     return t;
   }
   if (isa == "avx512_vnni_emulated" || isa == "amx_emulated") {

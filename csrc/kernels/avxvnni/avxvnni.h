@@ -4,8 +4,9 @@
 //   avx_vnni_evex      the same kernel with EVEX `vpdpbusd ymm` (-mavx512vnni -mavx512vl): a test-only
 //                      path that runs on real AVX-512 VNNI hardware;
 //   avx_vnni_emulated  SIMDe's vpdpbusd on plain AVX2 (test builds only).
-// `gemm`, `winograd` (winograd_avxvnni.cc) and `direct_conv` (direct_conv_avxvnni.cc), the same three
-// builds, differ from the avx2 table. Declarations only: the definitions need their ISA flags.
+// `gemm`, `winograd` (winograd_avxvnni.cc), `direct_conv` (direct_conv_avxvnni.cc) and `dwconv`
+// (dwconv_avxvnni.cc), the same three builds, differ from the avx2 table. Declarations only: the
+// definitions need their ISA flags.
 #pragma once
 #include "kernels/kernels.h"
 
@@ -14,6 +15,7 @@
   const GemmKernels* gemm_kernels();              \
   const WinogradKernels* winograd_kernels();      \
   const DirectConvKernels* direct_conv_kernels(); \
+  const DwConvKernels* dwconv_kernels();          \
   }
 
 QR_DECLARE_AVXVNNI(avx_vnni)
