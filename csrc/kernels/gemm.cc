@@ -12,6 +12,17 @@
 
 namespace qr {
 
+int8_t weight_sum_and_min(const int8_t* w, int64_t k, int32_t* sum) {
+  int32_t s = 0;
+  int8_t lo = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    s += w[i];
+    lo = w[i] < lo ? w[i] : lo;
+  }
+  *sum = s;
+  return lo;
+}
+
 PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_t ldb, int n, int k, int run_bytes) {
   QR_CHECK_ARG(n >= 1, "weights must have at least one output column");
   QR_CHECK_ARG(k >= 1 && k <= kMaxK, "K must be in [1, " + std::to_string(kMaxK) + "], got " + std::to_string(k));
@@ -20,15 +31,9 @@ PackedWeights pack_weights(const GemmKernels& kernels, const int8_t* b, ptrdiff_
   w.n = n;
   w.k = k;
   w.colsum.assign(n, 0);
-  for (int j = 0; j < n; ++j) {
-    const int8_t* row = b + j * ldb;
-    int32_t s = 0;
-    for (int p = 0; p < k; ++p) {
-      QR_CHECK_ARG(row[p] != -128, "weights must be in [-127, 127] (found -128)");
-      s += row[p];
-    }
-    w.colsum[j] = s;
-  }
+  for (int j = 0; j < n; ++j)
+    QR_CHECK_ARG(weight_sum_and_min(b + j * ldb, k, &w.colsum[j]) != -128,
+                 "weights must be in [-127, 127] (found -128)");
   w.data.reset(kernels.packed_b_bytes(n, k));
   kernels.pack_b(b, ldb, n, k, run_bytes, w.data.as<int8_t>());
   if (kernels.describe_packing) {

@@ -438,19 +438,9 @@ std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int 
   p->depthwise = icg == 1 && groups > 1;
   p->colsum.assign(oc, 0);
   const int taps = kh * kw;
-  for (int o = 0; o < oc; ++o) {
-    // A sum and a minimum the vectoriser widens (a check per byte, summed through the vector, was a tenth
-    // of ResNet-18's load; a bool flag kept the loop scalar).
-    const int8_t* wo = w + static_cast<size_t>(o) * k;
-    int32_t sum = 0;
-    int8_t lo = 0;
-    for (int64_t i = 0; i < k; ++i) {
-      sum += wo[i];
-      lo = wo[i] < lo ? wo[i] : lo;
-    }
-    QR_CHECK_ARG(lo != -128, "w_q must hold values in [-127, 127] (found -128)");
-    p->colsum[o] = sum;
-  }
+  for (int o = 0; o < oc; ++o)
+    QR_CHECK_ARG(weight_sum_and_min(w + static_cast<size_t>(o) * k, k, &p->colsum[o]) != -128,
+                 "w_q must hold values in [-127, 127] (found -128)");
   if (p->depthwise) {
     p->c_stride = (oc + 63) / 64 * 64;
     p->dw_weights.assign(static_cast<size_t>(taps) * p->c_stride, 0);
