@@ -135,6 +135,31 @@ def test_batch_size_changes_replan(rng):
     np.testing.assert_array_equal(np.concatenate([model.run(xs[5][i:i + 1])[0] for i in range(5)]), first[5])
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_large_batch_runs_in_chunks_with_the_same_bits(any_path, rng, threads, n_threads):
+    """A batch whose activations pass the threads' L2 caches runs in chunks of images
+    (Engine::chunk_batch): the chunks, a smaller last one among them, give the bits of the images run
+    one at a time and of the reference, and the profile sums each op over the chunks."""
+    qruntime.set_num_threads(n_threads)
+    graph, tensors = every_op_graph(rng)
+    model = Model(graph, tensors, isa=any_path)
+    chunk_of = lambda n: model._engine.batch_chunk([[n, 3, 9, 9]])  # noqa: E731
+    assert chunk_of(1) == 0
+    big = chunk_of(100000)
+    assert 2 <= big < 100000
+    n = next(n for n in range(2 * big + 1, 2 * big + 9) if n % chunk_of(n))  # a smaller last chunk
+    chunk = chunk_of(n)
+    x = rng.normal(0, 1.5, (n, 3, 9, 9)).astype(np.float32)
+    whole = model.run(x)
+    edges = sorted({i for b in range(0, n, chunk) for i in (b - 1, b) if 0 <= i < n} | {n - 1})
+    for i in edges:
+        for got, want in zip(whole, model.run(x[i:i + 1])):
+            np.testing.assert_array_equal(got[i:i + 1], want)
+    _check_outputs(whole, reference.run_graph(graph, tensors, [x]))
+    profile = model.profile(x, repeat=1)
+    assert len(profile) == len(graph["ops"]) and all(row["ms"] > 0 for row in profile)
+
+
 def test_concurrent_runs_equal_serial_runs(rng, threads):
     qruntime.set_num_threads(2)
     graph, tensors = every_op_graph(rng)

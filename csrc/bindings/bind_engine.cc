@@ -132,6 +132,11 @@ void bind_engine(py::module_& m) {
              for (const Shape& s : plan->shapes) out.append(dims(s));
              return py::make_tuple(out, plan->memory.arena_bytes);
            })
+      // The images per chunk a batch of these input shapes runs in (0: whole; Engine::chunk_batch).
+      .def("batch_chunk",
+           [](const Engine& e, const std::vector<std::vector<int64_t>>& input_shapes) {
+             return e.plan(shapes_of(input_shapes))->chunk;
+           })
       // Per op: (kernel, MACs) for these input shapes.
       .def("op_info", [](const Engine& e, const std::vector<std::vector<int64_t>>& input_shapes) {
         const auto plan = e.plan(shapes_of(input_shapes));

@@ -58,6 +58,10 @@ CpuFeatures detect() {
     size_t e = f.brand.find_last_not_of(' ');
     f.brand = s == std::string::npos ? "" : f.brand.substr(s, e - s + 1);
   }
+  if (ext_max >= 0x80000006u) {
+    __get_cpuid(0x80000006u, &a, &b, &c, &d);
+    f.l2_bytes = static_cast<long>(c >> 16) * 1024;  // ECX[31:16]: KB
+  }
 
   __get_cpuid(1, &a, &b, &c, &d);
   const bool osxsave = (c >> 27) & 1;

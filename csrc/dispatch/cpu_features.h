@@ -15,6 +15,7 @@ struct CpuFeatures {
   bool os_avx512 = false;  // XCR0: opmask, ZMM_Hi256, Hi16_ZMM
   bool os_amx = false;     // XCR0: XTILECFG, XTILEDATA
   bool amx_permitted = false;  // the kernel granted XTILEDATA to this process (arch_prctl)
+  long l2_bytes = 0;           // one core's L2 cache (CPUID 0x80000006, Intel and AMD); 0 when unknown
 };
 
 // Reads the CPU once; AMX permission is requested from the OS on that first call.

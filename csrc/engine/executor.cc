@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "dispatch/cpu_features.h"
 #include "engine/transpose.h"
 
 namespace qr::engine {
@@ -125,6 +126,8 @@ Engine::Engine(const GraphSpec& spec)
     op_inputs_.push_back(op.inputs);
     op_outputs_.push_back(v);
     defined[v] = true;
+    for (const auto& t : op.tensors)
+      weight_bytes_ += t.second.elements() * (t.second.dtype == 'f' ? 4 : 1);
   }
   // The nodes (weight packing: most of a load) are independent: built on the thread pool. The
   // error of the first bad op in graph order is the one reported, whatever the thread timing.
@@ -195,11 +198,22 @@ std::shared_ptr<const Plan> Engine::plan(const std::vector<Shape>& input_shapes)
     }
     key.insert(key.end(), s.d, s.d + s.rank);
   }
+  const int threads = ThreadPool::global().num_threads();
+  key.push_back(threads);  // the chunk size depends on it
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = plans_.find(key);
     if (it != plans_.end()) return it->second;
   }
+  std::shared_ptr<Plan> p = build_plan(input_shapes);
+  chunk_batch(*p, input_shapes);
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (plans_.size() >= kMaxPlans) plans_.erase(plans_.begin());
+  plans_.emplace(key, p);
+  return p;
+}
+
+std::shared_ptr<Plan> Engine::build_plan(const std::vector<Shape>& input_shapes) const {
   auto p = std::make_shared<Plan>();
   p->shapes.assign(values_.size(), Shape{});
   for (size_t i = 0; i < inputs_.size(); ++i) p->shapes[inputs_[i]] = input_shapes[i];
@@ -245,10 +259,47 @@ std::shared_ptr<const Plan> Engine::plan(const std::vector<Shape>& input_shapes)
                "the activations of one run at input shape " + shapes_str(input_shapes) + " need " +
                    bytes_str(static_cast<int64_t>(p->memory.arena_bytes)) + ", more than max_activation_bytes (" +
                    bytes_str(max_activation_bytes_) + ")");
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (plans_.size() >= kMaxPlans) plans_.erase(plans_.begin());
-  plans_.emplace(key, p);
   return p;
+}
+
+// A batch of small images runs in chunks whose activations fit the L2 caches of the threads that run
+// it, beside the weights: a chunk's values then stay in cache from op to op instead of going out to L3
+// or memory and back (the seed CNN at batch 256, one thread: 16.2 -> 13.8 ms in chunks of 16 to 32).
+// Each chunk reads every weight again, so a model whose weights do not fit there runs whole (ResNet-18
+// at batch 16 on 2 threads ran 10 % slower in chunks of 2). Every op computes each image on its own,
+// so chunks give the same bits; a graph whose values do not all scale with the batch runs whole.
+void Engine::chunk_batch(Plan& p, const std::vector<Shape>& input_shapes) const {
+  constexpr long kDefaultL2 = 1 << 20;  // when CPUID does not say
+  const int64_t n = input_shapes[0].rank ? input_shapes[0].d[0] : 0;
+  for (const Shape& s : input_shapes)
+    if (s.rank < 1 || s.d[0] != n) return;
+  auto at_batch = [&](int64_t b) {
+    std::vector<Shape> shapes = input_shapes;
+    for (Shape& s : shapes) s.d[0] = b;
+    return build_plan(shapes);
+  };
+  const long l2 = cpu_features().l2_bytes > 0 ? cpu_features().l2_bytes : kDefaultL2;
+  const int64_t budget = static_cast<int64_t>(l2) * ThreadPool::global().num_threads();
+  if (weight_bytes_ >= budget) return;
+  const int64_t per_image = static_cast<int64_t>(std::max<size_t>(at_batch(1)->memory.arena_bytes, 1));
+  const int64_t fit = (budget - weight_bytes_) / per_image;
+  if (fit < 2 || fit >= n) return;
+  const int64_t chunks = (n + fit - 1) / fit, size = (n + chunks - 1) / chunks, tail = n - (chunks - 1) * size;
+  // Every value of a chunk must be the batch's value cut along dimension 0.
+  auto scales = [&](const Plan& part, int64_t b) {
+    for (size_t v = 0; v < values_.size(); ++v) {
+      const Shape &whole = p.shapes[v], &cut = part.shapes[v];
+      if (whole.rank < 1 || cut.rank != whole.rank || whole.d[0] != n || cut.d[0] != b) return false;
+      for (int d = 1; d < whole.rank; ++d)
+        if (cut.d[d] != whole.d[d]) return false;
+    }
+    return true;
+  };
+  std::shared_ptr<const Plan> part = at_batch(size), last = tail == size ? part : at_batch(tail);
+  if (!scales(*part, size) || !scales(*last, tail)) return;
+  p.chunk = size;
+  p.chunk_plan = part;
+  p.tail_plan = last;
 }
 
 std::unique_ptr<Engine::Arena> Engine::take_arena(size_t bytes) const {
@@ -274,6 +325,24 @@ void Engine::run(const Plan& plan, const std::vector<const void*>& inputs, const
                  std::vector<double>* op_seconds) const {
   if (inputs.size() != inputs_.size() || outputs.size() != outputs_.size())
     throw InternalError("Engine::run: wrong number of input or output buffers");
+  if (!plan.chunk) return run_whole(plan, inputs, outputs, op_seconds);
+  const int64_t n = plan.shapes[inputs_[0]].d[0];
+  std::vector<const void*> in(inputs.size());
+  std::vector<float*> out(outputs.size());
+  for (int64_t b0 = 0; b0 < n; b0 += plan.chunk) {
+    // Each input and output is contiguous with the batch outermost: a chunk is a slice of it.
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const int v = inputs_[i];
+      const size_t image_bytes = static_cast<size_t>(plan.shapes[v].elements() / n) * dtype_size(values_[v].dtype);
+      in[i] = static_cast<const uint8_t*>(inputs[i]) + b0 * image_bytes;
+    }
+    for (size_t i = 0; i < outputs.size(); ++i) out[i] = outputs[i] + b0 * (plan.shapes[outputs_[i]].elements() / n);
+    run_whole(n - b0 < plan.chunk ? *plan.tail_plan : *plan.chunk_plan, in, out, op_seconds);
+  }
+}
+
+void Engine::run_whole(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<float*>& outputs,
+                       std::vector<double>* op_seconds) const {
   std::unique_ptr<Arena> arena;
   try {
     arena = take_arena(plan.memory.arena_bytes);

@@ -22,6 +22,10 @@ struct Plan {
   MemoryPlan memory;
   std::vector<bool> in_place_input;  // per graph input: read where it is (no NHWC copy in the arena)
   std::vector<bool> op_reads_nchw;   // per op: its input 0 is a graph input in NCHW order (NodeIo::in_nchw)
+  // chunk > 0: the batch runs as chunks of `chunk` images through chunk_plan, the last one through
+  // tail_plan when it is smaller (Engine::chunk_batch); 0: the batch runs whole through this plan.
+  int64_t chunk = 0;
+  std::shared_ptr<const Plan> chunk_plan, tail_plan;
 };
 
 class Engine {
@@ -53,6 +57,13 @@ class Engine {
     std::vector<const void*> value_ptr, in;
     std::vector<Shape> in_shapes;
   };
+  // The plan of these (already checked) input shapes, without chunks and not cached.
+  std::shared_ptr<Plan> build_plan(const std::vector<Shape>& input_shapes) const;
+  // Splits p's batch into chunks whose activations fit the threads' L2 caches, where that is sound.
+  void chunk_batch(Plan& p, const std::vector<Shape>& input_shapes) const;
+  // Runs one batch, or one chunk, on its own arena.
+  void run_whole(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<float*>& outputs,
+                 std::vector<double>* op_seconds) const;
   std::unique_ptr<Arena> take_arena(size_t bytes) const;
   void give_arena(std::unique_ptr<Arena> arena) const;
 
@@ -60,6 +71,7 @@ class Engine {
   std::vector<int> inputs_, outputs_;
   std::vector<std::vector<int64_t>> input_shapes_;
   int64_t max_activation_bytes_;
+  int64_t weight_bytes_ = 0;  // the ops' constant tensors as the file holds them
   std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<std::vector<int>> op_inputs_;
   std::vector<int> op_outputs_;
