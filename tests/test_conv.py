@@ -199,12 +199,14 @@ def test_depthwise_runs_and_channel_tails(any_path, c, w, k, stride, pad, dilati
 
 
 # AVX-512 tap quads: blocks of 64 channels (a masked tail of 1-63), quads of 4 taps with 1-3 taps
-# left over (1x1: 1 tap, 2x2: 4, 3x3: 9, 5x5: 25, 7x7: 49), 4-pixel runs and single pixels. The
+# left over (1x1: 1 tap, 2x2: 4, 5x5: 25, 7x7: 49), 4-pixel runs and single pixels; a 3x3's quads
+# are its columns, shared along a run at stride 1 and 2 (stride 3: per pixel). The
 # avx_vnni ones: blocks of 32, a last block of 1-31 (16 with one load, the others through a copy).
 # 16 and 32: the AVX-512 kernel's narrow blocks (4 or 2 stride-1 pixels per block of lanes, weights
 # repeated), and their fallbacks at stride 2 and at a row's edges.
 @pytest.mark.parametrize("c", [16, 32, 63, 64, 65, 127, 128, 130, 200])
-@pytest.mark.parametrize("k,stride,pad", [(1, 1, 0), (2, 1, 1), (3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 2), (7, 1, 3)])
+@pytest.mark.parametrize("k,stride,pad", [(1, 1, 0), (2, 1, 1), (3, 1, 1), (3, 2, 1), (3, 3, 0), (5, 1, 2), (5, 2, 2),
+                                          (7, 1, 3)])
 def test_depthwise_tap_quads_and_64_channel_tails(any_path, c, k, stride, pad):
     rng = np.random.default_rng(c * 31 + k * 5 + stride)
     x = rng.integers(0, 256, (1, c, 11, 13), dtype=np.uint8)
@@ -220,16 +222,34 @@ def test_depthwise_tap_quads_and_64_channel_tails(any_path, c, k, stride, pad):
     assert len(np.unique(got)) > 30   # not saturated
 
 
+# 9 taps that are not a 3x3 (AVX-512: consecutive quads, not columns), and a 3x3 whose columns are
+# not neighbours (dilation 2: no column is shared).
+@pytest.mark.parametrize("c", [16, 64, 70])
+@pytest.mark.parametrize("kh,kw,stride,pad,dil", [(1, 9, 1, (0, 4), 1), (9, 1, 1, (4, 0), 1), (3, 3, 1, 2, 2),
+                                                 (3, 3, 2, 2, 2)])
+def test_depthwise_nine_taps_not_columns(any_path, c, kh, kw, stride, pad, dil):
+    rng = np.random.default_rng(c * 7 + kh * 3 + dil)
+    x = rng.integers(0, 256, (2, c, 12, 11), dtype=np.uint8)
+    wq = _weights(rng, c, 1, kh, kw)
+    w_scale, bias, out_scale = _qparams(rng, c, kh * kw)
+    args = (x, 0.05, 11, wq, w_scale, bias, out_scale, 90)
+    kwargs = dict(stride=stride, padding=pad, dilation=dil, groups=c)
+    got = ops.conv2d(*args, **kwargs, isa=any_path)
+    np.testing.assert_array_equal(got, reference.conv2d(*args, **kwargs))
+    assert len(np.unique(got)) > 30   # not saturated
+
+
 @pytest.mark.parametrize("c", [16, 32, 70])
-def test_depthwise_all_255_against_weights_127(any_path, c):
+@pytest.mark.parametrize("k", [3, 5])
+def test_depthwise_all_255_against_weights_127(any_path, c, k):
     """The largest sums a tap-quad lane can take (4 x 255 x 127, both signs), in every tap position."""
     x = np.full((1, c, 9, 9), 255, np.uint8)
-    wq = np.where(np.arange(c)[:, None, None, None] % 2 == 0, 127, -127).astype(np.int8) * np.ones((1, 1, 5, 5), np.int8)
+    wq = np.where(np.arange(c)[:, None, None, None] % 2 == 0, 127, -127).astype(np.int8) * np.ones((1, 1, k, k), np.int8)
     w_scale = np.full(c, 1e-4, np.float32)
     bias = np.zeros(c, np.float32)
     args = (x, 0.05, 0, wq, w_scale, bias, 0.05, 128)
-    got = ops.conv2d(*args, padding=2, groups=c, isa=any_path)
-    want = reference.conv2d(*args, padding=2, groups=c)
+    got = ops.conv2d(*args, padding=k // 2, groups=c, isa=any_path)
+    want = reference.conv2d(*args, padding=k // 2, groups=c)
     np.testing.assert_array_equal(got, want)
     assert got[0, 0].min() > 128 and got[0, 1].max() < 128   # signs kept, not all clamped
     assert len(np.unique(got)) > 4

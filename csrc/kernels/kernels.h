@@ -90,11 +90,11 @@ struct DwConvKernels {
   const char* isa;
   void (*dwconv)(const DwConvArgs& args);
   // Null for a path with one kernel. Otherwise the bytes of its second weight layout (AVX2: tap
-  // quads for vpmaddubsw, or tap pairs for vpmaddwd) for c channels and `taps` taps, and its packer:
-  // w is [c][taps] int8; it returns false when the weights do not allow that kernel, and writes to
-  // note (NUL terminated) which kernel runs and why.
-  size_t (*extra_weights_bytes)(int c, int taps);
-  bool (*pack_extra_weights)(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size);
+  // quads for vpmaddubsw, or tap pairs for vpmaddwd) for c channels and a kh x kw kernel, and its
+  // packer: w is [c][kh * kw] int8; it returns false when the weights do not allow that kernel, and
+  // writes to note (NUL terminated) which kernel runs and why.
+  size_t (*extra_weights_bytes)(int c, int kh, int kw);
+  bool (*pack_extra_weights)(const int8_t* w, int c, int kh, int kw, int8_t* dst, char* note, size_t note_size);
 };
 
 // Exact int8 Winograd for 3x3 convs of one group and dilation 1: F(2x2, 3x3), F(3x3, 3x3) or

@@ -448,9 +448,9 @@ std::shared_ptr<PackedConv2d> pack_conv2d(const int8_t* w, int oc, int icg, int 
       for (int t = 0; t < taps; ++t) p->dw_weights[static_cast<size_t>(t) * p->c_stride + o] = w[o * taps + t];
     const DwConvKernels& dw = *p->table->dwconv;
     if (dw.pack_extra_weights) {
-      p->dw_extra_weights.assign(dw.extra_weights_bytes(oc, taps), 0);
+      p->dw_extra_weights.assign(dw.extra_weights_bytes(oc, kh, kw), 0);
       char note[256];
-      if (!dw.pack_extra_weights(w, oc, taps, p->dw_extra_weights.data(), note, sizeof note)) p->dw_extra_weights.clear();
+      if (!dw.pack_extra_weights(w, oc, kh, kw, p->dw_extra_weights.data(), note, sizeof note)) p->dw_extra_weights.clear();
       p->dw_kernel_choice = note;
     }
     return p;

@@ -36,7 +36,8 @@ int tap_pairs(int taps) { return (taps + 1) / 2; }
 
 size_t pairs_bytes(int c, int taps) { return static_cast<size_t>(c / kCB) * tap_pairs(taps) * kPairBytes; }
 
-size_t extra_bytes(int c, int taps) {
+size_t extra_bytes(int c, int kh, int kw) {
+  const int taps = kh * kw;
   const size_t quads = dw_maddubs::quads_bytes(c, taps), pairs = pairs_bytes(c, taps);
   return kHeaderBytes + (quads > pairs ? quads : pairs);
 }
@@ -53,7 +54,8 @@ void pack_pairs(const int8_t* w, int c, int taps, int16_t* dst) {
 }
 
 // The note is pack_quads': which kernel and why (the vpmaddwd kernel is the tap-pair one).
-bool pack_extra(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size) {
+bool pack_extra(const int8_t* w, int c, int kh, int kw, int8_t* dst, char* note, size_t note_size) {
+  const int taps = kh * kw;
   int32_t kind = kTapQuads;
   if (!dw_maddubs::pack_quads(w, c, taps, dst + kHeaderBytes, note, note_size)) {
     kind = kTapPairs;

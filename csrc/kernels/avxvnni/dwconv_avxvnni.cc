@@ -29,11 +29,12 @@ constexpr int kQuadBytes = 4 * kBlock;  // per quad of taps and block: 4 vectors
 int quads(int taps) { return (taps + 3) / 4; }
 int blocks(int c) { return (c + kBlock - 1) / kBlock; }
 
-size_t quads_bytes(int c, int taps) { return static_cast<size_t>(blocks(c)) * quads(taps) * kQuadBytes; }
+size_t quads_bytes(int c, int kh, int kw) { return static_cast<size_t>(blocks(c)) * quads(kh * kw) * kQuadBytes; }
 
 // [block][quad][vector r][lane L][dword k][tap b] int8: channel 32 block + 16 L + 4 r + k, tap 4 quad + b;
 // channels past c and taps past the last hold 0.
-bool pack_quads(const int8_t* w, int c, int taps, int8_t* dst, char* note, size_t note_size) {
+bool pack_quads(const int8_t* w, int c, int kh, int kw, int8_t* dst, char* note, size_t note_size) {
+  const int taps = kh * kw;
   const int nq = quads(taps);
   for (int ch = 0; ch < c; ++ch) {
     const int b = ch / kBlock, i = ch % kBlock, lane = i / 16, r = i % 16 / 4, k = i % 4;
