@@ -59,8 +59,9 @@ class Engine {
   };
   // The plan of these (already checked) input shapes, without chunks and not cached.
   std::shared_ptr<Plan> build_plan(const std::vector<Shape>& input_shapes) const;
-  // Splits p's batch into chunks whose activations fit the threads' L2 caches, where that is sound.
-  void chunk_batch(Plan& p, const std::vector<Shape>& input_shapes) const;
+  // Splits p's batch into chunks whose activations fit the L2 caches of `threads` threads, where
+  // that is sound.
+  void chunk_batch(Plan& p, const std::vector<Shape>& input_shapes, int threads) const;
   // Runs one batch, or one chunk, on its own arena.
   void run_whole(const Plan& plan, const std::vector<const void*>& inputs, const std::vector<float*>& outputs,
                  std::vector<double>* op_seconds) const;
