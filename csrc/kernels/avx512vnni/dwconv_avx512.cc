@@ -246,6 +246,11 @@ void dwconv_quads(const DwConvArgs& a) {
     for (int v = 0; v < 4; ++v) first[v] = n ? (16 * v) % channels : c0 + 16 * v;
     return QuadEpilogue(a.ep, first);
   };
+  // The lanes of the block at c0 that hold channels: all 64 but in a tail block.
+  auto lanes = [&](int c0) {
+    const int valid = channels - c0;
+    return valid >= kQB ? ~__mmask64{0} : (__mmask64{1} << valid) - 1;
+  };
   auto weights_of = [&](int c0, bool n) {
     return quads + static_cast<size_t>(n ? narrow_block : c0 / kQB) * nq * kQuadBlockBytes;
   };
@@ -256,8 +261,7 @@ void dwconv_quads(const DwConvArgs& a) {
                    int c0, const QuadEpilogue& e) {
     constexpr int P = decltype(kP)::value;
     constexpr bool F = decltype(kF)::value != 0, N = decltype(kN)::value != 0;
-    const int valid = N ? kQB : channels - c0;
-    const __mmask64 m = valid >= kQB ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
+    const __mmask64 m = N ? ~__mmask64{0} : lanes(c0);
     __m512i acc[P][4];
     for (int j = 0; j < P; ++j)
       for (int r = 0; r < 4; ++r) acc[j][r] = e.bias[r];
@@ -290,8 +294,7 @@ void dwconv_quads(const DwConvArgs& a) {
   auto column_run = [&](auto kS, auto kF, uintptr_t base, int count, uint8_t* out, int c0, const QuadEpilogue& e) {
     constexpr int S = decltype(kS)::value;
     constexpr bool F = decltype(kF)::value != 0;
-    const int valid = channels - c0;
-    const __mmask64 m = valid >= kQB ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
+    const __mmask64 m = lanes(c0);
     const int8_t* wq = weights_of(c0, false);
     const uint8_t* rows[3];
     for (int ky = 0; ky < 3; ++ky) rows[ky] = reinterpret_cast<const uint8_t*>(base + offsets[3 * ky]) + c0;
