@@ -273,6 +273,7 @@ void Engine::chunk_batch(Plan& p, const std::vector<Shape>& input_shapes, int th
   const int64_t n = input_shapes[0].rank ? input_shapes[0].d[0] : 0;
   for (const Shape& s : input_shapes)
     if (s.rank < 1 || s.d[0] != n) return;
+  if (n < 3) return;  // a chunk holds at least 2 images and fewer than the batch
   auto at_batch = [&](int64_t b) {
     std::vector<Shape> shapes = input_shapes;
     for (Shape& s : shapes) s.d[0] = b;
