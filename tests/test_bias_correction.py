@@ -1,5 +1,7 @@
 """Bias correction (on by default): output SQNR with and without it on trained digits models, what it does to
 the biases, the mean error it removes, and where it does not apply."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ import torch.nn as nn
 
 import qruntime
 from qruntime import reference
+from qruntime.convert import bias_correction
 from test_convert import calibration, fp32_logits, sqnr_db
 
 MODELS = ("seed_cnn", "small_resnet", "small_mobilenetv2")
@@ -126,3 +129,105 @@ def test_bias_correction_must_be_a_bool(trained, digits):
     model, _ = trained("seed_cnn")
     with pytest.raises(TypeError, match="bias_correction"):
         qruntime.quantize(model, calibration(digits, batches=1), progress=False, bias_correction="yes")
+
+
+class LongSkips(nn.Module):
+    """Values that stay live across waves: a skip over three convs, a branch in float, a concat of all three,
+    so most waves resume from values that an earlier wave's run left."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a1, self.a2, self.a3 = (nn.Conv2d(8, 8, 3, padding=1) for _ in range(3))
+        self.side = nn.Conv2d(8, 8, 1)
+        self.mix = nn.Conv2d(24, 8, 1)
+        self.fc = nn.Linear(8 * 6 * 7, 10)
+
+    def forward(self, x):
+        s = torch.relu(self.stem(x))
+        side = torch.sigmoid(self.side(s))
+        a = self.a3(torch.relu(self.a2(torch.relu(self.a1(s)))))
+        y = torch.relu(self.mix(torch.cat([a + s, side, s], 1)))
+        return self.fc(y.flatten(1))
+
+
+def corrections_from_the_inputs(bc, build_graph, batches, make_model, keep_float=()):
+    """What BiasCorrection.run must equal: each wave measured on the whole int8 model, run from its inputs."""
+    corrections = {}
+    measured = [n for n in bc._nodes if bc._float_counts[n.name] and n.name not in keep_float]
+    for wave in bc._waves(measured):
+        graph, tensors = build_graph(corrections)
+        names = {n.name for n in wave}
+        layer_input = {op["name"]: op["inputs"][0] for op in graph["ops"]
+                       if op["op"] in ("conv2d", "linear") and op["name"] in names}
+        seen = sorted(set(layer_input.values()))
+        probe = {key: val for key, val in graph.items() if key != "output_keys"}
+        probe["ops"] = graph["ops"] + [{"op": "dequantize", "name": f"{v}:seen", "inputs": [v], "outputs": [f"{v}:seen"],
+                                        "attrs": {}, "tensors": {}} for v in seen]
+        probe["values"] = dict(graph["values"], **{f"{v}:seen": {"dtype": "float32"} for v in seen})
+        probe["outputs"] = graph["outputs"] + [f"{v}:seen" for v in seen]
+        model = make_model(probe, tensors)
+        sums = {name: 0.0 for name in names}
+        counts = dict.fromkeys(names, 0)
+        for x in batches:
+            outputs = dict(zip(probe["outputs"], model.run(x)))
+            for node in wave:
+                total, positions = bias_correction._pre_activation_sum(node, outputs[f"{layer_input[node.name]}:seen"],
+                                                                       bc._weights[node.name][1])
+                sums[node.name] = sums[node.name] + total
+                counts[node.name] += positions
+        for node in wave:
+            float_mean = bc._float_sums[node.name] / bc._float_counts[node.name]
+            corrections[node.name] = (float_mean - sums[node.name] / counts[node.name]).astype(np.float32)
+    return corrections
+
+
+@pytest.mark.parametrize("keep_float", [(), ("side",), ("a2",)])
+def test_waves_resumed_from_the_last_run_give_the_corrections_of_runs_from_the_inputs(keep_float, rng, monkeypatch):
+    torch.manual_seed(0)
+    model = LongSkips().eval()
+    batches = [rng.uniform(0, 1, (4, 3, 6, 7)).astype(np.float32) for _ in range(3)]
+    resumed, direct, ops_run = [], [], []
+    run = bias_correction.BiasCorrection.run
+
+    def both(self, build_graph, batches, make_model, keep_float=()):
+        def counting(graph, tensors):
+            ops_run.extend(op["name"] for op in graph["ops"])
+            return make_model(graph, tensors)
+        resumed.append(run(self, build_graph, batches, counting, keep_float))
+        direct.append(corrections_from_the_inputs(self, build_graph, batches, make_model, keep_float))
+        return resumed[-1]
+    monkeypatch.setattr(bias_correction.BiasCorrection, "run", both)
+    q = qruntime.quantize(model, batches, progress=False, keep_float=keep_float)
+    assert len(resumed) == 1 and resumed[0].keys() == direct[0].keys()
+    assert len(resumed[0]) == 7 - len(keep_float)
+    for name in direct[0]:
+        assert np.array_equal(resumed[0][name], direct[0][name]), name
+    # each wave ran from where the last one stopped: the runs together hold about one model, not one per wave
+    model_ops = [op["name"] for op in q.graph["ops"]]
+    assert len([name for name in ops_run if name in model_ops]) < 1.5 * len(model_ops), (ops_run, model_ops)
+
+
+@pytest.mark.parametrize("attrs", [
+    {"stride": [1, 1], "padding": [1, 1, 1, 1], "dilation": [1, 1], "groups": 1},
+    {"stride": [2, 3], "padding": [0, 2, 1, 0], "dilation": [1, 1], "groups": 2},
+    {"stride": [1, 2], "padding": [2, 2, 2, 2], "dilation": [2, 1], "groups": 6},  # depthwise, dilated
+])
+def test_the_summed_pre_activation_is_the_sum_of_the_conv(attrs, rng):
+    x = torch.from_numpy(rng.uniform(0, 3, (3, 6, 9, 11)).astype(np.float32))
+    w = torch.from_numpy(rng.normal(0, 1, (12, 6 // attrs["groups"], 3, 3)))
+    node = SimpleNamespace(op="conv2d", attrs=attrs)
+    total, positions = bias_correction._pre_activation_sum(node, x, w)
+    top, left, bottom, right = attrs["padding"]
+    y = torch.nn.functional.conv2d(torch.nn.functional.pad(x.double(), (left, right, top, bottom)), w, None,
+                                   attrs["stride"], 0, attrs["dilation"], attrs["groups"])
+    assert positions == y.shape[0] * y.shape[2] * y.shape[3]
+    np.testing.assert_allclose(total, y.sum(dim=(0, 2, 3)).numpy(), rtol=1e-12, atol=1e-9)
+
+
+def test_the_summed_pre_activation_of_a_linear_counts_every_token(rng):
+    x = rng.uniform(-2, 2, (2, 5, 7)).astype(np.float32)  # (batch, seq, features)
+    w = torch.from_numpy(rng.normal(0, 1, (4, 7)))
+    total, positions = bias_correction._pre_activation_sum(SimpleNamespace(op="linear", attrs={}), x, w)
+    assert positions == 10
+    np.testing.assert_allclose(total, (x.reshape(-1, 7).astype(np.float64) @ w.numpy().T).sum(0), rtol=1e-12)

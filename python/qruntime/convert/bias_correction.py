@@ -9,10 +9,15 @@ the layer's output right on average (docs/quantization.md "Bias correction").
 Layers are corrected in waves, in graph order: a layer's x_q is measured on the engine with every layer
 before it already corrected, so no drift is corrected twice. A wave holds the layers whose inputs no
 uncorrected layer reaches, so a chain of n layers takes n engine runs over the calibration data, a
-wide block one.
+wide block one. Each run starts where the last one stopped, from the values live there (kept per batch,
+uint8 as uint8), so together they run the model about once rather than once per wave.
+
+Only the sums of W x over images and positions are needed, and a sum of a conv is W applied to the input
+summed under each tap: no conv is run for them.
 """
 import numpy as np
 
+from ..reference import dequantize, quantize
 from .quantize import quantize_weight
 
 
@@ -32,7 +37,8 @@ class BiasCorrection:
             w = np.asarray(node.params["weight"], np.float32)
             w_q, w_scale = weight_quantizer(node.params["weight"], per_channel, weight_bits)
             dequantized = w_q.astype(np.float32) * w_scale.reshape(-1, *[1] * (w.ndim - 1))
-            self._weights[node.name] = torch.from_numpy(w), torch.from_numpy(dequantized)
+            self._weights[node.name] = (torch.from_numpy(w.astype(np.float64)),
+                                        torch.from_numpy(dequantized.astype(np.float64)))
         self._float_sums = {n.name: 0.0 for n in self._nodes}
         self._float_counts = dict.fromkeys(self._float_sums, 0)
 
@@ -47,32 +53,39 @@ class BiasCorrection:
         weight, _ = self._weights[node.name]
 
         def observe(x):  # x: the IR's value (calibrate's to_ir)
-            y = _pre_activation(node, x, weight)
-            self._float_sums[node.name] = self._float_sums[node.name] + y.double().sum(dim=1).numpy()
-            self._float_counts[node.name] += y.shape[1]
+            total, positions = _pre_activation_sum(node, x, weight)
+            self._float_sums[node.name] = self._float_sums[node.name] + total
+            self._float_counts[node.name] += positions
         return observe
 
     def run(self, build_graph, batches, make_model, keep_float=()):
         """{layer name: e}. build_graph(corrections) -> (.qnn graph dict, tensors) of the int8 model with those
         corrections; make_model(graph, tensors) -> Model; batches: the calibration inputs (numpy arrays);
         keep_float: layers that run in float in this model (beyond those given to the constructor)."""
-        import torch
-
         corrections = {}
         measured = [n for n in self._nodes if self._float_counts[n.name] and n.name not in keep_float]
-        for wave in self._waves(measured):
-            probe, tensors, position = _with_inputs_as_outputs(*build_graph(corrections), [n.name for n in wave])
-            model = make_model(probe, tensors)
+        waves = self._waves(measured)
+        resume = None
+        for w, wave in enumerate(waves):
+            graph, tensors = build_graph(corrections)
+            if resume is None or not resume.still_holds(graph, tensors):
+                resume = _Resume.at_inputs(graph, batches)
+            open_layers = {n.name for later in waves[w:] for n in later}
+            probe = _Probe(graph, tensors, [n.name for n in wave], resume, open_layers)
+            model = make_model(probe.graph, probe.tensors)
             sums = {n.name: 0.0 for n in wave}
             counts = dict.fromkeys(sums, 0)
-            for x in batches:
-                outputs = model.run(x)
+            captured = []
+            for fed in resume.values:
+                outputs = model.run(probe.inputs(fed))
                 outputs = outputs if isinstance(outputs, list) else [outputs]
                 for node in wave:
-                    x_q = torch.from_numpy(outputs[position[node.name]])
-                    y = _pre_activation(node, x_q, self._weights[node.name][1])
-                    sums[node.name] = sums[node.name] + y.double().sum(dim=1).numpy()
-                    counts[node.name] += y.shape[1]
+                    total, positions = _pre_activation_sum(node, outputs[probe.position[node.name]],
+                                                           self._weights[node.name][1])
+                    sums[node.name] = sums[node.name] + total
+                    counts[node.name] += positions
+                captured.append(probe.capture(fed, outputs))
+            resume = probe.next_resume(captured)
             for node in wave:
                 float_mean = self._float_sums[node.name] / self._float_counts[node.name]
                 corrections[node.name] = (float_mean - sums[node.name] / counts[node.name]).astype(np.float32)
@@ -91,38 +104,155 @@ class BiasCorrection:
         return [waves[d] for d in sorted(waves)]
 
 
-def _pre_activation(node, x, weight):
-    """(W x) of a conv2d / linear IR node, as (out channels, every image and position): no bias, no act."""
+def _pre_activation_sum(node, x, weight):
+    """(W x) of a conv2d / linear IR node (no bias, no act) summed over every image and output position: one
+    float64 per output channel, and the number of positions. By linearity the sum is W applied to the input
+    summed under each tap, a fraction of the conv's work (1 / out channels)."""
+    import torch
     import torch.nn.functional as F
 
-    x = x.float()
+    x, w = torch.as_tensor(x).double(), weight  # weight: float64 (BiasCorrection keeps them so)
     if node.op == "linear":
-        return F.linear(x, weight).reshape(-1, weight.shape[0]).T
+        rows = x.reshape(-1, w.shape[1])
+        return (w @ rows.sum(dim=0)).numpy(), rows.shape[0]
+    images = x.shape[0]
     top, left, bottom, right = node.attrs["padding"]
-    x = F.pad(x, (left, right, top, bottom))  # zeros: the int8 conv pads with the zero point, a real 0
-    y = F.conv2d(x, weight, None, node.attrs["stride"], 0, node.attrs["dilation"], node.attrs["groups"])
-    return y.transpose(0, 1).reshape(y.shape[1], -1)
+    x = F.pad(x.sum(dim=0), (left, right, top, bottom))  # zeros: the int8 conv pads with the zero point, a real 0
+    (sh, sw), (dh, dw), groups = node.attrs["stride"], node.attrs["dilation"], node.attrs["groups"]
+    out_channels, group_channels, kh, kw = w.shape
+    ho, wo = (x.shape[1] - dh * (kh - 1) - 1) // sh + 1, (x.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    taps = torch.stack([x[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw].sum(dim=(1, 2))
+                        for i in range(kh) for j in range(kw)], dim=1)  # (in channels, kh * kw)
+    total = torch.einsum("gok,gk->go", w.reshape(groups, out_channels // groups, -1), taps.reshape(groups, -1))
+    return total.reshape(out_channels).numpy(), images * ho * wo
 
 
-def _with_inputs_as_outputs(graph, tensors, layer_names):
-    """(graph, tensors, {layer name: output index}): the .qnn graph cut after the last op the named layers'
-    inputs need, its outputs those inputs dequantized (layers reading the same value share one)."""
-    op_of = {op["name"]: op for op in graph["ops"] if op["op"] in ("conv2d", "linear")}
-    sources = [op_of[name]["inputs"][0] for name in layer_names]
-    produced_at = {out: i for i, op in enumerate(graph["ops"]) for out in op["outputs"]}
-    ops = graph["ops"][:1 + max((produced_at.get(v, -1) for v in sources), default=-1)]
-    outputs, position = [], {}
-    for name, source in zip(layer_names, sources):
-        probe = f"{source}:bias_correction"
-        if probe not in outputs:
-            ops.append({"op": "dequantize", "name": probe, "inputs": [source], "outputs": [probe], "attrs": {},
-                        "tensors": {}})
-            outputs.append(probe)
-        position[name] = outputs.index(probe)
-    used = {v for op in ops for v in op["inputs"] + op["outputs"]} | {i["name"] for i in graph["inputs"]}
-    values = {v: spec for v, spec in graph["values"].items() if v in used}
-    values.update({probe: {"dtype": "float32"} for probe in outputs})
-    kept_tensors = {t: tensors[t] for op in ops for t in op["tensors"].values()}
-    probe_graph = {key: val for key, val in graph.items() if key != "output_keys"}
-    probe_graph.update(ops=ops, values=values, outputs=outputs)
-    return probe_graph, kept_tensors, position
+_LAYERS = ("conv2d", "linear")
+
+
+class _Resume:
+    """Where one wave's engine run leaves the int8 model for the next: every value some op at or after op `at`
+    still reads, per calibration batch ({value: array}; uint8 values as uint8), and the ops, value specs
+    and tensors before `at` that made them, so a later wave can tell that they still hold."""
+
+    def __init__(self, at, values, ops, specs, tensors):
+        self.at, self.values, self._ops, self._specs, self._tensors = at, values, ops, specs, tensors
+
+    @classmethod
+    def at_inputs(cls, graph, batches):
+        names = [i["name"] for i in graph["inputs"]]
+        values = [dict(zip(names, x if isinstance(x, (list, tuple)) else [x])) for x in batches]
+        return cls(0, values, [], {}, {})
+
+    def still_holds(self, graph, tensors):
+        """Whether graph's first `at` ops are the ones the values came from: a later wave's corrections can
+        still move an earlier value's scale (the least scale its readers' biases need, quantize.py)."""
+        ops = graph["ops"][:self.at]
+        return (ops == self._ops and all(graph["values"][v] == spec for v, spec in self._specs.items())
+                and all(np.array_equal(tensors[t], a) for t, a in self._tensors.items()))
+
+
+class _Probe:
+    """The int8 model from a resume point to the last op a wave's layers' inputs need: fed the values live at
+    the resume point, it outputs those inputs dequantized, and the values the next wave resumes from."""
+
+    def __init__(self, graph, tensors, layer_names, resume, open_layers):
+        ops, values = graph["ops"], graph["values"]
+        self._graph_values = values
+        produced_at = {i["name"]: -1 for i in graph["inputs"]}
+        produced_at.update((out, i) for i, op in enumerate(ops) for out in op["outputs"])
+        last_read = {}
+        for i, op in enumerate(ops):
+            for v in op["inputs"]:
+                last_read[v] = i
+        layer_of = {op["name"]: op for op in ops if op["op"] in _LAYERS}
+        sources = [layer_of[name]["inputs"][0] for name in layer_names]
+        start = resume.at
+        end = max([start] + [produced_at[v] + 1 for v in sources])
+        # The next wave resumes before the first layer whose bias is still open (this wave's included)
+        first_open = next((i for i, op in enumerate(ops) if op["op"] in _LAYERS and op["name"] in open_layers),
+                          len(ops))
+        self._next_at = min(first_open, end)
+
+        def live(at):
+            return [v for v, i in produced_at.items() if i < at and last_read.get(v, -1) >= at]
+        window = ops[start:end]
+        read = {v for op in window for v in op["inputs"]} | set(sources)
+        self._fed = [v for v in live(start) if v in read]
+        self._carried = [v for v in live(self._next_at) if produced_at[v] < start]
+        self._captured = [v for v in live(self._next_at) if produced_at[v] >= start]
+        self._next_ops = ops[:self._next_at]
+
+        given = {i["name"]: i for i in graph["inputs"]}
+        first = resume.values[0] if resume.values else {}
+        inputs, lead, probe_values = [], [], {}
+        for v in self._fed:
+            if v in given:
+                inputs.append(given[v])
+            elif values[v]["dtype"] == "uint8":  # fed dequantized; quantizing gives back the same bytes
+                inputs.append({"name": f"{v}:resume", "shape": [-1, *first[v].shape[1:]]})
+                lead.append(_unary("quantize", f"{v}:resume", f"{v}:resume", v))
+                probe_values[f"{v}:resume"] = {"dtype": "float32"}
+            else:
+                inputs.append({"name": v, "shape": [-1, *first[v].shape[1:]]})
+        outputs, tail, self.position = [], [], {}
+        for name, source in zip(layer_names, sources):
+            probe = f"{source}:bias_correction"
+            if probe not in outputs:
+                tail.append(_unary("dequantize", probe, source, probe))
+                outputs.append(probe)
+            self.position[name] = outputs.index(probe)
+        self._first_capture = len(outputs)
+        self._capturable = (self._next_at >= start
+                            and all(values[v]["dtype"] in ("uint8", "float32") for v in self._captured))
+        if self._capturable:
+            for v in self._captured:
+                if values[v]["dtype"] == "uint8":
+                    tail.append(_unary("dequantize", f"{v}:resume", v, f"{v}:resume"))
+                    outputs.append(f"{v}:resume")
+                else:
+                    outputs.append(v)
+        probe_ops = lead + window + tail
+        used = {v for op in probe_ops for v in op["inputs"] + op["outputs"]}
+        probe_values.update({v: spec for v, spec in values.items() if v in used})
+        probe_values.update({v: {"dtype": "float32"} for v in outputs if v not in values})
+        self.tensors = {t: tensors[t] for op in window for t in op["tensors"].values()}
+        self.graph = {key: val for key, val in graph.items() if key != "output_keys"}
+        self.graph.update(inputs=inputs, ops=probe_ops, values=probe_values, outputs=outputs)
+        self._next_specs = {v: values[v] for op in self._next_ops for v in op["outputs"]}
+        self._next_tensors = {t: tensors[t] for op in self._next_ops for t in op["tensors"].values()}
+
+    def inputs(self, fed):
+        """The engine's inputs for one batch's resume values."""
+        arrays = []
+        for v in self._fed:
+            spec = self._graph_values[v]
+            arrays.append(dequantize(fed[v], spec["scale"], spec["zero_point"]) if spec["dtype"] == "uint8" else fed[v])
+        return arrays
+
+    def capture(self, fed, outputs):
+        """One batch's values for the next wave, or None where they cannot be fed back exactly."""
+        if not self._capturable:
+            return None
+        got = {v: fed[v] for v in self._carried}
+        for v, out in zip(self._captured, outputs[self._first_capture:]):
+            if not 2 <= out.ndim <= 4:  # graph inputs are 2- to 4-D
+                return None
+            spec = self._graph_values[v]
+            if spec["dtype"] == "uint8":
+                q = quantize(out, spec["scale"], spec["zero_point"])
+                if not np.array_equal(dequantize(q, spec["scale"], spec["zero_point"]), out):
+                    return None  # a scale too small to tell the bytes apart after dequantizing
+                out = q
+            got[v] = out
+        return got
+
+    def next_resume(self, captured):
+        """The next wave's resume point (None: it starts from the graph inputs)."""
+        if any(c is None for c in captured):
+            return None
+        return _Resume(self._next_at, captured, self._next_ops, self._next_specs, self._next_tensors)
+
+
+def _unary(kind, name, source, output):
+    return {"op": kind, "name": name, "inputs": [source], "outputs": [output], "attrs": {}, "tensors": {}}
