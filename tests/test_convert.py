@@ -1,6 +1,7 @@
 """qruntime.quantize end to end on models trained on real digits: accuracy for every observer, parity
 with PyTorch's own int8, the engine against the graph interpreter, and the converter's errors."""
 import copy
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -174,6 +175,9 @@ def test_unsupported_model_lists_every_node():
     msg = str(info.value)
     for what in ("reflect", "features.0", "erf", "LSTM", "rnn.0", "keep_float"):
         assert what in msg, f"{what!r} missing from: {msg}"
+    # a function call is placed by its line in forward()
+    line = inspect.getsourcelines(_Unsupported.forward)[1] + 1
+    assert f"torch.erf at node 'erf' ({__file__}:{line})" in msg, msg
 
 
 class _DataDependent(nn.Module):

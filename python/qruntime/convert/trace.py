@@ -42,9 +42,16 @@ def trace(model, example_input):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     examples = _example_tensors(example_input)
     model = copy.deepcopy(model).eval()
-    gm = _symbolic_trace(model)
+    gm = _symbolic_trace(model, stack_traces=False)
     _propagate_shapes(gm, examples)
-    return _Mapper(gm).graph(), gm
+    try:
+        return _Mapper(gm).graph(), gm
+    except UnsupportedOpError:
+        # Traced again with stack traces, so the error can name lines of forward(). Only here: a process's
+        # first stack trace costs torch 1.7-3 s (Zen 3), most of a small model's quantize.
+        gm = _symbolic_trace(model, stack_traces=True)
+        _propagate_shapes(gm, examples)
+        return _Mapper(gm).graph(), gm
 
 
 def _example_tensors(example_input):
@@ -57,10 +64,10 @@ def _example_tensors(example_input):
                     f"got {type(example_input).__name__}")
 
 
-def _symbolic_trace(model):
-    # What torch.fx.symbolic_trace does, plus stack traces so messages can point at the line of forward().
+def _symbolic_trace(model, stack_traces):
+    # What torch.fx.symbolic_trace does; with stack_traces, messages can point at the line of forward().
     tracer = fx.Tracer()
-    tracer.record_stack_traces = True
+    tracer.record_stack_traces = stack_traces
     try:
         graph = tracer.trace(model)
     except Exception as e:
