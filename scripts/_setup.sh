@@ -127,11 +127,12 @@ if tty:
     sys.stdout.write("\r\033[K")
 '
 
-# setup_qruntime WHAT PIP-ARGS...: builds and installs the package from this checkout.
+# setup_qruntime WHAT TIME PIP-ARGS...: builds and installs the package from this checkout; TIME is what the
+# build takes on 2 cores.
 setup_qruntime() {
-  local what=$1
-  shift
-  stage "qruntime, $what (C++ extension, 1-2 min)"
+  local what=$1 time=$2
+  shift 2
+  stage "qruntime, $what (C++ extension, $time)"
   echo
   "$py" -m pip install -v --disable-pip-version-check -c constraints.txt --no-build-isolation "$@" 2>&1 |
     tee -a "$qr_log" | "$py" -u -c "$qr_progress_py" || fail "building qruntime"

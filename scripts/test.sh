@@ -11,7 +11,7 @@ setup_env
 setup_simde
 setup_torch
 setup_build_tools
-setup_qruntime "emulated ISA paths on, dev extras" -Ccmake.define.QRUNTIME_EMULATED_ISAS=ON ".[dev]"
+setup_qruntime "emulated ISA paths on, dev extras" "about 5 min" -Ccmake.define.QRUNTIME_EMULATED_ISAS=ON ".[dev]"
 
 stage "pytest"
 echo
