@@ -231,3 +231,20 @@ def test_the_summed_pre_activation_of_a_linear_counts_every_token(rng):
     total, positions = bias_correction._pre_activation_sum(SimpleNamespace(op="linear", attrs={}), x, w)
     assert positions == 10
     np.testing.assert_allclose(total, (x.reshape(-1, 7).astype(np.float64) @ w.numpy().T).sum(0), rtol=1e-12)
+
+
+def test_a_resume_point_is_dropped_once_anything_before_it_changes():
+    """A later wave's correction can move an earlier value's scale (the least scale its readers' biases
+    need): values kept from before that must not be fed to the next run."""
+    ops = [{"op": "quantize", "name": "x", "inputs": ["x"], "outputs": ["x:q"], "attrs": {}, "tensors": {}},
+           {"op": "conv2d", "name": "c", "inputs": ["x:q"], "outputs": ["c"], "attrs": {}, "tensors": {"weight": "w"}}]
+    values = {"x": {"dtype": "float32"}, "x:q": {"dtype": "uint8", "scale": 0.1, "zero_point": 3},
+              "c": {"dtype": "uint8", "scale": 0.2, "zero_point": 0}}
+    tensors = {"w": np.ones((2, 1, 1, 1), np.int8)}
+    resume = bias_correction._Resume(2, [], ops, {"x:q": values["x:q"], "c": values["c"]}, dict(tensors))
+    graph = {"ops": ops, "values": values}
+    assert resume.still_holds(graph, tensors)
+    rescaled = {"ops": ops, "values": dict(values, **{"x:q": dict(values["x:q"], scale=0.11)})}
+    assert not resume.still_holds(rescaled, tensors)
+    assert not resume.still_holds(graph, {"w": np.full((2, 1, 1, 1), 2, np.int8)})
+    assert not resume.still_holds({"ops": ops[:1] + [dict(ops[1], name="d")], "values": values}, tensors)
