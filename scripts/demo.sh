@@ -10,7 +10,7 @@ QR_STAGES=5
 setup_env
 setup_torch
 setup_build_tools
-setup_qruntime "with torch and demo extras" "about 1.5 min" ".[torch,demo]"
+setup_qruntime "with torch and demo extras" "about 2 min" ".[torch,demo]"
 
 stage "demo"
 echo
