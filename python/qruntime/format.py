@@ -29,8 +29,6 @@ import math
 import os
 import struct
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -49,12 +47,15 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # --- the op table -------------------------------------------------------------------------------
+# Plain classes, not dataclasses: building eight dataclasses and importing pathlib for one write were
+# half of `import qruntime` (17 of 33 ms, Zen 3), which a process that only loads and runs pays.
 
-@dataclass(frozen=True)
 class Int:
     """An int attr (a JSON bool is not one) in [lo, hi]."""
-    lo: int
-    hi: int = _INT32_MAX
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, lo, hi=_INT32_MAX):
+        self.lo, self.hi = lo, hi
 
     def error(self, value):
         if not _is_int(value) or not self.lo <= value <= self.hi:
@@ -62,11 +63,12 @@ class Int:
         return None
 
 
-@dataclass(frozen=True)
 class IntList:
     """A list of exactly `length` ints, each in [lo, 2^31 - 1]."""
-    length: int
-    lo: int
+    __slots__ = ("length", "lo")
+
+    def __init__(self, length, lo):
+        self.length, self.lo = length, lo
 
     def error(self, value):
         if not (isinstance(value, list) and len(value) == self.length
@@ -75,7 +77,6 @@ class IntList:
         return None
 
 
-@dataclass(frozen=True)
 class Dims:
     """NCHW dims to reduce over: a list of 1 to 3 distinct ints in [1, 3] in increasing order (never the batch)."""
 
@@ -86,12 +87,13 @@ class Dims:
         return None
 
 
-@dataclass(frozen=True)
 class Float:
     """A JSON number with a fraction or exponent (1e-06, 0.5; not 1) in [lo, hi]: an int attr would reach
     the engine as an int."""
-    lo: float
-    hi: float
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
 
     def error(self, value):
         if not (isinstance(value, float) and math.isfinite(value) and self.lo <= value <= self.hi):
@@ -99,7 +101,6 @@ class Float:
         return None
 
 
-@dataclass(frozen=True)
 class Bool:
     """A JSON true/false (not 0/1)."""
 
@@ -107,10 +108,12 @@ class Bool:
         return None if isinstance(value, bool) else "must be a bool (true or false)"
 
 
-@dataclass(frozen=True)
 class Choice:
     """One of a few strings."""
-    options: tuple
+    __slots__ = ("options",)
+
+    def __init__(self, options):
+        self.options = options
 
     def error(self, value):
         if not (isinstance(value, str) and value in self.options):
@@ -118,28 +121,26 @@ class Choice:
         return None
 
 
-@dataclass(frozen=True)
 class TensorRole:
     """A constant an op reads from the file. `shape` entries are fixed sizes (ints) or dimension
     names (any size >= 1, equal wherever the same name appears in the op's roles, e.g. "oc").
     `values`: None, "int8_symmetric" (no -128), "finite", "positive" (finite and > 0) or "index" (>= 0)."""
-    dtype: str
-    shape: tuple
-    required: bool = True
-    values: str = None
+    __slots__ = ("dtype", "shape", "required", "values")
+
+    def __init__(self, dtype, shape, required=True, values=None):
+        self.dtype, self.shape, self.required, self.values = dtype, shape, required, values
 
 
-@dataclass(frozen=True)
 class OpSpec:
     """What an op computes (one line), its (input dtype, output dtype) pairs (all inputs share one
     dtype), how many inputs it takes (max None = any number), its attrs, its tensor roles, and
     whether its output must carry its input's quantization (ops that never requantize)."""
-    doc: str
-    dtypes: tuple
-    inputs: tuple = (1, 1)
-    attrs: dict = field(default_factory=dict)
-    tensors: dict = field(default_factory=dict)
-    same_qparams: bool = False
+    __slots__ = ("doc", "dtypes", "inputs", "attrs", "tensors", "same_qparams")
+
+    def __init__(self, doc, dtypes, inputs=(1, 1), attrs=None, tensors=None, same_qparams=False):
+        self.doc, self.dtypes, self.inputs, self.same_qparams = doc, dtypes, inputs, same_qparams
+        self.attrs = {} if attrs is None else attrs
+        self.tensors = {} if tensors is None else tensors
 
 
 _ACT = Choice(("none", "relu", "relu6"))
@@ -259,7 +260,8 @@ OPS = {
 def write(path, graph, tensors):
     """Validate `graph` and `tensors` (dict name -> ndarray) and write them to `path` as a .qnn file."""
     data = to_bytes(graph, tensors)  # validated before the file is opened: a bad graph never truncates it
-    Path(path).write_bytes(data)
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def read(path):
@@ -269,7 +271,9 @@ def read(path):
         size = os.fstat(f.fileno()).st_size
         _header_length(f.read(8), size)
         f.seek(0)
-        data = bytearray(size)  # writable: the tensors can be views of it, not copies
+        # Writable, so the tensors can be views of it, not copies; uninitialised, as the read fills it
+        # (a bytearray's zero fill took 10 ms of ResNet-18's load)
+        data = np.empty(size, dtype=np.uint8)
         if f.readinto(data) != size:
             raise FormatError("header length: the file changed size while it was read")
         return _parse(data, copy=False)
@@ -310,7 +314,7 @@ def from_bytes(data):
 
 
 def _parse(data, copy):
-    """from_bytes; with copy=False the tensors are views of `data` (read() hands over a fresh bytearray)."""
+    """from_bytes; with copy=False the tensors are views of `data` (read() hands over a fresh buffer)."""
     try:
         view = memoryview(data).cast("B")
     except TypeError as e:
