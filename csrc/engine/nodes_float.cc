@@ -3,7 +3,9 @@
 // every path, so their bits are the same on every CPU.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -53,9 +55,9 @@ class DequantizeNode : public Node {
 
 // Float conv2d and linear sum each output's products one by one, bias first, in tap order then input
 // channel order: the bits of one scalar sum per output. They run many outputs at once: weights are laid
-// out with the output channels innermost (padded to whole chunks), and a block of up to kBlock outputs
-// keeps its sums in a fixed-size array the compiler holds in vector registers. (One sum at a time, each
-// add waited for the last: ResNet-18 at 64x64 with six layers in float spent 0.80 s of 0.83 in them.)
+// out with the output channels innermost (BlockedWeights), and a block of up to kBlock outputs keeps its
+// sums in vector registers (Sums). (One sum at a time, each add waited for the last: ResNet-18 at 64x64
+// with six layers in float spent 0.80 s of 0.83 in them; 0.05 s now.)
 constexpr int64_t kChunk = 8;   // output channels are padded to a multiple of this
 constexpr int64_t kBlock = 32;  // outputs summed together: 8 SSE registers
 
@@ -73,14 +75,60 @@ void with_block_width(int64_t count, Fn&& fn) {
   }
 }
 
+// N running float32 sums as N / 4 vectors (GCC's vector types: a plain float array was kept on the stack,
+// a load and a store per add). Lane-wise IEEE mul and add, no contraction: each lane is one scalar sum.
+template <int64_t N>
+struct Sums {
+  using F4 = float __attribute__((vector_size(16)));
+  static_assert(N % 4 == 0, "whole vectors");
+  F4 v[N / 4];
+
+  static F4 load(const float* p) {
+    F4 r;
+    std::memcpy(&r, p, sizeof r);
+    return r;
+  }
+  explicit Sums(const float* start) {
+    for (int64_t i = 0; i < N / 4; ++i) v[i] = load(start + 4 * i);
+  }
+  // sum[j] += x * w[j]
+  void add(float x, const float* w) {
+    const F4 xv = {x, x, x, x};
+    for (int64_t i = 0; i < N / 4; ++i) v[i] = v[i] + xv * load(w + 4 * i);
+  }
+  // sum[j] += x[j] * w[j]
+  void add(const float* x, const float* w) {
+    for (int64_t i = 0; i < N / 4; ++i) v[i] = v[i] + load(x + 4 * i) * load(w + 4 * i);
+  }
+  void store(float* out) const { std::memcpy(out, v, sizeof v); }
+};
+
 float apply(float v, Activation act) {
   if (act == Activation::kNone) return v;
   v = std::max(v, 0.0f);
   return act == Activation::kRelu6 ? std::min(v, 6.0f) : v;
 }
 
-// y[m, o] = act(bias[o] + sum_k x[m, k] w[o, k]), the sum in k order; rows and blocks of outputs in
-// parallel (one row at batch 1 still spreads over the threads).
+// Weights (n outputs, `rows` products each: inputs, or taps x input channels) in blocks of kBlock
+// outputs, block by block, each [rows][its outputs padded to a chunk]: a block's weights are contiguous,
+// and stay in cache across the inputs that meet them. A block's width is what with_block_width picks.
+struct BlockedWeights {
+  std::vector<float> w;
+  int64_t rows = 0;
+  BlockedWeights() = default;
+  // at(o, i): output o's weight for product i.
+  template <typename At>
+  BlockedWeights(int64_t n, int64_t rows_, At&& at) : w(padded_outputs(n) * rows_, 0.0f), rows(rows_) {
+    for (int64_t o = 0; o < n; ++o) {
+      const int64_t o0 = o / kBlock * kBlock, width = std::min(kBlock, padded_outputs(n) - o0);
+      for (int64_t i = 0; i < rows; ++i) w[o0 * rows + i * width + o - o0] = at(o, i);
+    }
+  }
+  const float* block(int64_t o0) const { return w.data() + o0 * rows; }  // o0: a multiple of kBlock
+};
+
+// y[m, o] = act(bias[o] + sum_k x[m, k] w[o, k]), the sum in k order. Tasks: a block of outputs for up to
+// kRows rows, so the block's weights serve them all from cache (one row at batch 1: blocks in parallel).
 class LinearFloatNode : public Node {
  public:
   LinearFloatNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
@@ -88,14 +136,11 @@ class LinearFloatNode : public Node {
     const ConstTensor* w = tensor(spec, "weight", 'f', 2, true);
     n_ = w->shape[0];
     k_ = w->shape[1];
-    np_ = padded_outputs(n_);
     const auto* wd = static_cast<const float*>(w->data);
-    wt_.assign(k_ * np_, 0.0f);  // (k, outputs padded)
-    for (int64_t o = 0; o < n_; ++o)
-      for (int64_t k = 0; k < k_; ++k) wt_[k * np_ + o] = wd[o * k_ + k];
+    w_ = BlockedWeights(n_, k_, [&](int64_t o, int64_t k) { return wd[o * k_ + k]; });
     const ConstTensor* b = tensor(spec, "bias", 'f', 1, false);
     QR_CHECK_ARG(!b || b->shape[0] == n_, where(spec) + ": tensor 'bias' must have one value per output");
-    bias_.assign(np_, 0.0f);
+    bias_.assign(padded_outputs(n_), 0.0f);
     if (b) std::copy_n(static_cast<const float*>(b->data), n_, bias_.begin());
     act_ = activation(spec, true);
   }
@@ -105,22 +150,23 @@ class LinearFloatNode : public Node {
     return Shape{2, {in[0].n(), n_, 0, 0}};
   }
   void run(const NodeIo& io) const override {
+    constexpr int64_t kRows = 16;
     const auto* x = static_cast<const float*>(io.in[0]);
     auto* y = static_cast<float*>(io.out);
-    const int64_t blocks = (n_ + kBlock - 1) / kBlock;
-    ThreadPool::global().parallel_for(io.in_shapes[0].n() * blocks, [&](int64_t task) {
-      const int64_t m = task / blocks, o0 = task % blocks * kBlock, count = std::min(kBlock, n_ - o0);
-      const float* xm = x + m * k_;
+    const int64_t m = io.in_shapes[0].n(), blocks = (n_ + kBlock - 1) / kBlock, chunks = (m + kRows - 1) / kRows;
+    ThreadPool::global().parallel_for(blocks * chunks, [&](int64_t task) {
+      const int64_t o0 = task / chunks * kBlock, r0 = task % chunks * kRows, count = std::min(kBlock, n_ - o0);
+      const float* wb = w_.block(o0);
       with_block_width(count, [&](auto width) {
         constexpr int64_t N = decltype(width)::value;
-        float acc[N];
-        for (int64_t j = 0; j < N; ++j) acc[j] = bias_[o0 + j];
-        for (int64_t k = 0; k < k_; ++k) {
-          const float v = xm[k];
-          const float* w = wt_.data() + k * np_ + o0;
-          for (int64_t j = 0; j < N; ++j) acc[j] += v * w[j];
+        for (int64_t r = r0; r < std::min(m, r0 + kRows); ++r) {
+          const float* xr = x + r * k_;
+          Sums<N> sums(bias_.data() + o0);
+          for (int64_t k = 0; k < k_; ++k) sums.add(xr[k], wb + k * N);
+          float acc[kBlock];
+          sums.store(acc);
+          for (int64_t j = 0; j < count; ++j) y[r * n_ + o0 + j] = apply(acc[j], act_);
         }
-        for (int64_t j = 0; j < count; ++j) y[m * n_ + o0 + j] = apply(acc[j], act_);
       });
     });
   }
@@ -128,14 +174,16 @@ class LinearFloatNode : public Node {
   std::string kernel() const override { return "float32 c++"; }
 
  private:
-  int64_t n_ = 0, k_ = 0, np_ = 0;
-  std::vector<float> wt_, bias_;
+  int64_t n_ = 0, k_ = 0;
+  BlockedWeights w_;
+  std::vector<float> bias_;
   Activation act_ = Activation::kNone;
 };
 
 // Direct NHWC convolution in float32: out[oc] = act(bias[oc] + the sum over taps (ky, kx) in order, then
-// input channels of the group in order, of x * w); padding contributes nothing. Weights per group as
-// (kh, kw, icg, output channels of the group padded), so a tap's input channel meets a row of weights.
+// input channels of the group in order, of x * w); padding contributes nothing. Per group, the weights
+// are blocked (BlockedWeights, rows: tap, then input channel), and each block runs along a whole output
+// row while its weights stay in cache.
 class Conv2dFloatNode : public Node {
  public:
   Conv2dFloatNode(const OpSpec& spec, const GraphSpec& graph) : Node(spec) {
@@ -168,23 +216,30 @@ class Conv2dFloatNode : public Node {
                      " is not smaller than the kernel's dilated extent (" + std::to_string(span_h_) + ", " +
                      std::to_string(span_w_) + ")");
     ocg_ = oc_ / groups_;
-    // Depthwise (one input and one output channel per group): the sums run across channels instead,
-    // weights as (kh, kw, channels); otherwise groups of (kh, kw, icg, output channels padded).
-    depthwise_ = icg_ == 1 && ocg_ == 1;
-    ocgp_ = depthwise_ ? oc_ : padded_outputs(ocg_);
+    const int64_t taps = kh_ * kw_;
     const auto* wd = static_cast<const float*>(w->data);
-    w_.assign(groups_ * kh_ * kw_ * icg_ * ocgp_ / (depthwise_ ? oc_ : 1), 0.0f);
-    for (int64_t o = 0; o < oc_; ++o)
-      for (int64_t ic = 0; ic < icg_; ++ic)
-        for (int64_t t = 0; t < kh_ * kw_; ++t)
-          w_[depthwise_ ? t * oc_ + o : ((o / ocg_ * kh_ * kw_ + t) * icg_ + ic) * ocgp_ + o % ocg_] =
-              wd[(o * icg_ + ic) * kh_ * kw_ + t];
     const ConstTensor* b = tensor(spec, "bias", 'f', 1, false);
     QR_CHECK_ARG(!b || b->shape[0] == oc_, where(spec) + ": tensor 'bias' must have one value per output channel");
-    bias_.assign(depthwise_ ? oc_ : groups_ * ocgp_, 0.0f);  // as the weights' output channels
-    if (b)
+    const float* bd = b ? static_cast<const float*>(b->data) : nullptr;
+    // Depthwise (one input and one output channel per group): the sums run across channels instead, weights
+    // as (tap, channel).
+    depthwise_ = icg_ == 1 && ocg_ == 1;
+    if (depthwise_) {
+      dw_weights_.resize(taps * oc_);
       for (int64_t o = 0; o < oc_; ++o)
-        bias_[depthwise_ ? o : o / ocg_ * ocgp_ + o % ocg_] = static_cast<const float*>(b->data)[o];
+        for (int64_t t = 0; t < taps; ++t) dw_weights_[t * oc_ + o] = wd[o * taps + t];
+      bias_.assign(oc_, 0.0f);
+      if (bd) std::copy_n(bd, oc_, bias_.begin());
+    } else {
+      for (int64_t g = 0; g < groups_; ++g)
+        weights_.emplace_back(ocg_, taps * icg_, [&](int64_t o, int64_t i) {
+          return wd[((g * ocg_ + o) * icg_ + i % icg_) * taps + i / icg_];
+        });
+      const int64_t ocgp = padded_outputs(ocg_);
+      bias_.assign(groups_ * ocgp, 0.0f);  // per group, padded as the blocks
+      if (bd)
+        for (int64_t o = 0; o < oc_; ++o) bias_[o / ocg_ * ocgp + o % ocg_] = bd[o];
+    }
     act_ = activation(spec, true);
   }
 
@@ -203,46 +258,51 @@ class Conv2dFloatNode : public Node {
     const auto* x = static_cast<const float*>(io.in[0]);
     auto* y = static_cast<float*>(io.out);
     const int64_t h = s.h(), w = s.w(), c = s.c(), oh = o.h(), ow = o.w();
-    const size_t group_weights = static_cast<size_t>(kh_ * kw_ * icg_ * ocgp_);
     ThreadPool::global().parallel_for(s.n() * oh, [&](int64_t row) {
       const int64_t img = row / oh, oy = row % oh;
-      // The taps inside the image, the same for every pixel of the row but for the columns.
-      const int64_t ky0 = std::max<int64_t>(0, (pt_ - oy * sh_ + dh_ - 1) / dh_);
-      const int64_t ky1 = std::min<int64_t>(kh_, (h + pt_ - oy * sh_ + dh_ - 1) / dh_);
-      for (int64_t ox = 0; ox < ow; ++ox) {
-        const int64_t kx0 = std::max<int64_t>(0, (pl_ - ox * sw_ + dw_ - 1) / dw_);
-        const int64_t kx1 = std::min<int64_t>(kw_, (w + pl_ - ox * sw_ + dw_ - 1) / dw_);
-        float* out = y + ((img * oh + oy) * ow + ox) * oc_;
-        if (depthwise_) {
-          depthwise_pixel(x + img * h * w * c, w, oy * sh_ - pt_, ox * sw_ - pl_, ky0, ky1, kx0, kx1, out);
-          continue;
+      // The taps inside the image: rows for the whole output row, columns per pixel.
+      Window win;
+      win.ky0 = std::max<int64_t>(0, (pt_ - oy * sh_ + dh_ - 1) / dh_);
+      win.ky1 = std::min<int64_t>(kh_, (h + pt_ - oy * sh_ + dh_ - 1) / dh_);
+      win.y0 = oy * sh_ - pt_;
+      const float* x_img = x + img * h * w * c;
+      float* out_row = y + (img * oh + oy) * ow * oc_;
+      auto columns = [&](int64_t ox) {
+        win.kx0 = std::max<int64_t>(0, (pl_ - ox * sw_ + dw_ - 1) / dw_);
+        win.kx1 = std::min<int64_t>(kw_, (w + pl_ - ox * sw_ + dw_ - 1) / dw_);
+        win.x0 = ox * sw_ - pl_;
+      };
+      if (depthwise_) {
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          columns(ox);
+          depthwise_pixel(x_img, w, win, out_row + ox * oc_);
         }
-        for (int64_t g = 0; g < groups_; ++g) {
-          const float* wg = w_.data() + g * group_weights;
-          const float* xg = x + img * h * w * c + g * icg_;
-          for (int64_t j0 = 0; j0 < ocg_; j0 += kBlock) {
-            const int64_t count = std::min(kBlock, ocg_ - j0);
-            with_block_width(count, [&](auto width) {
-              constexpr int64_t N = decltype(width)::value;
-              float acc[N];
-              for (int64_t j = 0; j < N; ++j) acc[j] = bias_[g * ocgp_ + j0 + j];
-              for (int64_t ky = ky0; ky < ky1; ++ky) {
-                const int64_t iy = oy * sh_ - pt_ + ky * dh_;
-                for (int64_t kx = kx0; kx < kx1; ++kx) {
-                  const float* xp = xg + (iy * w + ox * sw_ - pl_ + kx * dw_) * c;
-                  const float* wp = wg + (ky * kw_ + kx) * icg_ * ocgp_ + j0;
-                  for (int64_t ic = 0; ic < icg_; ++ic) {
-                    const float v = xp[ic];
-                    const float* wr = wp + ic * ocgp_;
-                    for (int64_t j = 0; j < N; ++j) acc[j] += v * wr[j];
-                  }
-                }
-              }
-              for (int64_t j = 0; j < count; ++j) out[g * ocg_ + j0 + j] = apply(acc[j], act_);
-            });
-          }
-        }
+        return;
       }
+      const int64_t ocgp = padded_outputs(ocg_);
+      for (int64_t g = 0; g < groups_; ++g)
+        for (int64_t j0 = 0; j0 < ocg_; j0 += kBlock) {
+          const float* wb = weights_[g].block(j0);
+          const float* bias = bias_.data() + g * ocgp + j0;
+          const int64_t count = std::min(kBlock, ocg_ - j0);
+          with_block_width(count, [&](auto width) {
+            constexpr int64_t N = decltype(width)::value;
+            for (int64_t ox = 0; ox < ow; ++ox) {
+              columns(ox);
+              Sums<N> sums(bias);
+              for (int64_t ky = win.ky0; ky < win.ky1; ++ky)
+                for (int64_t kx = win.kx0; kx < win.kx1; ++kx) {
+                  const float* xp = x_img + ((win.y0 + ky * dh_) * w + win.x0 + kx * dw_) * c + g * icg_;
+                  const float* wt = wb + (ky * kw_ + kx) * icg_ * N;
+                  for (int64_t ic = 0; ic < icg_; ++ic) sums.add(xp[ic], wt + ic * N);
+                }
+              float acc[kBlock];
+              sums.store(acc);
+              float* out = out_row + ox * oc_ + g * ocg_ + j0;
+              for (int64_t j = 0; j < count; ++j) out[j] = apply(acc[j], act_);
+            }
+          });
+        }
     });
   }
 
@@ -250,31 +310,46 @@ class Conv2dFloatNode : public Node {
   std::string kernel() const override { return "float32 c++"; }
 
  private:
-  // One output pixel of a depthwise conv: blocks of kBlock channels, the last one shorter (a runtime
-  // count, so no input byte past the pixel's channels is read). (y0, x0): the window's top left.
-  void depthwise_pixel(const float* x, int64_t w, int64_t y0, int64_t x0, int64_t ky0, int64_t ky1, int64_t kx0,
-                       int64_t kx1, float* out) const {
-    auto block = [&](int64_t c0, auto width, int64_t count) {
-      constexpr int64_t N = decltype(width)::value;
-      float acc[N];
-      for (int64_t j = 0; j < count; ++j) acc[j] = bias_[c0 + j];
-      for (int64_t ky = ky0; ky < ky1; ++ky)
-        for (int64_t kx = kx0; kx < kx1; ++kx) {
-          const float* xp = x + ((y0 + ky * dh_) * w + x0 + kx * dw_) * oc_ + c0;
-          const float* wr = w_.data() + (ky * kw_ + kx) * oc_ + c0;
-          for (int64_t j = 0; j < count; ++j) acc[j] += xp[j] * wr[j];
-        }
-      for (int64_t j = 0; j < count; ++j) out[c0 + j] = apply(acc[j], act_);
+  // An output pixel's window: the taps [ky0, ky1) x [kx0, kx1) inside the image, (y0, x0) its top left.
+  struct Window {
+    int64_t ky0 = 0, ky1 = 0, kx0 = 0, kx1 = 0, y0 = 0, x0 = 0;
+  };
+
+  // One output pixel of a depthwise conv: blocks of kBlock channels, then the rest one by one (no input
+  // byte past the pixel's channels is read).
+  void depthwise_pixel(const float* x, int64_t w, const Window& win, float* out) const {
+    auto tap = [&](int64_t ky, int64_t kx, int64_t c0) {
+      return std::make_pair(x + ((win.y0 + ky * dh_) * w + win.x0 + kx * dw_) * oc_ + c0,
+                            dw_weights_.data() + (ky * kw_ + kx) * oc_ + c0);
     };
     int64_t c0 = 0;
-    for (; c0 + kBlock <= oc_; c0 += kBlock) block(c0, std::integral_constant<int64_t, kBlock>{}, kBlock);
-    if (c0 < oc_) block(c0, std::integral_constant<int64_t, kBlock>{}, oc_ - c0);
+    for (; c0 + kBlock <= oc_; c0 += kBlock) {
+      Sums<kBlock> sums(bias_.data() + c0);
+      for (int64_t ky = win.ky0; ky < win.ky1; ++ky)
+        for (int64_t kx = win.kx0; kx < win.kx1; ++kx) {
+          const auto [xp, wr] = tap(ky, kx, c0);
+          sums.add(xp, wr);
+        }
+      float acc[kBlock];
+      sums.store(acc);
+      for (int64_t j = 0; j < kBlock; ++j) out[c0 + j] = apply(acc[j], act_);
+    }
+    if (c0 == oc_) return;
+    float acc[kBlock];  // the last channels, one by one
+    std::copy(bias_.data() + c0, bias_.data() + oc_, acc);
+    for (int64_t ky = win.ky0; ky < win.ky1; ++ky)
+      for (int64_t kx = win.kx0; kx < win.kx1; ++kx) {
+        const auto [xp, wr] = tap(ky, kx, c0);
+        for (int64_t j = 0; j < oc_ - c0; ++j) acc[j] += xp[j] * wr[j];
+      }
+    for (int64_t j = 0; j < oc_ - c0; ++j) out[c0 + j] = apply(acc[j], act_);
   }
 
   int64_t oc_ = 0, icg_ = 0, kh_ = 0, kw_ = 0, sh_ = 1, sw_ = 1, pt_ = 0, pl_ = 0, pb_ = 0, pr_ = 0, dh_ = 1, dw_ = 1,
-          groups_ = 1, span_h_ = 1, span_w_ = 1, ocg_ = 1, ocgp_ = kChunk;
+          groups_ = 1, span_h_ = 1, span_w_ = 1, ocg_ = 1;
   bool depthwise_ = false;
-  std::vector<float> w_, bias_;
+  std::vector<BlockedWeights> weights_;  // per group (not depthwise)
+  std::vector<float> dw_weights_, bias_;
   Activation act_ = Activation::kNone;
 };
 
