@@ -21,14 +21,15 @@ def one_op_model(kind, x_shape, tensors, attrs):
 
 
 def activation(v, act):
+    """The engine's std::max(v, 0) and std::min(v, 6): v unless the bound is strictly past it (a -0.0 stays)."""
     if act != "none":
-        v = np.maximum(v, np.float32(0))
-    return np.minimum(v, np.float32(6)) if act == "relu6" else v
+        v = np.where(v < 0, np.float32(0), v)
+    return np.where(np.float32(6) < v, np.float32(6), v) if act == "relu6" else v
 
 
 def sequential_conv(x, w, bias, stride, padding, dilation, groups, act):
-    """float32, every output summed one product at a time: bias, then taps (ky, kx) in order, then the
-    group's input channels in order. Padding adds zero products, which change nothing but a zero's sign."""
+    """float32, every output summed one product at a time: bias, then the taps (ky, kx) inside the image in
+    order, then the group's input channels in order."""
     (sh, sw), (dh, dw), (pt, pl, pb, pr) = stride, dilation, padding
     n, c, h, wd = x.shape
     oc, icg, kh, kw = w.shape
@@ -36,22 +37,42 @@ def sequential_conv(x, w, bias, stride, padding, dilation, groups, act):
     xp = np.zeros((n, c, h + pt + pb, wd + pl + pr), np.float32)
     xp[:, :, pt:pt + h, pl:pl + wd] = x
     oh, ow = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    acc = np.zeros((n, oc, oh, ow), np.float32) + bias[None, :, None, None]
+    acc = np.broadcast_to(bias[None, :, None, None], (n, oc, oh, ow)).copy()  # a -0.0 bias stays -0.0
+    rows, cols = np.arange(oh) * sh - pt, np.arange(ow) * sw - pl  # each output's window, top left
     for ky in range(kh):
         for kx in range(kw):
+            iy, ix = rows + ky * dh, cols + kx * dw
+            inside = ((iy >= 0) & (iy < h))[:, None] & ((ix >= 0) & (ix < wd))[None, :]
             for ic in range(icg):
                 for g in range(groups):
                     patch = xp[:, g * icg + ic, ky * dh:ky * dh + sh * (oh - 1) + 1:sh,
                                kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
-                    acc[:, g * ocg:(g + 1) * ocg] += patch[:, None] * w[g * ocg:(g + 1) * ocg, ic, ky, kx][None, :, None, None]
+                    out = slice(g * ocg, (g + 1) * ocg)
+                    added = acc[:, out] + patch[:, None] * w[out, ic, ky, kx][None, :, None, None]
+                    acc[:, out] = np.where(inside, added, acc[:, out])  # a tap outside adds nothing
     return activation(acc, act)
 
 
 def sequential_linear(x, w, bias, act):
-    acc = np.zeros((x.shape[0], w.shape[0]), np.float32) + bias[None]
+    acc = np.broadcast_to(bias[None], (x.shape[0], w.shape[0])).copy()
     for k in range(w.shape[1]):
         acc += x[:, k:k + 1] * w[:, k][None]
     return activation(acc, act)
+
+
+def same_bits(got, want, what):
+    """Equal as bit patterns: a -0.0 where the sum gives +0.0 fails too."""
+    assert got.shape == want.shape, what
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=what)
+
+
+def with_zeros(rng, a):
+    """a with about a tenth of its entries +0.0 and a tenth -0.0: the signs of zero sums are pinned too."""
+    a = a.copy()
+    pick = rng.random(a.shape)
+    a[pick < 0.1] = 0.0
+    a[pick > 0.9] = -0.0
+    return a
 
 
 CONVS = {  # name: (in channels, out channels, kernel, stride, padding, dilation, groups)
@@ -69,9 +90,9 @@ CONVS = {  # name: (in channels, out channels, kernel, stride, padding, dilation
 @pytest.mark.parametrize("name", CONVS)
 def test_conv2d_float_is_the_sequential_float32_sum(name, act, rng, threads):
     c, oc, kernel, stride, padding, dilation, groups = CONVS[name]
-    x = rng.normal(0, 2, (2, c, 9, 7)).astype(np.float32)
-    w = rng.normal(0, 1, (oc, c // groups, *kernel)).astype(np.float32)
-    bias = rng.normal(0, 1, oc).astype(np.float32)
+    x = with_zeros(rng, rng.normal(0, 2, (2, c, 9, 7)).astype(np.float32))
+    w = with_zeros(rng, rng.normal(0, 1, (oc, c // groups, *kernel)).astype(np.float32))
+    bias = with_zeros(rng, rng.normal(0, 1, oc).astype(np.float32))
     attrs = {"stride": list(stride), "padding": list(padding), "dilation": list(dilation), "groups": groups,
              "act": act}
     model = one_op_model("conv2d_float", x.shape, {"weight": w, "bias": bias}, attrs)
@@ -79,20 +100,20 @@ def test_conv2d_float_is_the_sequential_float32_sum(name, act, rng, threads):
     for count in (1, 2):
         qruntime.set_num_threads(count)
         got = model.run(x)
-        np.testing.assert_array_equal(got, want, err_msg=f"{count} thread(s)")
+        same_bits(got, want, f"{count} thread(s)")
     np.testing.assert_allclose(got, reference.conv2d_float(x, w, bias, stride, padding, dilation, groups, act),
                                rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("act", ["none", "relu6"])
-@pytest.mark.parametrize("rows, k, n", [(1, 5, 1), (1, 100, 70), (3, 33, 7), (4, 16, 33)])
+@pytest.mark.parametrize("rows, k, n", [(1, 5, 1), (1, 100, 70), (3, 33, 7), (37, 16, 33)])  # 37: 16-row chunks
 def test_linear_float_is_the_sequential_float32_sum(rows, k, n, act, rng, threads):
-    x = rng.normal(0, 2, (rows, k)).astype(np.float32)
-    w = rng.normal(0, 1, (n, k)).astype(np.float32)
-    bias = rng.normal(0, 1, n).astype(np.float32)
+    x = with_zeros(rng, rng.normal(0, 2, (rows, k)).astype(np.float32))
+    w = with_zeros(rng, rng.normal(0, 1, (n, k)).astype(np.float32))
+    bias = with_zeros(rng, rng.normal(0, 1, n).astype(np.float32))
     model = one_op_model("linear_float", x.shape, {"weight": w, "bias": bias}, {"act": act})
     want = sequential_linear(x, w, bias, act)
     for count in (1, 2):
         qruntime.set_num_threads(count)
-        np.testing.assert_array_equal(model.run(x), want, err_msg=f"{count} thread(s)")
+        same_bits(model.run(x), want, f"{count} thread(s)")
     np.testing.assert_allclose(model.run(x), reference.linear_float(x, w, bias, act), rtol=1e-4, atol=1e-4)
