@@ -76,7 +76,8 @@ void with_block_width(int64_t count, Fn&& fn) {
 }
 
 // N running float32 sums as N / 4 vectors (GCC's vector types: a plain float array was kept on the stack,
-// a load and a store per add). Lane-wise IEEE mul and add, no contraction: each lane is one scalar sum.
+// a load and a store per add). Lane-wise IEEE mul and add, never fused (-ffp-contract=off, CMakeLists.txt):
+// each lane is one scalar sum.
 template <int64_t N>
 struct Sums {
   using F4 = float __attribute__((vector_size(16)));
