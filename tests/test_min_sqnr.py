@@ -60,7 +60,7 @@ def test_an_unreachable_target_warns_and_keeps_every_layer_it_can_in_float(setup
 
 def test_the_mixed_model_saves_loads_and_runs(setup, tmp_path, digits):
     model, batches, _, baseline, _ = setup
-    # without bias correction: the same search, a quarter of the time (each try needs no correction run)
+    # without bias correction: the same search, and no correction run per try
     q = qruntime.quantize(model, batches, progress=False, min_sqnr=baseline, bias_correction=False)
     q.save(tmp_path / "mixed.qnn")
     loaded = qruntime.load(tmp_path / "mixed.qnn")
