@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <utility>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
