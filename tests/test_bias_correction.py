@@ -172,13 +172,15 @@ def corrections_from_the_inputs(bc, build_graph, batches, make_model, keep_float
         for x in batches:
             outputs = dict(zip(probe["outputs"], model.run(x)))
             for node in wave:
-                total, positions = bias_correction._pre_activation_sum(node, outputs[f"{layer_input[node.name]}:seen"],
-                                                                       bc._weights[node.name][1])
-                sums[node.name] = sums[node.name] + total
+                batch_sums, positions = bias_correction._input_sums(node, outputs[f"{layer_input[node.name]}:seen"],
+                                                                    bc._weights[node.name][1].shape)
+                sums[node.name] = sums[node.name] + batch_sums
                 counts[node.name] += positions
         for node in wave:
-            float_mean = bc._float_sums[node.name] / bc._float_counts[node.name]
-            corrections[node.name] = (float_mean - sums[node.name] / counts[node.name]).astype(np.float32)
+            weight, dequantized = bc._weights[node.name]
+            float_mean = bias_correction._weighted(node, weight, bc._float_sums[node.name]) / bc._float_counts[node.name]
+            int8_mean = bias_correction._weighted(node, dequantized, sums[node.name]) / counts[node.name]
+            corrections[node.name] = (float_mean - int8_mean).astype(np.float32)
     return corrections
 
 
@@ -217,7 +219,8 @@ def test_the_summed_pre_activation_is_the_sum_of_the_conv(attrs, rng):
     x = torch.from_numpy(rng.uniform(0, 3, (3, 6, 9, 11)).astype(np.float32))
     w = torch.from_numpy(rng.normal(0, 1, (12, 6 // attrs["groups"], 3, 3)))
     node = SimpleNamespace(op="conv2d", attrs=attrs)
-    total, positions = bias_correction._pre_activation_sum(node, x, w)
+    sums, positions = bias_correction._input_sums(node, x, w.shape)
+    total = bias_correction._weighted(node, w, sums)
     top, left, bottom, right = attrs["padding"]
     y = torch.nn.functional.conv2d(torch.nn.functional.pad(x.double(), (left, right, top, bottom)), w, None,
                                    attrs["stride"], 0, attrs["dilation"], attrs["groups"])
@@ -228,7 +231,9 @@ def test_the_summed_pre_activation_is_the_sum_of_the_conv(attrs, rng):
 def test_the_summed_pre_activation_of_a_linear_counts_every_token(rng):
     x = rng.uniform(-2, 2, (2, 5, 7)).astype(np.float32)  # (batch, seq, features)
     w = torch.from_numpy(rng.normal(0, 1, (4, 7)))
-    total, positions = bias_correction._pre_activation_sum(SimpleNamespace(op="linear", attrs={}), x, w)
+    node = SimpleNamespace(op="linear", attrs={})
+    sums, positions = bias_correction._input_sums(node, x, w.shape)
+    total = bias_correction._weighted(node, w, sums)
     assert positions == 10
     np.testing.assert_allclose(total, (x.reshape(-1, 7).astype(np.float64) @ w.numpy().T).sum(0), rtol=1e-12)
 

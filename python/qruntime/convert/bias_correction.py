@@ -13,11 +13,11 @@ wide block one. Each run starts where the last one stopped, from the values live
 uint8 as uint8), so together they run the model about once rather than once per wave.
 
 Only the sums of W x over images and positions are needed, and a sum of a conv is W applied to the input
-summed under each tap: no conv is run for them.
+summed under each tap: no conv is run for them, and W is applied once, to the sums over every batch.
 """
 import numpy as np
 
-from ..reference import dequantize, quantize
+from ..reference import dequantize
 from .quantize import quantize_weight
 
 
@@ -52,8 +52,8 @@ class BiasCorrection:
         weight, _ = self._weights[node.name]
 
         def observe(x):  # x: the IR's value (calibrate's to_ir)
-            total, positions = _pre_activation_sum(node, x, weight)
-            self._float_sums[node.name] = self._float_sums[node.name] + total
+            sums, positions = _input_sums(node, x, weight.shape)
+            self._float_sums[node.name] = self._float_sums[node.name] + sums
             self._float_counts[node.name] += positions
         return observe
 
@@ -79,15 +79,17 @@ class BiasCorrection:
                 outputs = model.run(probe.inputs(fed))
                 outputs = outputs if isinstance(outputs, list) else [outputs]
                 for node in wave:
-                    total, positions = _pre_activation_sum(node, outputs[probe.position[node.name]],
-                                                           self._weights[node.name][1])
-                    sums[node.name] = sums[node.name] + total
+                    batch_sums, positions = _input_sums(node, outputs[probe.position[node.name]],
+                                                        self._weights[node.name][1].shape)
+                    sums[node.name] = sums[node.name] + batch_sums
                     counts[node.name] += positions
                 captured.append(probe.capture(fed, outputs))
             resume = probe.next_resume(captured)
             for node in wave:
-                float_mean = self._float_sums[node.name] / self._float_counts[node.name]
-                corrections[node.name] = (float_mean - sums[node.name] / counts[node.name]).astype(np.float32)
+                weight, dequantized = self._weights[node.name]
+                float_mean = _weighted(node, weight, self._float_sums[node.name]) / self._float_counts[node.name]
+                int8_mean = _weighted(node, dequantized, sums[node.name]) / counts[node.name]
+                corrections[node.name] = (float_mean - int8_mean).astype(np.float32)
         return corrections
 
     def _waves(self, nodes):
@@ -103,27 +105,39 @@ class BiasCorrection:
         return [waves[d] for d in sorted(waves)]
 
 
-def _pre_activation_sum(node, x, weight):
-    """(W x) of a conv2d / linear IR node (no bias, no act) summed over every image and output position: one
-    float64 per output channel, and the number of positions. By linearity the sum is W applied to the input
-    summed under each tap, a fraction of the conv's work (1 / out channels)."""
+def _input_sums(node, x, weight_shape):
+    """A conv2d / linear IR node's input summed under each of its weights over every image and output
+    position, in float64: (in channels, kh * kw) for a conv, (features,) for a linear; and the number of
+    positions. The sum of W x over them is W applied to these (_weighted): a batch costs a pass over x."""
     import torch
     import torch.nn.functional as F
 
-    x, w = torch.as_tensor(x).double(), weight.double()
+    x = torch.as_tensor(x)
     if node.op == "linear":
-        rows = x.reshape(-1, w.shape[1])
-        return (w @ rows.sum(dim=0)).numpy(), rows.shape[0]
+        rows = x.reshape(-1, weight_shape[1])
+        return rows.sum(dim=0, dtype=torch.float64), rows.shape[0]
     images = x.shape[0]
     top, left, bottom, right = node.attrs["padding"]
-    x = F.pad(x.sum(dim=0), (left, right, top, bottom))  # zeros: the int8 conv pads with the zero point, a real 0
-    (sh, sw), (dh, dw), groups = node.attrs["stride"], node.attrs["dilation"], node.attrs["groups"]
-    out_channels, group_channels, kh, kw = w.shape
+    # zeros: the int8 conv pads with the zero point, a real 0
+    x = F.pad(x.sum(dim=0, dtype=torch.float64), (left, right, top, bottom))
+    (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
+    kh, kw = weight_shape[2:]
     ho, wo = (x.shape[1] - dh * (kh - 1) - 1) // sh + 1, (x.shape[2] - dw * (kw - 1) - 1) // sw + 1
     taps = torch.stack([x[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw].sum(dim=(1, 2))
-                        for i in range(kh) for j in range(kw)], dim=1)  # (in channels, kh * kw)
-    total = torch.einsum("gok,gk->go", w.reshape(groups, out_channels // groups, -1), taps.reshape(groups, -1))
-    return total.reshape(out_channels).numpy(), images * ho * wo
+                        for i in range(kh) for j in range(kw)], dim=1)
+    return taps, images * ho * wo
+
+
+def _weighted(node, weight, sums):
+    """The sum of W x from _input_sums (summed over batches): one float64 per output channel."""
+    import torch
+
+    w = weight.double()
+    if node.op == "linear":
+        return (w @ sums).numpy()
+    groups, out_channels = node.attrs["groups"], w.shape[0]
+    total = torch.einsum("gok,gk->go", w.reshape(groups, out_channels // groups, -1), sums.reshape(groups, -1))
+    return total.reshape(out_channels).numpy()
 
 
 _LAYERS = ("conv2d", "linear")
@@ -236,12 +250,13 @@ class _Probe:
         for v, out in zip(self._captured, outputs[self._first_capture:]):
             spec = self._graph_values[v]
             if spec["dtype"] == "uint8":
-                # The bytes the engine had: (q - zp) * scale inverts exactly for any normal scale; the
-                # check guards the engine's and the reference's quantize against disagreeing.
-                q = quantize(out, spec["scale"], spec["zero_point"])
-                if not np.array_equal(dequantize(q, spec["scale"], spec["zero_point"]), out):
+                # The bytes the engine had: out = (q - zp) * scale, which one float32 division inverts
+                # exactly for any normal scale; the check guards that.
+                scale, zp = np.float32(spec["scale"]), np.float32(spec["zero_point"])
+                codes = np.rint(out / scale)
+                if not np.array_equal(codes * scale, out) or np.any(codes < -zp) or np.any(codes > 255 - zp):
                     return None
-                out = q
+                out = (codes + zp).astype(np.uint8)
             elif not np.all(np.isfinite(out)):
                 return None  # a float value the engine would refuse as an input (a run from the inputs takes it)
             got[v] = out
