@@ -75,6 +75,12 @@ void with_block_width(int64_t count, Fn&& fn) {
   }
 }
 
+float apply(float v, Activation act) {
+  if (act == Activation::kNone) return v;
+  v = std::max(v, 0.0f);
+  return act == Activation::kRelu6 ? std::min(v, 6.0f) : v;
+}
+
 // N running float32 sums as N / 4 vectors (GCC's vector types: a plain float array was kept on the stack,
 // a load and a store per add). Lane-wise IEEE mul and add, never fused (-ffp-contract=off, CMakeLists.txt):
 // each lane is one scalar sum.
@@ -101,14 +107,13 @@ struct Sums {
   void add(const float* x, const float* w) {
     for (int64_t i = 0; i < N / 4; ++i) v[i] = v[i] + load(x + 4 * i) * load(w + 4 * i);
   }
-  void store(float* out) const { std::memcpy(out, v, sizeof v); }
+  // out[j] = act(sum[j]) for the first `count` sums
+  void write(float* out, int64_t count, Activation act) const {
+    float sums[N];
+    std::memcpy(sums, v, sizeof v);
+    for (int64_t j = 0; j < count; ++j) out[j] = apply(sums[j], act);
+  }
 };
-
-float apply(float v, Activation act) {
-  if (act == Activation::kNone) return v;
-  v = std::max(v, 0.0f);
-  return act == Activation::kRelu6 ? std::min(v, 6.0f) : v;
-}
 
 // Weights (n outputs, `rows` products each: inputs, or taps x input channels) in blocks of kBlock
 // outputs, block by block, each [rows][its outputs padded to a chunk]: a block's weights are contiguous,
@@ -164,9 +169,7 @@ class LinearFloatNode : public Node {
           const float* xr = x + r * k_;
           Sums<N> sums(bias_.data() + o0);
           for (int64_t k = 0; k < k_; ++k) sums.add(xr[k], wb + k * N);
-          float acc[kBlock];
-          sums.store(acc);
-          for (int64_t j = 0; j < count; ++j) y[r * n_ + o0 + j] = apply(acc[j], act_);
+          sums.write(y + r * n_ + o0, count, act_);
         }
       });
     });
@@ -297,10 +300,7 @@ class Conv2dFloatNode : public Node {
                   const float* wt = wb + (ky * kw_ + kx) * icg_ * N;
                   for (int64_t ic = 0; ic < icg_; ++ic) sums.add(xp[ic], wt + ic * N);
                 }
-              float acc[kBlock];
-              sums.store(acc);
-              float* out = out_row + ox * oc_ + g * ocg_ + j0;
-              for (int64_t j = 0; j < count; ++j) out[j] = apply(acc[j], act_);
+              sums.write(out_row + ox * oc_ + g * ocg_ + j0, count, act_);
             }
           });
         }
@@ -331,9 +331,7 @@ class Conv2dFloatNode : public Node {
           const auto [xp, wr] = tap(ky, kx, c0);
           sums.add(xp, wr);
         }
-      float acc[kBlock];
-      sums.store(acc);
-      for (int64_t j = 0; j < kBlock; ++j) out[c0 + j] = apply(acc[j], act_);
+      sums.write(out + c0, kBlock, act_);
     }
     if (c0 == oc_) return;
     float acc[kBlock];  // the last channels, one by one
