@@ -182,6 +182,12 @@ Engine::Engine(const GraphSpec& spec)
   plan(batch_one);
 }
 
+bool Engine::borrows_tensors() const {
+  for (const auto& node : nodes_)
+    if (node->borrows_tensors()) return true;
+  return false;
+}
+
 std::shared_ptr<const Plan> Engine::plan(const std::vector<Shape>& input_shapes) const {
   QR_CHECK_ARG(input_shapes.size() == inputs_.size(), "expected " + std::to_string(inputs_.size()) + " input(s), got " +
                                                           std::to_string(input_shapes.size()));

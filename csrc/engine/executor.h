@@ -48,6 +48,8 @@ class Engine {
   const std::vector<int>& inputs() const { return inputs_; }
   DType value_dtype(int v) const { return values_[v].dtype; }
   const std::vector<int>& outputs() const { return outputs_; }
+  // Whether any node borrows tensor data, which the caller must then keep (graph.h, GraphSpec).
+  bool borrows_tensors() const;
 
  private:
   // One call's memory: the activation arena and the pointer/shape lists handed to each op, kept

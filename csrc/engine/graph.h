@@ -68,9 +68,10 @@ struct OpSpec {
   int64_t features_channels_last = 0;
 };
 
-// The caller keeps every op's ConstTensor data alive and unchanged as long as the Engine built from
-// it (the bindings tie the arrays to the Python Engine object): most nodes copy or pack what they
-// need, a node may borrow a large read-only table instead.
+// The caller keeps every op's ConstTensor data alive and unchanged while the Engine is built from it.
+// Most nodes copy or pack what they need, so then the data can go (a loaded model's file bytes); a
+// node may borrow a large read-only table instead, and while Engine::borrows_tensors() says one does,
+// the caller keeps the data as long as the Engine.
 struct GraphSpec {
   std::vector<ValueSpec> values;
   std::vector<int> inputs, outputs;

@@ -27,8 +27,10 @@ import hashlib
 import json
 import math
 import os
+import stat
 import struct
 import warnings
+import weakref
 
 import numpy as np
 
@@ -267,16 +269,99 @@ def write(path, graph, tensors):
 def read(path):
     """The (graph, tensors) a .qnn file holds; FormatError naming the field if anything is wrong."""
     with open(path, "rb") as f:
-        # A file that is not a .qnn usually fails here, before it is read whole.
-        size = os.fstat(f.fileno()).st_size
-        _header_length(f.read(8), size)
-        f.seek(0)
-        # Writable, so the tensors can be views of it, not copies; uninitialised, as the read fills it
-        # (a bytearray's zero fill took 10 ms of ResNet-18's load)
-        data = np.empty(size, dtype=np.uint8)
-        if f.readinto(data) != size:
+        graph, tensors, _ = _read_open(f.fileno())
+        return graph, tensors
+
+
+def read_kept_open(path):
+    """read(), and the file as a SourceFile to read again later (None where it cannot stay open: not a
+    regular file, or this process already keeps many open), so its bytes need not stay in memory."""
+    with open(path, "rb") as f:
+        graph, tensors, digest = _read_open(f.fileno())
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or SourceFile.open_count >= SourceFile.limit():
+            return graph, tensors, None
+        return graph, tensors, SourceFile(os.dup(f.fileno()), digest)
+
+
+def _read_open(fd):
+    """(graph, tensors, the file's sha256) of the .qnn file open at fd, read from its start."""
+    # A file that is not a .qnn usually fails here, before it is read whole.
+    size = os.fstat(fd).st_size
+    _header_length(os.pread(fd, 8, 0) if size >= 8 else b"", size)
+    # Writable, so the tensors can be views of it, not copies; uninitialised, as the read fills it
+    # (a bytearray's zero fill took 10 ms of ResNet-18's load)
+    data = np.empty(size, dtype=np.uint8)
+    done = 0
+    while done < size:
+        n = _pread_into(fd, memoryview(data)[done:], done)
+        if n == 0:
             raise FormatError("header length: the file changed size while it was read")
-        return _parse(data, copy=False)
+        done += n
+    return _parse(data, copy=False, with_digest=True)
+
+
+def _pread_into(fd, buffer, offset):
+    """Bytes read into `buffer` from `offset` of fd, which stays where it is (models may share the file)."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [buffer], offset)
+    chunk = os.pread(fd, len(buffer), offset)
+    buffer[:len(chunk)] = chunk
+    return len(chunk)
+
+
+class SourceFile:
+    """A loaded .qnn file, kept open so its bytes can be read again (Model.save, pickling) instead of
+    held in memory beside the engine's packed weights. Reading it again checks that it still holds
+    the model that was loaded: renaming or deleting it does not matter (the open file stays), but a
+    file rewritten in place raises FormatError."""
+    __slots__ = ("_fd", "_digest", "_close", "__weakref__")
+    open_count = 0
+
+    def __init__(self, fd, digest):
+        self._fd, self._digest = fd, digest
+        SourceFile.open_count += 1
+        self._close = weakref.finalize(self, SourceFile._release, fd)
+
+    @staticmethod
+    def _release(fd):
+        SourceFile.open_count -= 1
+        os.close(fd)
+
+    @staticmethod
+    def limit():
+        """How many files loaded models may keep open: a quarter of the descriptors the process may
+        open (at most 256), so the rest of the program keeps its own; beyond it, bytes stay in memory."""
+        try:
+            import resource
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, OSError, ValueError):
+            return 0
+        return 256 if soft == resource.RLIM_INFINITY else min(256, soft // 4)
+
+    def read(self):
+        """(graph, tensors) as at load, the tensors views of a fresh buffer; FormatError if the file
+        no longer holds that model."""
+        try:
+            with warnings.catch_warnings():  # a format-1 file warned once, at load
+                warnings.simplefilter("ignore", FormatWarning)
+                graph, tensors, digest = _read_open(self._fd)
+        except FormatError as e:
+            raise FormatError(f"the model's .qnn file changed since it was loaded ({e}); load it again") from None
+        if digest != self._digest:
+            raise FormatError(f"the model's .qnn file was rewritten since it was loaded (sha256 {digest}, "
+                              f"loaded {self._digest}); load it again")
+        return graph, tensors
+
+    def follow_rewrite(self, path):
+        """After this model was saved to `path`: if that is this very file, it now holds the bytes
+        save() wrote, which are the ones to expect from now on."""
+        try:
+            same = os.path.samestat(os.fstat(self._fd), os.stat(path))
+        except OSError:  # gone again already: nothing to follow
+            return
+        if same:
+            self._digest = _read_open(self._fd)[2]
 
 
 def to_bytes(graph, tensors):
@@ -313,8 +398,9 @@ def from_bytes(data):
     return _parse(data, copy=True)
 
 
-def _parse(data, copy):
-    """from_bytes; with copy=False the tensors are views of `data` (read() hands over a fresh buffer)."""
+def _parse(data, copy, with_digest=False):
+    """from_bytes; with copy=False the tensors are views of `data` (read() hands over a fresh buffer);
+    with_digest: the header's sha256 too, as a third item."""
     try:
         view = memoryview(data).cast("B")
     except TypeError as e:
@@ -347,7 +433,7 @@ def _parse(data, copy):
     if copy:
         tensors = {name: t.copy() for name, t in tensors.items()}
     validate(graph, tensors)
-    return graph, tensors
+    return (graph, tensors, metadata["sha256"]) if with_digest else (graph, tensors)
 
 
 def _digest(header, data):

@@ -78,7 +78,7 @@ def _as_int64(x, name):
 class Model:
     """A quantized model ready to run. Build one with qruntime.load or qruntime.quantize."""
 
-    def __init__(self, graph, tensors, *, isa=None, max_activation_bytes=None, _validated=False):
+    def __init__(self, graph, tensors, *, isa=None, max_activation_bytes=None, _validated=False, _source=None):
         """isa: run on this ISA path (qruntime.available_isas(emulated=True)); default: the active one.
         max_activation_bytes: the most activation memory one run may take (default:
         qruntime.get_max_activation_bytes(), 4 GiB); a run that would need more raises ValueError."""
@@ -88,13 +88,26 @@ class Model:
         if not _validated:
             qnn_format.validate(graph, tensors)
         self._graph = graph
-        self._tensors = tensors
+        self._tensor_bytes = {name: t.nbytes for name, t in tensors.items()}
         self._warned_integer = False
+        spec = _engine_spec(graph, tensors)
         try:
-            self._engine = _core.Engine(*_engine_spec(graph, tensors), isa=_isa(isa),
-                                        max_activation_bytes=self.max_activation_bytes)
+            self._engine = _core.Engine(*spec, isa=_isa(isa), max_activation_bytes=self.max_activation_bytes)
         except ValueError as e:
             raise qnn_format.FormatError(str(e)) from None
+        # The engine keeps its own (packed) copy of the tensors, unless it borrows some (a transformer's
+        # word table): then the model keeps the arrays it was built from. It keeps the tensors too
+        # unless they can be read again from a file kept open (qnn_format.SourceFile).
+        self._borrowed = spec if self._engine.borrows_tensors() else None
+        if self._borrowed is not None:
+            _source = None
+        self._source = _source
+        self._held = tensors if _source is None else None
+
+    @property
+    def _tensors(self):
+        """name -> array of the model's constants (for save, pickling, compare)."""
+        return self._held if self._source is None else self._source.read()[1]
 
     @property
     def inputs(self):
@@ -208,7 +221,7 @@ class Model:
             rows.append({
                 "op": op["op"], "name": op["name"], "shape": shape_of[out], "kernel": kernel, "macs": macs,
                 "scale": v.get("scale"), "zero_point": v.get("zero_point"),
-                "weight_bytes": sum(self._tensors[t].nbytes for t in op["tensors"].values()),
+                "weight_bytes": sum(self._tensor_bytes[t] for t in op["tensors"].values()),
             })
         return rows
 
@@ -229,7 +242,7 @@ class Model:
                          f"{r['macs']:>12,} {r['weight_bytes']:>10,}  {r['kernel']}")
         lines.append("-" * len(head))
         lines.append(f"{len(rows)} ops, {sum(r['macs'] for r in rows):,} MACs at batch {batch}, "
-                     f"{sum(t.nbytes for t in self._tensors.values()):,} bytes of constants")
+                     f"{sum(self._tensor_bytes.values()):,} bytes of constants")
         islands = self.float_ops()
         if islands:
             shown = ", ".join(islands[:8]) + (", ..." if len(islands) > 8 else "")
@@ -268,6 +281,8 @@ class Model:
     def save(self, path):
         """Writes the model as a .qnn file (docs/format.md)."""
         qnn_format.write(path, self._graph, self._tensors)
+        if self._source is not None:
+            self._source.follow_rewrite(path)
 
     def __reduce__(self):
         """Pickles (and copies) as the .qnn file's bytes and max_activation_bytes: what save() writes
@@ -297,8 +312,9 @@ def load(path, threads=None, *, max_activation_bytes=None):
     if threads is not None:
         from .dispatch import set_num_threads
         set_num_threads(threads)
-    graph, tensors = qnn_format.read(path)
-    return Model(graph, tensors, max_activation_bytes=max_activation_bytes, _validated=True)  # read() validated
+    graph, tensors, source = qnn_format.read_kept_open(path)
+    # read() validated; the file stays open in place of its bytes in memory
+    return Model(graph, tensors, max_activation_bytes=max_activation_bytes, _validated=True, _source=source)
 
 
 class Profile(list):
