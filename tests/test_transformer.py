@@ -498,8 +498,12 @@ def test_model_keeps_the_word_table_its_engine_borrows_alive(table, rng, tmp_pat
     models = [Model(graph, {name: array.copy() for name, array in tensors.items()}),
               Model(graph, {name: unaligned(array) for name, array in tensors.items()}),  # the engine gets copies
               qruntime.load(tmp_path / "encoder.qnn")]
-    assert all(m._engine.borrows_tensors() for m in models)
-    (tmp_path / "encoder.qnn").write_bytes(b"")  # a loaded model does not read its file again
+    embedding = next(i for i, op in enumerate(graph["ops"]) if op["op"] == "embedding")
+    role = "word" if table == "float32" else "word_q"
+    assert all(m._engine.borrowed_tensors() == [(embedding, role)] for m in models)
+    loaded = models[-1]  # keeps that table alone; the rest it reads from its file when it must
+    assert loaded._held is None and [a.shape for a in loaded._borrowed] == [tensors[f"emb.{role}"].shape]
+    (tmp_path / "encoder.qnn").unlink()  # the loaded model's table is its own array, not the file's
     gc.collect()
     reused = [np.full(n, 0x7F, np.uint8) for n in sizes for _ in range(8)]  # the freed blocks, if any, refilled
     for model in models:

@@ -107,11 +107,11 @@ py::list run(const Engine& e, const std::vector<py::array>& inputs, std::vector<
 void bind_engine(py::module_& m) {
   m.def("engine_op_names", &qr::engine::op_names);
   py::class_<Engine>(m, "Engine")
-      // The ops' arrays are read while the engine is built and not kept: with borrows_tensors(), the
-      // caller keeps them (graph.h, GraphSpec).
+      // The ops' arrays are read while the engine is built and not kept: the caller keeps those
+      // borrowed_tensors() lists (graph.h, GraphSpec).
       .def(py::init(&make_engine), py::arg("values"), py::arg("inputs"), py::arg("input_shapes"), py::arg("outputs"),
            py::arg("ops"), py::arg("isa") = "", py::arg("max_activation_bytes") = qr::kDefaultMaxActivationBytes)
-      .def("borrows_tensors", &Engine::borrows_tensors)
+      .def("borrowed_tensors", &Engine::borrowed_tensors)
       .def("run", [](const Engine& e, const std::vector<py::array>& inputs) {
         return run(e, inputs, nullptr);
       })

@@ -182,10 +182,11 @@ Engine::Engine(const GraphSpec& spec)
   plan(batch_one);
 }
 
-bool Engine::borrows_tensors() const {
-  for (const auto& node : nodes_)
-    if (node->borrows_tensors()) return true;
-  return false;
+std::vector<std::pair<size_t, std::string>> Engine::borrowed_tensors() const {
+  std::vector<std::pair<size_t, std::string>> out;
+  for (size_t i = 0; i < nodes_.size(); ++i)
+    for (std::string& role : nodes_[i]->borrowed_tensors()) out.emplace_back(i, std::move(role));
+  return out;
 }
 
 std::shared_ptr<const Plan> Engine::plan(const std::vector<Shape>& input_shapes) const {

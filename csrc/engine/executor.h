@@ -8,6 +8,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "core/aligned_buffer.h"
@@ -48,8 +50,8 @@ class Engine {
   const std::vector<int>& inputs() const { return inputs_; }
   DType value_dtype(int v) const { return values_[v].dtype; }
   const std::vector<int>& outputs() const { return outputs_; }
-  // Whether any node borrows tensor data, which the caller must then keep (graph.h, GraphSpec).
-  bool borrows_tensors() const;
+  // (op index, tensor role) of each tensor a node borrows, whose data the caller keeps (graph.h, GraphSpec).
+  std::vector<std::pair<size_t, std::string>> borrowed_tensors() const;
 
  private:
   // One call's memory: the activation arena and the pointer/shape lists handed to each op, kept

@@ -70,8 +70,8 @@ struct OpSpec {
 
 // The caller keeps every op's ConstTensor data alive and unchanged while the Engine is built from it.
 // Most nodes copy or pack what they need, so then the data can go (a loaded model's file bytes); a
-// node may borrow a large read-only table instead, and while Engine::borrows_tensors() says one does,
-// the caller keeps the data as long as the Engine.
+// node may borrow a large read-only table instead: the caller keeps the data of the tensors
+// Engine::borrowed_tensors() lists as long as the Engine.
 struct GraphSpec {
   std::vector<ValueSpec> values;
   std::vector<int> inputs, outputs;

@@ -42,8 +42,8 @@ class Node {
   // Whether the op takes (N, S, F) values (a transformer's); the planner refuses them to every other op.
   virtual bool accepts_rank3() const { return false; }
 
-  // Whether the node reads its spec's tensor data after it is built (a borrowed table; graph.h).
-  virtual bool borrows_tensors() const { return false; }
+  // The roles of its spec's tensors whose data the node reads after it is built (borrowed tables; graph.h).
+  virtual std::vector<std::string> borrowed_tensors() const { return {}; }
 
   const std::string op, name;
 };

@@ -42,8 +42,8 @@ class EmbeddingNode : public Node {
     const int64_t f = table->shape[1];
     QR_CHECK_ARG(position->shape[1] == f && (!token_type || token_type->shape[1] == f),
                  where(spec) + ": the word, position and token_type tables must have the same number of features");
-    // The word table, the model's largest (11.7 MB int8 in MiniLM), is borrowed (borrows_tensors: the
-    // caller keeps the arrays, GraphSpec). The small tables are copied.
+    // The word table, the model's largest (11.7 MB int8 in MiniLM), is borrowed (borrowed_tensors: the
+    // caller keeps it, GraphSpec). The small tables are copied.
     word_ = word ? static_cast<const float*>(word->data) : nullptr;
     word_q_ = word_q ? static_cast<const int8_t*>(word_q->data) : nullptr;
     word_scale_ = copy_floats(word_scale);
@@ -73,7 +73,7 @@ class EmbeddingNode : public Node {
                    static_cast<float*>(io.out));
   }
   bool accepts_rank3() const override { return true; }
-  bool borrows_tensors() const override { return true; }
+  std::vector<std::string> borrowed_tensors() const override { return {word_ ? "word" : "word_q"}; }
 
  private:
   const float* word_ = nullptr;

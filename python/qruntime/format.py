@@ -288,26 +288,41 @@ def _read_open(fd):
     """(graph, tensors, the file's sha256) of the .qnn file open at fd, read from its start."""
     # A file that is not a .qnn usually fails here, before it is read whole.
     size = os.fstat(fd).st_size
-    _header_length(os.pread(fd, 8, 0) if size >= 8 else b"", size)
-    # Writable, so the tensors can be views of it, not copies; uninitialised, as the read fills it
-    # (a bytearray's zero fill took 10 ms of ResNet-18's load)
-    data = np.empty(size, dtype=np.uint8)
-    done = 0
+    header_length = _header_length(os.pread(fd, 8, 0) if size >= 8 else b"", size)
+    header_bytes = bytearray(header_length)
+    _pread_exact(fd, memoryview(header_bytes), 8)
+    data_start = 8 + header_length
+    header, metadata, layout = _parse_header(header_bytes, size - data_start)
+    hasher = _hasher(header, metadata)
+    # An array per tensor, not views of one buffer, so each can go on its own (a model whose engine
+    # borrows its word table keeps only that); uninitialised, as the read fills it.
+    arrays = {}
+    for name, (dtype, shape, begin, _) in sorted(layout.items(), key=lambda item: item[1][2:]):
+        array = np.empty(shape, dtype)
+        raw = array.reshape(-1).view(np.uint8)
+        _pread_exact(fd, raw, data_start + begin)
+        hasher.update(raw)  # in file order: the layout tiles the data section
+        arrays[name] = array
+    _check_digest(hasher, metadata)
+    graph = _loads(metadata["graph"], "__metadata__.graph")
+    tensors = {name: arrays[name] for name in layout}
+    validate(graph, tensors)
+    return graph, tensors, metadata["sha256"]
+
+
+def _pread_exact(fd, buffer, offset):
+    """Fills `buffer` from `offset` of fd, which stays where it is (models may share the file)."""
+    done, size = 0, len(buffer)
     while done < size:
-        n = _pread_into(fd, memoryview(data)[done:], done)
+        if hasattr(os, "preadv"):
+            n = os.preadv(fd, [buffer[done:]], offset + done)
+        else:
+            chunk = os.pread(fd, size - done, offset + done)
+            n = len(chunk)
+            buffer[done:done + n] = chunk
         if n == 0:
             raise FormatError("header length: the file changed size while it was read")
         done += n
-    return _parse(data, copy=False, with_digest=True)
-
-
-def _pread_into(fd, buffer, offset):
-    """Bytes read into `buffer` from `offset` of fd, which stays where it is (models may share the file)."""
-    if hasattr(os, "preadv"):
-        return os.preadv(fd, [buffer], offset)
-    chunk = os.pread(fd, len(buffer), offset)
-    buffer[:len(chunk)] = chunk
-    return len(chunk)
 
 
 class SourceFile:
@@ -340,8 +355,8 @@ class SourceFile:
         return 256 if soft == resource.RLIM_INFINITY else min(256, soft // 4)
 
     def read(self):
-        """(graph, tensors) as at load, the tensors views of a fresh buffer; FormatError if the file
-        no longer holds that model."""
+        """(graph, tensors) as at load, read into fresh arrays; FormatError if the file no longer holds
+        that model."""
         try:
             with warnings.catch_warnings():  # a format-1 file warned once, at load
                 warnings.simplefilter("ignore", FormatWarning)
@@ -395,52 +410,64 @@ def _encode(graph, tensors):
 def from_bytes(data):
     """The (graph, tensors) held by the bytes of a .qnn file; FormatError naming the field if anything
     is wrong. The tensors are fresh, writable arrays (not views of `data`)."""
-    return _parse(data, copy=True)
-
-
-def _parse(data, copy, with_digest=False):
-    """from_bytes; with copy=False the tensors are views of `data` (read() hands over a fresh buffer);
-    with_digest: the header's sha256 too, as a third item."""
     try:
         view = memoryview(data).cast("B")
     except TypeError as e:
         raise TypeError(f"data must be contiguous bytes-like, got {type(data).__name__}") from e
     header_length = _header_length(view[:8], len(view))
+    data_start = 8 + header_length
+    header, metadata, layout = _parse_header(view[8:data_start], len(view) - data_start)
+    hasher = _hasher(header, metadata)
+    hasher.update(view[data_start:])
+    _check_digest(hasher, metadata)
+    graph = _loads(metadata["graph"], "__metadata__.graph")
+    tensors = {name: np.frombuffer(view[data_start + begin:data_start + end], dtype=dtype).reshape(shape).copy()
+               for name, (dtype, shape, begin, end) in layout.items()}
+    validate(graph, tensors)
+    return graph, tensors
+
+
+def _parse_header(header_bytes, data_size):
+    """(header, checked __metadata__, tensor layout) of the header's bytes, before a data section of data_size bytes."""
     try:
-        header_text = bytes(view[8:8 + header_length]).decode("utf-8")
+        header_text = bytes(header_bytes).decode("utf-8")
     except UnicodeDecodeError as e:
         raise FormatError(f"header: not UTF-8 text ({e.reason} at byte {8 + e.start})") from e
     header = _loads(header_text, "header")
     if not isinstance(header, dict):
         raise FormatError(f"header: must be a JSON object, got {type(header).__name__}")
     metadata = _metadata(header.get("__metadata__"))
-    data_start = 8 + header_length
-    layout = _layout({k: v for k, v in header.items() if k != "__metadata__"}, len(view) - data_start)
-    if metadata["qnn_format"] == "1":
-        digest, covered = hashlib.sha256(view[data_start:]).hexdigest(), "the tensor data"
-    else:
-        digest, covered = _digest(header, view[data_start:]), "the header and tensor data"
+    return header, metadata, _layout({k: v for k, v in header.items() if k != "__metadata__"}, data_size)
+
+
+def _hasher(header, metadata):
+    """A SHA-256 fed what the file's hash covers before its data: format 2, the canonical header; format 1, nothing."""
+    return hashlib.sha256() if metadata["qnn_format"] == "1" else _header_hasher(header)
+
+
+def _header_hasher(header):
+    """A SHA-256 fed the canonical header (without __metadata__.sha256): format 2's hash before the data."""
+    canonical = dict(header)
+    canonical["__metadata__"] = {k: v for k, v in header["__metadata__"].items() if k != "sha256"}
+    return hashlib.sha256(_dumps(canonical).encode("utf-8"))
+
+
+def _check_digest(hasher, metadata):
+    """FormatError unless the hash (fed the data too) is the header's; warns that format 1 covers less."""
+    covered = "the tensor data" if metadata["qnn_format"] == "1" else "the header and tensor data"
+    digest = hasher.hexdigest()
     if digest != metadata["sha256"]:
         raise FormatError(f"sha256: {covered} hash to {digest}, the header says {metadata['sha256']} "
                           "(the file is corrupt or was edited)")
     if metadata["qnn_format"] == "1":
         warnings.warn("this .qnn file is format 1: its sha256 covers the tensor data only, so an edit of its "
                       "graph would go unnoticed; Model.save() rewrites it as format 2, which covers both",
-                      FormatWarning, stacklevel=3)
-    graph = _loads(metadata["graph"], "__metadata__.graph")
-    tensors = {name: np.frombuffer(view[data_start + begin:data_start + end], dtype=dtype).reshape(shape)
-               for name, (dtype, shape, begin, end) in layout.items()}
-    if copy:
-        tensors = {name: t.copy() for name, t in tensors.items()}
-    validate(graph, tensors)
-    return (graph, tensors, metadata["sha256"]) if with_digest else (graph, tensors)
+                      FormatWarning, stacklevel=4)
 
 
 def _digest(header, data):
     """The format-2 hash: SHA-256 of the canonical header (without __metadata__.sha256), then the data."""
-    canonical = dict(header)
-    canonical["__metadata__"] = {k: v for k, v in header["__metadata__"].items() if k != "sha256"}
-    h = hashlib.sha256(_dumps(canonical).encode("utf-8"))
+    h = _header_hasher(header)
     h.update(data)
     return h.hexdigest()
 

@@ -95,12 +95,11 @@ class Model:
             self._engine = _core.Engine(*spec, isa=_isa(isa), max_activation_bytes=self.max_activation_bytes)
         except ValueError as e:
             raise qnn_format.FormatError(str(e)) from None
-        # The engine keeps its own (packed) copy of the tensors, unless it borrows some (a transformer's
-        # word table): then the model keeps the arrays it was built from. It keeps the tensors too
-        # unless they can be read again from a file kept open (qnn_format.SourceFile).
-        self._borrowed = spec if self._engine.borrows_tensors() else None
-        if self._borrowed is not None:
-            _source = None
+        # The engine keeps its own (packed) copy of the tensors but those it borrows (a transformer's
+        # word table), whose arrays the model keeps. It keeps the tensors too unless they can be read
+        # again from a file kept open (qnn_format.SourceFile).
+        arrays = [op[-1] for op in spec[-1]]  # each op's {role: the array the engine was given}
+        self._borrowed = [arrays[i][role] for i, role in self._engine.borrowed_tensors()]
         self._source = _source
         self._held = tensors if _source is None else None
 
