@@ -503,7 +503,7 @@ def test_model_keeps_the_word_table_its_engine_borrows_alive(table, rng, tmp_pat
     assert all(m._engine.borrowed_tensors() == [(embedding, role)] for m in models)
     loaded = models[-1]  # keeps that table alone; the rest it reads from its file when it must
     assert loaded._held is None and [a.shape for a in loaded._borrowed] == [tensors[f"emb.{role}"].shape]
-    (tmp_path / "encoder.qnn").unlink()  # the loaded model's table is its own array, not the file's
+    (tmp_path / "encoder.qnn").unlink()  # running reads nothing from the file
     gc.collect()
     reused = [np.full(n, 0x7F, np.uint8) for n in sizes for _ in range(8)]  # the freed blocks, if any, refilled
     for model in models:

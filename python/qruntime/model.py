@@ -312,7 +312,7 @@ def load(path, threads=None, *, max_activation_bytes=None):
         from .dispatch import set_num_threads
         set_num_threads(threads)
     graph, tensors, source = qnn_format.read_kept_open(path)
-    # read() validated; the file stays open in place of its bytes in memory
+    # Validated by the read; the file stays open in place of its bytes in memory
     return Model(graph, tensors, max_activation_bytes=max_activation_bytes, _validated=True, _source=source)
 
 
