@@ -77,7 +77,7 @@ def test_save_and_pickle_read_the_file_again_even_once_it_is_deleted(saved, tmp_
     assert qnn_format.to_bytes(back.graph, back._tensors) == original
 
 
-def test_a_file_rewritten_in_place_is_refused_not_read_as_the_model(saved, wide, tmp_path):
+def test_a_file_rewritten_in_place_is_refused_not_read_as_the_model(saved, tmp_path):
     path, xs, want = saved
     model = qruntime.load(path)
     other = nn.Sequential(nn.Linear(768, 16))
