@@ -260,10 +260,13 @@ OPS = {
 # --- bytes ----------------------------------------------------------------------------------------
 
 def write(path, graph, tensors):
-    """Validate `graph` and `tensors` (dict name -> ndarray) and write them to `path` as a .qnn file."""
-    data = to_bytes(graph, tensors)  # validated before the file is opened: a bad graph never truncates it
+    """Validate `graph` and `tensors` (dict name -> ndarray) and write them to `path` as a .qnn file;
+    returns its sha256."""
+    validate(graph, tensors)  # before the file is opened: a bad graph never truncates it
+    data, digest = _sealed(graph, tensors)
     with open(path, "wb") as f:
         f.write(data)
+    return digest
 
 
 def read(path):
@@ -368,15 +371,15 @@ class SourceFile:
                               f"loaded {self._digest}); load it again")
         return graph, tensors
 
-    def follow_rewrite(self, path):
-        """After this model was saved to `path`: if that is this very file, it now holds the bytes
-        save() wrote, which are the ones to expect from now on."""
+    def follow_rewrite(self, path, digest):
+        """After this model was saved to `path` as a file of this sha256: if that is this very file, it
+        now holds the bytes save() wrote, which are the ones to expect from now on."""
         try:
             same = os.path.samestat(os.fstat(self._fd), os.stat(path))
         except OSError:  # gone again already: nothing to follow
             return
         if same:
-            self._digest = _read_open(self._fd)[2]
+            self._digest = digest
 
 
 def to_bytes(graph, tensors):
@@ -388,6 +391,11 @@ def to_bytes(graph, tensors):
 def _encode(graph, tensors):
     """The bytes of a .qnn file holding `graph` and `tensors`, sealed with its hash but NOT validated
     (to_bytes validates first; the fuzzer uses this to make well-sealed bad files)."""
+    return _sealed(graph, tensors)[0]
+
+
+def _sealed(graph, tensors):
+    """_encode's bytes and the sha256 they are sealed with."""
     from . import __version__  # lazily: qruntime/__init__.py imports this module
 
     entries, chunks, offset = {}, [], 0
@@ -401,10 +409,10 @@ def _encode(graph, tensors):
     data = b"".join(chunks)
     entries["__metadata__"] = {"qnn_format": FORMAT_VERSION, "producer": f"qruntime {__version__}",
                                "graph": _dumps(graph)}
-    entries["__metadata__"]["sha256"] = _digest(entries, data)
+    digest = entries["__metadata__"]["sha256"] = _digest(entries, data)
     header = _dumps(entries).encode("utf-8")
     header += b" " * (-len(header) % 8)  # as safetensors pads: the data section starts 8-byte aligned
-    return struct.pack("<Q", len(header)) + header + data
+    return struct.pack("<Q", len(header)) + header + data, digest
 
 
 def from_bytes(data):

@@ -279,9 +279,9 @@ class Model:
 
     def save(self, path):
         """Writes the model as a .qnn file (docs/format.md)."""
-        qnn_format.write(path, self._graph, self._tensors)
+        digest = qnn_format.write(path, self._graph, self._tensors)
         if self._source is not None:
-            self._source.follow_rewrite(path)
+            self._source.follow_rewrite(path, digest)
 
     def __reduce__(self):
         """Pickles (and copies) as the .qnn file's bytes and max_activation_bytes: what save() writes
