@@ -7,8 +7,6 @@
 #include <string>
 #include <utility>
 
-#include <sys/mman.h>
-
 #include "core/limits.h"
 
 namespace qr {
@@ -16,7 +14,6 @@ namespace qr {
 class AlignedBuffer {
  public:
   static constexpr size_t kAlign = 64;
-  static constexpr size_t kHugePage = size_t{2} << 20;
 
   AlignedBuffer() = default;
   explicit AlignedBuffer(size_t bytes) { reset(bytes); }
@@ -35,11 +32,6 @@ class AlignedBuffer {
   // Discards the contents; the new buffer is zero-filled. Through calloc, aligned by hand: for a
   // large buffer glibc hands over fresh pages, which the kernel has zeroed, and skips the memset
   // (the memset after aligned_alloc was ~4 ms of a 55-67 ms ResNet-18 load, Zen 3, fresh process).
-  // A buffer of 2 MB or more starts on a 2 MB boundary and asks for transparent huge pages on its
-  // whole 2 MB blocks (the tail keeps small pages, so no memory is added): weights streamed from
-  // memory on every run then cross a page boundary, and take a TLB entry, per 2 MB, not per 4 KB
-  // (Zen 3, ResNet-18 at batch 1, alternating runs of two loads of one file: 1-4 % faster; RSS
-  // unchanged).
   void reset(size_t bytes) {
     std::free(raw_);
     raw_ = ptr_ = nullptr;
@@ -47,15 +39,11 @@ class AlignedBuffer {
     if (bytes == 0) return;
     if (bytes > SIZE_MAX / 2) throw OutOfMemory("could not allocate " + std::to_string(bytes) + " bytes");
     const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-    const size_t align = bytes >= kHugePage ? kHugePage : kAlign;
-    raw_ = std::calloc(1, rounded + align - 1);
+    raw_ = std::calloc(1, rounded + kAlign - 1);
     if (!raw_) throw OutOfMemory("could not allocate " + std::to_string(rounded) + " bytes");
-    const uintptr_t at = (reinterpret_cast<uintptr_t>(raw_) + align - 1) / align * align;
+    const uintptr_t at = (reinterpret_cast<uintptr_t>(raw_) + kAlign - 1) / kAlign * kAlign;
     ptr_ = static_cast<char*>(raw_) + (at - reinterpret_cast<uintptr_t>(raw_));
     size_ = bytes;
-#ifdef MADV_HUGEPAGE
-    if (align == kHugePage) madvise(ptr_, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);  // a hint: failure is fine
-#endif
   }
 
   // Grows (never shrinks) a scratch buffer; contents are not preserved.
