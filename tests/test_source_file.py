@@ -4,6 +4,8 @@ save() or pickling needs them, and checked to be the model that was loaded."""
 import gc
 import os
 import pickle
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch.nn as nn
 import qruntime
 from qruntime import format as qnn_format
 from qruntime.errors import FormatError
+from qruntime.model import Model
 
 
 class Wide(nn.Module):
@@ -135,3 +138,71 @@ def test_the_limit_leaves_most_descriptors_to_the_program():
     assert 0 <= limit <= 256
     if soft != resource.RLIM_INFINITY:
         assert limit <= soft // 4
+
+
+# A fresh process loads the file, with (`load`) or without (`held`: the tensors kept, as a Model built
+# from arrays keeps them) the tensors given back as they are packed, and prints how far its peak
+# resident memory rose over the load.
+_PEAK_RISE = """
+import sys
+import qruntime
+from qruntime import format as qnn_format
+from qruntime.model import Model
+
+def status(key):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)) * 1024
+
+before = status("VmRSS:")
+if sys.argv[2] == "load":
+    model = qruntime.load(sys.argv[1])
+else:
+    graph, tensors, _ = qnn_format.read_kept_open(sys.argv[1])
+    model = Model(graph, tensors, _validated=True)
+print(status("VmHWM:") - before)
+"""
+
+
+def test_a_load_gives_the_file_tensors_back_as_it_packs_them(tmp_path):
+    """Every tensor is read (and hashed, and checked) before the engine packs them; each one's memory
+    then goes as soon as its ops are packed, so a load's peak is about the packed weights', not those
+    and the file's tensors together."""
+    torch.manual_seed(0)
+    deep = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(12)]).eval()  # 12 MB of int8 weights
+    q = qruntime.quantize(deep, [torch.randn(16, 1024)], progress=False)
+    path = tmp_path / "deep.qnn"
+    q.save(path)
+    tensor_bytes = sum(array.nbytes for array in q._tensors.values())
+
+    def peak_rise(how):
+        done = subprocess.run([sys.executable, "-c", _PEAK_RISE, str(path), how], capture_output=True, text=True,
+                              check=True)
+        return int(done.stdout)
+
+    released, held = peak_rise("load"), peak_rise("held")
+    assert held - released > tensor_bytes / 2, (
+        f"peak rise over the load: {released:,} bytes giving the tensors back, {held:,} keeping them "
+        f"({tensor_bytes:,} bytes of tensors)")
+
+
+def test_a_tensor_two_ops_share_is_given_back_only_once_both_are_packed(tmp_path):
+    """Two linears naming the same weight tensors: the first one packed must not take them from the
+    second (one thread builds them one after the other)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512)).eval()
+    q = qruntime.quantize(model, [torch.randn(32, 512)], progress=False)
+    graph, tensors = q.graph, dict(q._tensors)
+    linears = [op for op in graph["ops"] if op["op"] == "linear"]
+    assert len(linears) == 2 and linears[0]["tensors"].keys() == linears[1]["tensors"].keys()
+    for role, name in linears[1]["tensors"].items():
+        del tensors[name]
+        linears[1]["tensors"][role] = linears[0]["tensors"][role]
+    x = np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32)
+    want = Model(graph, tensors).run(x)
+    Model(graph, tensors).save(tmp_path / "shared.qnn")
+    threads = qruntime.get_num_threads()
+    qruntime.set_num_threads(1)
+    try:
+        loaded = qruntime.load(tmp_path / "shared.qnn")
+    finally:
+        qruntime.set_num_threads(threads)
+    np.testing.assert_array_equal(loaded.run(x), want)

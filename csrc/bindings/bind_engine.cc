@@ -24,6 +24,7 @@ qr::engine::ConstTensor const_tensor(const py::array& a, const std::string& role
   t.dtype = a.dtype().char_();
   t.shape.assign(a.shape(), a.shape() + a.ndim());
   t.data = a.data();
+  t.bytes = static_cast<size_t>(a.nbytes());
   return t;
 }
 
@@ -51,7 +52,7 @@ py::object dims(const Shape& s) {
 std::unique_ptr<Engine> make_engine(const std::vector<std::tuple<std::string, float, int>>& values,
                                     const std::vector<int>& inputs, const std::vector<std::vector<int64_t>>& input_shapes,
                                     const std::vector<int>& outputs, const std::vector<OpTuple>& ops,
-                                    const std::string& isa, int64_t max_activation_bytes) {
+                                    const std::string& isa, int64_t max_activation_bytes, bool release_tensors) {
   qr::engine::GraphSpec g;
   for (const auto& [dtype, scale, zp] : values) {
     if (dtype != "uint8" && dtype != "float32" && dtype != "int64")
@@ -63,6 +64,7 @@ std::unique_ptr<Engine> make_engine(const std::vector<std::tuple<std::string, fl
   g.outputs = outputs;
   g.isa = isa;
   g.max_activation_bytes = max_activation_bytes;
+  g.release_tensors = release_tensors;
   for (const auto& [op, name, in, out, ints, strs, floats, tensors] : ops) {
     qr::engine::OpSpec s{op, name, in, out, ints, strs, floats, {}};
     for (const auto& [role, array] : tensors) s.tensors[role] = const_tensor(array, role);
@@ -108,9 +110,11 @@ void bind_engine(py::module_& m) {
   m.def("engine_op_names", &qr::engine::op_names);
   py::class_<Engine>(m, "Engine")
       // The ops' arrays are read while the engine is built and not kept: the caller keeps those
-      // borrowed_tensors() lists (graph.h, GraphSpec).
+      // borrowed_tensors() lists (graph.h, GraphSpec). release_tensors: the others' pages are given
+      // back as the build goes; they read as zeros afterwards.
       .def(py::init(&make_engine), py::arg("values"), py::arg("inputs"), py::arg("input_shapes"), py::arg("outputs"),
-           py::arg("ops"), py::arg("isa") = "", py::arg("max_activation_bytes") = qr::kDefaultMaxActivationBytes)
+           py::arg("ops"), py::arg("isa") = "", py::arg("max_activation_bytes") = qr::kDefaultMaxActivationBytes,
+           py::arg("release_tensors") = false)
       .def("borrowed_tensors", &Engine::borrowed_tensors)
       .def("run", [](const Engine& e, const std::vector<py::array>& inputs) {
         return run(e, inputs, nullptr);

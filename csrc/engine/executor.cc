@@ -2,11 +2,14 @@
 #include "engine/executor.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <unordered_map>
 
 #include "core/error.h"
+#include "core/release_pages.h"
 #include "core/thread_pool.h"
 #include "dispatch/cpu_features.h"
 #include "engine/transpose.h"
@@ -96,6 +99,43 @@ std::vector<int64_t> flatten_channels_last(const GraphSpec& spec, const std::vec
   return channels;
 }
 
+// GraphSpec::release_tensors during the build: per distinct tensor data, the ops not yet built that
+// name it and whether a built node borrows it; the last of its ops to be built releases it unless
+// borrowed. (The tensors are distinct arrays, one per name, so data pointers tell them apart.)
+class TensorRelease {
+ public:
+  explicit TensorRelease(const GraphSpec& spec) : spec_(spec) {
+    if (!spec.release_tensors) return;
+    for (const OpSpec& op : spec.ops)
+      for (const auto& role_tensor : op.tensors) index_.try_emplace(role_tensor.second.data, index_.size());
+    pending_.reset(new std::atomic<int>[index_.size()]());
+    borrowed_.reset(new std::atomic<bool>[index_.size()]());
+    for (const OpSpec& op : spec.ops)
+      for (const auto& role_tensor : op.tensors) ++pending_[index_.at(role_tensor.second.data)];
+  }
+
+  // Op i's node is built (any thread).
+  void built(size_t i, const Node& node) {
+    if (!spec_.release_tensors) return;
+    const OpSpec& op = spec_.ops[i];
+    for (const std::string& role : node.borrowed_tensors()) {
+      const auto it = op.tensors.find(role);
+      if (it != op.tensors.end()) borrowed_[index_.at(it->second.data)] = true;
+    }
+    for (const auto& role_tensor : op.tensors) {
+      const ConstTensor& t = role_tensor.second;
+      const size_t k = index_.at(t.data);
+      if (--pending_[k] == 0 && !borrowed_[k]) release_pages(t.data, t.bytes);
+    }
+  }
+
+ private:
+  const GraphSpec& spec_;
+  std::unordered_map<const void*, size_t> index_;
+  std::unique_ptr<std::atomic<int>[]> pending_;
+  std::unique_ptr<std::atomic<bool>[]> borrowed_;
+};
+
 }  // namespace
 
 Engine::Engine(const GraphSpec& spec)
@@ -136,6 +176,7 @@ Engine::Engine(const GraphSpec& spec)
   for (size_t i = 0; i < n_ops; ++i) producer[op_outputs_[i]] = static_cast<int>(i);
   const std::vector<int64_t> channels_last = flatten_channels_last(spec, producer);
   nodes_.resize(n_ops);
+  TensorRelease release(spec);
   std::vector<std::exception_ptr> errors(n_ops);
   ThreadPool::global().parallel_for(static_cast<int64_t>(n_ops), [&](int64_t i) {
     const OpSpec& op = spec.ops[i];
@@ -148,6 +189,7 @@ Engine::Engine(const GraphSpec& spec)
         nodes_[i] = make_node(op, spec);
       }
       if (channels_last[i] > 0 && op.op == "flatten") nodes_[i]->keep_channels_last();
+      release.built(static_cast<size_t>(i), *nodes_[i]);
     } catch (const ValueError& e) {
       const std::string msg = e.what();
       errors[i] = std::make_exception_ptr(ValueError(msg.rfind("op '", 0) == 0 ? msg : where(op) + ": " + msg));

@@ -49,6 +49,7 @@ struct ConstTensor {
   char dtype = 0;
   std::vector<int64_t> shape;
   const void* data = nullptr;
+  size_t bytes = 0;  // of data
   int64_t elements() const {
     int64_t e = 1;
     for (int64_t s : shape) e *= s;
@@ -71,13 +72,16 @@ struct OpSpec {
 // The caller keeps every op's ConstTensor data alive and unchanged while the Engine is built from it.
 // Most nodes copy or pack what they need, so then the data can go (a loaded model's file bytes); a
 // node may borrow a large read-only table instead: the caller keeps the data of the tensors
-// Engine::borrowed_tensors() lists as long as the Engine.
+// Engine::borrowed_tensors() lists as long as the Engine. With release_tensors the build itself lets
+// the rest go as it goes (release_pages: they read as zeros afterwards), each once every op that
+// names it is built, so that a load does not hold the file's tensors and their packed copies at once.
 struct GraphSpec {
   std::vector<ValueSpec> values;
   std::vector<int> inputs, outputs;
   std::vector<std::vector<int64_t>> input_shapes;  // declared, -1 = any
   std::vector<OpSpec> ops;
   std::string isa;  // the ISA path to prepack for; empty = the active one
+  bool release_tensors = false;  // the data is the caller's own copy, unread after the build
   // The most activation memory (the arena of one run) a plan may take; larger ones are refused.
   int64_t max_activation_bytes = kDefaultMaxActivationBytes;
 };

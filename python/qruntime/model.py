@@ -92,7 +92,10 @@ class Model:
         self._warned_integer = False
         spec = _engine_spec(graph, tensors)
         try:
-            self._engine = _core.Engine(*spec, isa=_isa(isa), max_activation_bytes=self.max_activation_bytes)
+            # A file's tensors, read for this build alone (the file stays open for later reads), go as
+            # they are packed: a load then never holds them and their packed copies all at once.
+            self._engine = _core.Engine(*spec, isa=_isa(isa), max_activation_bytes=self.max_activation_bytes,
+                                        release_tensors=_source is not None)
         except ValueError as e:
             raise qnn_format.FormatError(str(e)) from None
         # The engine keeps its own (packed) copy of the tensors but those it borrows (a transformer's
